@@ -1,0 +1,77 @@
+-- The job ledger: job types, jobs and their immutable history.
+-- Shipped migrations are never edited; add a new numbered file instead.
+
+CREATE TYPE orch.job_state AS ENUM (
+  'queued', 'leased', 'succeeded', 'failed', 'dead_lettered', 'canceled', 'timed_out'
+);
+
+-- Job types are global (they are metric labels), capped in number by the server.
+CREATE TABLE orch.job_types (
+  name              text PRIMARY KEY,
+  max_attempts      integer NOT NULL CHECK (max_attempts BETWEEN 1 AND 1000),
+  backoff_base_ms   integer NOT NULL CHECK (backoff_base_ms >= 0),
+  backoff_max_ms    integer NOT NULL CHECK (backoff_max_ms >= backoff_base_ms),
+  backoff_jitter    real    NOT NULL CHECK (backoff_jitter BETWEEN 0 AND 1),
+  lease_ms          integer NOT NULL CHECK (lease_ms >= 1000),
+  timeout_ms        integer CHECK (timeout_ms IS NULL OR timeout_ms >= 1000),
+  implicit          boolean NOT NULL DEFAULT false,
+  created_at        timestamptz NOT NULL DEFAULT now(),
+  updated_at        timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE orch.jobs (
+  id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  tenant_id        text NOT NULL,
+  job_type         text NOT NULL REFERENCES orch.job_types (name),
+  state            orch.job_state NOT NULL DEFAULT 'queued',
+  priority         integer NOT NULL DEFAULT 0 CHECK (priority >= 0),
+  payload          jsonb NOT NULL,
+  run_after        timestamptz NOT NULL DEFAULT now(),
+  attempt          integer NOT NULL DEFAULT 0,
+  max_attempts     integer NOT NULL CHECK (max_attempts >= 1),
+  idempotency_key  text,
+  correlation_id   text,
+  replay_of        bigint,
+  -- current or last lease; kept after the ack so that a repeated ack is recognised
+  lease_id         uuid,
+  -- the outcome the lease holder acked ('succeeded' | 'failed'), so a repeated ack is a no-op
+  acked            text CHECK (acked IN ('succeeded', 'failed')),
+  lease_until      timestamptz,
+  worker_id        text,
+  heartbeat_at     timestamptz,
+  started_at       timestamptz,
+  deadline_at      timestamptz,
+  progress         real,
+  progress_message text,
+  result           jsonb,
+  artifacts        jsonb,
+  last_error       jsonb,
+  created_at       timestamptz NOT NULL DEFAULT now(),
+  updated_at       timestamptz NOT NULL DEFAULT now(),
+  finished_at      timestamptz
+);
+
+-- Claim order: priority (higher first), then run_after, then id. Only runnable rows are indexed.
+CREATE INDEX jobs_claim_idx ON orch.jobs (job_type, priority DESC, run_after, id)
+  WHERE state IN ('queued', 'failed');
+-- The reaper's scan: only leased rows.
+CREATE INDEX jobs_lease_idx ON orch.jobs (lease_until) WHERE state = 'leased';
+CREATE UNIQUE INDEX jobs_idempotency_idx ON orch.jobs (tenant_id, job_type, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+CREATE INDEX jobs_tenant_idx ON orch.jobs (tenant_id, id DESC);
+
+-- Append-only: one row per transition.
+CREATE TABLE orch.job_history (
+  id          bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000) PRIMARY KEY,
+  job_id      bigint NOT NULL,
+  tenant_id   text NOT NULL,
+  at          timestamptz NOT NULL DEFAULT now(),
+  from_state  orch.job_state,
+  to_state    orch.job_state NOT NULL,
+  attempt     integer NOT NULL,
+  lease_id    uuid,
+  actor       text NOT NULL,
+  reason      text,
+  error       jsonb
+);
+CREATE INDEX job_history_job_idx ON orch.job_history (job_id, id);

@@ -1,0 +1,25 @@
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Config } from '../config/config.ts';
+import type { Dispatcher } from '../dispatch/dispatcher.ts';
+import type { Ledger } from '../ledger/ledger.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+
+export interface ReadinessCheck {
+  ok: boolean;
+  checks: Record<string, { ok: boolean; detail?: string }>;
+}
+
+/** What route modules need from the running server. */
+export interface ApiContext {
+  config: Config;
+  ledger: Ledger;
+  dispatcher: Dispatcher;
+  metrics: Metrics;
+  readiness: () => Promise<ReadinessCheck>;
+}
+
+export type App = FastifyInstance<
+  import('node:http').Server, import('node:http').IncomingMessage, import('node:http').ServerResponse,
+  import('fastify').FastifyBaseLogger, TypeBoxTypeProvider
+>;

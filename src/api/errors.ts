@@ -1,0 +1,61 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { LedgerError } from '../ledger/errors.ts';
+
+/** An error meant for the client: status, machine-readable code, the offending field. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    readonly field: string | null,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const LEDGER_STATUS = { invalid: 400, not_found: 404, conflict: 409, limit: 422 } as const;
+
+/** Field of a schema validation failure, as the client named it ("body.jobs[3].priority"-like). */
+function validationField(err: FastifyError): string | null {
+  const v = err.validation?.[0];
+  if (!v) return null;
+  const missing = (v.params as { missingProperty?: string } | undefined)?.missingProperty;
+  const path = v.instancePath.replace(/^\//, '').replace(/\/(\d+)(?=\/|$)/g, '[$1]').replace(/\//g, '.');
+  const full = [path, missing].filter(Boolean).join('.');
+  return full || err.validationContext || null;
+}
+
+function send(reply: FastifyReply, status: number, code: string, field: string | null, message: string) {
+  return reply.status(status).send({ error: { code, message, field } });
+}
+
+/**
+ * Every error leaves as { error: { code, message, field } }. Client mistakes
+ * are 4xx naming the field; anything unexpected is a bare 500 (details go to
+ * the log, never to the client: no stack, no SQL).
+ */
+export function errorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  if (err instanceof ApiError) return send(reply, err.status, err.code, err.field, err.message);
+  if (err instanceof LedgerError) return send(reply, LEDGER_STATUS[err.code], err.code, err.field, err.message);
+  if (err.validation) {
+    const field = validationField(err);
+    const where = err.validationContext ?? 'body';
+    return send(reply, 400, 'invalid', field, `${where}${field ? ` field "${field}"` : ''}: ${err.validation[0]?.message ?? 'invalid'}`);
+  }
+  if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return send(reply, 413, 'too_large', 'body', 'request body is too large');
+  if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return send(reply, 415, 'unsupported_media_type', 'content-type', 'send application/json');
+  if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError) {
+    return send(reply, 400, 'invalid_json', 'body', 'request body is not valid JSON');
+  }
+  const pgCode = (err as { code?: string }).code;
+  // PostgreSQL data exceptions (class 22) come from values the schema let through, e.g. out-of-range numbers.
+  if (typeof pgCode === 'string' && pgCode.startsWith('22')) return send(reply, 400, 'invalid', null, 'a value is out of range or malformed');
+  if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+    return send(reply, err.statusCode, 'bad_request', null, err.message);
+  }
+  const unavailable = pgCode === 'ECONNREFUSED' || pgCode === '57P01' || pgCode === '57P03' || /timeout|terminat/i.test(err.message);
+  request.log.error({ err }, 'request failed');
+  return unavailable
+    ? send(reply, 503, 'unavailable', null, 'the ledger database is unavailable; retry later')
+    : send(reply, 500, 'internal', null, 'internal error');
+}

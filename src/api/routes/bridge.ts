@@ -1,0 +1,118 @@
+import { Type } from 'typebox';
+import type { AckOutcome, CompleteInput, FailInput, HeartbeatOutcome } from '../../ledger/types.ts';
+import type { ApiContext, App } from '../context.ts';
+import { ApiError } from '../errors.ts';
+import {
+  AckOutcomeSchema, AcksBody, ClaimBody, CompleteBody, ErrorBody, FailBody, HeartbeatBody, HeartbeatOutcomeSchema,
+  HeartbeatsBody, JobId, LeaseId, LeaseSchema,
+} from '../schemas.ts';
+import { optionalTenant } from '../tenant.ts';
+
+const JobParams = Type.Object({ jobId: JobId });
+const AckResponse = Type.Object({ jobId: Type.String(), status: Type.String(), state: Type.Union([Type.String(), Type.Null()]) });
+
+/** A refused single ack or heartbeat becomes 404 or 409, with the reason as the error code. */
+function refuse(outcome: AckOutcome | HeartbeatOutcome): never {
+  if (outcome.status !== 'refused') throw new Error('refuse called on an applied outcome');
+  if (outcome.reason === 'not_found') throw new ApiError(404, 'not_found', 'jobId', `job ${outcome.jobId} not found`);
+  throw new ApiError(409, outcome.reason, 'leaseId', `lease refused: ${outcome.reason.replace('_', ' ')} (job is ${outcome.state})`);
+}
+
+function single(outcome: AckOutcome) {
+  if (outcome.status === 'refused') refuse(outcome);
+  return { jobId: outcome.jobId, status: outcome.status, state: outcome.state };
+}
+
+/**
+ * The worker bridge: claim, heartbeat, complete, fail, and their batch forms.
+ * A lease id is unguessable and names exactly one attempt, so it is what
+ * authorises an ack here; a stale one is refused with 409 and changes nothing.
+ */
+export function bridgeRoutes(app: App, ctx: ApiContext): void {
+  const { ledger, dispatcher, config } = ctx;
+
+  app.post('/claim', {
+    schema: {
+      summary: 'Claim up to `limit` jobs of the given types, long-polling up to `waitMs`', tags: ['workers'],
+      body: ClaimBody,
+      response: { 200: Type.Object({ leases: Type.Array(LeaseSchema) }), 400: ErrorBody },
+    },
+  }, async (request) => {
+    const b = request.body;
+    const tenant = optionalTenant(request);
+    const ac = new AbortController();
+    request.raw.once('close', () => ac.abort());
+    const leases = await dispatcher.claim(
+      { workerId: b.workerId, jobTypes: b.jobTypes, limit: b.limit ?? 1, tenantIds: tenant ? [tenant] : undefined, leaseMs: b.leaseMs },
+      Math.min(b.waitMs ?? 0, config.maxClaimWaitMs),
+      ac.signal,
+    );
+    return { leases };
+  });
+
+  app.post('/jobs/:jobId/heartbeat', {
+    schema: {
+      summary: 'Renew a lease and report progress', tags: ['workers'], params: JobParams, body: HeartbeatBody,
+      response: { 200: Type.Object({ jobId: Type.String(), leaseUntil: Type.String() }), 400: ErrorBody, 404: ErrorBody, 409: ErrorBody },
+    },
+  }, async (request) => {
+    const [o] = await ledger.heartbeat([{ jobId: request.params.jobId, ...request.body }]);
+    if (o!.status !== 'ok') refuse(o!);
+    return { jobId: o!.jobId, leaseUntil: o!.leaseUntil };
+  });
+
+  app.post('/jobs/:jobId/complete', {
+    bodyLimit: config.maxPayloadBytes + 64 * 1024,
+    schema: {
+      summary: 'Ack success, with a result and artifact references', tags: ['workers'], params: JobParams, body: CompleteBody,
+      response: { 200: AckResponse, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody },
+    },
+  }, async (request) => {
+    const b = request.body;
+    const [o] = await ledger.complete([{ jobId: request.params.jobId, leaseId: b.leaseId, result: b.result, artifacts: b.artifacts }], `worker:api`);
+    return single(o!);
+  });
+
+  app.post('/jobs/:jobId/fail', {
+    schema: {
+      summary: 'Ack failure; retryable failures retry with backoff until attempts are spent', tags: ['workers'],
+      params: JobParams, body: FailBody,
+      response: { 200: AckResponse, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody },
+    },
+  }, async (request) => {
+    const [o] = await ledger.fail([{ jobId: request.params.jobId, leaseId: request.body.leaseId, error: request.body.error }], 'worker:api');
+    return single(o!);
+  });
+
+  app.post('/acks', {
+    bodyLimit: Math.min(256 * 1024 * 1024, config.maxPayloadBytes * 64),
+    schema: {
+      summary: 'Ack many leases in one request; each gets its own outcome', tags: ['workers'], body: AcksBody,
+      response: { 200: Type.Object({ results: Type.Array(AckOutcomeSchema) }), 400: ErrorBody },
+    },
+  }, async (request) => {
+    const completes: CompleteInput[] = [];
+    const fails: FailInput[] = [];
+    for (const a of request.body.acks) {
+      if (a.outcome === 'succeeded') completes.push({ jobId: a.jobId, leaseId: a.leaseId, result: a.result, artifacts: a.artifacts });
+      else fails.push({ jobId: a.jobId, leaseId: a.leaseId, error: a.error });
+    }
+    const [c, f] = await Promise.all([ledger.complete(completes, 'worker:api'), ledger.fail(fails, 'worker:api')]);
+    return { results: [...c, ...f] };
+  });
+
+  app.post('/releases', {
+    schema: {
+      summary: 'Hand back leases the worker will not run (e.g. on shutdown); the attempt is not counted', tags: ['workers'],
+      body: Type.Object({ leases: Type.Array(Type.Object({ jobId: JobId, leaseId: LeaseId }, { additionalProperties: false }), { minItems: 1, maxItems: 10_000 }) }, { additionalProperties: false }),
+      response: { 200: Type.Object({ results: Type.Array(AckOutcomeSchema) }), 400: ErrorBody },
+    },
+  }, async (request) => ({ results: await ledger.release(request.body.leases, 'worker:api') }));
+
+  app.post('/heartbeats', {
+    schema: {
+      summary: 'Renew many leases in one request', tags: ['workers'], body: HeartbeatsBody,
+      response: { 200: Type.Object({ results: Type.Array(HeartbeatOutcomeSchema) }), 400: ErrorBody },
+    },
+  }, async (request) => ({ results: await ledger.heartbeat(request.body.leases) }));
+}

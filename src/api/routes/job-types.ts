@@ -1,0 +1,31 @@
+import { Type } from 'typebox';
+import type { ApiContext, App } from '../context.ts';
+import { ApiError } from '../errors.ts';
+import { ErrorBody, JobTypeName, JobTypeSchema, JobTypeSettingsBody } from '../schemas.ts';
+
+export function jobTypeRoutes(app: App, ctx: ApiContext): void {
+  const { ledger } = ctx;
+
+  app.get('/jobtypes', {
+    schema: { summary: 'Job types and their defaults', tags: ['jobtypes'], response: { 200: Type.Object({ jobTypes: Type.Array(JobTypeSchema) }) } },
+  }, async () => ({ jobTypes: await ledger.jobTypes.list(ledger.pool) }));
+
+  app.get('/jobtypes/:name', {
+    schema: {
+      summary: 'One job type', tags: ['jobtypes'], params: Type.Object({ name: JobTypeName }),
+      response: { 200: JobTypeSchema, 400: ErrorBody, 404: ErrorBody },
+    },
+  }, async (request) => {
+    const t = await ledger.jobTypes.get(ledger.pool, request.params.name);
+    if (!t) throw new ApiError(404, 'not_found', 'name', `job type ${request.params.name} not found`);
+    return t;
+  });
+
+  app.put('/jobtypes/:name', {
+    schema: {
+      summary: 'Define a job type or change its defaults (retry policy, lease length, run-time limit)', tags: ['jobtypes'],
+      params: Type.Object({ name: JobTypeName }), body: JobTypeSettingsBody,
+      response: { 200: JobTypeSchema, 400: ErrorBody, 422: ErrorBody },
+    },
+  }, async (request) => ledger.jobTypes.define(request.params.name, request.body));
+}

@@ -1,0 +1,94 @@
+import { Type } from 'typebox';
+import type { EnqueueInput } from '../../ledger/types.ts';
+import type { ApiContext, App } from '../context.ts';
+import { ApiError } from '../errors.ts';
+import {
+  EnqueueBody, EnqueuedRef, ErrorBody, HistorySchema, JobId, JobSchema, JobStateSchema, JobTypeName,
+} from '../schemas.ts';
+import { requireTenant } from '../tenant.ts';
+
+function toInput(tenantId: string, b: EnqueueBody): EnqueueInput {
+  if (b.runAfter !== undefined && b.delayMs !== undefined) {
+    throw new ApiError(400, 'invalid', 'delayMs', 'give runAfter or delayMs, not both');
+  }
+  const runAfter = b.runAfter !== undefined ? new Date(b.runAfter) : b.delayMs !== undefined ? new Date(Date.now() + b.delayMs) : undefined;
+  return {
+    tenantId, jobType: b.jobType, payload: b.payload ?? null, priority: b.priority, runAfter,
+    maxAttempts: b.maxAttempts, idempotencyKey: b.idempotencyKey, correlationId: b.correlationId,
+  };
+}
+
+const TenantHeaders = Type.Object({ 'x-tenant-id': Type.Optional(Type.String({ description: 'Tenant (or X-Stella-Tenant).' })) });
+
+export function jobRoutes(app: App, ctx: ApiContext): void {
+  const { ledger, config } = ctx;
+
+  app.post('/jobs', {
+    bodyLimit: config.maxPayloadBytes + 64 * 1024,
+    schema: {
+      summary: 'Enqueue a job', tags: ['jobs'], headers: TenantHeaders, body: EnqueueBody,
+      response: { 200: EnqueuedRef, 201: EnqueuedRef, 400: ErrorBody, 413: ErrorBody, 422: ErrorBody },
+      description: 'Returns 201 for a new job, 200 with the existing job when the idempotency key was already used.',
+    },
+  }, async (request, reply) => {
+    const tenantId = requireTenant(request);
+    const [r] = await ledger.enqueue([toInput(tenantId, request.body)], { actor: 'api' });
+    return reply.status(r!.created ? 201 : 200).send(r!);
+  });
+
+  app.post('/jobs/batch', {
+    bodyLimit: Math.min(256 * 1024 * 1024, config.maxPayloadBytes * 64),
+    schema: {
+      summary: 'Enqueue many jobs in one transaction', tags: ['jobs'], headers: TenantHeaders,
+      body: Type.Object({ jobs: Type.Array(EnqueueBody, { minItems: 1, maxItems: config.maxBatchSize }) }, { additionalProperties: false }),
+      response: { 200: Type.Object({ jobs: Type.Array(EnqueuedRef) }), 400: ErrorBody, 413: ErrorBody, 422: ErrorBody },
+    },
+  }, async (request) => {
+    const tenantId = requireTenant(request);
+    const inputs = request.body.jobs.map((b) => toInput(tenantId, b));
+    return { jobs: await ledger.enqueue(inputs, { actor: 'api' }) };
+  });
+
+  app.get('/jobs', {
+    schema: {
+      summary: 'List jobs, newest first', tags: ['jobs'], headers: TenantHeaders,
+      querystring: Type.Object({
+        state: Type.Optional(JobStateSchema),
+        jobType: Type.Optional(JobTypeName),
+        cursor: Type.Optional(JobId),
+        limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 50 })),
+      }, { additionalProperties: false }),
+      response: { 200: Type.Object({ jobs: Type.Array(JobSchema), nextCursor: Type.Union([Type.String(), Type.Null()]) }), 400: ErrorBody },
+    },
+  }, async (request) => {
+    const q = request.query;
+    return ledger.listJobs({ tenantId: requireTenant(request), state: q.state, jobType: q.jobType, cursor: q.cursor, limit: q.limit ?? 50 });
+  });
+
+  app.get('/jobs/:jobId', {
+    schema: {
+      summary: 'A job with its full history', tags: ['jobs'], headers: TenantHeaders,
+      params: Type.Object({ jobId: JobId }),
+      response: { 200: Type.Object({ job: JobSchema, history: Type.Array(HistorySchema) }), 400: ErrorBody, 404: ErrorBody },
+    },
+  }, async (request) => {
+    const tenantId = requireTenant(request);
+    const job = await ledger.getJob(tenantId, request.params.jobId);
+    if (!job) throw new ApiError(404, 'not_found', 'jobId', `job ${request.params.jobId} not found`);
+    return { job, history: await ledger.getHistory(tenantId, job.id) };
+  });
+
+  app.post('/jobs/:jobId/cancel', {
+    schema: {
+      summary: 'Cancel a queued or running job', tags: ['jobs'], headers: TenantHeaders,
+      description: 'A running job\'s worker learns at its next heartbeat; its late ack is refused.',
+      params: Type.Object({ jobId: JobId }),
+      response: { 200: Type.Object({ job: JobSchema }), 400: ErrorBody, 404: ErrorBody, 409: ErrorBody },
+    },
+  }, async (request) => {
+    const tenantId = requireTenant(request);
+    const reason = request.headers['x-operator-reason'];
+    await ledger.cancel(tenantId, request.params.jobId, 'api', typeof reason === 'string' ? reason.slice(0, 256) : null);
+    return { job: (await ledger.getJob(tenantId, request.params.jobId))! };
+  });
+}

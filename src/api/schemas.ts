@@ -1,0 +1,188 @@
+import { Type, type Static } from 'typebox';
+import { JOB_TYPE_PATTERN } from '../ledger/job-types.ts';
+import { MAX_KEY_LENGTH, MAX_PRIORITY } from '../ledger/validate.ts';
+
+/** Request and response shapes of the HTTP API; the OpenAPI document is generated from these. */
+
+export const JobId = Type.String({ pattern: '^[1-9][0-9]{0,17}$', description: 'Job id (decimal string).' });
+export const LeaseId = Type.String({ pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' });
+export const JobTypeName = Type.String({ pattern: JOB_TYPE_PATTERN });
+export const WorkerId = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:@/-]*$' });
+export const JobStateSchema = Type.Union([
+  Type.Literal('queued'), Type.Literal('leased'), Type.Literal('succeeded'), Type.Literal('failed'),
+  Type.Literal('dead_lettered'), Type.Literal('canceled'), Type.Literal('timed_out'),
+]);
+const IsoTime = Type.String({ format: 'date-time' });
+const NullableIso = Type.Union([IsoTime, Type.Null()]);
+
+export const ErrorBody = Type.Object({
+  error: Type.Object({
+    code: Type.String(),
+    message: Type.String(),
+    field: Type.Union([Type.String(), Type.Null()]),
+  }),
+});
+
+export const EnqueueBody = Type.Object({
+  jobType: JobTypeName,
+  payload: Type.Optional(Type.Unknown()),
+  priority: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_PRIORITY, description: 'Higher runs first.' })),
+  runAfter: Type.Optional(IsoTime),
+  delayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 366 * 24 * 3600 * 1000 })),
+  maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+  idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_KEY_LENGTH })),
+  correlationId: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_KEY_LENGTH })),
+}, { additionalProperties: false });
+export type EnqueueBody = Static<typeof EnqueueBody>;
+
+export const EnqueuedRef = Type.Object({
+  id: JobId, jobType: Type.String(), state: JobStateSchema, created: Type.Boolean(),
+});
+
+export const ErrorInfoSchema = Type.Object({
+  class: Type.String({ minLength: 1, maxLength: 128 }),
+  message: Type.String({ maxLength: 8192 }),
+  retryable: Type.Optional(Type.Boolean({ description: 'false sends the job straight to the dead-letter state.' })),
+  details: Type.Optional(Type.Unknown()),
+}, { additionalProperties: false });
+
+export const ArtifactSchema = Type.Object({
+  name: Type.String({ minLength: 1, maxLength: 256 }),
+  uri: Type.String({ minLength: 1, maxLength: 2048 }),
+  sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+}, { additionalProperties: false });
+
+export const JobSchema = Type.Object({
+  id: JobId,
+  tenantId: Type.String(),
+  jobType: Type.String(),
+  state: JobStateSchema,
+  priority: Type.Integer(),
+  payload: Type.Unknown(),
+  runAfter: IsoTime,
+  attempt: Type.Integer(),
+  maxAttempts: Type.Integer(),
+  idempotencyKey: Type.Union([Type.String(), Type.Null()]),
+  correlationId: Type.Union([Type.String(), Type.Null()]),
+  replayOf: Type.Union([Type.String(), Type.Null()]),
+  leaseId: Type.Union([Type.String(), Type.Null()]),
+  leaseUntil: NullableIso,
+  workerId: Type.Union([Type.String(), Type.Null()]),
+  heartbeatAt: NullableIso,
+  startedAt: NullableIso,
+  deadlineAt: NullableIso,
+  progress: Type.Union([Type.Number(), Type.Null()]),
+  progressMessage: Type.Union([Type.String(), Type.Null()]),
+  result: Type.Unknown(),
+  artifacts: Type.Union([Type.Array(ArtifactSchema), Type.Null()]),
+  lastError: Type.Union([Type.Unknown(), Type.Null()]),
+  createdAt: IsoTime,
+  updatedAt: IsoTime,
+  finishedAt: NullableIso,
+});
+
+export const HistorySchema = Type.Object({
+  at: IsoTime,
+  from: Type.Union([JobStateSchema, Type.Null()]),
+  to: JobStateSchema,
+  attempt: Type.Integer(),
+  leaseId: Type.Union([Type.String(), Type.Null()]),
+  actor: Type.String(),
+  reason: Type.Union([Type.String(), Type.Null()]),
+  error: Type.Union([Type.Unknown(), Type.Null()]),
+});
+
+export const LeaseSchema = Type.Object({
+  jobId: JobId,
+  leaseId: LeaseId,
+  leaseUntil: IsoTime,
+  leaseMs: Type.Integer(),
+  attempt: Type.Integer(),
+  maxAttempts: Type.Integer(),
+  idempotencyKey: Type.String(),
+  tenantId: Type.String(),
+  jobType: Type.String(),
+  priority: Type.Integer(),
+  payload: Type.Unknown(),
+  correlationId: Type.Union([Type.String(), Type.Null()]),
+  deadlineAt: NullableIso,
+});
+
+export const ClaimBody = Type.Object({
+  workerId: WorkerId,
+  jobTypes: Type.Array(JobTypeName, { minItems: 1, maxItems: 100 }),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 1 })),
+  waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 300_000, description: 'Long-poll: wait up to this long for work.' })),
+  leaseMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 })),
+}, { additionalProperties: false });
+
+const LeaseRefProps = { jobId: JobId, leaseId: LeaseId };
+const Progress = Type.Number({ minimum: 0, maximum: 1 });
+const ProgressMessage = Type.String({ maxLength: 1024 });
+
+export const HeartbeatBody = Type.Object({
+  leaseId: LeaseId,
+  progress: Type.Optional(Progress),
+  message: Type.Optional(ProgressMessage),
+}, { additionalProperties: false });
+
+export const HeartbeatsBody = Type.Object({
+  leases: Type.Array(Type.Object({ ...LeaseRefProps, progress: Type.Optional(Progress), message: Type.Optional(ProgressMessage) }, { additionalProperties: false }), { minItems: 1, maxItems: 10_000 }),
+}, { additionalProperties: false });
+
+export const CompleteBody = Type.Object({
+  leaseId: LeaseId,
+  result: Type.Optional(Type.Unknown()),
+  artifacts: Type.Optional(Type.Array(ArtifactSchema, { maxItems: 1000 })),
+}, { additionalProperties: false });
+
+export const FailBody = Type.Object({
+  leaseId: LeaseId,
+  error: ErrorInfoSchema,
+}, { additionalProperties: false });
+
+export const AckItem = Type.Union([
+  Type.Object({
+    ...LeaseRefProps, outcome: Type.Literal('succeeded'),
+    result: Type.Optional(Type.Unknown()), artifacts: Type.Optional(Type.Array(ArtifactSchema, { maxItems: 1000 })),
+  }, { additionalProperties: false }),
+  Type.Object({ ...LeaseRefProps, outcome: Type.Literal('failed'), error: ErrorInfoSchema }, { additionalProperties: false }),
+]);
+export const AcksBody = Type.Object({ acks: Type.Array(AckItem, { minItems: 1, maxItems: 10_000 }) }, { additionalProperties: false });
+
+export const AckOutcomeSchema = Type.Object({
+  jobId: Type.String(),
+  status: Type.Union([Type.Literal('ok'), Type.Literal('duplicate'), Type.Literal('refused')]),
+  state: Type.Union([JobStateSchema, Type.Null()]),
+  reason: Type.Optional(Type.String()),
+});
+
+export const HeartbeatOutcomeSchema = Type.Object({
+  jobId: Type.String(),
+  status: Type.Union([Type.Literal('ok'), Type.Literal('refused')]),
+  leaseUntil: Type.Optional(IsoTime),
+  reason: Type.Optional(Type.String()),
+  state: Type.Optional(Type.Union([JobStateSchema, Type.Null()])),
+});
+
+export const JobTypeSettingsBody = Type.Object({
+  maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+  backoffBaseMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 7 * 24 * 3600 * 1000 })),
+  backoffMaxMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 30 * 24 * 3600 * 1000 })),
+  backoffJitter: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+  leaseMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 })),
+  timeoutMs: Type.Optional(Type.Union([Type.Integer({ minimum: 1000, maximum: 30 * 24 * 3600 * 1000 }), Type.Null()])),
+}, { additionalProperties: false });
+
+export const JobTypeSchema = Type.Object({
+  name: Type.String(),
+  maxAttempts: Type.Integer(),
+  backoffBaseMs: Type.Integer(),
+  backoffMaxMs: Type.Integer(),
+  backoffJitter: Type.Number(),
+  leaseMs: Type.Integer(),
+  timeoutMs: Type.Union([Type.Integer(), Type.Null()]),
+  implicit: Type.Boolean(),
+  createdAt: IsoTime,
+  updatedAt: IsoTime,
+});

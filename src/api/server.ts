@@ -1,0 +1,46 @@
+import Fastify, { LogController } from 'fastify';
+import swagger from '@fastify/swagger';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Logger } from '../logging.ts';
+import type { ApiContext, App } from './context.ts';
+import { errorHandler } from './errors.ts';
+import { bridgeRoutes } from './routes/bridge.ts';
+import { jobTypeRoutes } from './routes/job-types.ts';
+import { jobRoutes } from './routes/jobs.ts';
+import { opsRoutes } from './routes/ops.ts';
+
+export const API_BASE = '/api/v1/orchestrator';
+
+/** Builds the HTTP app: validation from the route schemas, OpenAPI 3.1 at /.well-known/openapi. */
+export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
+  const app = Fastify({
+    loggerInstance: log.child({ component: 'http' }),
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 1024 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
+    return503OnClosing: true,
+  }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((request, reply) => reply.status(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}`, field: null } }));
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'orch: job orchestrator API', version: '1.0.0', description: 'Job ledger, worker bridge and operator controls.' },
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      },
+    },
+  });
+  app.get('/.well-known/openapi', { schema: { hide: true } }, async () => app.swagger());
+
+  opsRoutes(app, ctx);
+  await app.register(async (api) => {
+    const scoped = api as unknown as App;
+    jobRoutes(scoped, ctx);
+    bridgeRoutes(scoped, ctx);
+    jobTypeRoutes(scoped, ctx);
+  }, { prefix: API_BASE });
+  return app;
+}

@@ -1,0 +1,149 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import ms from 'ms';
+import type { JobState } from '../../ledger/types.ts';
+import { OrchClient, type SubmitJob } from '../../sdk/client.ts';
+import { CliError, print, type OutputFormat } from '../output.ts';
+
+interface GlobalOptions { apiUrl: string; token?: string; tenant: string; output: OutputFormat }
+
+export function clientFor(cmd: Command): { client: OrchClient; output: OutputFormat } {
+  const g = cmd.optsWithGlobals<GlobalOptions>();
+  return { client: new OrchClient({ apiUrl: g.apiUrl, token: g.token, tenant: g.tenant }), output: g.output };
+}
+
+export function duration(value: string, flag: string): number {
+  const n = /^\d+$/.test(value) ? Number(value) : ms(value as ms.StringValue);
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) throw new CliError(`${flag}: "${value}" is not a duration (e.g. 500ms, 30s, 5m, 1h)`);
+  return n;
+}
+
+function integer(value: string, flag: string): number {
+  if (!/^-?\d+$/.test(value)) throw new CliError(`${flag}: "${value}" is not an integer`);
+  return Number(value);
+}
+
+function json(value: string, flag: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch {
+    throw new CliError(`${flag}: not valid JSON`);
+  }
+}
+
+const JOB_COLUMNS = ['id', 'jobType', 'state', 'priority', 'attempt', 'maxAttempts', 'runAfter', 'updatedAt'];
+
+export function registerJobCommands(program: Command): void {
+  program
+    .command('enqueue')
+    .description('submit a job (or many with --file F.ndjson, one JSON job per line)')
+    .argument('[type]', 'job type')
+    .option('--payload <json>', 'job payload as JSON', '{}')
+    .option('--idempotency-key <key>', 'a second submit with this key returns the first job')
+    .option('--priority <n>', 'higher runs first (0..1000)')
+    .option('--delay <duration>', 'run no earlier than this from now (e.g. 30s, 5m)')
+    .option('--max-attempts <n>', 'attempts before dead-lettering')
+    .option('--correlation-id <id>', 'carried on the job and its events')
+    .option('--file <path>', 'NDJSON file of jobs: {"jobType": ..., "payload": ...} per line')
+    .action(async (type: string | undefined, o: Record<string, string | undefined>, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      if (o.file) {
+        const lines = (await readFile(o.file, 'utf8')).split('\n').filter((l) => l.trim() !== '');
+        const jobs = lines.map((l, i) => {
+          const j = json(l, `--file line ${i + 1}`) as SubmitJob;
+          return type && !j.jobType ? { ...j, jobType: type } : j;
+        });
+        const results = await client.enqueueBatch(jobs);
+        print(output, results, results, ['id', 'jobType', 'state', 'created']);
+        return;
+      }
+      if (!type) throw new CliError('enqueue: give a job type (or --file)');
+      const job: SubmitJob = {
+        jobType: type,
+        payload: json(o.payload ?? '{}', '--payload'),
+        idempotencyKey: o.idempotencyKey,
+        correlationId: o.correlationId,
+        priority: o.priority === undefined ? undefined : integer(o.priority, '--priority'),
+        maxAttempts: o.maxAttempts === undefined ? undefined : integer(o.maxAttempts, '--max-attempts'),
+        delayMs: o.delay === undefined ? undefined : duration(o.delay, '--delay'),
+      };
+      const r = await client.enqueue(job);
+      print(output, r, [r], ['id', 'jobType', 'state', 'created']);
+    });
+
+  const jobs = program.command('jobs').description('inspect and act on jobs');
+  jobs
+    .command('list')
+    .description('jobs of the tenant, newest first')
+    .option('--state <state>', 'queued|leased|succeeded|failed|dead_lettered|canceled|timed_out')
+    .option('--type <jobType>', 'only this job type')
+    .option('--limit <n>', 'page size', '50')
+    .option('--cursor <id>', 'continue after this id (printed as nextCursor)')
+    .action(async (o: Record<string, string | undefined>, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const page = await client.listJobs({
+        state: o.state as JobState | undefined, jobType: o.type, cursor: o.cursor, limit: integer(o.limit ?? '50', '--limit'),
+      });
+      print(output, page, page.jobs, JOB_COLUMNS);
+      if (output === 'table' && page.nextCursor) process.stdout.write(`next page: --cursor ${page.nextCursor}\n`);
+    });
+
+  jobs
+    .command('show')
+    .description('a job with its history')
+    .argument('<id>', 'job id')
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const r = await client.getJob(id);
+      if (output === 'json') return print(output, r, [], []);
+      const j = r.job;
+      print('table', null, [j], JOB_COLUMNS);
+      process.stdout.write(`payload: ${JSON.stringify(j.payload)}\n`);
+      if (j.lastError) process.stdout.write(`last error: ${j.lastError.class}: ${j.lastError.message}\n`);
+      if (j.result !== null) process.stdout.write(`result: ${JSON.stringify(j.result)}\n`);
+      process.stdout.write('\nhistory:\n');
+      print('table', null, r.history, ['at', 'from', 'to', 'attempt', 'actor', 'reason']);
+    });
+
+  jobs
+    .command('cancel')
+    .description('cancel a queued or running job')
+    .argument('<id>', 'job id')
+    .option('--reason <text>', 'why (recorded in the job history)')
+    .action(async (id: string, o: { reason?: string }, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const job = await client.cancel(id, o.reason);
+      print(output, job, [job], ['id', 'jobType', 'state', 'attempt']);
+    });
+
+  const types = program.command('jobtypes').description('job types and their defaults');
+  types
+    .command('list')
+    .action(async (_o: unknown, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const list = await client.listJobTypes();
+      print(output, list, list, ['name', 'maxAttempts', 'backoffBaseMs', 'backoffMaxMs', 'leaseMs', 'timeoutMs', 'implicit']);
+    });
+  types
+    .command('set')
+    .description('define a job type or change its defaults')
+    .argument('<name>', 'job type')
+    .option('--max-attempts <n>')
+    .option('--backoff-base <duration>')
+    .option('--backoff-max <duration>')
+    .option('--jitter <fraction>', '0..1')
+    .option('--lease <duration>', 'lease length a heartbeat renews')
+    .option('--timeout <duration>', 'run-time limit ("none" to clear)')
+    .action(async (name: string, o: Record<string, string | undefined>, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const t = await client.defineJobType(name, {
+        maxAttempts: o.maxAttempts === undefined ? undefined : integer(o.maxAttempts, '--max-attempts'),
+        backoffBaseMs: o.backoffBase === undefined ? undefined : duration(o.backoffBase, '--backoff-base'),
+        backoffMaxMs: o.backoffMax === undefined ? undefined : duration(o.backoffMax, '--backoff-max'),
+        backoffJitter: o.jitter === undefined ? undefined : Number(o.jitter),
+        leaseMs: o.lease === undefined ? undefined : duration(o.lease, '--lease'),
+        timeoutMs: o.timeout === undefined ? undefined : o.timeout === 'none' ? null : duration(o.timeout, '--timeout'),
+      });
+      print(output, t, [t], ['name', 'maxAttempts', 'backoffBaseMs', 'backoffMaxMs', 'leaseMs', 'timeoutMs']);
+    });
+}

@@ -1,0 +1,46 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../../config/config.ts';
+import { openDatabase, startControlPlane } from '../../control-plane.ts';
+import { createPool } from '../../ledger/db.ts';
+import { migrate } from '../../ledger/migrate.ts';
+import { createLogger } from '../../logging.ts';
+
+export function registerServerCommands(program: Command): void {
+  program
+    .command('serve')
+    .description('run the control plane (HTTP API, lease reaper) on ORCH_DATABASE_URL or an embedded PostgreSQL')
+    .action(async () => {
+      const config = loadConfig();
+      const log = createLogger(config.logLevel);
+      const plane = await startControlPlane(config, log);
+      let stopping = false;
+      const shutdown = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal }, 'shutting down');
+        plane.stop().then(() => process.exit(0), (err) => {
+          log.error({ err }, 'shutdown failed');
+          process.exit(1);
+        });
+      };
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+      process.on('SIGINT', () => shutdown('SIGINT'));
+    });
+
+  program
+    .command('migrate')
+    .description('apply pending database migrations and exit')
+    .action(async () => {
+      const config = loadConfig();
+      const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+      const { connectionString, embedded } = await openDatabase(config, log);
+      const pool = createPool(connectionString, 2);
+      try {
+        const applied = await migrate(pool);
+        process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
+      } finally {
+        await pool.end();
+        await embedded?.stop();
+      }
+    });
+}

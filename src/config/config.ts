@@ -1,0 +1,121 @@
+import { Type, type Static } from 'typebox';
+import { Value } from 'typebox/value';
+
+/**
+ * Every tunable of the server in one object, read from the environment and
+ * validated once at start-up so that a typo fails loudly instead of at 3 a.m.
+ */
+export const ConfigSchema = Type.Object({
+  databaseUrl: Type.Optional(Type.String({ minLength: 1 })),
+  dataDir: Type.String({ minLength: 1 }),
+  httpHost: Type.String({ minLength: 1 }),
+  httpPort: Type.Integer({ minimum: 0, maximum: 65535 }),
+  logLevel: Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')]),
+  dbPoolSize: Type.Integer({ minimum: 2, maximum: 200 }),
+  maxJobTypes: Type.Integer({ minimum: 1, maximum: 100_000 }),
+  maxPayloadBytes: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024 }),
+  maxBatchSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
+  maxClaimWaitMs: Type.Integer({ minimum: 0, maximum: 300_000 }),
+  jobTypeDefaults: Type.Object({
+    maxAttempts: Type.Integer({ minimum: 1, maximum: 1000 }),
+    backoffBaseMs: Type.Integer({ minimum: 0 }),
+    backoffMaxMs: Type.Integer({ minimum: 0 }),
+    backoffJitter: Type.Number({ minimum: 0, maximum: 1 }),
+    leaseMs: Type.Integer({ minimum: 1000 }),
+    timeoutMs: Type.Union([Type.Integer({ minimum: 1000 }), Type.Null()]),
+  }),
+  /** Background loops: each has an interval; all share the Service shape in src/maintenance. */
+  maintenance: Type.Object({
+    leaseReaperIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
+    leaseReaperBatchSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
+  }),
+});
+export type Config = Static<typeof ConfigSchema>;
+
+export const defaultConfig: Config = {
+  dataDir: './.orch',
+  httpHost: '127.0.0.1',
+  httpPort: 8080,
+  logLevel: 'info',
+  dbPoolSize: 20,
+  maxJobTypes: 1000,
+  maxPayloadBytes: 1024 * 1024,
+  maxBatchSize: 10_000,
+  maxClaimWaitMs: 60_000,
+  jobTypeDefaults: {
+    maxAttempts: 5,
+    backoffBaseMs: 1000,
+    backoffMaxMs: 3_600_000,
+    backoffJitter: 0.5,
+    leaseMs: 30_000,
+    timeoutMs: null,
+  },
+  maintenance: {
+    leaseReaperIntervalMs: 1000,
+    leaseReaperBatchSize: 1000,
+  },
+};
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n)) throw new ConfigError(`${name} must be an integer, got "${raw}"`);
+  return n;
+}
+
+function num(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n)) throw new ConfigError(`${name} must be a number, got "${raw}"`);
+  return n;
+}
+
+/** Builds the configuration from ORCH_* variables over the defaults, then validates it. */
+export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
+  const d = defaultConfig;
+  const timeout = env.ORCH_DEFAULT_TIMEOUT_MS;
+  const config: Config = {
+    databaseUrl: env.ORCH_DATABASE_URL || undefined,
+    dataDir: env.ORCH_DATA_DIR || d.dataDir,
+    httpHost: env.ORCH_HTTP_HOST || d.httpHost,
+    httpPort: int(env, 'ORCH_HTTP_PORT', d.httpPort),
+    logLevel: (env.ORCH_LOG_LEVEL || d.logLevel) as Config['logLevel'],
+    dbPoolSize: int(env, 'ORCH_DB_POOL_SIZE', d.dbPoolSize),
+    maxJobTypes: int(env, 'ORCH_MAX_JOB_TYPES', d.maxJobTypes),
+    maxPayloadBytes: int(env, 'ORCH_MAX_PAYLOAD_BYTES', d.maxPayloadBytes),
+    maxBatchSize: int(env, 'ORCH_MAX_BATCH_SIZE', d.maxBatchSize),
+    maxClaimWaitMs: int(env, 'ORCH_MAX_CLAIM_WAIT_MS', d.maxClaimWaitMs),
+    jobTypeDefaults: {
+      maxAttempts: int(env, 'ORCH_DEFAULT_MAX_ATTEMPTS', d.jobTypeDefaults.maxAttempts),
+      backoffBaseMs: int(env, 'ORCH_DEFAULT_BACKOFF_BASE_MS', d.jobTypeDefaults.backoffBaseMs),
+      backoffMaxMs: int(env, 'ORCH_DEFAULT_BACKOFF_MAX_MS', d.jobTypeDefaults.backoffMaxMs),
+      backoffJitter: num(env, 'ORCH_DEFAULT_BACKOFF_JITTER', d.jobTypeDefaults.backoffJitter),
+      leaseMs: int(env, 'ORCH_DEFAULT_LEASE_MS', d.jobTypeDefaults.leaseMs),
+      timeoutMs: timeout ? int(env, 'ORCH_DEFAULT_TIMEOUT_MS', 0) : d.jobTypeDefaults.timeoutMs,
+    },
+    maintenance: {
+      leaseReaperIntervalMs: int(env, 'ORCH_LEASE_REAPER_INTERVAL_MS', d.maintenance.leaseReaperIntervalMs),
+      leaseReaperBatchSize: int(env, 'ORCH_LEASE_REAPER_BATCH_SIZE', d.maintenance.leaseReaperBatchSize),
+    },
+    ...overrides,
+  };
+  return validateConfig(config);
+}
+
+export function validateConfig(config: Config): Config {
+  const errors = [...Value.Errors(ConfigSchema, config)];
+  if (errors.length > 0) {
+    const e = errors[0]!;
+    throw new ConfigError(`invalid configuration at ${e.instancePath || '/'}: ${e.message}`);
+  }
+  if (config.jobTypeDefaults.backoffMaxMs < config.jobTypeDefaults.backoffBaseMs) {
+    throw new ConfigError('ORCH_DEFAULT_BACKOFF_MAX_MS must be >= ORCH_DEFAULT_BACKOFF_BASE_MS');
+  }
+  return config;
+}

@@ -1,0 +1,86 @@
+import type pg from 'pg';
+import type { Config } from './config/config.ts';
+import { buildApi } from './api/server.ts';
+import type { ReadinessCheck } from './api/context.ts';
+import { Dispatcher } from './dispatch/dispatcher.ts';
+import { JobNotifier } from './dispatch/notifier.ts';
+import { createPool } from './ledger/db.ts';
+import { startEmbeddedDatabase, type EmbeddedDatabase } from './ledger/embedded.ts';
+import { Ledger } from './ledger/ledger.ts';
+import { migrate, migrationsApplied } from './ledger/migrate.ts';
+import type { Logger } from './logging.ts';
+import type { PeriodicService } from './maintenance/service.ts';
+import { Metrics } from './metrics/metrics.ts';
+import { LeaseReaper } from './recovery/lease-reaper.ts';
+
+export interface ControlPlane {
+  /** Base URL the HTTP server listens on, e.g. http://127.0.0.1:8080 */
+  url: string;
+  connectionString: string;
+  ledger: Ledger;
+  metrics: Metrics;
+  services: PeriodicService[];
+  stop(): Promise<void>;
+}
+
+/** Opens the configured database, or starts the embedded one under dataDir. */
+export async function openDatabase(config: Config, log: Logger): Promise<{ connectionString: string; embedded: EmbeddedDatabase | null }> {
+  if (config.databaseUrl) return { connectionString: config.databaseUrl, embedded: null };
+  const embedded = await startEmbeddedDatabase(config.dataDir, log);
+  return { connectionString: embedded.connectionString, embedded };
+}
+
+/** Starts everything `orch serve` runs: database, migrations, background services, HTTP API. */
+export async function startControlPlane(config: Config, log: Logger): Promise<ControlPlane> {
+  const { connectionString, embedded } = await openDatabase(config, log);
+  let pool: pg.Pool | null = null;
+  try {
+    pool = createPool(connectionString, config.dbPoolSize);
+    const applied = await migrate(pool);
+    if (applied.length > 0) log.info({ applied }, 'migrations applied');
+
+    const ledger = new Ledger(pool, config);
+    const metrics = new Metrics();
+    ledger.observe(metrics);
+    const notifier = new JobNotifier(connectionString, log);
+    await notifier.start();
+    const dispatcher = new Dispatcher(ledger, notifier);
+    const services: PeriodicService[] = [
+      new LeaseReaper(ledger, config.maintenance.leaseReaperBatchSize, config.maintenance.leaseReaperIntervalMs, log),
+    ];
+    services.forEach((s) => s.start());
+
+    const db = pool;
+    const readiness = async (): Promise<ReadinessCheck> => {
+      const checks: ReadinessCheck['checks'] = {};
+      try {
+        checks.database = { ok: true };
+        checks.migrations = { ok: await migrationsApplied(db) };
+      } catch (err) {
+        checks.database = { ok: false, detail: (err as Error).message };
+      }
+      return { ok: Object.values(checks).every((c) => c.ok), checks };
+    };
+    const app = await buildApi({ config, ledger, dispatcher, metrics, readiness }, log);
+    await app.listen({ host: config.httpHost, port: config.httpPort });
+    const addr = app.server.address();
+    const port = addr && typeof addr === 'object' ? addr.port : config.httpPort;
+    const url = `http://${config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost}:${port}`;
+    log.info({ url }, 'orchestrator listening');
+
+    return {
+      url, connectionString, ledger, metrics, services,
+      async stop() {
+        await app.close();
+        await Promise.all(services.map((s) => s.stop()));
+        await notifier.stop();
+        await db.end();
+        await embedded?.stop();
+      },
+    };
+  } catch (err) {
+    await pool?.end().catch(() => undefined);
+    await embedded?.stop().catch(() => undefined);
+    throw err;
+  }
+}

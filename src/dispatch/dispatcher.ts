@@ -1,0 +1,44 @@
+import type { Ledger } from '../ledger/ledger.ts';
+import type { ClaimRequest, Lease } from '../ledger/types.ts';
+import type { JobNotifier } from './notifier.ts';
+
+/**
+ * Claims with long-polling: claim now; if nothing is runnable, sleep until a
+ * notification for one of the types (or a poll tick, for delayed and retried
+ * jobs whose run_after passes silently), then claim again, until waitMs.
+ */
+export class Dispatcher {
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly notifier: JobNotifier,
+    private readonly pollIntervalMs = 1000,
+  ) {}
+
+  async claim(req: ClaimRequest, waitMs: number, signal?: AbortSignal): Promise<Lease[]> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const waiter = this.notifier.register(req.jobTypes);
+      try {
+        const leases = await this.ledger.claim(req);
+        const left = deadline - Date.now();
+        if (leases.length > 0 || left <= 0 || signal?.aborted) return leases;
+        await sleepUntil(waiter.promise, Math.min(left, this.pollIntervalMs), signal);
+      } finally {
+        waiter.cancel();
+      }
+    }
+  }
+}
+
+function sleepUntil(woken: Promise<void>, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+    void woken.then(done);
+  });
+}

@@ -1,0 +1,107 @@
+import pg from 'pg';
+import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
+import type { Logger } from '../logging.ts';
+
+interface Waiter {
+  types: string[];
+  wake: () => void;
+}
+
+/**
+ * One LISTEN connection per process that wakes idle claimers when jobs of
+ * their types arrive. Enqueues notify "<jobType> <count>"; at most `count`
+ * waiters wake per notification, so one job does not stampede every worker.
+ */
+export class JobNotifier {
+  private client: pg.Client | null = null;
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private closed = false;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly connectionString: string,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.closed = false;
+    await this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.connectionString, application_name: 'orch-notifier' });
+    client.on('notification', (msg) => {
+      const [type, count] = (msg.payload ?? '').split(' ');
+      if (type) this.wake(type, Number(count) || 1);
+    });
+    client.on('error', (err) => {
+      this.log.warn({ err }, 'job notifier connection lost; reconnecting');
+      this.scheduleReconnect();
+    });
+    await client.connect();
+    await client.query(`LISTEN ${JOBS_CHANNEL}`);
+    this.client = client;
+    // Notifications sent while we were disconnected are gone: let every waiter look again.
+    this.wakeAll();
+  }
+
+  private scheduleReconnect(): void {
+    const old = this.client;
+    this.client = null;
+    old?.end().catch(() => undefined);
+    if (this.closed || this.reconnectTimer) return;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect().catch(() => this.scheduleReconnect());
+    }, 1000);
+    this.reconnectTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.wakeAll();
+    await this.client?.end().catch(() => undefined);
+    this.client = null;
+  }
+
+  /**
+   * Registers interest before the caller looks for work, so a notification
+   * that lands between an empty claim and the wait is not missed.
+   */
+  register(types: string[]): { promise: Promise<void>; cancel: () => void } {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    const waiter: Waiter = {
+      types,
+      wake: () => {
+        this.remove(waiter);
+        resolve();
+      },
+    };
+    for (const t of types) {
+      let set = this.waiters.get(t);
+      if (!set) this.waiters.set(t, (set = new Set()));
+      set.add(waiter);
+    }
+    return { promise, cancel: () => this.remove(waiter) };
+  }
+
+  private remove(waiter: Waiter): void {
+    for (const t of waiter.types) {
+      const set = this.waiters.get(t);
+      set?.delete(waiter);
+      if (set?.size === 0) this.waiters.delete(t);
+    }
+  }
+
+  private wake(type: string, count: number): void {
+    const set = this.waiters.get(type);
+    if (!set) return;
+    for (const w of [...set].slice(0, count)) w.wake();
+  }
+
+  private wakeAll(): void {
+    for (const set of [...this.waiters.values()]) for (const w of [...set]) w.wake();
+  }
+}

@@ -1,0 +1,13 @@
+/** Errors the ledger raises on purpose; the API maps each code to an HTTP status. */
+export type LedgerErrorCode = 'invalid' | 'not_found' | 'conflict' | 'limit';
+
+export class LedgerError extends Error {
+  constructor(
+    readonly code: LedgerErrorCode,
+    readonly field: string | null,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'LedgerError';
+  }
+}

@@ -1,0 +1,114 @@
+import type pg from 'pg';
+import type { Config } from '../config/config.ts';
+import type { Queryable } from './db.ts';
+import { JobTypes } from './job-types.ts';
+import { getHistory, getJob, listJobs, type JobFilter } from './queries.ts';
+import { cancel } from './transitions/cancel.ts';
+import { claim } from './transitions/claim.ts';
+import { complete } from './transitions/complete.ts';
+import { enqueue } from './transitions/enqueue.ts';
+import { expire } from './transitions/expire.ts';
+import { fail } from './transitions/fail.ts';
+import { heartbeat } from './transitions/heartbeat.ts';
+import { release } from './transitions/release.ts';
+import { timeout } from './transitions/timeout.ts';
+import type {
+  AckOutcome, Actor, ClaimRequest, CompleteInput, EnqueueInput, EnqueueResult, FailInput, HeartbeatInput,
+  HeartbeatOutcome, HistoryEntry, Job, Lease, LeaseRef, LedgerObserver, TransitionRecord,
+} from './types.ts';
+import { prepareJob } from './validate.ts';
+
+export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes'>;
+
+/**
+ * The one door to the job table. Each method is one transition from
+ * src/ledger/transitions (one statement, so one transaction) plus the
+ * bookkeeping around it: validation, job-type creation, observers.
+ */
+export class Ledger {
+  readonly jobTypes: JobTypes;
+  private readonly observers: LedgerObserver[] = [];
+
+  constructor(readonly pool: pg.Pool, readonly config: LedgerConfig) {
+    this.jobTypes = new JobTypes(pool, config);
+  }
+
+  observe(observer: LedgerObserver): void {
+    this.observers.push(observer);
+  }
+
+  private emit(records: TransitionRecord[]): void {
+    if (records.length > 0) for (const o of this.observers) o.onTransitions(records);
+  }
+
+  /**
+   * Enqueues a batch atomically. Pass `client` to enqueue inside your own
+   * transaction: the jobs then exist only if, and when, it commits.
+   */
+  async enqueue(inputs: EnqueueInput[], opts: { actor?: Actor; client?: Queryable; reason?: string } = {}): Promise<EnqueueResult[]> {
+    const prepared = inputs.map((input, i) => prepareJob(input, this.config.maxPayloadBytes, inputs.length > 1 ? `jobs[${i}]` : ''));
+    await this.jobTypes.ensure(prepared.map((p) => p.jobType));
+    const results = await enqueue(opts.client ?? this.pool, prepared, opts.actor ?? 'api', opts.reason ?? null);
+    this.emit(results.filter((r) => r.created).map((r) => ({
+      jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: 'queued', attempt: 0,
+    })));
+    return results;
+  }
+
+  async claim(req: ClaimRequest): Promise<Lease[]> {
+    const { leases, records } = await claim(this.pool, req, `worker:${req.workerId}`);
+    this.emit(records);
+    return leases;
+  }
+
+  heartbeat(inputs: HeartbeatInput[], leaseMs: number | null = null): Promise<HeartbeatOutcome[]> {
+    return heartbeat(this.pool, inputs, leaseMs);
+  }
+
+  async complete(inputs: CompleteInput[], actor: Actor): Promise<AckOutcome[]> {
+    const { outcomes, records } = await complete(this.pool, inputs, actor);
+    this.emit(records);
+    return outcomes;
+  }
+
+  async fail(inputs: FailInput[], actor: Actor): Promise<AckOutcome[]> {
+    const { outcomes, records } = await fail(this.pool, inputs, actor);
+    this.emit(records);
+    return outcomes;
+  }
+
+  /** The lease holder hands back leases it will not run; the attempt is not counted. */
+  async release(inputs: LeaseRef[], actor: Actor): Promise<AckOutcome[]> {
+    const { outcomes, records } = await release(this.pool, inputs, actor);
+    this.emit(records);
+    return outcomes;
+  }
+
+  async cancel(tenantId: string, jobId: string, actor: Actor, reason: string | null = null): Promise<void> {
+    this.emit([await cancel(this.pool, tenantId, jobId, actor, reason)]);
+  }
+
+  async expireLeases(limit: number, actor: Actor): Promise<TransitionRecord[]> {
+    const records = await expire(this.pool, limit, actor);
+    this.emit(records);
+    return records;
+  }
+
+  async timeoutJobs(limit: number, actor: Actor): Promise<TransitionRecord[]> {
+    const records = await timeout(this.pool, limit, actor);
+    this.emit(records);
+    return records;
+  }
+
+  getJob(tenantId: string, id: string): Promise<Job | null> {
+    return getJob(this.pool, tenantId, id);
+  }
+
+  getHistory(tenantId: string, id: string): Promise<HistoryEntry[]> {
+    return getHistory(this.pool, tenantId, id);
+  }
+
+  listJobs(filter: JobFilter): Promise<{ jobs: Job[]; nextCursor: string | null }> {
+    return listJobs(this.pool, filter);
+  }
+}

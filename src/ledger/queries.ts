@@ -1,0 +1,39 @@
+import type { Queryable } from './db.ts';
+import { JOB_COLUMNS, toHistory, toJob, type HistoryRow, type JobRow } from './rows.ts';
+import type { HistoryEntry, Job, JobState } from './types.ts';
+
+export interface JobFilter {
+  tenantId: string;
+  state?: JobState;
+  jobType?: string;
+  /** Return jobs with id below this (the previous page's nextCursor). */
+  cursor?: string;
+  limit: number;
+}
+
+export async function getJob(db: Queryable, tenantId: string, id: string): Promise<Job | null> {
+  const { rows } = await db.query<JobRow>(`SELECT ${JOB_COLUMNS} FROM orch.jobs WHERE id = $1 AND tenant_id = $2`, [id, tenantId]);
+  return rows[0] ? toJob(rows[0]) : null;
+}
+
+export async function getHistory(db: Queryable, tenantId: string, id: string): Promise<HistoryEntry[]> {
+  const { rows } = await db.query<HistoryRow>(
+    `SELECT at, from_state, to_state, attempt, lease_id, actor, reason, error FROM orch.job_history
+     WHERE job_id = $1 AND tenant_id = $2 ORDER BY id`,
+    [id, tenantId],
+  );
+  return rows.map(toHistory);
+}
+
+/** Newest first, keyset-paginated on id so deep pages cost the same as the first. */
+export async function listJobs(db: Queryable, f: JobFilter): Promise<{ jobs: Job[]; nextCursor: string | null }> {
+  const { rows } = await db.query<JobRow>(
+    `SELECT ${JOB_COLUMNS} FROM orch.jobs
+     WHERE tenant_id = $1 AND ($2::orch.job_state IS NULL OR state = $2) AND ($3::text IS NULL OR job_type = $3)
+       AND ($4::bigint IS NULL OR id < $4)
+     ORDER BY id DESC LIMIT $5`,
+    [f.tenantId, f.state ?? null, f.jobType ?? null, f.cursor ?? null, f.limit],
+  );
+  const jobs = rows.map(toJob);
+  return { jobs, nextCursor: jobs.length === f.limit ? jobs[jobs.length - 1]!.id : null };
+}

@@ -1,0 +1,85 @@
+import type { Queryable } from '../db.ts';
+import type { Actor, ClaimRequest, JobState, Lease, TransitionRecord } from '../types.ts';
+
+/**
+ * queued|failed -> leased, for up to `limit` runnable jobs of the given types,
+ * in one statement. SKIP LOCKED keeps concurrent claimers off each other's
+ * rows, so no job is handed to two workers. Each type is read from its own
+ * ordered index range (priority, then run_after, then id) and the best of
+ * those win, so asking for many types never sorts the whole queue.
+ */
+const CLAIM_SQL = `
+WITH picked AS (
+  SELECT c.id, c.state FROM unnest($1::text[]) AS t(job_type)
+  CROSS JOIN LATERAL (
+    SELECT j.id, j.state, j.priority, j.run_after FROM orch.jobs j
+    WHERE j.job_type = t.job_type AND j.state IN ('queued', 'failed') AND j.run_after <= now()
+      AND ($4::text[] IS NULL OR j.tenant_id = ANY($4::text[]))
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+  ) c
+  ORDER BY c.priority DESC, c.run_after, c.id
+  LIMIT $2
+), upd AS (
+  UPDATE orch.jobs j SET
+    state = 'leased', attempt = j.attempt + 1, lease_id = gen_random_uuid(),
+    lease_until = now() + make_interval(secs => coalesce($5::integer, jt.lease_ms) / 1000.0),
+    worker_id = $3, heartbeat_at = now(), started_at = now(),
+    deadline_at = now() + make_interval(secs => jt.timeout_ms / 1000.0),
+    acked = NULL, progress = NULL, progress_message = NULL, updated_at = now()
+  FROM picked p, orch.job_types jt
+  WHERE j.id = p.id AND jt.name = j.job_type
+  RETURNING j.id, j.tenant_id, j.job_type, j.priority, j.payload, j.attempt, j.max_attempts, j.lease_id,
+    j.lease_until, j.idempotency_key, j.correlation_id, j.deadline_at, j.run_after, j.created_at, p.state AS from_state,
+    extract(epoch FROM now() - greatest(j.run_after, j.created_at)) * 1000 AS latency_ms,
+    coalesce($5::integer, jt.lease_ms) AS lease_ms
+), hist AS (
+  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor)
+  SELECT id, tenant_id, from_state, 'leased', attempt, lease_id, $6 FROM upd
+)
+SELECT * FROM upd ORDER BY priority DESC, run_after, id`;
+
+interface ClaimRow {
+  id: string;
+  tenant_id: string;
+  job_type: string;
+  priority: number;
+  payload: unknown;
+  attempt: number;
+  max_attempts: number;
+  lease_id: string;
+  lease_until: Date;
+  idempotency_key: string | null;
+  correlation_id: string | null;
+  deadline_at: Date | null;
+  from_state: JobState;
+  latency_ms: number;
+  lease_ms: number;
+}
+
+export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Promise<{ leases: Lease[]; records: TransitionRecord[] }> {
+  if (req.limit <= 0 || req.jobTypes.length === 0) return { leases: [], records: [] };
+  const { rows } = await db.query<ClaimRow>(CLAIM_SQL, [
+    req.jobTypes, req.limit, req.workerId, req.tenantIds ?? null, req.leaseMs ?? null, actor,
+  ]);
+  const leases = rows.map((r) => ({
+    jobId: r.id,
+    leaseId: r.lease_id,
+    leaseUntil: r.lease_until.toISOString(),
+    leaseMs: r.lease_ms,
+    attempt: r.attempt,
+    maxAttempts: r.max_attempts,
+    idempotencyKey: r.idempotency_key ?? `orch-job-${r.id}`,
+    tenantId: r.tenant_id,
+    jobType: r.job_type,
+    priority: r.priority,
+    payload: r.payload,
+    correlationId: r.correlation_id,
+    deadlineAt: r.deadline_at ? r.deadline_at.toISOString() : null,
+  }));
+  const records = rows.map((r) => ({
+    jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: r.from_state, to: 'leased' as const,
+    attempt: r.attempt, dispatchLatencyMs: Math.max(0, Number(r.latency_ms)),
+  }));
+  return { leases, records };
+}

@@ -1,0 +1,61 @@
+import type { Queryable } from '../db.ts';
+import type { AckOutcome, Actor, CompleteInput, TransitionRecord } from '../types.ts';
+import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
+
+/**
+ * leased -> succeeded, for a batch of leases, in one statement. Only a live
+ * lease (right lease id, not expired) applies; the current row of every named
+ * job comes back so each refusal can say why.
+ */
+const COMPLETE_SQL = `
+WITH input AS (
+  SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid, result jsonb, artifacts jsonb)
+), upd AS (
+  UPDATE orch.jobs j SET state = 'succeeded', acked = 'succeeded', result = i.result, artifacts = i.artifacts,
+    progress = 1, lease_until = NULL, finished_at = now(), updated_at = now()
+  FROM input i
+  WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id,
+    extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
+), hist AS (
+  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor)
+  SELECT id, tenant_id, 'leased', 'succeeded', attempt, lease_id, $2 FROM upd
+)
+SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id`;
+
+export interface AckRow extends LeaseCheckRow {
+  tenant_id: string | null;
+  job_type: string | null;
+  attempt: number | null;
+  run_ms: string | null;
+}
+
+export async function complete(db: Queryable, inputs: CompleteInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
+  if (inputs.length === 0) return { outcomes: [], records: [] };
+  const spec = inputs.map((c) => ({ job_id: c.jobId, lease_id: c.leaseId, result: c.result ?? null, artifacts: c.artifacts ?? null }));
+  const { rows } = await db.query<AckRow>(COMPLETE_SQL, [JSON.stringify(spec), actor]);
+  return ackOutcomes(rows, 'succeeded');
+}
+
+/** Shared by complete and fail: turns the statement's rows into per-job outcomes and transition records. */
+export function ackOutcomes(rows: (AckRow & { new_state?: string | null; error_class?: string | null })[], attempted: 'succeeded' | 'failed') {
+  const outcomes: AckOutcome[] = [];
+  const records: TransitionRecord[] = [];
+  for (const r of rows) {
+    if (r.applied) {
+      const to = (r.new_state ?? 'succeeded') as TransitionRecord['to'];
+      outcomes.push({ jobId: r.job_id, status: 'ok', state: to });
+      records.push({
+        jobId: r.job_id, tenantId: r.tenant_id!, jobType: r.job_type!, from: 'leased', to, attempt: r.attempt!,
+        runMs: Number(r.run_ms), ...(r.error_class ? { errorClass: r.error_class } : {}),
+      });
+      continue;
+    }
+    const reason = refusalReason(r, attempted);
+    outcomes.push(reason === null
+      ? { jobId: r.job_id, status: 'duplicate', state: r.state! }
+      : { jobId: r.job_id, status: 'refused', reason, state: r.state });
+  }
+  return { outcomes, records };
+}

@@ -1,0 +1,98 @@
+import type { Queryable } from '../db.ts';
+import type { Actor, EnqueueResult, JobState } from '../types.ts';
+import type { PreparedJob } from '../validate.ts';
+
+const RETURNED = 'id, tenant_id, job_type, idempotency_key, state';
+interface EnqueuedRow { id: string; tenant_id: string; job_type: string; idempotency_key: string | null; state: JobState }
+
+/** The channel claimers LISTEN on; the payload is "<jobType> <count>". */
+export const JOBS_CHANNEL = 'orch_jobs';
+
+/**
+ * (none) -> queued, for a batch, in one statement: jobs, their first history
+ * row and the wake-up notification commit together or not at all. A job whose
+ * idempotency key already exists for its tenant and type is not inserted; the
+ * existing job is returned with created=false.
+ */
+const ENQUEUE_SQL = `
+WITH input AS (
+  SELECT * FROM json_to_recordset($1::json) AS i(
+    tenant_id text, job_type text, payload jsonb, priority integer, run_after timestamptz,
+    max_attempts integer, idempotency_key text, correlation_id text, replay_of bigint, ord bigint)
+), ins AS (
+  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts,
+                         idempotency_key, correlation_id, replay_of)
+  SELECT i.tenant_id, i.job_type, coalesce(i.payload, 'null'::jsonb), coalesce(i.priority, 0), coalesce(i.run_after, now()),
+         coalesce(i.max_attempts, (SELECT jt.max_attempts FROM orch.job_types jt WHERE jt.name = i.job_type)),
+         i.idempotency_key, i.correlation_id, i.replay_of
+  FROM input i ORDER BY i.ord
+  ON CONFLICT (tenant_id, job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+  RETURNING id, tenant_id, job_type, idempotency_key, state, run_after
+), hist AS (
+  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, actor, reason)
+  SELECT id, tenant_id, NULL, 'queued', 0, $2, $3 FROM ins
+), wake AS (
+  SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins WHERE run_after <= now() GROUP BY job_type
+)
+SELECT ins.id, ins.tenant_id, ins.job_type, ins.idempotency_key, ins.state FROM ins LEFT JOIN (SELECT count(*) FROM wake) w ON true ORDER BY ins.id`;
+
+const EXISTING_SQL = `
+SELECT ${RETURNED} FROM orch.jobs
+WHERE (tenant_id, job_type, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))`;
+
+const toResult = (r: EnqueuedRow, created: boolean): EnqueueResult => ({
+  id: r.id, tenantId: r.tenant_id, jobType: r.job_type, state: r.state, created,
+});
+
+const key = (tenantId: string, jobType: string, k: string) => `${tenantId}\u0000${jobType}\u0000${k}`;
+
+/**
+ * Inputs come from prepareJob, and their job types must exist (JobTypes.ensure).
+ * `db` may be a caller's client inside its own transaction: then the jobs
+ * become visible (and claimers are woken) only when that transaction commits.
+ */
+export async function enqueue(db: Queryable, inputs: PreparedJob[], actor: Actor, reason: string | null = null): Promise<EnqueueResult[]> {
+  if (inputs.length === 0) return [];
+  // Payloads were serialised during validation; splice them in rather than serialising twice.
+  const spec = '[' + inputs.map((j, ord) => `{"payload":${j.payloadJson},"ord":${ord},` + JSON.stringify({
+    tenant_id: j.tenantId,
+    job_type: j.jobType,
+    priority: j.priority,
+    run_after: j.runAfter?.toISOString(),
+    max_attempts: j.maxAttempts,
+    idempotency_key: j.idempotencyKey,
+    correlation_id: j.correlationId,
+    replay_of: j.replayOf,
+  }).slice(1)).join(',') + ']';
+  const { rows } = await db.query<EnqueuedRow>(ENQUEUE_SQL, [spec, actor, reason]);
+  // Identity values grow in insertion order, and insertion follows input order.
+  const results: (EnqueueResult | undefined)[] = new Array(inputs.length);
+  const byKey = new Map<string, EnqueueResult>();
+  let next = 0;
+  inputs.forEach((input, i) => {
+    const row = rows[next];
+    const k = input.idempotencyKey === undefined ? null : key(input.tenantId, input.jobType, input.idempotencyKey);
+    if (k !== null && byKey.has(k)) {
+      results[i] = { ...byKey.get(k)!, created: false };
+    } else if (row && (k === null || (row.idempotency_key === input.idempotencyKey && row.tenant_id === input.tenantId && row.job_type === input.jobType))) {
+      results[i] = toResult(row, true);
+      next++;
+      if (k !== null) byKey.set(k, results[i]!);
+    }
+  });
+  const missing = inputs.map((input, i) => ({ input, i })).filter(({ i }) => results[i] === undefined);
+  if (missing.length > 0) {
+    const existing = await db.query<EnqueuedRow>(EXISTING_SQL, [
+      missing.map((m) => m.input.tenantId),
+      missing.map((m) => m.input.jobType),
+      missing.map((m) => m.input.idempotencyKey!),
+    ]);
+    const found = new Map(existing.rows.map((r) => [key(r.tenant_id, r.job_type, r.idempotency_key!), r]));
+    for (const { input, i } of missing) {
+      const row = found.get(key(input.tenantId, input.jobType, input.idempotencyKey!));
+      if (!row) throw new Error(`enqueue: job with idempotency key ${input.idempotencyKey} neither inserted nor found`);
+      results[i] = toResult(row, false);
+    }
+  }
+  return results as EnqueueResult[];
+}

@@ -1,0 +1,45 @@
+import type { Queryable } from '../db.ts';
+import type { AckOutcome, Actor, FailInput, TransitionRecord } from '../types.ts';
+import { ackOutcomes, type AckRow } from './complete.ts';
+import { LEASE_CHECK_COLUMNS } from './refusal.ts';
+
+/**
+ * leased -> failed (retry after backoff) or leased -> dead_lettered (attempts
+ * spent, or the error is not retryable), for a batch, in one statement.
+ * Backoff: min(max, base * 2^(attempt-1)), less a random share up to `jitter`.
+ */
+const FAIL_SQL = `
+WITH input AS (
+  SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid, error jsonb, retryable boolean)
+), upd AS (
+  UPDATE orch.jobs j SET
+    state = CASE WHEN i.retryable AND j.attempt < j.max_attempts THEN 'failed' ELSE 'dead_lettered' END::orch.job_state,
+    run_after = CASE WHEN i.retryable AND j.attempt < j.max_attempts
+      THEN now() + make_interval(secs => least(jt.backoff_max_ms::float8, jt.backoff_base_ms * power(2::float8, least(j.attempt - 1, 60)))
+                                         * (1 - jt.backoff_jitter * random()) / 1000.0)
+      ELSE j.run_after END,
+    finished_at = CASE WHEN i.retryable AND j.attempt < j.max_attempts THEN NULL ELSE now() END,
+    acked = 'failed', last_error = i.error, lease_until = NULL, updated_at = now()
+  FROM input i, orch.job_types jt
+  WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+    AND jt.name = j.job_type
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.state AS new_state, i.error,
+    extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
+), hist AS (
+  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor, reason, error)
+  SELECT id, tenant_id, 'leased', new_state, attempt, lease_id, $2, 'worker_failed', error FROM upd
+)
+SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms, u.new_state, u.error->>'class' AS error_class
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id`;
+
+export async function fail(db: Queryable, inputs: FailInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
+  if (inputs.length === 0) return { outcomes: [], records: [] };
+  const spec = inputs.map((f) => ({
+    job_id: f.jobId,
+    lease_id: f.leaseId,
+    retryable: f.error.retryable !== false,
+    error: { class: f.error.class, message: f.error.message, retryable: f.error.retryable !== false, ...(f.error.details === undefined ? {} : { details: f.error.details }) },
+  }));
+  const { rows } = await db.query<AckRow & { new_state: string | null; error_class: string | null }>(FAIL_SQL, [JSON.stringify(spec), actor]);
+  return ackOutcomes(rows, 'failed');
+}

@@ -1,0 +1,35 @@
+import type { Queryable } from '../db.ts';
+import type { HeartbeatInput, HeartbeatOutcome } from '../types.ts';
+import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
+
+/**
+ * Renews live leases by their job type's lease length (or `leaseMs`) and
+ * records progress; no state changes, so no history row. A lease that is
+ * expired, stolen, canceled or past its run-time limit is refused, which is
+ * how a worker learns to stop.
+ */
+const HEARTBEAT_SQL = `
+WITH input AS (
+  SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid, progress real, message text)
+), upd AS (
+  UPDATE orch.jobs j SET
+    lease_until = now() + make_interval(secs => coalesce($2::integer, jt.lease_ms) / 1000.0),
+    heartbeat_at = now(), progress = coalesce(i.progress, j.progress),
+    progress_message = coalesce(i.message, j.progress_message), updated_at = now()
+  FROM input i, orch.job_types jt
+  WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+    AND (j.deadline_at IS NULL OR j.deadline_at > now()) AND jt.name = j.job_type
+  RETURNING j.id, j.lease_until
+)
+SELECT ${LEASE_CHECK_COLUMNS}, u.lease_until AS new_lease_until
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id`;
+
+export async function heartbeat(db: Queryable, inputs: HeartbeatInput[], leaseMs: number | null = null): Promise<HeartbeatOutcome[]> {
+  if (inputs.length === 0) return [];
+  const spec = inputs.map((h) => ({ job_id: h.jobId, lease_id: h.leaseId, progress: h.progress ?? null, message: h.message ?? null }));
+  const { rows } = await db.query<LeaseCheckRow & { new_lease_until: Date | null }>(HEARTBEAT_SQL, [JSON.stringify(spec), leaseMs]);
+  return rows.map((r) => {
+    if (r.applied) return { jobId: r.job_id, status: 'ok', leaseUntil: r.new_lease_until!.toISOString() };
+    return { jobId: r.job_id, status: 'refused', reason: refusalReason(r, 'heartbeat') ?? 'already_acked', state: r.state };
+  });
+}

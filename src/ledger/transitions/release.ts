@@ -1,0 +1,45 @@
+import type { Queryable } from '../db.ts';
+import type { AckOutcome, Actor, LeaseRef, TransitionRecord } from '../types.ts';
+import { JOBS_CHANNEL } from './enqueue.ts';
+import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
+
+/**
+ * leased -> queued by the lease holder, for leases it will not run (a worker
+ * shutting down returns its prefetched or interrupted jobs). The attempt is
+ * given back: the job keeps its place in line and its full retry budget.
+ */
+const RELEASE_SQL = `
+WITH input AS (
+  SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid)
+), upd AS (
+  UPDATE orch.jobs j SET state = 'queued', attempt = j.attempt - 1, lease_until = NULL, updated_at = now()
+  FROM input i
+  WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id
+), hist AS (
+  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor, reason)
+  SELECT id, tenant_id, 'leased', 'queued', attempt, lease_id, $2, 'released_by_worker' FROM upd
+), wake AS (
+  SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd GROUP BY job_type
+)
+SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id
+LEFT JOIN (SELECT count(*) FROM wake) w ON true`;
+
+interface ReleaseRow extends LeaseCheckRow { tenant_id: string | null; job_type: string | null; attempt: number | null }
+
+export async function release(db: Queryable, inputs: LeaseRef[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
+  if (inputs.length === 0) return { outcomes: [], records: [] };
+  const { rows } = await db.query<ReleaseRow>(RELEASE_SQL, [JSON.stringify(inputs.map((r) => ({ job_id: r.jobId, lease_id: r.leaseId }))), actor]);
+  const outcomes: AckOutcome[] = [];
+  const records: TransitionRecord[] = [];
+  for (const r of rows) {
+    if (r.applied) {
+      outcomes.push({ jobId: r.job_id, status: 'ok', state: 'queued' });
+      records.push({ jobId: r.job_id, tenantId: r.tenant_id!, jobType: r.job_type!, from: 'leased', to: 'queued', attempt: r.attempt!, reason: 'released_by_worker' });
+    } else {
+      outcomes.push({ jobId: r.job_id, status: 'refused', reason: refusalReason(r, 'heartbeat') ?? 'already_acked', state: r.state });
+    }
+  }
+  return { outcomes, records };
+}

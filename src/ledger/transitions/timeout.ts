@@ -1,0 +1,30 @@
+import type { Queryable } from '../db.ts';
+import type { Actor, TransitionRecord } from '../types.ts';
+
+/**
+ * leased -> timed_out for up to `limit` jobs running past their job type's
+ * run-time limit, however diligently they heartbeat. timed_out is terminal.
+ */
+const TIMEOUT_SQL = `
+WITH picked AS (
+  SELECT id FROM orch.jobs WHERE state = 'leased' AND deadline_at < now()
+  LIMIT $1 FOR UPDATE SKIP LOCKED
+), upd AS (
+  UPDATE orch.jobs j SET state = 'timed_out', lease_until = NULL, finished_at = now(), updated_at = now(),
+    last_error = jsonb_build_object('class', 'Timeout', 'message', 'run-time limit exceeded', 'retryable', false)
+  FROM picked p WHERE j.id = p.id
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id
+), hist AS (
+  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor, reason)
+  SELECT id, tenant_id, 'leased', 'timed_out', attempt, lease_id, $2, 'timeout' FROM upd
+)
+SELECT * FROM upd`;
+
+interface TimeoutRow { id: string; tenant_id: string; job_type: string; attempt: number }
+
+export async function timeout(db: Queryable, limit: number, actor: Actor): Promise<TransitionRecord[]> {
+  const { rows } = await db.query<TimeoutRow>(TIMEOUT_SQL, [limit, actor]);
+  return rows.map((r) => ({
+    jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: 'timed_out', attempt: r.attempt, reason: 'timeout', errorClass: 'Timeout',
+  }));
+}

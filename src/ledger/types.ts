@@ -1,0 +1,175 @@
+export const JOB_STATES = ['queued', 'leased', 'succeeded', 'failed', 'dead_lettered', 'canceled', 'timed_out'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+/** Who caused a transition: "api", "worker:<id>", "system:<service>", "operator:<subject>". */
+export type Actor = string;
+
+export interface EnqueueInput {
+  tenantId: string;
+  jobType: string;
+  payload: unknown;
+  priority?: number;
+  runAfter?: Date;
+  maxAttempts?: number;
+  idempotencyKey?: string;
+  correlationId?: string;
+  replayOf?: string;
+}
+
+export interface EnqueueResult {
+  id: string;
+  tenantId: string;
+  jobType: string;
+  state: JobState;
+  /** false when an idempotency key matched an existing job, which is returned instead. */
+  created: boolean;
+}
+
+export interface ErrorInfo {
+  class: string;
+  message: string;
+  retryable?: boolean;
+  details?: unknown;
+}
+
+export interface Artifact {
+  name: string;
+  uri: string;
+  sha256: string;
+}
+
+export interface Job {
+  id: string;
+  tenantId: string;
+  jobType: string;
+  state: JobState;
+  priority: number;
+  payload: unknown;
+  runAfter: string;
+  attempt: number;
+  maxAttempts: number;
+  idempotencyKey: string | null;
+  correlationId: string | null;
+  replayOf: string | null;
+  leaseId: string | null;
+  leaseUntil: string | null;
+  workerId: string | null;
+  heartbeatAt: string | null;
+  startedAt: string | null;
+  deadlineAt: string | null;
+  progress: number | null;
+  progressMessage: string | null;
+  result: unknown;
+  artifacts: Artifact[] | null;
+  lastError: ErrorInfo | null;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt: string | null;
+}
+
+export interface HistoryEntry {
+  at: string;
+  from: JobState | null;
+  to: JobState;
+  attempt: number;
+  leaseId: string | null;
+  actor: Actor;
+  reason: string | null;
+  error: ErrorInfo | null;
+}
+
+/** What a worker receives for each claimed job. */
+export interface Lease {
+  jobId: string;
+  leaseId: string;
+  leaseUntil: string;
+  /** Lease length: renew (heartbeat) well within it. */
+  leaseMs: number;
+  attempt: number;
+  maxAttempts: number;
+  /** The job's idempotency key, or a stable key derived from its id: side effects keyed on it happen once. */
+  idempotencyKey: string;
+  tenantId: string;
+  jobType: string;
+  priority: number;
+  payload: unknown;
+  correlationId: string | null;
+  deadlineAt: string | null;
+}
+
+export interface ClaimRequest {
+  workerId: string;
+  jobTypes: string[];
+  limit: number;
+  /** Restrict to these tenants; undefined means all tenants. */
+  tenantIds?: string[];
+  /** Overrides the job type's lease length for these leases. */
+  leaseMs?: number;
+}
+
+export interface LeaseRef {
+  jobId: string;
+  leaseId: string;
+}
+
+export interface HeartbeatInput extends LeaseRef {
+  progress?: number;
+  message?: string;
+}
+
+export interface CompleteInput extends LeaseRef {
+  result?: unknown;
+  artifacts?: Artifact[];
+}
+
+export interface FailInput extends LeaseRef {
+  error: ErrorInfo;
+}
+
+/**
+ * Why an ack or heartbeat did not apply. "duplicate" is the one benign case:
+ * the same lease already acked with the same outcome, so the repeat is a no-op.
+ */
+export type RefusalReason = 'not_found' | 'lease_expired' | 'lease_lost' | 'canceled' | 'timed_out' | 'already_acked';
+
+export type AckOutcome =
+  | { jobId: string; status: 'ok'; state: JobState }
+  | { jobId: string; status: 'duplicate'; state: JobState }
+  | { jobId: string; status: 'refused'; reason: RefusalReason; state: JobState | null };
+
+export type HeartbeatOutcome =
+  | { jobId: string; status: 'ok'; leaseUntil: string }
+  | { jobId: string; status: 'refused'; reason: RefusalReason; state: JobState | null };
+
+export interface JobTypeDefinition {
+  name: string;
+  maxAttempts: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  backoffJitter: number;
+  leaseMs: number;
+  timeoutMs: number | null;
+  implicit: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** One applied transition, handed to observers (metrics now, more later). */
+export interface TransitionRecord {
+  jobId: string;
+  tenantId: string;
+  jobType: string;
+  from: JobState | null;
+  to: JobState;
+  attempt: number;
+  reason?: string;
+  errorClass?: string;
+  /** Enqueue (or run-after) to lease, for claims. */
+  dispatchLatencyMs?: number;
+  /** Lease to outcome, for acks. */
+  runMs?: number;
+}
+
+export interface LedgerObserver {
+  onTransitions(records: TransitionRecord[]): void;
+}

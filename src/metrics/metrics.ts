@@ -1,0 +1,67 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { LedgerObserver, TransitionRecord } from '../ledger/types.ts';
+
+/**
+ * The process's Prometheus registry. Counters and histograms are fed from
+ * ledger transitions as they happen; nothing here reads the job table, so a
+ * scrape stays cheap however large the ledger grows.
+ */
+export class Metrics implements LedgerObserver {
+  readonly registry = new Registry();
+  readonly jobsEnqueued = new Counter({
+    name: 'orchestrator_jobs_enqueued_total', help: 'Jobs accepted into the ledger.',
+    labelNames: ['tenant', 'job_type'] as const, registers: [this.registry],
+  });
+  readonly jobs = new Counter({
+    name: 'orchestrator_jobs_total',
+    help: 'Attempt outcomes: succeeded, failed (will retry), retried (lease expired, re-queued), dead_lettered, canceled, timed_out.',
+    labelNames: ['tenant', 'job_type', 'outcome'] as const, registers: [this.registry],
+  });
+  readonly failures = new Counter({
+    name: 'orchestrator_job_failures_total', help: 'Failed attempts by error class (worker failures, lease expiries, timeouts).',
+    labelNames: ['job_type', 'error_class'] as const, registers: [this.registry],
+  });
+  readonly leaseExpired = new Counter({
+    name: 'orchestrator_lease_expired_total', help: 'Leases that lapsed without a heartbeat.',
+    labelNames: ['job_type'] as const, registers: [this.registry],
+  });
+  readonly dispatchLatency = new Histogram({
+    name: 'orchestrator_dispatch_latency_seconds', help: 'From runnable (enqueue or run-after) to lease.',
+    labelNames: ['job_type'] as const, registers: [this.registry],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+  });
+  readonly jobDuration = new Histogram({
+    name: 'orchestrator_job_duration_seconds', help: 'From lease to the worker\'s ack.',
+    labelNames: ['job_type', 'outcome'] as const, registers: [this.registry],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });
+  }
+
+  onTransitions(records: TransitionRecord[]): void {
+    for (const r of records) {
+      if (r.from === null && r.to === 'queued') {
+        this.jobsEnqueued.inc({ tenant: r.tenantId, job_type: r.jobType });
+      } else if (r.to === 'leased') {
+        if (r.dispatchLatencyMs !== undefined) this.dispatchLatency.observe({ job_type: r.jobType }, r.dispatchLatencyMs / 1000);
+      } else {
+        this.onOutcome(r);
+      }
+    }
+  }
+
+  private onOutcome(r: TransitionRecord): void {
+    if (r.reason === 'released_by_worker') return; // not an attempt: the worker gave the job back unrun
+    const outcome = r.to === 'queued' ? 'retried' : r.to;
+    this.jobs.inc({ tenant: r.tenantId, job_type: r.jobType, outcome });
+    if (r.runMs !== undefined) this.jobDuration.observe({ job_type: r.jobType, outcome }, r.runMs / 1000);
+    if (r.reason === 'lease_expired') {
+      this.leaseExpired.inc({ job_type: r.jobType });
+      this.failures.inc({ job_type: r.jobType, error_class: 'LeaseExpired' });
+    } else if (r.errorClass) {
+      this.failures.inc({ job_type: r.jobType, error_class: r.errorClass });
+    }
+  }
+}

@@ -1,0 +1,55 @@
+/** An error the orchestrator's API returned: HTTP status plus its { error: { code, message, field } } body. */
+export class OrchApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    readonly field: string | null,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'OrchApiError';
+  }
+}
+
+export interface HttpOptions {
+  /** e.g. http://127.0.0.1:8080 (the API base path is added). */
+  apiUrl: string;
+  token?: string;
+  tenant?: string;
+}
+
+export const API_BASE = '/api/v1/orchestrator';
+
+/** JSON over fetch against the API base path; non-2xx answers throw OrchApiError. */
+export class HttpClient {
+  private readonly base: string;
+  private readonly headers: Record<string, string>;
+
+  constructor(opts: HttpOptions) {
+    this.base = opts.apiUrl.replace(/\/+$/, '') + API_BASE;
+    this.headers = { 'content-type': 'application/json' };
+    if (opts.token) this.headers.authorization = `Bearer ${opts.token}`;
+    if (opts.tenant) this.headers['x-tenant-id'] = opts.tenant;
+  }
+
+  async request<T>(method: string, path: string, body?: unknown, extra: { signal?: AbortSignal; headers?: Record<string, string> } = {}): Promise<T> {
+    const res = await fetch(this.base + path, {
+      method,
+      headers: { ...this.headers, ...extra.headers, ...(body === undefined ? { 'content-type': '' } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: extra.signal,
+    });
+    const text = await res.text();
+    let parsed: unknown = null;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      parsed = null;
+    }
+    if (!res.ok) {
+      const e = (parsed as { error?: { code?: string; message?: string; field?: string | null } } | null)?.error;
+      throw new OrchApiError(res.status, e?.code ?? 'http_error', e?.field ?? null, e?.message ?? `HTTP ${res.status}`);
+    }
+    return parsed as T;
+  }
+}

@@ -1,0 +1,376 @@
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type pg from 'pg';
+import type { Artifact, CompleteInput, FailInput, HeartbeatInput, Lease, RefusalReason } from '../ledger/types.ts';
+import { createLogger, type Logger } from '../logging.ts';
+import { HttpTransport, InProcessTransport, type WorkerTransport } from './transport.ts';
+
+export interface JobContext<P = unknown> {
+  readonly id: string;
+  readonly jobType: string;
+  readonly tenantId: string;
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  readonly payload: P;
+  readonly idempotencyKey: string;
+  readonly leaseId: string;
+  readonly correlationId: string | null;
+  /** Fires when the job is canceled, its lease is lost, or the worker is shutting down past its grace period. */
+  readonly signal: AbortSignal;
+  /** Reports progress (0..1); sent with the next heartbeat. */
+  progress(fraction: number, message?: string): void;
+  /** Attaches an artifact reference to the success ack. */
+  addArtifact(artifact: Artifact): void;
+}
+
+export type Handler<P = unknown> = (job: JobContext<P>) => unknown;
+
+/** Throw this (or any error with `retryable = false`) to send the job straight to the dead-letter state. */
+export class NonRetryableError extends Error {
+  readonly retryable = false;
+  constructor(message: string, readonly errorClass = 'NonRetryableError') {
+    super(message);
+    this.name = errorClass;
+  }
+}
+
+export interface WorkerOptions<P = unknown> {
+  jobTypes: string[];
+  handler: Handler<P>;
+  /** Handlers running at once. Default 10. */
+  concurrency?: number;
+  /** Remote mode: the orchestrator's URL (e.g. http://127.0.0.1:8080), with token and tenant if needed. */
+  apiUrl?: string;
+  token?: string;
+  tenant?: string;
+  /** In-process mode: talk to the ledger's PostgreSQL directly. */
+  connectionString?: string;
+  pool?: pg.Pool;
+  /** Any other transport (tests, custom bridges). */
+  transport?: WorkerTransport;
+  workerId?: string;
+  /** Most jobs asked for in one claim. Default 100. */
+  batchSize?: number;
+  /** Leases held beyond those running, so handlers never wait on a claim round trip. Default = concurrency. */
+  prefetch?: number;
+  /** Long-poll time of an idle claim. Default 30 s. */
+  waitMs?: number;
+  /** Install SIGTERM/SIGINT handlers that stop gracefully. Default true. */
+  handleSignals?: boolean;
+  /** How long stop() lets running handlers finish before aborting them. Default 30 s. */
+  shutdownTimeoutMs?: number;
+  log?: Logger;
+}
+
+interface Active {
+  lease: Lease;
+  controller: AbortController;
+  renewedAt: number;
+  progress?: number;
+  message?: string;
+  progressDirty: boolean;
+  artifacts: Artifact[];
+  lost: boolean;
+}
+
+const HEARTBEAT_TICK_MS = 250;
+
+function errorInfo(err: unknown): FailInput['error'] {
+  const e = err instanceof Error ? err : new Error(String(err));
+  const cls = (e as { errorClass?: unknown }).errorClass;
+  return {
+    class: (typeof cls === 'string' && cls) || (e.name !== 'Error' ? e.name : e.constructor?.name) || 'Error',
+    message: (e.message || String(err)).slice(0, 8192),
+    retryable: (e as { retryable?: unknown }).retryable !== false,
+  };
+}
+
+/**
+ * A pool of handlers fed by batched claims. Claims ask for as many jobs as
+ * there is room for (running + prefetched + unacked <= concurrency + prefetch),
+ * acks and heartbeats go out in batches, and stop() finishes or hands back
+ * every lease it holds.
+ *
+ * Events: "completed" (lease, result), "failed" (lease, error), "lost" (lease, reason),
+ * "transportError" (error), "stopped".
+ */
+export class Worker<P = unknown> extends EventEmitter {
+  readonly id: string;
+  private readonly concurrency: number;
+  private readonly capacity: number;
+  private readonly batchSize: number;
+  private readonly waitMs: number;
+  private readonly shutdownTimeoutMs: number;
+  private readonly buffer: Lease[] = [];
+  private readonly running = new Map<string, Active>();
+  /** Renewal times of buffered (not yet started) leases; running ones keep theirs in Active. */
+  private readonly renewed = new Map<string, number>();
+  private completes: CompleteInput[] = [];
+  private fails: FailInput[] = [];
+  private flushing: Promise<void> | null = null;
+  private heartbeating = false;
+  private stopping = false;
+  private stopped: Promise<void> | null = null;
+  private readonly claimAbort = new AbortController();
+  private fetchLoop: Promise<void> | null = null;
+  private slotWaiter: (() => void) | null = null;
+  private ticker: NodeJS.Timeout | null = null;
+  private readonly signalHandler = (signal: NodeJS.Signals) => {
+    this.removeSignalHandlers();
+    void this.stop().finally(() => process.kill(process.pid, signal));
+  };
+
+  constructor(
+    private readonly transport: WorkerTransport,
+    private readonly opts: WorkerOptions<P>,
+    private readonly log: Logger,
+    id: string,
+  ) {
+    super();
+    this.id = id;
+    this.concurrency = opts.concurrency ?? 10;
+    this.capacity = this.concurrency + (opts.prefetch ?? this.concurrency);
+    this.batchSize = opts.batchSize ?? 100;
+    this.waitMs = opts.waitMs ?? 30_000;
+    this.shutdownTimeoutMs = opts.shutdownTimeoutMs ?? 30_000;
+  }
+
+  start(): void {
+    this.fetchLoop = this.fetch();
+    this.ticker = setInterval(() => void this.heartbeat(), HEARTBEAT_TICK_MS);
+    this.ticker.unref();
+    if (this.opts.handleSignals !== false) {
+      process.once('SIGTERM', this.signalHandler);
+      process.once('SIGINT', this.signalHandler);
+    }
+  }
+
+  /** Jobs claimed and not yet acked. */
+  get held(): number {
+    return this.buffer.length + this.running.size + this.completes.length + this.fails.length;
+  }
+
+  private async fetch(): Promise<void> {
+    let backoff = 0;
+    while (!this.stopping) {
+      const free = this.capacity - this.held;
+      if (free <= 0) {
+        await new Promise<void>((r) => (this.slotWaiter = r));
+        continue;
+      }
+      try {
+        const leases = await this.transport.claim(
+          { workerId: this.id, jobTypes: this.opts.jobTypes, limit: Math.min(this.batchSize, free), waitMs: this.waitMs },
+          this.claimAbort.signal,
+        );
+        backoff = 0;
+        const now = Date.now();
+        for (const l of leases) {
+          this.buffer.push(l); // if stop() began meanwhile, it hands these back
+          this.renewed.set(l.jobId, now);
+        }
+        this.pump();
+      } catch (err) {
+        if (this.stopping) break;
+        backoff = Math.min(5000, backoff * 2 || 100);
+        this.emit('transportError', err);
+        this.log.warn({ err, workerId: this.id }, 'claim failed; retrying');
+        await new Promise((r) => setTimeout(r, backoff));
+      }
+    }
+  }
+
+  private pump(): void {
+    while (this.running.size < this.concurrency && this.buffer.length > 0 && !this.stopping) {
+      const lease = this.buffer.shift()!;
+      const active: Active = {
+        lease, controller: new AbortController(), renewedAt: this.renewed.get(lease.jobId) ?? Date.now(),
+        progressDirty: false, artifacts: [], lost: false,
+      };
+      this.renewed.delete(lease.jobId);
+      this.running.set(lease.jobId, active);
+      void this.run(active);
+    }
+  }
+
+  private async run(a: Active): Promise<void> {
+    const { lease } = a;
+    const ctx: JobContext<P> = {
+      id: lease.jobId, jobType: lease.jobType, tenantId: lease.tenantId, attempt: lease.attempt, maxAttempts: lease.maxAttempts,
+      payload: lease.payload as P, idempotencyKey: lease.idempotencyKey, leaseId: lease.leaseId, correlationId: lease.correlationId,
+      signal: a.controller.signal,
+      progress: (fraction, message) => {
+        a.progress = Math.min(1, Math.max(0, fraction));
+        a.message = message?.slice(0, 1024);
+        a.progressDirty = true;
+      },
+      addArtifact: (artifact) => void a.artifacts.push(artifact),
+    };
+    try {
+      const result = await this.opts.handler(ctx);
+      if (!a.lost) {
+        this.completes.push({ jobId: lease.jobId, leaseId: lease.leaseId, result: result === undefined ? null : result, artifacts: a.artifacts.length ? a.artifacts : undefined });
+        this.emit('completed', lease, result);
+      }
+    } catch (err) {
+      if (!a.lost) {
+        this.fails.push({ jobId: lease.jobId, leaseId: lease.leaseId, error: errorInfo(err) });
+        this.emit('failed', lease, err);
+      }
+    } finally {
+      this.running.delete(lease.jobId);
+      this.scheduleFlush();
+      this.pump();
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushing) return;
+    this.flushing = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flush()).finally(() => {
+      this.flushing = null;
+      if (this.completes.length + this.fails.length > 0) this.scheduleFlush();
+      this.wakeFetcher();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const completes = this.completes;
+    const fails = this.fails;
+    this.completes = [];
+    this.fails = [];
+    try {
+      const [c, f] = await Promise.all([this.transport.complete(completes), this.transport.fail(fails)]);
+      for (const o of [...c, ...f]) {
+        if (o.status === 'refused') this.emit('lost', { jobId: o.jobId }, o.reason);
+      }
+    } catch (err) {
+      // Keep the acks: a refused-later ack is harmless, a dropped one would re-run the job.
+      this.completes.unshift(...completes);
+      this.fails.unshift(...fails);
+      this.emit('transportError', err);
+      this.log.warn({ err, workerId: this.id }, 'ack failed; retrying');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  private wakeFetcher(): void {
+    const w = this.slotWaiter;
+    this.slotWaiter = null;
+    w?.();
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (this.heartbeating) return;
+    const now = Date.now();
+    const due: HeartbeatInput[] = [];
+    for (const a of this.running.values()) {
+      if (a.lost) continue;
+      if (a.progressDirty || now - a.renewedAt >= a.lease.leaseMs / 3) {
+        due.push({ jobId: a.lease.jobId, leaseId: a.lease.leaseId, progress: a.progress, message: a.message });
+        a.progressDirty = false;
+      }
+    }
+    for (const l of this.buffer) {
+      if (now - (this.renewed.get(l.jobId) ?? now) >= l.leaseMs / 3) due.push({ jobId: l.jobId, leaseId: l.leaseId });
+    }
+    if (due.length === 0) return;
+    this.heartbeating = true;
+    try {
+      const outcomes = await this.transport.heartbeat(due);
+      for (const o of outcomes) {
+        const a = this.running.get(o.jobId);
+        if (o.status === 'ok') {
+          if (a) a.renewedAt = now;
+          else if (this.renewed.has(o.jobId)) this.renewed.set(o.jobId, now);
+        } else {
+          this.loseLease(o.jobId, o.reason);
+        }
+      }
+    } catch (err) {
+      this.emit('transportError', err);
+    } finally {
+      this.heartbeating = false;
+    }
+  }
+
+  private loseLease(jobId: string, reason: RefusalReason): void {
+    const a = this.running.get(jobId);
+    if (a) {
+      a.lost = true;
+      a.controller.abort(new Error(`lease lost: ${reason}`));
+      this.emit('lost', a.lease, reason);
+      return;
+    }
+    const i = this.buffer.findIndex((l) => l.jobId === jobId);
+    if (i >= 0) {
+      const [lease] = this.buffer.splice(i, 1);
+      this.renewed.delete(jobId);
+      this.emit('lost', lease, reason);
+      this.wakeFetcher();
+    }
+  }
+
+  /**
+   * Graceful stop: no new claims; prefetched leases go back to the queue;
+   * running handlers get shutdownTimeoutMs to finish, then their signals fire
+   * and any still running are handed back; pending acks are flushed.
+   */
+  stop(): Promise<void> {
+    this.stopped ??= this.doStop();
+    return this.stopped;
+  }
+
+  private async doStop(): Promise<void> {
+    this.stopping = true;
+    this.removeSignalHandlers();
+    this.claimAbort.abort();
+    this.wakeFetcher();
+    await this.fetchLoop;
+    const unstarted = this.buffer.splice(0);
+    const giveBack = unstarted.map((l) => ({ jobId: l.jobId, leaseId: l.leaseId }));
+    const deadline = Date.now() + this.shutdownTimeoutMs;
+    while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const a of this.running.values()) {
+      a.lost = true;
+      a.controller.abort(new Error('worker shutting down'));
+      giveBack.push({ jobId: a.lease.jobId, leaseId: a.lease.leaseId });
+    }
+    while (this.flushing || this.completes.length + this.fails.length > 0) {
+      if (this.flushing) await this.flushing;
+      else this.scheduleFlush();
+    }
+    if (giveBack.length > 0) {
+      await this.transport.release(giveBack).catch((err) => this.log.warn({ err }, 'could not hand back leases; they will expire'));
+    }
+    if (this.ticker) clearInterval(this.ticker);
+    await this.transport.close();
+    this.emit('stopped');
+  }
+
+  private removeSignalHandlers(): void {
+    process.removeListener('SIGTERM', this.signalHandler);
+    process.removeListener('SIGINT', this.signalHandler);
+  }
+}
+
+/**
+ * Starts a worker. Remote: give `apiUrl`. In-process: give `connectionString`
+ * (or `pool` plus `connectionString` for the notification listener).
+ */
+export async function createWorker<P = unknown>(opts: WorkerOptions<P>): Promise<Worker<P>> {
+  if (!Array.isArray(opts.jobTypes) || opts.jobTypes.length === 0) throw new Error('createWorker: jobTypes must name at least one job type');
+  if (typeof opts.handler !== 'function') throw new Error('createWorker: handler must be a function');
+  const log = opts.log ?? createLogger(process.env.ORCH_LOG_LEVEL ?? 'warn');
+  const id = opts.workerId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  let transport = opts.transport;
+  if (!transport && opts.connectionString) {
+    transport = await InProcessTransport.open({ connectionString: opts.connectionString, pool: opts.pool, workerId: id, log, poolSize: 4 });
+  } else if (!transport && opts.apiUrl) {
+    transport = new HttpTransport({ apiUrl: opts.apiUrl, token: opts.token, tenant: opts.tenant });
+  }
+  if (!transport) throw new Error('createWorker: give apiUrl (remote) or connectionString (in-process)');
+  const worker = new Worker<P>(transport, opts, log, id);
+  worker.start();
+  return worker;
+}
