@@ -60,9 +60,9 @@ CREATE UNIQUE INDEX jobs_idempotency_idx ON orch.jobs (tenant_id, job_type, idem
   WHERE idempotency_key IS NOT NULL;
 CREATE INDEX jobs_tenant_idx ON orch.jobs (tenant_id, id DESC);
 
--- Append-only: one row per transition.
+-- Append-only: one row per transition. No primary key: rows are only ever read by job, in id order.
 CREATE TABLE orch.job_history (
-  id          bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000) PRIMARY KEY,
+  id          bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000),
   job_id      bigint NOT NULL,
   tenant_id   text NOT NULL,
   at          timestamptz NOT NULL DEFAULT now(),

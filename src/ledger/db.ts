@@ -2,7 +2,15 @@ import pg from 'pg';
 
 /** Anything that runs a query: a pool, a pooled client, or a caller's own client inside its transaction. */
 export interface Queryable {
-  query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>>;
+}
+
+/**
+ * A named (prepared) statement: planned once per connection instead of on
+ * every call, which for the transition CTEs costs more than executing them.
+ */
+export function prepared(name: string, text: string) {
+  return <R extends pg.QueryResultRow>(db: Queryable, values: unknown[]) => db.query<R>({ name: `orch_${name}`, text, values });
 }
 
 export function createPool(connectionString: string, max: number): pg.Pool {

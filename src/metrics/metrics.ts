@@ -36,6 +36,10 @@ export class Metrics implements LedgerObserver {
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600],
   });
 
+  /** Error classes come from workers; cap them per job type so a buggy worker cannot explode label cardinality. */
+  private readonly errorClasses = new Map<string, Set<string>>();
+  static readonly MAX_ERROR_CLASSES_PER_TYPE = 20;
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });
   }
@@ -61,7 +65,17 @@ export class Metrics implements LedgerObserver {
       this.leaseExpired.inc({ job_type: r.jobType });
       this.failures.inc({ job_type: r.jobType, error_class: 'LeaseExpired' });
     } else if (r.errorClass) {
-      this.failures.inc({ job_type: r.jobType, error_class: r.errorClass });
+      this.failures.inc({ job_type: r.jobType, error_class: this.errorClassLabel(r.jobType, r.errorClass) });
     }
+  }
+
+  private errorClassLabel(jobType: string, errorClass: string): string {
+    let seen = this.errorClasses.get(jobType);
+    if (!seen) this.errorClasses.set(jobType, (seen = new Set()));
+    const cls = errorClass.slice(0, 64);
+    if (seen.has(cls)) return cls;
+    if (seen.size >= Metrics.MAX_ERROR_CLASSES_PER_TYPE) return 'other';
+    seen.add(cls);
+    return cls;
   }
 }

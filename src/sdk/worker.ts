@@ -54,6 +54,10 @@ export interface WorkerOptions<P = unknown> {
   batchSize?: number;
   /** Leases held beyond those running, so handlers never wait on a claim round trip. Default = concurrency. */
   prefetch?: number;
+  /** Claim requests in flight at once; 2 keeps a busy worker fed while one claim is on the wire. Default 1. */
+  claimers?: number;
+  /** Ack batches in flight at once. Default 2. */
+  ackers?: number;
   /** Long-poll time of an idle claim. Default 30 s. */
   waitMs?: number;
   /** Install SIGTERM/SIGINT handlers that stop gracefully. Default true. */
@@ -108,13 +112,16 @@ export class Worker<P = unknown> extends EventEmitter {
   private readonly renewed = new Map<string, number>();
   private completes: CompleteInput[] = [];
   private fails: FailInput[] = [];
-  private flushing: Promise<void> | null = null;
+  private readonly flushes = new Set<Promise<void>>();
+  private flushQueued = false;
+  /** Jobs asked for by claims in flight, so parallel claimers never overfill the worker. */
+  private reserved = 0;
   private heartbeating = false;
   private stopping = false;
   private stopped: Promise<void> | null = null;
   private readonly claimAbort = new AbortController();
-  private fetchLoop: Promise<void> | null = null;
-  private slotWaiter: (() => void) | null = null;
+  private fetchLoops: Promise<void>[] = [];
+  private slotWaiters: (() => void)[] = [];
   private ticker: NodeJS.Timeout | null = null;
   private readonly signalHandler = (signal: NodeJS.Signals) => {
     this.removeSignalHandlers();
@@ -137,7 +144,7 @@ export class Worker<P = unknown> extends EventEmitter {
   }
 
   start(): void {
-    this.fetchLoop = this.fetch();
+    this.fetchLoops = Array.from({ length: Math.max(1, this.opts.claimers ?? 1) }, () => this.fetch());
     this.ticker = setInterval(() => void this.heartbeat(), HEARTBEAT_TICK_MS);
     this.ticker.unref();
     if (this.opts.handleSignals !== false) {
@@ -154,16 +161,17 @@ export class Worker<P = unknown> extends EventEmitter {
   private async fetch(): Promise<void> {
     let backoff = 0;
     while (!this.stopping) {
-      const free = this.capacity - this.held;
-      if (free <= 0) {
-        await new Promise<void>((r) => (this.slotWaiter = r));
+      const want = Math.min(this.batchSize, this.capacity - this.held - this.reserved);
+      if (want <= 0) {
+        await new Promise<void>((r) => this.slotWaiters.push(r));
         continue;
       }
+      this.reserved += want;
       try {
         const leases = await this.transport.claim(
-          { workerId: this.id, jobTypes: this.opts.jobTypes, limit: Math.min(this.batchSize, free), waitMs: this.waitMs },
+          { workerId: this.id, jobTypes: this.opts.jobTypes, limit: want, waitMs: this.waitMs },
           this.claimAbort.signal,
-        );
+        ).finally(() => (this.reserved -= want));
         backoff = 0;
         const now = Date.now();
         for (const l of leases) {
@@ -225,13 +233,28 @@ export class Worker<P = unknown> extends EventEmitter {
     }
   }
 
+  /**
+   * Acks leave in batches: the first waits one event-loop turn to gather
+   * company; while batches are in flight, another starts only once a full
+   * batch is waiting (up to `ackers` at once).
+   */
   private scheduleFlush(): void {
-    if (this.flushing) return;
-    this.flushing = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flush()).finally(() => {
-      this.flushing = null;
-      if (this.completes.length + this.fails.length > 0) this.scheduleFlush();
-      this.wakeFetcher();
-    });
+    const pending = this.completes.length + this.fails.length;
+    if (pending === 0 || this.flushQueued) return;
+    const inFlight = this.flushes.size;
+    if (inFlight >= Math.max(1, this.opts.ackers ?? 2) || (inFlight > 0 && pending < this.batchSize)) return;
+    this.flushQueued = true;
+    const flush: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => {
+        this.flushQueued = false;
+        return this.flush();
+      })
+      .finally(() => {
+        this.flushes.delete(flush);
+        this.scheduleFlush();
+        this.wakeFetcher();
+      });
+    this.flushes.add(flush);
   }
 
   private async flush(): Promise<void> {
@@ -255,9 +278,9 @@ export class Worker<P = unknown> extends EventEmitter {
   }
 
   private wakeFetcher(): void {
-    const w = this.slotWaiter;
-    this.slotWaiter = null;
-    w?.();
+    const waiters = this.slotWaiters;
+    this.slotWaiters = [];
+    for (const w of waiters) w();
   }
 
   private async heartbeat(): Promise<void> {
@@ -326,7 +349,7 @@ export class Worker<P = unknown> extends EventEmitter {
     this.removeSignalHandlers();
     this.claimAbort.abort();
     this.wakeFetcher();
-    await this.fetchLoop;
+    await Promise.all(this.fetchLoops);
     const unstarted = this.buffer.splice(0);
     const giveBack = unstarted.map((l) => ({ jobId: l.jobId, leaseId: l.leaseId }));
     const deadline = Date.now() + this.shutdownTimeoutMs;
@@ -336,9 +359,9 @@ export class Worker<P = unknown> extends EventEmitter {
       a.controller.abort(new Error('worker shutting down'));
       giveBack.push({ jobId: a.lease.jobId, leaseId: a.lease.leaseId });
     }
-    while (this.flushing || this.completes.length + this.fails.length > 0) {
-      if (this.flushing) await this.flushing;
-      else this.scheduleFlush();
+    while (this.flushes.size > 0 || this.completes.length + this.fails.length > 0) {
+      if (this.flushes.size === 0) this.scheduleFlush();
+      await Promise.all(this.flushes);
     }
     if (giveBack.length > 0) {
       await this.transport.release(giveBack).catch((err) => this.log.warn({ err }, 'could not hand back leases; they will expire'));

@@ -1,4 +1,4 @@
-import type { Queryable } from '../db.ts';
+import { prepared, type Queryable } from '../db.ts';
 import { LedgerError } from '../errors.ts';
 import type { Actor, JobState, TransitionRecord } from '../types.ts';
 
@@ -7,7 +7,7 @@ import type { Actor, JobState, TransitionRecord } from '../types.ts';
  * stops being renewable at once, so its worker learns at its next heartbeat
  * and its late ack is refused.
  */
-const CANCEL_SQL = `
+const cancelStatement = prepared('cancel', `
 WITH cur AS (
   SELECT id, state FROM orch.jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE
 ), upd AS (
@@ -18,7 +18,7 @@ WITH cur AS (
   INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor, reason)
   SELECT id, tenant_id, from_state, 'canceled', attempt, lease_id, $3, $4 FROM upd
 )
-SELECT cur.state AS current_state, upd.* FROM cur LEFT JOIN upd ON true`;
+SELECT cur.state AS current_state, upd.* FROM cur LEFT JOIN upd ON true`);
 
 interface CancelRow {
   current_state: JobState;
@@ -30,7 +30,7 @@ interface CancelRow {
 }
 
 export async function cancel(db: Queryable, tenantId: string, jobId: string, actor: Actor, reason: string | null): Promise<TransitionRecord> {
-  const { rows } = await db.query<CancelRow>(CANCEL_SQL, [jobId, tenantId, actor, reason]);
+  const { rows } = await cancelStatement<CancelRow>(db, [jobId, tenantId, actor, reason]);
   const row = rows[0];
   if (!row) throw new LedgerError('not_found', 'jobId', `job ${jobId} not found`);
   if (row.id === null) throw new LedgerError('conflict', 'jobId', `job ${jobId} is ${row.current_state} and cannot be canceled`);

@@ -1,4 +1,4 @@
-import type { Queryable } from '../db.ts';
+import { prepared, type Queryable } from '../db.ts';
 import type { Actor, ClaimRequest, JobState, Lease, TransitionRecord } from '../types.ts';
 
 /**
@@ -8,7 +8,7 @@ import type { Actor, ClaimRequest, JobState, Lease, TransitionRecord } from '../
  * ordered index range (priority, then run_after, then id) and the best of
  * those win, so asking for many types never sorts the whole queue.
  */
-const CLAIM_SQL = `
+const claimStatement = prepared('claim', `
 WITH picked AS (
   SELECT c.id, c.state FROM unnest($1::text[]) AS t(job_type)
   CROSS JOIN LATERAL (
@@ -37,7 +37,7 @@ WITH picked AS (
   INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor)
   SELECT id, tenant_id, from_state, 'leased', attempt, lease_id, $6 FROM upd
 )
-SELECT * FROM upd ORDER BY priority DESC, run_after, id`;
+SELECT * FROM upd ORDER BY priority DESC, run_after, id`);
 
 interface ClaimRow {
   id: string;
@@ -59,7 +59,7 @@ interface ClaimRow {
 
 export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Promise<{ leases: Lease[]; records: TransitionRecord[] }> {
   if (req.limit <= 0 || req.jobTypes.length === 0) return { leases: [], records: [] };
-  const { rows } = await db.query<ClaimRow>(CLAIM_SQL, [
+  const { rows } = await claimStatement<ClaimRow>(db, [
     req.jobTypes, req.limit, req.workerId, req.tenantIds ?? null, req.leaseMs ?? null, actor,
   ]);
   const leases = rows.map((r) => ({

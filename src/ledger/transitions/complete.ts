@@ -1,4 +1,4 @@
-import type { Queryable } from '../db.ts';
+import { prepared, type Queryable } from '../db.ts';
 import type { AckOutcome, Actor, CompleteInput, TransitionRecord } from '../types.ts';
 import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
 
@@ -7,7 +7,7 @@ import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusa
  * lease (right lease id, not expired) applies; the current row of every named
  * job comes back so each refusal can say why.
  */
-const COMPLETE_SQL = `
+const completeStatement = prepared('complete', `
 WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid, result jsonb, artifacts jsonb)
 ), upd AS (
@@ -22,7 +22,7 @@ WITH input AS (
   SELECT id, tenant_id, 'leased', 'succeeded', attempt, lease_id, $2 FROM upd
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id`;
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id AND u.id IS NULL`);
 
 export interface AckRow extends LeaseCheckRow {
   tenant_id: string | null;
@@ -34,7 +34,7 @@ export interface AckRow extends LeaseCheckRow {
 export async function complete(db: Queryable, inputs: CompleteInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
   const spec = inputs.map((c) => ({ job_id: c.jobId, lease_id: c.leaseId, result: c.result ?? null, artifacts: c.artifacts ?? null }));
-  const { rows } = await db.query<AckRow>(COMPLETE_SQL, [JSON.stringify(spec), actor]);
+  const { rows } = await completeStatement<AckRow>(db, [JSON.stringify(spec), actor]);
   return ackOutcomes(rows, 'succeeded');
 }
 

@@ -1,4 +1,4 @@
-import type { Queryable } from '../db.ts';
+import { prepared, type Queryable } from '../db.ts';
 import type { Actor, EnqueueResult, JobState } from '../types.ts';
 import type { PreparedJob } from '../validate.ts';
 
@@ -14,7 +14,7 @@ export const JOBS_CHANNEL = 'orch_jobs';
  * idempotency key already exists for its tenant and type is not inserted; the
  * existing job is returned with created=false.
  */
-const ENQUEUE_SQL = `
+const enqueueStatement = prepared('enqueue', `
 WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS i(
     tenant_id text, job_type text, payload jsonb, priority integer, run_after timestamptz,
@@ -34,11 +34,12 @@ WITH input AS (
 ), wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins WHERE run_after <= now() GROUP BY job_type
 )
-SELECT ins.id, ins.tenant_id, ins.job_type, ins.idempotency_key, ins.state FROM ins LEFT JOIN (SELECT count(*) FROM wake) w ON true ORDER BY ins.id`;
+SELECT ins.id, ins.tenant_id, ins.job_type, ins.idempotency_key, ins.state, (SELECT count(*) FROM wake) AS woken
+FROM ins ORDER BY ins.id`);
 
-const EXISTING_SQL = `
+const existingStatement = prepared('enqueue_existing', `
 SELECT ${RETURNED} FROM orch.jobs
-WHERE (tenant_id, job_type, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))`;
+WHERE (tenant_id, job_type, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))`);
 
 const toResult = (r: EnqueuedRow, created: boolean): EnqueueResult => ({
   id: r.id, tenantId: r.tenant_id, jobType: r.job_type, state: r.state, created,
@@ -64,7 +65,7 @@ export async function enqueue(db: Queryable, inputs: PreparedJob[], actor: Actor
     correlation_id: j.correlationId,
     replay_of: j.replayOf,
   }).slice(1)).join(',') + ']';
-  const { rows } = await db.query<EnqueuedRow>(ENQUEUE_SQL, [spec, actor, reason]);
+  const { rows } = await enqueueStatement<EnqueuedRow>(db, [spec, actor, reason]);
   // Identity values grow in insertion order, and insertion follows input order.
   const results: (EnqueueResult | undefined)[] = new Array(inputs.length);
   const byKey = new Map<string, EnqueueResult>();
@@ -82,7 +83,7 @@ export async function enqueue(db: Queryable, inputs: PreparedJob[], actor: Actor
   });
   const missing = inputs.map((input, i) => ({ input, i })).filter(({ i }) => results[i] === undefined);
   if (missing.length > 0) {
-    const existing = await db.query<EnqueuedRow>(EXISTING_SQL, [
+    const existing = await existingStatement<EnqueuedRow>(db, [
       missing.map((m) => m.input.tenantId),
       missing.map((m) => m.input.jobType),
       missing.map((m) => m.input.idempotencyKey!),

@@ -1,4 +1,4 @@
-import type { Queryable } from '../db.ts';
+import { prepared, type Queryable } from '../db.ts';
 import type { Actor, JobState, TransitionRecord } from '../types.ts';
 import { JOBS_CHANNEL } from './enqueue.ts';
 
@@ -8,7 +8,7 @@ import { JOBS_CHANNEL } from './enqueue.ts';
  * The attempt was counted at claim. Re-queued jobs keep their run_after, so
  * they keep their place in line, and waiting claimers are woken.
  */
-const EXPIRE_SQL = `
+const expireStatement = prepared('expire', `
 WITH picked AS (
   SELECT id FROM orch.jobs WHERE state = 'leased' AND lease_until < now()
   ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED
@@ -27,12 +27,12 @@ WITH picked AS (
 ), wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd WHERE new_state = 'queued' GROUP BY job_type
 )
-SELECT upd.* FROM upd LEFT JOIN (SELECT count(*) FROM wake) w ON true`;
+SELECT upd.*, (SELECT count(*) FROM wake) AS woken FROM upd`);
 
 interface ExpireRow { id: string; tenant_id: string; job_type: string; attempt: number; new_state: JobState }
 
 export async function expire(db: Queryable, limit: number, actor: Actor): Promise<TransitionRecord[]> {
-  const { rows } = await db.query<ExpireRow>(EXPIRE_SQL, [limit, actor]);
+  const { rows } = await expireStatement<ExpireRow>(db, [limit, actor]);
   return rows.map((r) => ({
     jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: r.new_state, attempt: r.attempt, reason: 'lease_expired',
   }));

@@ -1,4 +1,4 @@
-import type { Queryable } from '../db.ts';
+import { prepared, type Queryable } from '../db.ts';
 import type { AckOutcome, Actor, FailInput, TransitionRecord } from '../types.ts';
 import { ackOutcomes, type AckRow } from './complete.ts';
 import { LEASE_CHECK_COLUMNS } from './refusal.ts';
@@ -8,7 +8,7 @@ import { LEASE_CHECK_COLUMNS } from './refusal.ts';
  * spent, or the error is not retryable), for a batch, in one statement.
  * Backoff: min(max, base * 2^(attempt-1)), less a random share up to `jitter`.
  */
-const FAIL_SQL = `
+const failStatement = prepared('fail', `
 WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid, error jsonb, retryable boolean)
 ), upd AS (
@@ -30,7 +30,7 @@ WITH input AS (
   SELECT id, tenant_id, 'leased', new_state, attempt, lease_id, $2, 'worker_failed', error FROM upd
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms, u.new_state, u.error->>'class' AS error_class
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id`;
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id AND u.id IS NULL`);
 
 export async function fail(db: Queryable, inputs: FailInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
@@ -40,6 +40,6 @@ export async function fail(db: Queryable, inputs: FailInput[], actor: Actor): Pr
     retryable: f.error.retryable !== false,
     error: { class: f.error.class, message: f.error.message, retryable: f.error.retryable !== false, ...(f.error.details === undefined ? {} : { details: f.error.details }) },
   }));
-  const { rows } = await db.query<AckRow & { new_state: string | null; error_class: string | null }>(FAIL_SQL, [JSON.stringify(spec), actor]);
+  const { rows } = await failStatement<AckRow & { new_state: string | null; error_class: string | null }>(db, [JSON.stringify(spec), actor]);
   return ackOutcomes(rows, 'failed');
 }

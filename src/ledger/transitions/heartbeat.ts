@@ -1,4 +1,4 @@
-import type { Queryable } from '../db.ts';
+import { prepared, type Queryable } from '../db.ts';
 import type { HeartbeatInput, HeartbeatOutcome } from '../types.ts';
 import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
 
@@ -8,7 +8,7 @@ import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusa
  * expired, stolen, canceled or past its run-time limit is refused, which is
  * how a worker learns to stop.
  */
-const HEARTBEAT_SQL = `
+const heartbeatStatement = prepared('heartbeat', `
 WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid, progress real, message text)
 ), upd AS (
@@ -22,12 +22,12 @@ WITH input AS (
   RETURNING j.id, j.lease_until
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.lease_until AS new_lease_until
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id`;
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id AND u.id IS NULL`);
 
 export async function heartbeat(db: Queryable, inputs: HeartbeatInput[], leaseMs: number | null = null): Promise<HeartbeatOutcome[]> {
   if (inputs.length === 0) return [];
   const spec = inputs.map((h) => ({ job_id: h.jobId, lease_id: h.leaseId, progress: h.progress ?? null, message: h.message ?? null }));
-  const { rows } = await db.query<LeaseCheckRow & { new_lease_until: Date | null }>(HEARTBEAT_SQL, [JSON.stringify(spec), leaseMs]);
+  const { rows } = await heartbeatStatement<LeaseCheckRow & { new_lease_until: Date | null }>(db, [JSON.stringify(spec), leaseMs]);
   return rows.map((r) => {
     if (r.applied) return { jobId: r.job_id, status: 'ok', leaseUntil: r.new_lease_until!.toISOString() };
     return { jobId: r.job_id, status: 'refused', reason: refusalReason(r, 'heartbeat') ?? 'already_acked', state: r.state };

@@ -1,4 +1,4 @@
-import type { Queryable } from '../db.ts';
+import { prepared, type Queryable } from '../db.ts';
 import type { AckOutcome, Actor, LeaseRef, TransitionRecord } from '../types.ts';
 import { JOBS_CHANNEL } from './enqueue.ts';
 import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
@@ -8,7 +8,7 @@ import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusa
  * shutting down returns its prefetched or interrupted jobs). The attempt is
  * given back: the job keeps its place in line and its full retry budget.
  */
-const RELEASE_SQL = `
+const releaseStatement = prepared('release', `
 WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid)
 ), upd AS (
@@ -22,15 +22,14 @@ WITH input AS (
 ), wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd GROUP BY job_type
 )
-SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id
-LEFT JOIN (SELECT count(*) FROM wake) w ON true`;
+SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, (SELECT count(*) FROM wake) AS woken
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id AND u.id IS NULL`);
 
 interface ReleaseRow extends LeaseCheckRow { tenant_id: string | null; job_type: string | null; attempt: number | null }
 
 export async function release(db: Queryable, inputs: LeaseRef[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
-  const { rows } = await db.query<ReleaseRow>(RELEASE_SQL, [JSON.stringify(inputs.map((r) => ({ job_id: r.jobId, lease_id: r.leaseId }))), actor]);
+  const { rows } = await releaseStatement<ReleaseRow>(db, [JSON.stringify(inputs.map((r) => ({ job_id: r.jobId, lease_id: r.leaseId }))), actor]);
   const outcomes: AckOutcome[] = [];
   const records: TransitionRecord[] = [];
   for (const r of rows) {

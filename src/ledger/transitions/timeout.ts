@@ -1,11 +1,11 @@
-import type { Queryable } from '../db.ts';
+import { prepared, type Queryable } from '../db.ts';
 import type { Actor, TransitionRecord } from '../types.ts';
 
 /**
  * leased -> timed_out for up to `limit` jobs running past their job type's
  * run-time limit, however diligently they heartbeat. timed_out is terminal.
  */
-const TIMEOUT_SQL = `
+const timeoutStatement = prepared('timeout', `
 WITH picked AS (
   SELECT id FROM orch.jobs WHERE state = 'leased' AND deadline_at < now()
   LIMIT $1 FOR UPDATE SKIP LOCKED
@@ -18,12 +18,12 @@ WITH picked AS (
   INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor, reason)
   SELECT id, tenant_id, 'leased', 'timed_out', attempt, lease_id, $2, 'timeout' FROM upd
 )
-SELECT * FROM upd`;
+SELECT * FROM upd`);
 
 interface TimeoutRow { id: string; tenant_id: string; job_type: string; attempt: number }
 
 export async function timeout(db: Queryable, limit: number, actor: Actor): Promise<TransitionRecord[]> {
-  const { rows } = await db.query<TimeoutRow>(TIMEOUT_SQL, [limit, actor]);
+  const { rows } = await timeoutStatement<TimeoutRow>(db, [limit, actor]);
   return rows.map((r) => ({
     jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: 'timed_out', attempt: r.attempt, reason: 'timeout', errorClass: 'Timeout',
   }));

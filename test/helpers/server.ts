@@ -1,0 +1,63 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { loadConfig, type Config } from '../../src/config/config.ts';
+import { startControlPlane, type ControlPlane } from '../../src/control-plane.ts';
+import { createLogger } from '../../src/logging.ts';
+
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const CLI_ENTRY = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+
+/** The control plane in this process on a free port, against the given database. */
+export async function startTestServer(databaseUrl: string, overrides: Partial<Config> = {}): Promise<ControlPlane> {
+  const config = loadConfig({ ORCH_DATABASE_URL: databaseUrl, ORCH_HTTP_PORT: '0', ORCH_LOG_LEVEL: 'silent' }, overrides);
+  return startControlPlane(config, createLogger(config.logLevel));
+}
+
+/** Runs the CLI (TypeScript sources through tsx) and collects its output. */
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...args], {
+      cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'silent', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/** Spawns `orch serve` as a real process (for kill tests); resolves once /readyz answers 200. */
+export async function spawnServer(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
+  const port = env.ORCH_HTTP_PORT ?? String(20000 + Math.floor(Math.random() * 20000));
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, 'serve'], {
+    cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'warn', ...env, ORCH_HTTP_PORT: port }, stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`orch serve exited with ${child.exitCode}: ${stderr}`);
+    try {
+      const res = await fetch(`${url}/readyz`);
+      if (res.status === 200) return { child, url };
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`orch serve did not become ready: ${stderr}`);
+}
+
+/** Polls until fn returns a truthy value (for conditions reached by other processes), failing after timeoutMs. */
+export async function eventually<T>(fn: () => Promise<T | null | undefined | false>, timeoutMs = 30_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
