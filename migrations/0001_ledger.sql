@@ -62,7 +62,8 @@ CREATE INDEX jobs_tenant_idx ON orch.jobs (tenant_id, id DESC);
 
 -- Append-only: one row per transition. No primary key: rows are only ever read by job, in id order.
 CREATE TABLE orch.job_history (
-  id          bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000),
+  -- no sequence cache: a job's transitions, written from any connection, must get ids in the order they happened
+  id          bigint GENERATED ALWAYS AS IDENTITY,
   job_id      bigint NOT NULL,
   tenant_id   text NOT NULL,
   at          timestamptz NOT NULL DEFAULT now(),

@@ -19,7 +19,8 @@ const LEDGER_STATUS = { invalid: 400, not_found: 404, conflict: 409, limit: 422 
 function validationField(err: FastifyError): string | null {
   const v = err.validation?.[0];
   if (!v) return null;
-  const missing = (v.params as { missingProperty?: string } | undefined)?.missingProperty;
+  const params = v.params as { missingProperty?: string; additionalProperty?: string } | undefined;
+  const missing = params?.missingProperty ?? params?.additionalProperty;
   const path = v.instancePath.replace(/^\//, '').replace(/\/(\d+)(?=\/|$)/g, '[$1]').replace(/\//g, '.');
   const full = [path, missing].filter(Boolean).join('.');
   return full || err.validationContext || null;

@@ -32,23 +32,48 @@ export function prepareJob(input: EnqueueInput, maxPayloadBytes: number, field =
   if (input.maxAttempts !== undefined && !(Number.isInteger(input.maxAttempts) && input.maxAttempts >= 1 && input.maxAttempts <= 1000)) {
     throw new LedgerError('invalid', f('maxAttempts'), `${f('maxAttempts')} must be an integer from 1 to 1000`);
   }
-  if (input.runAfter !== undefined && Number.isNaN(input.runAfter.getTime())) {
-    throw new LedgerError('invalid', f('runAfter'), `${f('runAfter')} is not a valid time`);
+  if (input.runAfter !== undefined) {
+    const year = input.runAfter.getUTCFullYear();
+    if (Number.isNaN(year) || year < 1 || year > 9999) {
+      throw new LedgerError('invalid', f('runAfter'), `${f('runAfter')} is not a valid time between years 1 and 9999`);
+    }
   }
   for (const k of ['idempotencyKey', 'correlationId'] as const) {
     const v = input[k];
     if (v !== undefined && (typeof v !== 'string' || v.length === 0 || v.length > MAX_KEY_LENGTH)) {
       throw new LedgerError('invalid', f(k), `${f(k)} must be 1 to ${MAX_KEY_LENGTH} characters`);
     }
+    if (v !== undefined) checkText(v, f(k));
   }
-  const payloadJson = JSON.stringify(input.payload === undefined ? null : input.payload);
-  if (payloadJson === undefined) throw new LedgerError('invalid', f('payload'), `${f('payload')} is not JSON`);
+  const payloadJson = toStorableJson(input.payload === undefined ? null : input.payload, f('payload'));
   const bytes = Buffer.byteLength(payloadJson);
   if (bytes > maxPayloadBytes) {
     throw new LedgerError('invalid', f('payload'), `${f('payload')} is ${bytes} bytes, over the ${maxPayloadBytes}-byte limit`);
   }
-  if (payloadJson.includes('\\u0000')) {
-    throw new LedgerError('invalid', f('payload'), `${f('payload')} contains a NUL character, which PostgreSQL cannot store`);
-  }
   return { ...input, payloadJson };
+}
+
+/**
+ * JSON.stringify's escapes for what PostgreSQL will not store: NUL, and lone
+ * surrogates (paired ones are emitted as raw characters, so any surrogate
+ * escape is a lone one). An even run of backslashes before "\u" is escaped
+ * text, not an escape.
+ */
+const UNSTORABLE_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})/;
+
+/** Serialises a JSON value PostgreSQL can store in jsonb, or throws naming the field. */
+export function toStorableJson(value: unknown, field: string): string {
+  const json = JSON.stringify(value);
+  if (json === undefined) throw new LedgerError('invalid', field, `${field} is not JSON`);
+  if (UNSTORABLE_ESCAPE.test(json)) {
+    throw new LedgerError('invalid', field, `${field} contains a NUL character or an unpaired surrogate, which PostgreSQL cannot store`);
+  }
+  return json;
+}
+
+/** Rejects text PostgreSQL cannot store (NUL, unpaired surrogates), naming the field. */
+export function checkText(value: string, field: string): void {
+  if (value.includes('\u0000') || !value.isWellFormed()) {
+    throw new LedgerError('invalid', field, `${field} contains a NUL character or an unpaired surrogate, which PostgreSQL cannot store`);
+  }
 }

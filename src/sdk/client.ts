@@ -35,7 +35,7 @@ export class OrchClient {
   }
 
   listJobs(filter: { state?: JobState; jobType?: string; cursor?: string; limit?: number } = {}): Promise<{ jobs: Job[]; nextCursor: string | null }> {
-    const q = new URLSearchParams(Object.entries(filter).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]));
+    const q = new URLSearchParams(Object.entries(filter).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
     return this.http.request('GET', `/jobs${q.size ? `?${q}` : ''}`);
   }
 

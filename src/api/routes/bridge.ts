@@ -37,11 +37,14 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
       body: ClaimBody,
       response: { 200: Type.Object({ leases: Type.Array(LeaseSchema) }), 400: ErrorBody },
     },
-  }, async (request) => {
+  }, async (request, reply) => {
     const b = request.body;
     const tenant = optionalTenant(request);
+    // Stop waiting when the client goes away ("close" on the request fires once its body is read, so watch the response).
     const ac = new AbortController();
-    request.raw.once('close', () => ac.abort());
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableEnded) ac.abort();
+    });
     const leases = await dispatcher.claim(
       { workerId: b.workerId, jobTypes: b.jobTypes, limit: b.limit ?? 1, tenantIds: tenant ? [tenant] : undefined, leaseMs: b.leaseMs },
       Math.min(b.waitMs ?? 0, config.maxClaimWaitMs),
@@ -91,14 +94,18 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
       response: { 200: Type.Object({ results: Type.Array(AckOutcomeSchema) }), 400: ErrorBody },
     },
   }, async (request) => {
+    const acks = request.body.acks;
     const completes: CompleteInput[] = [];
     const fails: FailInput[] = [];
-    for (const a of request.body.acks) {
+    for (const a of acks) {
       if (a.outcome === 'succeeded') completes.push({ jobId: a.jobId, leaseId: a.leaseId, result: a.result, artifacts: a.artifacts });
       else fails.push({ jobId: a.jobId, leaseId: a.leaseId, error: a.error });
     }
     const [c, f] = await Promise.all([ledger.complete(completes, 'worker:api'), ledger.fail(fails, 'worker:api')]);
-    return { results: [...c, ...f] };
+    // Answer in request order: each statement returns its outcomes in its input order.
+    let ci = 0;
+    let fi = 0;
+    return { results: acks.map((a) => (a.outcome === 'succeeded' ? c[ci++]! : f[fi++]!)) };
   });
 
   app.post('/releases', {

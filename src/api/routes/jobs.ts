@@ -7,9 +7,9 @@ import {
 } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
 
-function toInput(tenantId: string, b: EnqueueBody): EnqueueInput {
+function toInput(tenantId: string, b: EnqueueBody, field = ''): EnqueueInput {
   if (b.runAfter !== undefined && b.delayMs !== undefined) {
-    throw new ApiError(400, 'invalid', 'delayMs', 'give runAfter or delayMs, not both');
+    throw new ApiError(400, 'invalid', `${field}delayMs`, 'give runAfter or delayMs, not both');
   }
   const runAfter = b.runAfter !== undefined ? new Date(b.runAfter) : b.delayMs !== undefined ? new Date(Date.now() + b.delayMs) : undefined;
   return {
@@ -45,7 +45,7 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const tenantId = requireTenant(request);
-    const inputs = request.body.jobs.map((b) => toInput(tenantId, b));
+    const inputs = request.body.jobs.map((b, i) => toInput(tenantId, b, `jobs[${i}].`));
     return { jobs: await ledger.enqueue(inputs, { actor: 'api' }) };
   });
 

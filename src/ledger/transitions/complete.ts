@@ -1,4 +1,5 @@
 import { prepared, type Queryable } from '../db.ts';
+import { toStorableJson } from '../validate.ts';
 import type { AckOutcome, Actor, CompleteInput, TransitionRecord } from '../types.ts';
 import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
 
@@ -33,8 +34,12 @@ export interface AckRow extends LeaseCheckRow {
 
 export async function complete(db: Queryable, inputs: CompleteInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
-  const spec = inputs.map((c) => ({ job_id: c.jobId, lease_id: c.leaseId, result: c.result ?? null, artifacts: c.artifacts ?? null }));
-  const { rows } = await completeStatement<AckRow>(db, [JSON.stringify(spec), actor]);
+  const field = (i: number) => (inputs.length > 1 ? `acks[${i}].result` : 'result');
+  // Results are checked (and serialised) one by one so a bad one is named; then spliced into the batch.
+  const spec = '[' + inputs.map((c, i) => `{"result":${toStorableJson(c.result ?? null, field(i))},` + JSON.stringify({
+    job_id: c.jobId, lease_id: c.leaseId, artifacts: c.artifacts ?? null,
+  }).slice(1)).join(',') + ']';
+  const { rows } = await completeStatement<AckRow>(db, [spec, actor]);
   return ackOutcomes(rows, 'succeeded');
 }
 

@@ -1,4 +1,5 @@
 import { prepared, type Queryable } from '../db.ts';
+import { checkText, toStorableJson } from '../validate.ts';
 import type { AckOutcome, Actor, FailInput, TransitionRecord } from '../types.ts';
 import { ackOutcomes, type AckRow } from './complete.ts';
 import { LEASE_CHECK_COLUMNS } from './refusal.ts';
@@ -34,6 +35,12 @@ FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = 
 
 export async function fail(db: Queryable, inputs: FailInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
+  inputs.forEach((f, i) => {
+    const field = (name: string) => (inputs.length > 1 ? `acks[${i}].error.${name}` : `error.${name}`);
+    checkText(f.error.class, field('class'));
+    checkText(f.error.message, field('message'));
+    if (f.error.details !== undefined) toStorableJson(f.error.details, field('details'));
+  });
   const spec = inputs.map((f) => ({
     job_id: f.jobId,
     lease_id: f.leaseId,

@@ -1,4 +1,5 @@
 import { prepared, type Queryable } from '../db.ts';
+import { checkText } from '../validate.ts';
 import type { HeartbeatInput, HeartbeatOutcome } from '../types.ts';
 import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
 
@@ -26,6 +27,7 @@ FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = 
 
 export async function heartbeat(db: Queryable, inputs: HeartbeatInput[], leaseMs: number | null = null): Promise<HeartbeatOutcome[]> {
   if (inputs.length === 0) return [];
+  inputs.forEach((h, i) => h.message !== undefined && checkText(h.message, inputs.length > 1 ? `leases[${i}].message` : 'message'));
   const spec = inputs.map((h) => ({ job_id: h.jobId, lease_id: h.leaseId, progress: h.progress ?? null, message: h.message ?? null }));
   const { rows } = await heartbeatStatement<LeaseCheckRow & { new_lease_until: Date | null }>(db, [JSON.stringify(spec), leaseMs]);
   return rows.map((r) => {
