@@ -19,15 +19,26 @@ WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS i(
     tenant_id text, job_type text, payload jsonb, priority integer, run_after timestamptz,
     max_attempts integer, idempotency_key text, correlation_id text, replay_of bigint, ord bigint)
-), ins AS (
-  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts,
-                         idempotency_key, correlation_id, replay_of)
+), types AS (
+  SELECT name, max_attempts FROM orch.job_types WHERE name IN (SELECT DISTINCT job_type FROM input)
+), plain AS (
+  -- Jobs without an idempotency key cannot conflict: a plain insert skips speculative insertion.
+  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, correlation_id, replay_of)
   SELECT i.tenant_id, i.job_type, coalesce(i.payload, 'null'::jsonb), coalesce(i.priority, 0), coalesce(i.run_after, now()),
-         coalesce(i.max_attempts, (SELECT jt.max_attempts FROM orch.job_types jt WHERE jt.name = i.job_type)),
-         i.idempotency_key, i.correlation_id, i.replay_of
-  FROM input i ORDER BY i.ord
+         coalesce(i.max_attempts, t.max_attempts), i.correlation_id, i.replay_of
+  FROM input i JOIN types t ON t.name = i.job_type
+  WHERE i.idempotency_key IS NULL ORDER BY i.ord
+  RETURNING id, tenant_id, job_type, idempotency_key, state, run_after
+), keyed AS (
+  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, idempotency_key, correlation_id, replay_of)
+  SELECT i.tenant_id, i.job_type, coalesce(i.payload, 'null'::jsonb), coalesce(i.priority, 0), coalesce(i.run_after, now()),
+         coalesce(i.max_attempts, t.max_attempts), i.idempotency_key, i.correlation_id, i.replay_of
+  FROM input i JOIN types t ON t.name = i.job_type
+  WHERE i.idempotency_key IS NOT NULL ORDER BY i.ord
   ON CONFLICT (tenant_id, job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id, tenant_id, job_type, idempotency_key, state, run_after
+), ins AS (
+  SELECT * FROM plain UNION ALL SELECT * FROM keyed
 ), hist AS (
   INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, actor, reason)
   SELECT id, tenant_id, NULL, 'queued', 0, $2, $3 FROM ins
@@ -66,19 +77,26 @@ export async function enqueue(db: Queryable, inputs: PreparedJob[], actor: Actor
     replay_of: j.replayOf,
   }).slice(1)).join(',') + ']';
   const { rows } = await enqueueStatement<EnqueuedRow>(db, [spec, actor, reason]);
-  // Identity values grow in insertion order, and insertion follows input order.
+  // Within each insert (plain, keyed) identity values grow in insertion order, which follows input order.
+  const plainRows = rows.filter((r) => r.idempotency_key === null);
+  const keyedRows = rows.filter((r) => r.idempotency_key !== null);
   const results: (EnqueueResult | undefined)[] = new Array(inputs.length);
   const byKey = new Map<string, EnqueueResult>();
-  let next = 0;
+  let nextPlain = 0;
+  let nextKeyed = 0;
   inputs.forEach((input, i) => {
-    const row = rows[next];
-    const k = input.idempotencyKey === undefined ? null : key(input.tenantId, input.jobType, input.idempotencyKey);
-    if (k !== null && byKey.has(k)) {
+    if (input.idempotencyKey === undefined) {
+      results[i] = toResult(plainRows[nextPlain++]!, true);
+      return;
+    }
+    const k = key(input.tenantId, input.jobType, input.idempotencyKey);
+    const row = keyedRows[nextKeyed];
+    if (byKey.has(k)) {
       results[i] = { ...byKey.get(k)!, created: false };
-    } else if (row && (k === null || (row.idempotency_key === input.idempotencyKey && row.tenant_id === input.tenantId && row.job_type === input.jobType))) {
+    } else if (row && row.idempotency_key === input.idempotencyKey && row.tenant_id === input.tenantId && row.job_type === input.jobType) {
       results[i] = toResult(row, true);
-      next++;
-      if (k !== null) byKey.set(k, results[i]!);
+      nextKeyed++;
+      byKey.set(k, results[i]!);
     }
   });
   const missing = inputs.map((input, i) => ({ input, i })).filter(({ i }) => results[i] === undefined);
