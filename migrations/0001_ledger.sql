@@ -50,7 +50,9 @@ CREATE TABLE orch.jobs (
   last_error       jsonb,
   created_at       timestamptz NOT NULL DEFAULT now(),
   updated_at       timestamptz NOT NULL DEFAULT now(),
-  finished_at      timestamptz
+  finished_at      timestamptz,
+  -- batch ids of the orch.job_transitions rows recording this job's transitions, oldest first
+  history          uuid[] NOT NULL DEFAULT '{}'
 );
 
 -- Claim order: priority (higher first), then run_after, then id. Only runnable rows are indexed.
@@ -62,19 +64,29 @@ CREATE UNIQUE INDEX jobs_idempotency_idx ON orch.jobs (tenant_id, job_type, idem
   WHERE idempotency_key IS NOT NULL;
 CREATE INDEX jobs_tenant_idx ON orch.jobs (tenant_id, id DESC);
 
--- Append-only: one row per transition. No primary key: rows are only ever read by job, in id order.
-CREATE TABLE orch.job_history (
-  -- no sequence cache: a job's transitions, written from any connection, must get ids in the order they happened
-  id          bigint GENERATED ALWAYS AS IDENTITY,
-  job_id      bigint NOT NULL,
+-- History, append-only and written in batches: each transition statement appends one row per
+-- tenant it touched, holding that statement's entries column-wise (entry i of every array belongs
+-- to job_ids[i]). A job finds its rows through jobs.history, which lists their batch ids in the
+-- order the transitions happened. One row per batch instead of one per job keeps history off the
+-- hot path's cost (no per-job heap tuple or index entry), while every transition is still recorded.
+CREATE TABLE orch.job_transitions (
+  batch_id    uuid NOT NULL,
   tenant_id   text NOT NULL,
   at          timestamptz NOT NULL DEFAULT now(),
-  from_state  orch.job_state,
-  to_state    orch.job_state NOT NULL,
-  attempt     integer NOT NULL,
-  lease_id    uuid,
   actor       text NOT NULL,
   reason      text,
-  error       jsonb
+  job_ids     bigint[] NOT NULL,
+  from_states orch.job_state[] NOT NULL,
+  to_states   orch.job_state[] NOT NULL,
+  attempts    integer[] NOT NULL,
+  lease_ids   uuid[] NOT NULL,
+  errors      jsonb[] NOT NULL,
+  PRIMARY KEY (batch_id, tenant_id)
 );
-CREATE INDEX job_history_job_idx ON orch.job_history (job_id, id);
+
+-- One row per job transition, for operators and ad-hoc queries (it scans: use jobs.history to look up one job).
+CREATE VIEW orch.job_history AS
+SELECT e.job_id, t.tenant_id, t.at, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.reason, e.error, t.batch_id
+FROM orch.job_transitions t
+CROSS JOIN LATERAL unnest(t.job_ids, t.from_states, t.to_states, t.attempts, t.lease_ids, t.errors)
+  AS e(job_id, from_state, to_state, attempt, lease_id, error);

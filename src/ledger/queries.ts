@@ -18,8 +18,14 @@ export async function getJob(db: Queryable, tenantId: string, id: string): Promi
 
 export async function getHistory(db: Queryable, tenantId: string, id: string): Promise<HistoryEntry[]> {
   const { rows } = await db.query<HistoryRow>(
-    `SELECT at, from_state, to_state, attempt, lease_id, actor, reason, error FROM orch.job_history
-     WHERE job_id = $1 AND tenant_id = $2 ORDER BY id`,
+    `SELECT t.at, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.reason, e.error
+     FROM orch.jobs j
+     CROSS JOIN LATERAL unnest(j.history) WITH ORDINALITY AS b(batch_id, n)
+     JOIN orch.job_transitions t ON t.batch_id = b.batch_id AND t.tenant_id = j.tenant_id
+     CROSS JOIN LATERAL unnest(t.job_ids, t.from_states, t.to_states, t.attempts, t.lease_ids, t.errors)
+       AS e(job_id, from_state, to_state, attempt, lease_id, error)
+     WHERE j.id = $1 AND j.tenant_id = $2 AND e.job_id = j.id
+     ORDER BY b.n`,
     [id, tenantId],
   );
   return rows.map(toHistory);

@@ -1,5 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { LedgerError } from '../errors.ts';
+import { appendHistory, historyInsert } from './history.ts';
 import type { Actor, JobState, TransitionRecord } from '../types.ts';
 
 /**
@@ -11,12 +13,13 @@ const cancelStatement = prepared('cancel', `
 WITH cur AS (
   SELECT id, state FROM orch.jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE
 ), upd AS (
-  UPDATE orch.jobs j SET state = 'canceled', lease_until = NULL, finished_at = now(), updated_at = now()
+  UPDATE orch.jobs j SET state = 'canceled', lease_until = NULL, finished_at = now(), updated_at = now(), ${appendHistory('$5')}
   FROM cur WHERE j.id = cur.id AND cur.state IN ('queued', 'failed', 'leased')
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, cur.state AS from_state
+), entries AS (
+  SELECT id, tenant_id, from_state, 'canceled'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
 ), hist AS (
-  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor, reason)
-  SELECT id, tenant_id, from_state, 'canceled', attempt, lease_id, $3, $4 FROM upd
+  ${historyInsert('entries', '$5::uuid', '$3', '$4')}
 )
 SELECT cur.state AS current_state, upd.* FROM cur LEFT JOIN upd ON true`);
 
@@ -30,7 +33,7 @@ interface CancelRow {
 }
 
 export async function cancel(db: Queryable, tenantId: string, jobId: string, actor: Actor, reason: string | null): Promise<TransitionRecord> {
-  const { rows } = await cancelStatement<CancelRow>(db, [jobId, tenantId, actor, reason]);
+  const { rows } = await cancelStatement<CancelRow>(db, [jobId, tenantId, actor, reason, randomUUID()]);
   const row = rows[0];
   if (!row) throw new LedgerError('not_found', 'jobId', `job ${jobId} not found`);
   if (row.id === null) throw new LedgerError('conflict', 'jobId', `job ${jobId} is ${row.current_state} and cannot be canceled`);

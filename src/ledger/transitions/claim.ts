@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
+import { appendHistory, historyInsert } from './history.ts';
 import type { Actor, ClaimRequest, JobState, Lease, TransitionRecord } from '../types.ts';
 
 /**
@@ -26,16 +28,17 @@ WITH picked AS (
     lease_until = now() + make_interval(secs => coalesce($5::integer, jt.lease_ms) / 1000.0),
     worker_id = $3, heartbeat_at = now(), started_at = now(),
     deadline_at = now() + make_interval(secs => jt.timeout_ms / 1000.0),
-    acked = NULL, progress = NULL, progress_message = NULL, updated_at = now()
+    acked = NULL, progress = NULL, progress_message = NULL, updated_at = now(), ${appendHistory('$7')}
   FROM picked p, orch.job_types jt
   WHERE j.id = p.id AND jt.name = j.job_type
   RETURNING j.id, j.tenant_id, j.job_type, j.priority, j.payload, j.attempt, j.max_attempts, j.lease_id,
     j.lease_until, j.idempotency_key, j.correlation_id, j.deadline_at, j.run_after, j.created_at, p.state AS from_state,
     extract(epoch FROM now() - greatest(j.run_after, j.created_at)) * 1000 AS latency_ms,
     coalesce($5::integer, jt.lease_ms) AS lease_ms
+), entries AS (
+  SELECT id, tenant_id, from_state, 'leased'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
 ), hist AS (
-  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor)
-  SELECT id, tenant_id, from_state, 'leased', attempt, lease_id, $6 FROM upd
+  ${historyInsert('entries', '$7::uuid', '$6', 'NULL')}
 )
 SELECT * FROM upd ORDER BY priority DESC, run_after, id`);
 
@@ -60,7 +63,7 @@ interface ClaimRow {
 export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Promise<{ leases: Lease[]; records: TransitionRecord[] }> {
   if (req.limit <= 0 || req.jobTypes.length === 0) return { leases: [], records: [] };
   const { rows } = await claimStatement<ClaimRow>(db, [
-    req.jobTypes, req.limit, req.workerId, req.tenantIds ?? null, req.leaseMs ?? null, actor,
+    req.jobTypes, req.limit, req.workerId, req.tenantIds ?? null, req.leaseMs ?? null, actor, randomUUID(),
   ]);
   const leases = rows.map((r) => ({
     jobId: r.id,

@@ -1,5 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { toStorableJson } from '../validate.ts';
+import { appendHistory, historyInsert } from './history.ts';
 import type { AckOutcome, Actor, CompleteInput, TransitionRecord } from '../types.ts';
 import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
 
@@ -13,14 +15,16 @@ WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid, result jsonb, artifacts jsonb)
 ), upd AS (
   UPDATE orch.jobs j SET state = 'succeeded', acked = 'succeeded', result = i.result, artifacts = i.artifacts,
-    progress = 1, lease_until = NULL, finished_at = now(), updated_at = now()
+    progress = 1, lease_until = NULL, finished_at = now(), updated_at = now(), ${appendHistory('$3')}
   FROM input i
   WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id,
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
+), entries AS (
+  SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, 'succeeded'::orch.job_state AS to_state, attempt, lease_id,
+         NULL::jsonb AS error FROM upd
 ), hist AS (
-  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor)
-  SELECT id, tenant_id, 'leased', 'succeeded', attempt, lease_id, $2 FROM upd
+  ${historyInsert('entries', '$3::uuid', '$2', 'NULL')}
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id AND u.id IS NULL`);
@@ -39,7 +43,7 @@ export async function complete(db: Queryable, inputs: CompleteInput[], actor: Ac
   const spec = '[' + inputs.map((c, i) => `{"result":${toStorableJson(c.result ?? null, field(i))},` + JSON.stringify({
     job_id: c.jobId, lease_id: c.leaseId, artifacts: c.artifacts ?? null,
   }).slice(1)).join(',') + ']';
-  const { rows } = await completeStatement<AckRow>(db, [spec, actor]);
+  const { rows } = await completeStatement<AckRow>(db, [spec, actor, randomUUID()]);
   return ackOutcomes(rows, 'succeeded');
 }
 

@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
+import { appendHistory, historyInsert } from './history.ts';
 import type { Actor, EnqueueResult, JobState } from '../types.ts';
 import type { PreparedJob } from '../validate.ts';
 
@@ -23,25 +25,27 @@ WITH input AS (
   SELECT name, max_attempts FROM orch.job_types WHERE name IN (SELECT DISTINCT job_type FROM input)
 ), plain AS (
   -- Jobs without an idempotency key cannot conflict: a plain insert skips speculative insertion.
-  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, correlation_id, replay_of)
+  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, correlation_id, replay_of, history)
   SELECT i.tenant_id, i.job_type, coalesce(i.payload, 'null'::jsonb), coalesce(i.priority, 0), coalesce(i.run_after, now()),
-         coalesce(i.max_attempts, t.max_attempts), i.correlation_id, i.replay_of
+         coalesce(i.max_attempts, t.max_attempts), i.correlation_id, i.replay_of, ARRAY[$4::uuid]
   FROM input i JOIN types t ON t.name = i.job_type
   WHERE i.idempotency_key IS NULL ORDER BY i.ord
   RETURNING id, tenant_id, job_type, idempotency_key, state, run_after
 ), keyed AS (
-  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, idempotency_key, correlation_id, replay_of)
+  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, idempotency_key, correlation_id, replay_of, history)
   SELECT i.tenant_id, i.job_type, coalesce(i.payload, 'null'::jsonb), coalesce(i.priority, 0), coalesce(i.run_after, now()),
-         coalesce(i.max_attempts, t.max_attempts), i.idempotency_key, i.correlation_id, i.replay_of
+         coalesce(i.max_attempts, t.max_attempts), i.idempotency_key, i.correlation_id, i.replay_of, ARRAY[$4::uuid]
   FROM input i JOIN types t ON t.name = i.job_type
   WHERE i.idempotency_key IS NOT NULL ORDER BY i.ord
   ON CONFLICT (tenant_id, job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id, tenant_id, job_type, idempotency_key, state, run_after
 ), ins AS (
   SELECT * FROM plain UNION ALL SELECT * FROM keyed
+), entries AS (
+  SELECT id, tenant_id, NULL::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, 0 AS attempt,
+         NULL::uuid AS lease_id, NULL::jsonb AS error FROM ins
 ), hist AS (
-  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, actor, reason)
-  SELECT id, tenant_id, NULL, 'queued', 0, $2, $3 FROM ins
+  ${historyInsert('entries', '$4::uuid', '$2', '$3')}
 ), wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins WHERE run_after <= now() GROUP BY job_type
 )
@@ -76,7 +80,7 @@ export async function enqueue(db: Queryable, inputs: PreparedJob[], actor: Actor
     correlation_id: j.correlationId,
     replay_of: j.replayOf,
   }).slice(1)).join(',') + ']';
-  const { rows } = await enqueueStatement<EnqueuedRow>(db, [spec, actor, reason]);
+  const { rows } = await enqueueStatement<EnqueuedRow>(db, [spec, actor, reason, randomUUID()]);
   // Within each insert (plain, keyed) identity values grow in insertion order, which follows input order.
   const plainRows = rows.filter((r) => r.idempotency_key === null);
   const keyedRows = rows.filter((r) => r.idempotency_key !== null);

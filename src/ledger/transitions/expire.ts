@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
+import { appendHistory, historyInsert } from './history.ts';
 import type { Actor, JobState, TransitionRecord } from '../types.ts';
 import { JOBS_CHANNEL } from './enqueue.ts';
 
@@ -18,12 +20,14 @@ WITH picked AS (
     finished_at = CASE WHEN j.attempt < j.max_attempts THEN NULL ELSE now() END,
     last_error = CASE WHEN j.attempt < j.max_attempts THEN j.last_error
       ELSE jsonb_build_object('class', 'LeaseExpired', 'message', 'lease expired without heartbeat', 'retryable', true) END,
-    lease_until = NULL, updated_at = now()
+    lease_until = NULL, updated_at = now(), ${appendHistory('$3')}
   FROM picked p WHERE j.id = p.id
-  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.state AS new_state
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.state AS new_state, j.last_error
+), entries AS (
+  SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id,
+         CASE WHEN new_state = 'dead_lettered' THEN last_error END AS error FROM upd
 ), hist AS (
-  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor, reason)
-  SELECT id, tenant_id, 'leased', new_state, attempt, lease_id, $2, 'lease_expired' FROM upd
+  ${historyInsert('entries', '$3::uuid', '$2', "'lease_expired'")}
 ), wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd WHERE new_state = 'queued' GROUP BY job_type
 )
@@ -32,7 +36,7 @@ SELECT upd.*, (SELECT count(*) FROM wake) AS woken FROM upd`);
 interface ExpireRow { id: string; tenant_id: string; job_type: string; attempt: number; new_state: JobState }
 
 export async function expire(db: Queryable, limit: number, actor: Actor): Promise<TransitionRecord[]> {
-  const { rows } = await expireStatement<ExpireRow>(db, [limit, actor]);
+  const { rows } = await expireStatement<ExpireRow>(db, [limit, actor, randomUUID()]);
   return rows.map((r) => ({
     jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: r.new_state, attempt: r.attempt, reason: 'lease_expired',
   }));

@@ -1,5 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { checkText, toStorableJson } from '../validate.ts';
+import { appendHistory, historyInsert } from './history.ts';
 import type { AckOutcome, Actor, FailInput, TransitionRecord } from '../types.ts';
 import { ackOutcomes, type AckRow } from './complete.ts';
 import { LEASE_CHECK_COLUMNS } from './refusal.ts';
@@ -20,15 +22,16 @@ WITH input AS (
                                          * (1 - jt.backoff_jitter * random()) / 1000.0)
       ELSE j.run_after END,
     finished_at = CASE WHEN i.retryable AND j.attempt < j.max_attempts THEN NULL ELSE now() END,
-    acked = 'failed', last_error = i.error, lease_until = NULL, updated_at = now()
+    acked = 'failed', last_error = i.error, lease_until = NULL, updated_at = now(), ${appendHistory('$3')}
   FROM input i, orch.job_types jt
   WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
     AND jt.name = j.job_type
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.state AS new_state, i.error,
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
+), entries AS (
+  SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id, error FROM upd
 ), hist AS (
-  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor, reason, error)
-  SELECT id, tenant_id, 'leased', new_state, attempt, lease_id, $2, 'worker_failed', error FROM upd
+  ${historyInsert('entries', '$3::uuid', '$2', "'worker_failed'")}
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms, u.new_state, u.error->>'class' AS error_class
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id AND u.id IS NULL`);
@@ -47,6 +50,6 @@ export async function fail(db: Queryable, inputs: FailInput[], actor: Actor): Pr
     retryable: f.error.retryable !== false,
     error: { class: f.error.class, message: f.error.message, retryable: f.error.retryable !== false, ...(f.error.details === undefined ? {} : { details: f.error.details }) },
   }));
-  const { rows } = await failStatement<AckRow & { new_state: string | null; error_class: string | null }>(db, [JSON.stringify(spec), actor]);
+  const { rows } = await failStatement<AckRow & { new_state: string | null; error_class: string | null }>(db, [JSON.stringify(spec), actor, randomUUID()]);
   return ackOutcomes(rows, 'failed');
 }

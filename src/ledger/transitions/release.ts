@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
+import { appendHistory, historyInsert } from './history.ts';
 import type { AckOutcome, Actor, LeaseRef, TransitionRecord } from '../types.ts';
 import { JOBS_CHANNEL } from './enqueue.ts';
 import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
@@ -12,13 +14,15 @@ const releaseStatement = prepared('release', `
 WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid)
 ), upd AS (
-  UPDATE orch.jobs j SET state = 'queued', attempt = j.attempt - 1, lease_until = NULL, updated_at = now()
+  UPDATE orch.jobs j SET state = 'queued', attempt = j.attempt - 1, lease_until = NULL, updated_at = now(), ${appendHistory('$3')}
   FROM input i
   WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id
+), entries AS (
+  SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, attempt, lease_id,
+         NULL::jsonb AS error FROM upd
 ), hist AS (
-  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor, reason)
-  SELECT id, tenant_id, 'leased', 'queued', attempt, lease_id, $2, 'released_by_worker' FROM upd
+  ${historyInsert('entries', '$3::uuid', '$2', "'released_by_worker'")}
 ), wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd GROUP BY job_type
 )
@@ -29,7 +33,7 @@ interface ReleaseRow extends LeaseCheckRow { tenant_id: string | null; job_type:
 
 export async function release(db: Queryable, inputs: LeaseRef[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
-  const { rows } = await releaseStatement<ReleaseRow>(db, [JSON.stringify(inputs.map((r) => ({ job_id: r.jobId, lease_id: r.leaseId }))), actor]);
+  const { rows } = await releaseStatement<ReleaseRow>(db, [JSON.stringify(inputs.map((r) => ({ job_id: r.jobId, lease_id: r.leaseId }))), actor, randomUUID()]);
   const outcomes: AckOutcome[] = [];
   const records: TransitionRecord[] = [];
   for (const r of rows) {

@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
+import { appendHistory, historyInsert } from './history.ts';
 import type { Actor, TransitionRecord } from '../types.ts';
 
 /**
@@ -10,20 +12,22 @@ WITH picked AS (
   SELECT id FROM orch.jobs WHERE state = 'leased' AND deadline_at < now()
   LIMIT $1 FOR UPDATE SKIP LOCKED
 ), upd AS (
-  UPDATE orch.jobs j SET state = 'timed_out', lease_until = NULL, finished_at = now(), updated_at = now(),
+  UPDATE orch.jobs j SET state = 'timed_out', lease_until = NULL, finished_at = now(), updated_at = now(), ${appendHistory('$3')},
     last_error = jsonb_build_object('class', 'Timeout', 'message', 'run-time limit exceeded', 'retryable', false)
   FROM picked p WHERE j.id = p.id
-  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.last_error
+), entries AS (
+  SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, 'timed_out'::orch.job_state AS to_state, attempt, lease_id,
+         last_error AS error FROM upd
 ), hist AS (
-  INSERT INTO orch.job_history (job_id, tenant_id, from_state, to_state, attempt, lease_id, actor, reason)
-  SELECT id, tenant_id, 'leased', 'timed_out', attempt, lease_id, $2, 'timeout' FROM upd
+  ${historyInsert('entries', '$3::uuid', '$2', "'timeout'")}
 )
 SELECT * FROM upd`);
 
 interface TimeoutRow { id: string; tenant_id: string; job_type: string; attempt: number }
 
 export async function timeout(db: Queryable, limit: number, actor: Actor): Promise<TransitionRecord[]> {
-  const { rows } = await timeoutStatement<TimeoutRow>(db, [limit, actor]);
+  const { rows } = await timeoutStatement<TimeoutRow>(db, [limit, actor, randomUUID()]);
   return rows.map((r) => ({
     jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: 'timed_out', attempt: r.attempt, reason: 'timeout', errorClass: 'Timeout',
   }));
