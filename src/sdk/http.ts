@@ -27,7 +27,7 @@ export class HttpClient {
 
   constructor(opts: HttpOptions) {
     this.base = opts.apiUrl.replace(/\/+$/, '') + API_BASE;
-    this.headers = { 'content-type': 'application/json' };
+    this.headers = {};
     if (opts.token) this.headers.authorization = `Bearer ${opts.token}`;
     if (opts.tenant) this.headers['x-tenant-id'] = opts.tenant;
   }
@@ -35,7 +35,7 @@ export class HttpClient {
   async request<T>(method: string, path: string, body?: unknown, extra: { signal?: AbortSignal; headers?: Record<string, string> } = {}): Promise<T> {
     const res = await fetch(this.base + path, {
       method,
-      headers: { ...this.headers, ...extra.headers, ...(body === undefined ? { 'content-type': '' } : {}) },
+      headers: { ...this.headers, ...extra.headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: extra.signal,
     });

@@ -103,6 +103,7 @@ export class InProcessTransport implements WorkerTransport {
   }
 
   async close(): Promise<void> {
+    this.dispatcher.close();
     await this.notifier.stop();
     if (this.ownsPool) await this.pool.end();
   }

@@ -350,25 +350,28 @@ export class Worker<P = unknown> extends EventEmitter {
     this.claimAbort.abort();
     this.wakeFetcher();
     await Promise.all(this.fetchLoops);
-    const unstarted = this.buffer.splice(0);
-    const giveBack = unstarted.map((l) => ({ jobId: l.jobId, leaseId: l.leaseId }));
+    // Prefetched leases go back first: waiting for running handlers could outlast their leases.
+    await this.handBack(this.buffer.splice(0).map((l) => ({ jobId: l.jobId, leaseId: l.leaseId })));
     const deadline = Date.now() + this.shutdownTimeoutMs;
     while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    for (const a of this.running.values()) {
+    const interrupted = [...this.running.values()].map((a) => {
       a.lost = true;
       a.controller.abort(new Error('worker shutting down'));
-      giveBack.push({ jobId: a.lease.jobId, leaseId: a.lease.leaseId });
-    }
+      return { jobId: a.lease.jobId, leaseId: a.lease.leaseId };
+    });
     while (this.flushes.size > 0 || this.completes.length + this.fails.length > 0) {
       if (this.flushes.size === 0) this.scheduleFlush();
       await Promise.all(this.flushes);
     }
-    if (giveBack.length > 0) {
-      await this.transport.release(giveBack).catch((err) => this.log.warn({ err }, 'could not hand back leases; they will expire'));
-    }
+    await this.handBack(interrupted);
     if (this.ticker) clearInterval(this.ticker);
     await this.transport.close();
     this.emit('stopped');
+  }
+
+  private async handBack(leases: { jobId: string; leaseId: string }[]): Promise<void> {
+    if (leases.length === 0) return;
+    await this.transport.release(leases).catch((err) => this.log.warn({ err }, 'could not hand back leases; they will expire'));
   }
 
   private removeSignalHandlers(): void {
