@@ -1,0 +1,128 @@
+/**
+ * Our side of the benchmark: the same four measurements the anchors make,
+ * on the same PostgreSQL, through the public entry points (Ledger.enqueue,
+ * createWorker in-process, createWorker over the HTTP bridge).
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { defaultConfig } from '../src/config/config.ts';
+import { createPool } from '../src/ledger/db.ts';
+import { Ledger } from '../src/ledger/ledger.ts';
+import { migrate } from '../src/ledger/migrate.ts';
+import { createWorker, type WorkerOptions } from '../src/sdk/worker.ts';
+import type { DrainResult, EnqueueResult, LatencyResult } from './anchors/types.ts';
+import { chunks, nowMs, paced, sentAt, settle, summarizeLatency, throughput, withClient } from './anchors/util.ts';
+
+const JOB_TYPE = 'bench_noop';
+const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+
+/** Fresh ledger tables before each measurement, so dead tuples from one run don't slow the next. */
+async function reset(connectionString: string): Promise<void> {
+  await withClient(connectionString, (c) => c.query('DROP SCHEMA IF EXISTS orch CASCADE'));
+  const pool = createPool(connectionString, 2);
+  await migrate(pool);
+  await pool.end();
+}
+
+async function preEnqueue(ledger: Ledger, jobs: number): Promise<void> {
+  for (const [start, end] of chunks(jobs, 10_000)) {
+    await ledger.enqueue(Array.from({ length: end - start }, (_, i) => ({ tenantId: 'bench', jobType: JOB_TYPE, payload: { i: start + i } })));
+  }
+}
+
+/** Fresh ledger holding `jobs` queued no-op jobs; not timed. */
+async function prepareDrain(connectionString: string, jobs: number): Promise<void> {
+  await reset(connectionString);
+  const pool = createPool(connectionString, 4);
+  await preEnqueue(new Ledger(pool, defaultConfig), jobs);
+  await pool.end();
+  await settle(connectionString, 'orch');
+}
+
+/** Runs workers until `jobs` handlers have run and every ack is flushed (stop() flushes). */
+async function drainWith(jobs: number, opts: Omit<WorkerOptions, 'jobTypes' | 'handler'>, workers: number): Promise<DrainResult> {
+  let done = 0;
+  let finish!: () => void;
+  const finished = new Promise<void>((r) => (finish = r));
+  const start = performance.now();
+  const started = await Promise.all(Array.from({ length: workers }, () => createWorker({
+    ...opts, jobTypes: [JOB_TYPE], handleSignals: false,
+    handler: () => {
+      if (++done === jobs) finish();
+    },
+  })));
+  await finished;
+  await Promise.all(started.map((w) => w.stop()));
+  return throughput(jobs, (performance.now() - start) / 1000);
+}
+
+const DRAIN_WORKER = { concurrency: 50, prefetch: 1000, batchSize: 500, claimers: 2, ackers: 2, waitMs: 1000 };
+
+export async function drainInProcess(connectionString: string, jobs: number): Promise<DrainResult> {
+  await prepareDrain(connectionString, jobs);
+  return drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1);
+}
+
+/** The server runs as its own process (as it would in production), the worker in this one. */
+export async function drainRemote(connectionString: string, jobs: number): Promise<DrainResult> {
+  await prepareDrain(connectionString, jobs);
+  const port = String(30000 + Math.floor(Math.random() * 10000));
+  const server = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
+    env: { ...process.env, ORCH_DATABASE_URL: connectionString, ORCH_HTTP_PORT: port, ORCH_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const apiUrl = `http://127.0.0.1:${port}`;
+  try {
+    for (let i = 0; ; i++) {
+      if (i > 600) throw new Error('bench server did not start');
+      try {
+        if ((await fetch(`${apiUrl}/readyz`)).ok) break;
+      } catch {
+        // not up yet
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return await drainWith(jobs, { ...DRAIN_WORKER, apiUrl, tenant: 'bench' }, 1);
+  } finally {
+    server.kill('SIGTERM');
+    await new Promise((r) => server.once('exit', r));
+  }
+}
+
+export async function batchEnqueue(connectionString: string, jobs: number, batchSize: number): Promise<EnqueueResult> {
+  await reset(connectionString);
+  const pool = createPool(connectionString, 4);
+  const ledger = new Ledger(pool, defaultConfig);
+  await ledger.jobTypes.ensure([JOB_TYPE]);
+  const start = performance.now();
+  for (const [s, e] of chunks(jobs, batchSize)) {
+    await ledger.enqueue(Array.from({ length: e - s }, (_, i) => ({ tenantId: 'bench', jobType: JOB_TYPE, payload: { i: s + i } })));
+  }
+  const seconds = (performance.now() - start) / 1000;
+  await pool.end();
+  return throughput(jobs, seconds);
+}
+
+/** Idle in-process workers; jobs enqueued one at a time at a fixed rate; enqueue-to-handler-start latency. */
+export async function dispatchLatency(connectionString: string, ratePerSec: number, durationSec: number): Promise<LatencyResult> {
+  await reset(connectionString);
+  const pool = createPool(connectionString, 10);
+  const ledger = new Ledger(pool, defaultConfig);
+  await ledger.jobTypes.ensure([JOB_TYPE]);
+  const samples: number[] = [];
+  const worker = await createWorker({
+    connectionString, jobTypes: [JOB_TYPE], concurrency: 20, handleSignals: false, waitMs: 30_000,
+    handler: (job) => {
+      const t = sentAt(job.payload);
+      if (t !== undefined) samples.push(nowMs() - t);
+    },
+  });
+  // Untimed warm-up, as the anchors do: connections opened, statements prepared, code JIT-compiled.
+  await paced(ratePerSec, 0.5, () => ledger.enqueue([{ tenantId: 'bench', jobType: JOB_TYPE, payload: {} }]));
+  await new Promise((r) => setTimeout(r, 300));
+  const total = await paced(ratePerSec, durationSec, () => ledger.enqueue([{ tenantId: 'bench', jobType: JOB_TYPE, payload: { t: nowMs() } }]));
+  while (samples.length < total) await new Promise((r) => setTimeout(r, 10));
+  await worker.stop();
+  await pool.end();
+  return summarizeLatency(ratePerSec, samples);
+}

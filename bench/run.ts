@@ -1,0 +1,75 @@
+/**
+ * `npm run bench`: our orchestrator against graphile-worker and pg-boss on the
+ * same PostgreSQL, in one run. Prints a table, then (last line) one JSON object
+ * with every figure and ratio. The machine is noisy: compare ratios, not times.
+ *
+ * Env: ORCH_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
+ * BENCH_JOBS (default 100000), BENCH_LATENCY_SECONDS (default 10), BENCH_ONLY (comma list of scenarios).
+ */
+import * as graphile from './anchors/graphile.ts';
+import * as pgboss from './anchors/pgboss.ts';
+import type { DrainResult, EnqueueResult, LatencyResult } from './anchors/types.ts';
+import * as ours from './ours.ts';
+
+const url = process.env.ORCH_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const JOBS = Number(process.env.BENCH_JOBS ?? 100_000);
+const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 10);
+const only = process.env.BENCH_ONLY?.split(',');
+const wanted = (name: string) => !only || only.includes(name);
+
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+const figures: Record<string, unknown> = { jobs: JOBS, latencySeconds: LATENCY_SECONDS };
+const rows: [string, string, string, string, string][] = [];
+
+function log(msg: string) {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+async function measure<T>(label: string, fn: () => Promise<T>): Promise<T> {
+  log(`${label} ...`);
+  const r = await fn();
+  log(`${label}: ${JSON.stringify(r)}`);
+  return r;
+}
+
+if (wanted('drain')) {
+  const g = await measure('graphile-worker drain', () => graphile.drain(url, JOBS));
+  const b = await measure('pg-boss drain', () => pgboss.drain(url, JOBS));
+  const o = await measure('orch drain (in-process)', () => ours.drainInProcess(url, JOBS));
+  const best = Math.max(g.jobsPerSec, b.jobsPerSec);
+  figures.drain = { graphile: g, pgboss: b, orch: o, ratioToFasterAnchor: round(o.jobsPerSec / best), target: 1.2 };
+  rows.push(['drain in-process (jobs/s)', `${o.jobsPerSec}`, `${g.jobsPerSec}`, `${b.jobsPerSec}`, `${round(o.jobsPerSec / best)}x faster anchor (target >= 1.2)`]);
+  if (wanted('remote')) {
+    const r: DrainResult = await measure('orch drain (remote, HTTP bridge)', () => ours.drainRemote(url, JOBS));
+    figures.drainRemote = { orch: r, ratioToFasterAnchorInProcess: round(r.jobsPerSec / best), target: 0.5 };
+    rows.push(['drain remote HTTP (jobs/s)', `${r.jobsPerSec}`, `${g.jobsPerSec}`, `${b.jobsPerSec}`, `${round(r.jobsPerSec / best)}x faster anchor in-process (target >= 0.5)`]);
+  }
+}
+
+if (wanted('enqueue')) {
+  const g: EnqueueResult = await measure('graphile-worker addJobs', () => graphile.batchEnqueue(url, JOBS, 1000));
+  const b: EnqueueResult = await measure('pg-boss insert', () => pgboss.batchEnqueue(url, JOBS, 1000));
+  const o: EnqueueResult = await measure('orch batch enqueue', () => ours.batchEnqueue(url, JOBS, 1000));
+  figures.enqueue = { graphile: g, pgboss: b, orch: o, ratioToGraphile: round(o.jobsPerSec / g.jobsPerSec), target: 1.0 };
+  rows.push(['batch enqueue, 1000/batch (jobs/s)', `${o.jobsPerSec}`, `${g.jobsPerSec}`, `${b.jobsPerSec}`, `${round(o.jobsPerSec / g.jobsPerSec)}x graphile (target >= 1.0)`]);
+}
+
+if (wanted('latency')) {
+  for (const rate of [100, 500]) {
+    const g: LatencyResult = await measure(`graphile-worker latency @${rate}/s`, () => graphile.dispatchLatency(url, rate, LATENCY_SECONDS));
+    const b: LatencyResult = await measure(`pg-boss latency @${rate}/s`, () => pgboss.dispatchLatency(url, rate, LATENCY_SECONDS));
+    const o: LatencyResult = await measure(`orch latency @${rate}/s`, () => ours.dispatchLatency(url, rate, LATENCY_SECONDS));
+    figures[`latency${rate}`] = { graphile: g, pgboss: b, orch: o, p99RatioToGraphile: round(o.p99Ms / g.p99Ms), target: '<= 1.0' };
+    rows.push([`dispatch p99 @${rate}/s (ms)`, `${round(o.p99Ms)}`, `${round(g.p99Ms)}`, `${round(b.p99Ms)}`, `${round(o.p99Ms / g.p99Ms)}x graphile (target <= 1.0)`]);
+    rows.push([`dispatch p50 @${rate}/s (ms)`, `${round(o.p50Ms)}`, `${round(g.p50Ms)}`, `${round(b.p50Ms)}`, '']);
+  }
+}
+
+const header: [string, string, string, string, string] = ['scenario', 'orch', 'graphile-worker', 'pg-boss', 'ratio'];
+const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+const fmt = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+console.log(fmt(header));
+console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+for (const r of rows) console.log(fmt(r));
+console.log(JSON.stringify(figures));
+process.exit(0);
