@@ -31,6 +31,8 @@ export class Dispatcher {
         const left = deadline - Date.now();
         if (leases.length > 0 || left <= 0 || signal.aborted) return leases;
         await sleepUntil(waiter.promise, Math.min(left, this.pollIntervalMs), signal);
+        // A client that left (or a closing server) must not be handed leases nobody will run.
+        if (signal.aborted) return [];
       } finally {
         waiter.cancel();
       }

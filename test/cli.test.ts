@@ -1,0 +1,325 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { createPool, defaultConfig, Ledger, type ControlPlane, type EnqueueResult, type HistoryEntry, type Job } from '../src/index.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { runCli, spawnServer, startTestServer } from './helpers/server.ts';
+
+/** The `orch` CLI as a real child process against an in-process control plane. */
+
+const TENANT = 'default';
+let db: TestDatabase;
+let plane: ControlPlane;
+let tmp: string;
+
+before(async () => {
+  db = await createTestDatabase();
+  plane = await startTestServer(db.url);
+  tmp = await mkdtemp(path.join(tmpdir(), 'orch-cli-test-'));
+});
+
+after(async () => {
+  await plane?.stop();
+  await db?.drop();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+function orch(...args: string[]) {
+  return runCli(['--api-url', plane.url, ...args]);
+}
+
+function json<T>(stdout: string): T {
+  return JSON.parse(stdout) as T;
+}
+
+/** Splits table output into rows of cells (the header is row 0). */
+function table(stdout: string): string[][] {
+  return stdout.trimEnd().split('\n').map((l) => l.trim().split(/\s{2,}/));
+}
+
+function oneErrorLine(stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => l !== '');
+  assert.equal(lines.length, 1, `exactly one line on stderr, got: ${JSON.stringify(stderr)}`);
+  assert.ok(stderr.endsWith('\n'));
+  return lines[0]!;
+}
+
+async function countJobs(jobType: string): Promise<number> {
+  const { rows } = await db.pool.query<{ n: string }>('SELECT count(*) AS n FROM orch.jobs WHERE job_type = $1', [jobType]);
+  return Number(rows[0]!.n);
+}
+
+async function getJob(id: string): Promise<Job> {
+  const j = await plane.ledger.getJob(TENANT, id);
+  assert.ok(j, `job ${id} exists`);
+  return j;
+}
+
+describe('orch enqueue', () => {
+  test('TYPE --payload JSON prints a table row and stores the payload', async () => {
+    const r = await orch('enqueue', 'cli_email', '--payload', '{"to":"a@example.com","n":3}');
+    assert.equal(r.code, 0, r.stderr);
+    const rows = table(r.stdout);
+    assert.deepEqual(rows[0], ['ID', 'JOBTYPE', 'STATE', 'CREATED']);
+    assert.equal(rows.length, 2);
+    const [id, jobType, state, created] = rows[1]!;
+    assert.match(id!, /^\d+$/);
+    assert.deepEqual([jobType, state, created], ['cli_email', 'queued', 'true']);
+    const j = await getJob(id!);
+    assert.deepEqual(j.payload, { to: 'a@example.com', n: 3 });
+    assert.equal(j.state, 'queued');
+  });
+
+  test('--output json prints the enqueue result', async () => {
+    const r = await orch('--output', 'json', 'enqueue', 'cli_json', '--payload', '[1,2]');
+    assert.equal(r.code, 0, r.stderr);
+    const res = json<EnqueueResult>(r.stdout);
+    assert.equal(res.jobType, 'cli_json');
+    assert.equal(res.state, 'queued');
+    assert.equal(res.created, true);
+    assert.deepEqual((await getJob(res.id)).payload, [1, 2]);
+  });
+
+  test('--idempotency-key twice returns the same job, created false the second time', async () => {
+    const first = await orch('--output', 'json', 'enqueue', 'cli_idem', '--payload', '{"v":1}', '--idempotency-key', 'order-42');
+    const second = await orch('--output', 'json', 'enqueue', 'cli_idem', '--payload', '{"v":2}', '--idempotency-key', 'order-42');
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(second.code, 0, second.stderr);
+    const a = json<EnqueueResult>(first.stdout);
+    const b = json<EnqueueResult>(second.stdout);
+    assert.equal(a.created, true);
+    assert.equal(b.created, false);
+    assert.equal(b.id, a.id);
+    assert.equal(await countJobs('cli_idem'), 1);
+    assert.deepEqual((await getJob(a.id)).payload, { v: 1 }, 'the first submission wins');
+  });
+
+  test('--delay 1h sets runAfter an hour ahead', async () => {
+    const before = Date.now();
+    const r = await orch('--output', 'json', 'enqueue', 'cli_delay', '--delay', '1h');
+    assert.equal(r.code, 0, r.stderr);
+    const j = await getJob(json<EnqueueResult>(r.stdout).id);
+    const runAfter = Date.parse(j.runAfter);
+    assert.ok(runAfter >= before + 3_600_000 - 5_000 && runAfter <= Date.now() + 3_600_000 + 5_000, `runAfter ${j.runAfter}`);
+    // not claimable now
+    const leases = await plane.ledger.claim({ workerId: 'cli-probe', jobTypes: ['cli_delay'], limit: 10 });
+    assert.deepEqual(leases, []);
+  });
+
+  test('--file jobs.ndjson enqueues one job per line, TYPE as the default job type', async () => {
+    const file = path.join(tmp, 'jobs.ndjson');
+    await writeFile(file, [
+      JSON.stringify({ payload: { line: 1 } }),
+      '',
+      JSON.stringify({ jobType: 'cli_file_other', payload: { line: 2 }, priority: 7 }),
+      JSON.stringify({ payload: { line: 3 }, idempotencyKey: 'file-3' }),
+      '',
+    ].join('\n'));
+    const r = await orch('--output', 'json', 'enqueue', 'cli_file', '--file', file);
+    assert.equal(r.code, 0, r.stderr);
+    const res = json<EnqueueResult[]>(r.stdout);
+    assert.equal(res.length, 3);
+    assert.deepEqual(res.map((x) => [x.jobType, x.created]), [['cli_file', true], ['cli_file_other', true], ['cli_file', true]]);
+    const jobs = await Promise.all(res.map((x) => getJob(x.id)));
+    assert.deepEqual(jobs.map((j) => j.payload), [{ line: 1 }, { line: 2 }, { line: 3 }]);
+    assert.equal(jobs[1]!.priority, 7);
+    assert.equal(jobs[2]!.idempotencyKey, 'file-3');
+  });
+
+  test('--payload notjson: exit 1, one line on stderr, nothing enqueued', async () => {
+    const r = await orch('enqueue', 'cli_bad_payload', '--payload', 'notjson');
+    assert.equal(r.code, 1);
+    assert.match(oneErrorLine(r.stderr), /--payload/);
+    assert.equal(r.stdout, '');
+    assert.equal(await countJobs('cli_bad_payload'), 0);
+  });
+
+  test('--priority -1: exit 1 with the server error naming priority, nothing enqueued', async () => {
+    const r = await orch('enqueue', 'cli_bad_prio', '--priority', '-1');
+    assert.equal(r.code, 1);
+    const line = oneErrorLine(r.stderr);
+    assert.match(line, /priority/);
+    assert.match(line, /HTTP 400/);
+    assert.equal(await countJobs('cli_bad_prio'), 0);
+  });
+
+  test('an unreachable --api-url: exit 1 with one line', async () => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    const port = (srv.address() as net.AddressInfo).port;
+    srv.close();
+    await once(srv, 'close');
+    const r = await runCli(['--api-url', `http://127.0.0.1:${port}`, 'enqueue', 'cli_unreachable']);
+    assert.equal(r.code, 1);
+    assert.match(oneErrorLine(r.stderr), /cannot reach the orchestrator API/);
+  });
+
+  test('a missing tenant exits 2', async () => {
+    const r = await runCli(['--api-url', plane.url, '--tenant', '', 'enqueue', 'cli_notenant']);
+    assert.equal(r.code, 2);
+    assert.match(oneErrorLine(r.stderr), /tenant_required/);
+    assert.equal(await countJobs('cli_notenant'), 0);
+  });
+});
+
+describe('orch jobs', () => {
+  test('jobs list shows the tenant\'s jobs newest first, filtered by type and state', async () => {
+    const ids = (await plane.ledger.enqueue([1, 2, 3].map((n) => ({ tenantId: TENANT, jobType: 'cli_list', payload: { n } })))).map((r) => r.id);
+    await plane.ledger.enqueue([{ tenantId: 'other-tenant', jobType: 'cli_list', payload: {} }]);
+    const r = await orch('jobs', 'list', '--type', 'cli_list');
+    assert.equal(r.code, 0, r.stderr);
+    const rows = table(r.stdout);
+    assert.deepEqual(rows[0], ['ID', 'JOBTYPE', 'STATE', 'PRIORITY', 'ATTEMPT', 'MAXATTEMPTS', 'RUNAFTER', 'UPDATEDAT']);
+    assert.deepEqual(rows.slice(1).map((c) => c[0]), [...ids].reverse());
+    assert.ok(rows.slice(1).every((c) => c[1] === 'cli_list' && c[2] === 'queued'));
+
+    await plane.ledger.cancel(TENANT, ids[1]!, 'operator:test');
+    const canceled = await orch('--output', 'json', 'jobs', 'list', '--type', 'cli_list', '--state', 'canceled');
+    assert.equal(canceled.code, 0, canceled.stderr);
+    const page = json<{ jobs: Job[]; nextCursor: string | null }>(canceled.stdout);
+    assert.deepEqual(page.jobs.map((j) => j.id), [ids[1]]);
+
+    const paged = await orch('jobs', 'list', '--type', 'cli_list', '--limit', '2');
+    assert.equal(paged.code, 0, paged.stderr);
+    assert.match(paged.stdout, new RegExp(`next page: --cursor ${ids[1]}\\n$`));
+  });
+
+  test('jobs show ID prints the job, its last error and its history', async () => {
+    await plane.ledger.jobTypes.define('cli_show', { maxAttempts: 3 });
+    const [e] = await plane.ledger.enqueue([{ tenantId: TENANT, jobType: 'cli_show', payload: { file: 'x.csv' } }]);
+    const [lease] = await plane.ledger.claim({ workerId: 'w-cli', jobTypes: ['cli_show'], limit: 1 });
+    assert.equal(lease?.jobId, e!.id);
+    await plane.ledger.fail([{ jobId: lease.jobId, leaseId: lease.leaseId, error: { class: 'BoomError', message: 'disk full' } }], 'worker:w-cli');
+
+    const r = await orch('jobs', 'show', e!.id);
+    assert.equal(r.code, 0, r.stderr);
+    const [head, historyPart] = r.stdout.split('\nhistory:\n');
+    assert.ok(historyPart, 'prints a history section');
+    const jobRows = table(head!);
+    assert.equal(jobRows[1]![0], e!.id);
+    assert.equal(jobRows[1]![2], 'failed');
+    assert.match(head!, /payload: \{"file":"x\.csv"\}/);
+    assert.match(head!, /last error: BoomError: disk full/);
+    const hist = table(historyPart);
+    assert.deepEqual(hist[0], ['AT', 'FROM', 'TO', 'ATTEMPT', 'ACTOR', 'REASON']);
+    const transitions = hist.slice(1).map((c) => `${c[1]}>${c[2]}#${c[3]} ${c[4]} ${c[5]}`).sort();
+    assert.deepEqual(transitions, [
+      '->queued#0 api -',
+      'leased>failed#1 worker:w-cli worker_failed',
+      'queued>leased#1 worker:w-cli -',
+    ].sort());
+
+    const missing = await orch('jobs', 'show', '999999999');
+    assert.equal(missing.code, 1);
+    assert.match(oneErrorLine(missing.stderr), /not found/);
+  });
+
+  test('jobs show lists history in the order the transitions happened', async () => {
+    // Two sessions, as two server processes (or two pooled connections) would be.
+    // The history id is an identity with CACHE 1000: each session draws ids from
+    // its own block, so the id order is not the order of the transitions.
+    const a = new Ledger(createPool(db.url, 1), defaultConfig);
+    const b = new Ledger(createPool(db.url, 1), defaultConfig);
+    try {
+      await a.enqueue([{ tenantId: TENANT, jobType: 'cli_order', payload: { warmup: true } }]);
+      const [e] = await b.enqueue([{ tenantId: TENANT, jobType: 'cli_order', payload: {} }]);
+      await a.cancel(TENANT, e!.id, 'operator:test', 'second step');
+      const r = await orch('--output', 'json', 'jobs', 'show', e!.id);
+      assert.equal(r.code, 0, r.stderr);
+      const { history } = json<{ job: Job; history: HistoryEntry[] }>(r.stdout);
+      assert.deepEqual(history.map((h) => h.to), ['queued', 'canceled']);
+    } finally {
+      await a.pool.end();
+      await b.pool.end();
+    }
+  });
+
+  test('jobs cancel ID cancels a queued job; canceling it again is refused', async () => {
+    const [e] = await plane.ledger.enqueue([{ tenantId: TENANT, jobType: 'cli_cancel', payload: {} }]);
+    const r = await orch('jobs', 'cancel', e!.id, '--reason', 'no longer needed');
+    assert.equal(r.code, 0, r.stderr);
+    const rows = table(r.stdout);
+    assert.deepEqual(rows[1], [e!.id, 'cli_cancel', 'canceled', '0']);
+    assert.equal((await getJob(e!.id)).state, 'canceled');
+    const last = (await plane.ledger.getHistory(TENANT, e!.id)).find((h) => h.to === 'canceled');
+    assert.equal(last?.reason, 'no longer needed');
+
+    const again = await orch('jobs', 'cancel', e!.id);
+    assert.equal(again.code, 1);
+    assert.match(oneErrorLine(again.stderr), /cannot be canceled.*HTTP 409/);
+  });
+});
+
+describe('orch jobtypes', () => {
+  test('jobtypes set NAME --max-attempts 3 --lease 10s, then jobtypes list', async () => {
+    const set = await orch('jobtypes', 'set', 'cli_typed', '--max-attempts', '3', '--lease', '10s');
+    assert.equal(set.code, 0, set.stderr);
+    const rows = table(set.stdout);
+    assert.deepEqual(rows[0], ['NAME', 'MAXATTEMPTS', 'BACKOFFBASEMS', 'BACKOFFMAXMS', 'LEASEMS', 'TIMEOUTMS']);
+    assert.equal(rows[1]![0], 'cli_typed');
+    assert.equal(rows[1]![1], '3');
+    assert.equal(rows[1]![4], '10000');
+
+    const list = await orch('jobtypes', 'list');
+    assert.equal(list.code, 0, list.stderr);
+    const listed = table(list.stdout);
+    assert.deepEqual(listed[0], ['NAME', 'MAXATTEMPTS', 'BACKOFFBASEMS', 'BACKOFFMAXMS', 'LEASEMS', 'TIMEOUTMS', 'IMPLICIT']);
+    const row = listed.find((c) => c[0] === 'cli_typed');
+    assert.deepEqual(row && [row[1], row[4], row[6]], ['3', '10000', 'false']);
+    const stored = await plane.ledger.jobTypes.get(db.pool, 'cli_typed');
+    assert.deepEqual(stored && [stored.maxAttempts, stored.leaseMs, stored.implicit], [3, 10_000, false]);
+
+    // New jobs of the type take its max attempts.
+    const [e] = await plane.ledger.enqueue([{ tenantId: TENANT, jobType: 'cli_typed', payload: {} }]);
+    assert.equal((await getJob(e!.id)).maxAttempts, 3);
+
+    const bad = await orch('jobtypes', 'set', 'cli_typed', '--lease', 'soon');
+    assert.equal(bad.code, 1);
+    assert.match(oneErrorLine(bad.stderr), /--lease/);
+  });
+});
+
+describe('orch migrate and serve', { concurrency: true }, () => {
+  test('migrate against an up-to-date database exits 0 and says so', async () => {
+    const r = await runCli(['migrate'], { ORCH_DATABASE_URL: db.url });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /database is up to date/);
+  });
+
+  test('serve exits 0 on SIGTERM', async () => {
+    const { child, url } = await spawnServer({ ORCH_DATABASE_URL: db.url });
+    try {
+      assert.equal((await fetch(`${url}/readyz`)).status, 200);
+      const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+      child.kill('SIGTERM');
+      const [code, signal] = await exited;
+      assert.deepEqual({ code, signal }, { code: 0, signal: null });
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  test('serve shuts down promptly on SIGTERM while a client holds an idle connection', async () => {
+    const { child, url } = await spawnServer({ ORCH_DATABASE_URL: db.url });
+    const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    try {
+      await once(socket, 'connect');
+      const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+      child.kill('SIGTERM');
+      const result = await Promise.race([
+        exited.then(([code, signal]) => ({ code, signal })),
+        new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000).unref()),
+      ]);
+      assert.deepEqual(result, { code: 0, signal: null }, 'clean exit within 10 s');
+    } finally {
+      socket.destroy();
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  });
+});
