@@ -69,7 +69,8 @@ export interface WorkerOptions<P = unknown> {
 
 interface Active {
   lease: Lease;
-  controller: AbortController;
+  /** Created on first use of job.signal: most handlers never look, and an AbortController per job is not free. */
+  controller: AbortController | null;
   renewedAt: number;
   progress?: number;
   message?: string;
@@ -193,7 +194,7 @@ export class Worker<P = unknown> extends EventEmitter {
     while (this.running.size < this.concurrency && this.buffer.length > 0 && !this.stopping) {
       const lease = this.buffer.shift()!;
       const active: Active = {
-        lease, controller: new AbortController(), renewedAt: this.renewed.get(lease.jobId) ?? Date.now(),
+        lease, controller: null, renewedAt: this.renewed.get(lease.jobId) ?? Date.now(),
         progressDirty: false, artifacts: [], lost: false,
       };
       this.renewed.delete(lease.jobId);
@@ -207,7 +208,11 @@ export class Worker<P = unknown> extends EventEmitter {
     const ctx: JobContext<P> = {
       id: lease.jobId, jobType: lease.jobType, tenantId: lease.tenantId, attempt: lease.attempt, maxAttempts: lease.maxAttempts,
       payload: lease.payload as P, idempotencyKey: lease.idempotencyKey, leaseId: lease.leaseId, correlationId: lease.correlationId,
-      signal: a.controller.signal,
+      get signal() {
+        a.controller ??= new AbortController();
+        if (a.lost && !a.controller.signal.aborted) a.controller.abort(new Error('lease lost'));
+        return a.controller.signal;
+      },
       progress: (fraction, message) => {
         a.progress = Math.min(1, Math.max(0, fraction));
         a.message = message?.slice(0, 1024);
@@ -321,7 +326,7 @@ export class Worker<P = unknown> extends EventEmitter {
     const a = this.running.get(jobId);
     if (a) {
       a.lost = true;
-      a.controller.abort(new Error(`lease lost: ${reason}`));
+      a.controller?.abort(new Error(`lease lost: ${reason}`));
       this.emit('lost', a.lease, reason);
       return;
     }
@@ -356,7 +361,7 @@ export class Worker<P = unknown> extends EventEmitter {
     while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const interrupted = [...this.running.values()].map((a) => {
       a.lost = true;
-      a.controller.abort(new Error('worker shutting down'));
+      a.controller?.abort(new Error('worker shutting down'));
       return { jobId: a.lease.jobId, leaseId: a.lease.leaseId };
     });
     while (this.flushes.size > 0 || this.completes.length + this.fails.length > 0) {

@@ -32,7 +32,9 @@ WITH picked AS (
   FROM picked p, orch.job_types jt
   WHERE j.id = p.id AND jt.name = j.job_type
   RETURNING j.id, j.tenant_id, j.job_type, j.priority, j.payload, j.attempt, j.max_attempts, j.lease_id,
-    j.lease_until, j.idempotency_key, j.correlation_id, j.deadline_at, j.run_after, j.created_at, p.state AS from_state,
+    -- times as ISO 8601 text: formatting here is cheaper than parsing to Date and back in Node
+    to_json(j.lease_until) #>> '{}' AS lease_until, j.idempotency_key, j.correlation_id,
+    to_json(j.deadline_at) #>> '{}' AS deadline_at, j.run_after, p.state AS from_state,
     extract(epoch FROM now() - greatest(j.run_after, j.created_at)) * 1000 AS latency_ms,
     coalesce($5::integer, jt.lease_ms) AS lease_ms
 ), entries AS (
@@ -40,7 +42,9 @@ WITH picked AS (
 ), hist AS (
   ${historyInsert('entries', '$7::uuid', '$6', 'NULL')}
 )
-SELECT * FROM upd ORDER BY priority DESC, run_after, id`);
+SELECT id, tenant_id, job_type, priority, payload, attempt, max_attempts, lease_id, lease_until, idempotency_key,
+       correlation_id, deadline_at, from_state, latency_ms, lease_ms
+FROM upd ORDER BY priority DESC, run_after, id`);
 
 interface ClaimRow {
   id: string;
@@ -51,10 +55,10 @@ interface ClaimRow {
   attempt: number;
   max_attempts: number;
   lease_id: string;
-  lease_until: Date;
+  lease_until: string;
   idempotency_key: string | null;
   correlation_id: string | null;
-  deadline_at: Date | null;
+  deadline_at: string | null;
   from_state: JobState;
   latency_ms: number;
   lease_ms: number;
@@ -68,7 +72,7 @@ export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Pro
   const leases = rows.map((r) => ({
     jobId: r.id,
     leaseId: r.lease_id,
-    leaseUntil: r.lease_until.toISOString(),
+    leaseUntil: r.lease_until,
     leaseMs: r.lease_ms,
     attempt: r.attempt,
     maxAttempts: r.max_attempts,
@@ -78,7 +82,7 @@ export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Pro
     priority: r.priority,
     payload: r.payload,
     correlationId: r.correlation_id,
-    deadlineAt: r.deadline_at ? r.deadline_at.toISOString() : null,
+    deadlineAt: r.deadline_at,
   }));
   const records = rows.map((r) => ({
     jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: r.from_state, to: 'leased' as const,
