@@ -46,7 +46,7 @@ export class Ledger {
    * transaction: the jobs then exist only if, and when, it commits.
    */
   async enqueue(inputs: EnqueueInput[], opts: { actor?: Actor; client?: Queryable; reason?: string } = {}): Promise<EnqueueResult[]> {
-    const prepared = inputs.map((input, i) => prepareJob(input, this.config.maxPayloadBytes, inputs.length > 1 ? `jobs[${i}]` : ''));
+    const prepared = inputs.map((input, i) => prepareJob(input, this.config.maxPayloadBytes, inputs.length > 1 ? `jobs[${i}]` : '', inputs[i - 1]));
     await this.jobTypes.ensure(prepared.map((p) => p.jobType));
     const results = await enqueue(opts.client ?? this.pool, prepared, opts.actor ?? 'api', opts.reason ?? null);
     this.emit(results.filter((r) => r.created).map((r) => ({

@@ -22,10 +22,11 @@ export interface PreparedJob extends EnqueueInput {
  * reach the ledger without the HTTP schema, so the rules live here; `field`
  * prefixes error fields (e.g. "jobs[3].payload").
  */
-export function prepareJob(input: EnqueueInput, maxPayloadBytes: number, field = ''): PreparedJob {
+export function prepareJob(input: EnqueueInput, maxPayloadBytes: number, field = '', previous?: EnqueueInput): PreparedJob {
   const f = (name: string) => (field ? `${field}.${name}` : name);
-  validateTenant(input.tenantId, f('tenantId'));
-  JobTypes.validateName(input.jobType, f('jobType'));
+  // Batches usually repeat one tenant and type: check each only when it changes.
+  if (input.tenantId !== previous?.tenantId) validateTenant(input.tenantId, f('tenantId'));
+  if (input.jobType !== previous?.jobType) JobTypes.validateName(input.jobType, f('jobType'));
   if (input.priority !== undefined && !(Number.isInteger(input.priority) && input.priority >= 0 && input.priority <= MAX_PRIORITY)) {
     throw new LedgerError('invalid', f('priority'), `${f('priority')} must be an integer from 0 to ${MAX_PRIORITY}`);
   }
@@ -37,6 +38,9 @@ export function prepareJob(input: EnqueueInput, maxPayloadBytes: number, field =
     if (Number.isNaN(year) || year < 1 || year > 9999) {
       throw new LedgerError('invalid', f('runAfter'), `${f('runAfter')} is not a valid time between years 1 and 9999`);
     }
+  }
+  if (input.replayOf !== undefined && !/^[1-9][0-9]{0,17}$/.test(input.replayOf)) {
+    throw new LedgerError('invalid', f('replayOf'), `${f('replayOf')} must be a job id`);
   }
   for (const k of ['idempotencyKey', 'correlationId'] as const) {
     const v = input[k];
@@ -65,7 +69,7 @@ const UNSTORABLE_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\u(?:0000|[dD][89a-fA-F][0-9a-fA
 export function toStorableJson(value: unknown, field: string): string {
   const json = JSON.stringify(value);
   if (json === undefined) throw new LedgerError('invalid', field, `${field} is not JSON`);
-  if (UNSTORABLE_ESCAPE.test(json)) {
+  if (json.includes('\\u') && UNSTORABLE_ESCAPE.test(json)) {
     throw new LedgerError('invalid', field, `${field} contains a NUL character or an unpaired surrogate, which PostgreSQL cannot store`);
   }
   return json;

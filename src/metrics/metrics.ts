@@ -44,29 +44,36 @@ export class Metrics implements LedgerObserver {
     collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });
   }
 
+  /**
+   * Transitions arrive in batches of hundreds: counts are summed per label set
+   * first, so prom-client hashes each label set once per batch, not per job.
+   */
   onTransitions(records: TransitionRecord[]): void {
+    const counts = new Map<string, { counter: Counter<string>; labels: Record<string, string>; n: number }>();
+    const count = (counter: Counter<string>, labels: Record<string, string>) => {
+      const key = `${counter === this.jobsEnqueued ? 'e' : counter === this.jobs ? 'j' : counter === this.leaseExpired ? 'l' : 'f'}|${Object.values(labels).join('|')}`;
+      const entry = counts.get(key);
+      if (entry) entry.n++;
+      else counts.set(key, { counter, labels, n: 1 });
+    };
     for (const r of records) {
       if (r.from === null && r.to === 'queued') {
-        this.jobsEnqueued.inc({ tenant: r.tenantId, job_type: r.jobType });
+        count(this.jobsEnqueued, { tenant: r.tenantId, job_type: r.jobType });
       } else if (r.to === 'leased') {
         if (r.dispatchLatencyMs !== undefined) this.dispatchLatency.observe({ job_type: r.jobType }, r.dispatchLatencyMs / 1000);
-      } else {
-        this.onOutcome(r);
+      } else if (r.reason !== 'released_by_worker') { // a job handed back unrun is not an attempt
+        const outcome = r.to === 'queued' ? 'retried' : r.to;
+        count(this.jobs, { tenant: r.tenantId, job_type: r.jobType, outcome });
+        if (r.runMs !== undefined) this.jobDuration.observe({ job_type: r.jobType, outcome }, r.runMs / 1000);
+        if (r.reason === 'lease_expired') {
+          count(this.leaseExpired, { job_type: r.jobType });
+          count(this.failures, { job_type: r.jobType, error_class: 'LeaseExpired' });
+        } else if (r.errorClass) {
+          count(this.failures, { job_type: r.jobType, error_class: this.errorClassLabel(r.jobType, r.errorClass) });
+        }
       }
     }
-  }
-
-  private onOutcome(r: TransitionRecord): void {
-    if (r.reason === 'released_by_worker') return; // not an attempt: the worker gave the job back unrun
-    const outcome = r.to === 'queued' ? 'retried' : r.to;
-    this.jobs.inc({ tenant: r.tenantId, job_type: r.jobType, outcome });
-    if (r.runMs !== undefined) this.jobDuration.observe({ job_type: r.jobType, outcome }, r.runMs / 1000);
-    if (r.reason === 'lease_expired') {
-      this.leaseExpired.inc({ job_type: r.jobType });
-      this.failures.inc({ job_type: r.jobType, error_class: 'LeaseExpired' });
-    } else if (r.errorClass) {
-      this.failures.inc({ job_type: r.jobType, error_class: this.errorClassLabel(r.jobType, r.errorClass) });
-    }
+    for (const { counter, labels, n } of counts.values()) counter.inc(labels, n);
   }
 
   private errorClassLabel(jobType: string, errorClass: string): string {
