@@ -40,9 +40,11 @@ export async function complete(db: Queryable, inputs: CompleteInput[], actor: Ac
   if (inputs.length === 0) return { outcomes: [], records: [] };
   const field = (i: number) => (inputs.length > 1 ? `acks[${i}].result` : 'result');
   // Results are checked (and serialised) one by one so a bad one is named; then spliced into the batch.
-  const spec = '[' + inputs.map((c, i) => `{"result":${toStorableJson(c.result ?? null, field(i))},` + JSON.stringify({
-    job_id: c.jobId, lease_id: c.leaseId, artifacts: c.artifacts ?? null,
-  }).slice(1)).join(',') + ']';
+  const spec = '[' + inputs.map((c, i) => {
+    const result = c.result === undefined || c.result === null ? 'null' : toStorableJson(c.result, field(i));
+    const artifacts = c.artifacts === undefined ? 'null' : toStorableJson(c.artifacts, field(i).replace(/result$/, 'artifacts'));
+    return `{"job_id":${JSON.stringify(c.jobId)},"lease_id":${JSON.stringify(c.leaseId)},"result":${result},"artifacts":${artifacts}}`;
+  }).join(',') + ']';
   const { rows } = await completeStatement<AckRow>(db, [spec, actor, randomUUID()]);
   return ackOutcomes(rows, 'succeeded');
 }
