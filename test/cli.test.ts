@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { createPool, defaultConfig, Ledger, type ControlPlane, type EnqueueResult, type HistoryEntry, type Job } from '../src/index.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { runCli, spawnServer, startTestServer } from './helpers/server.ts';
+import { freePort } from '../src/ledger/embedded.ts';
 
 /** The `orch` CLI as a real child process against an in-process control plane. */
 
@@ -148,12 +149,7 @@ describe('orch enqueue', () => {
   });
 
   test('an unreachable --api-url: exit 1 with one line', async () => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1');
-    await once(srv, 'listening');
-    const port = (srv.address() as net.AddressInfo).port;
-    srv.close();
-    await once(srv, 'close');
+    const port = await freePort();
     const r = await runCli(['--api-url', `http://127.0.0.1:${port}`, 'enqueue', 'cli_unreachable']);
     assert.equal(r.code, 1);
     assert.match(oneErrorLine(r.stderr), /cannot reach the orchestrator API/);

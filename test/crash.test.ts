@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { createWorker, OrchClient, type ControlPlane, type Worker } from '../src/index.ts';
 import { createLogger } from '../src/logging.ts';
+import { freePort } from '../src/ledger/embedded.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { eventually, REPO_ROOT, spawnServer, startTestServer } from './helpers/server.ts';
 
@@ -48,16 +48,6 @@ async function spawnWorker(args: string[]): Promise<ChildProcess> {
     child.once('exit', (code) => reject(new Error(`worker exited with ${code}: ${stderr}`)));
   });
   return child;
-}
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as net.AddressInfo).port;
-  srv.close();
-  await once(srv, 'close');
-  return port;
 }
 
 async function stateCounts(db: TestDatabase, jobType: string): Promise<Record<string, number>> {

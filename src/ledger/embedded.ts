@@ -16,7 +16,8 @@ export interface EmbeddedDatabase {
 
 interface Log { info(msg: string): void; debug(msg: string): void }
 
-async function freePort(): Promise<number> {
+/** A TCP port nothing listens on right now (the kernel picks it). */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { appendHistory, historyInsert } from './history.ts';
+import { historyInsert } from './history.ts';
 import type { Actor, EnqueueResult, JobState } from '../types.ts';
 import type { PreparedJob } from '../validate.ts';
 
