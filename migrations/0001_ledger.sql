@@ -20,7 +20,9 @@ CREATE TABLE orch.job_types (
 );
 
 CREATE TABLE orch.jobs (
-  id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  -- unique by its identity sequence (GENERATED ALWAYS admits no other values); the primary key
+  -- leads with the tenant so that one index serves lookups and per-tenant listing
+  id               bigint GENERATED ALWAYS AS IDENTITY,
   tenant_id        text NOT NULL,
   -- no foreign key to job_types: JobTypes.ensure creates a type before its first job and types are
   -- never deleted, so the per-row trigger would only slow enqueue down
@@ -52,7 +54,8 @@ CREATE TABLE orch.jobs (
   updated_at       timestamptz NOT NULL DEFAULT now(),
   finished_at      timestamptz,
   -- batch ids of the orch.job_transitions rows recording this job's transitions, oldest first
-  history          uuid[] NOT NULL DEFAULT '{}'
+  history          uuid[] NOT NULL DEFAULT '{}',
+  PRIMARY KEY (tenant_id, id)
 );
 
 -- Claim order: priority (higher first), then run_after, then id. Only runnable rows are indexed.
@@ -62,7 +65,6 @@ CREATE INDEX jobs_claim_idx ON orch.jobs (job_type, priority DESC, run_after, id
 CREATE INDEX jobs_lease_idx ON orch.jobs (lease_until) WHERE state = 'leased';
 CREATE UNIQUE INDEX jobs_idempotency_idx ON orch.jobs (tenant_id, job_type, idempotency_key)
   WHERE idempotency_key IS NOT NULL;
-CREATE INDEX jobs_tenant_idx ON orch.jobs (tenant_id, id DESC);
 
 -- History, append-only and written in batches: each transition statement appends one row per
 -- tenant it touched, holding that statement's entries column-wise (entry i of every array belongs

@@ -190,7 +190,7 @@ describe('orch jobs', () => {
     const [e] = await plane.ledger.enqueue([{ tenantId: TENANT, jobType: 'cli_show', payload: { file: 'x.csv' } }]);
     const [lease] = await plane.ledger.claim({ workerId: 'w-cli', jobTypes: ['cli_show'], limit: 1 });
     assert.equal(lease?.jobId, e!.id);
-    await plane.ledger.fail([{ jobId: lease.jobId, leaseId: lease.leaseId, error: { class: 'BoomError', message: 'disk full' } }], 'worker:w-cli');
+    await plane.ledger.fail([{ tenantId: lease.tenantId, jobId: lease.jobId, leaseId: lease.leaseId, error: { class: 'BoomError', message: 'disk full' } }], 'worker:w-cli');
 
     const r = await orch('jobs', 'show', e!.id);
     assert.equal(r.code, 0, r.stderr);

@@ -304,7 +304,7 @@ describe('leases and acks', () => {
     const id = await enqueueOne('hb');
     const lease = await claimOne('hb', 'w1', 1000);
     assert.equal(lease.leaseMs, 1000);
-    const [o] = await ledger.heartbeat([{ jobId: id, leaseId: lease.leaseId, progress: 0.5, message: 'half way' }]);
+    const [o] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: lease.leaseId, progress: 0.5, message: 'half way' }]);
     assert.ok(o && o.status === 'ok');
     assert.ok(Date.parse(o.leaseUntil) - Date.parse(lease.leaseUntil) >= 3000, 'renewed by the type lease length (5 s) from now');
     const j = await job(id);
@@ -316,7 +316,7 @@ describe('leases and acks', () => {
     const reaped = await ledger.expireLeases(1000, 'system:test');
     assert.ok(!reaped.some((r) => r.jobId === id));
     assert.equal((await job(id)).state, 'leased');
-    const [c] = await ledger.complete([{ jobId: id, leaseId: lease.leaseId }], 'worker:w1');
+    const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: lease.leaseId }], 'worker:w1');
     assert.equal(c?.status, 'ok');
   });
 
@@ -324,7 +324,7 @@ describe('leases and acks', () => {
     const id = await enqueueOne('done');
     const lease = await claimOne('done');
     const artifacts = [{ name: 'report.pdf', uri: 's3://bucket/report.pdf', sha256: 'a'.repeat(64) }];
-    const [c] = await ledger.complete([{ jobId: id, leaseId: lease.leaseId, result: { rows: 42 }, artifacts }], 'worker:w1');
+    const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: lease.leaseId, result: { rows: 42 }, artifacts }], 'worker:w1');
     assert.deepEqual(c, { jobId: id, status: 'ok', state: 'succeeded' });
     let j = await job(id);
     assert.equal(j.state, 'succeeded');
@@ -334,11 +334,11 @@ describe('leases and acks', () => {
     assert.equal(j.leaseUntil, null);
     assert.ok(j.finishedAt);
 
-    const [dup] = await ledger.complete([{ jobId: id, leaseId: lease.leaseId, result: { rows: 0 } }], 'worker:w1');
+    const [dup] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: lease.leaseId, result: { rows: 0 } }], 'worker:w1');
     assert.deepEqual(dup, { jobId: id, status: 'duplicate', state: 'succeeded' });
-    const [f] = await ledger.fail([{ jobId: id, leaseId: lease.leaseId, error: { class: 'E', message: 'late' } }], 'worker:w1');
+    const [f] = await ledger.fail([{ tenantId: T, jobId: id, leaseId: lease.leaseId, error: { class: 'E', message: 'late' } }], 'worker:w1');
     assert.deepEqual(f, { jobId: id, status: 'refused', reason: 'already_acked', state: 'succeeded' });
-    const [hb] = await ledger.heartbeat([{ jobId: id, leaseId: lease.leaseId }]);
+    const [hb] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: lease.leaseId }]);
     assert.equal(hb?.status, 'refused');
     j = await job(id);
     assert.deepEqual(j.result, { rows: 42 }, 'the duplicate did not overwrite the result');
@@ -351,13 +351,13 @@ describe('leases and acks', () => {
     const id = await enqueueOne('wrong');
     const lease = await claimOne('wrong');
     const before = await job(id);
-    const [c] = await ledger.complete([{ jobId: id, leaseId: randomUUID() }], 'worker:x');
+    const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: randomUUID() }], 'worker:x');
     assert.deepEqual(c, { jobId: id, status: 'refused', reason: 'lease_lost', state: 'leased' });
-    const [f] = await ledger.fail([{ jobId: id, leaseId: randomUUID(), error: { class: 'E', message: 'm' } }], 'worker:x');
+    const [f] = await ledger.fail([{ tenantId: T, jobId: id, leaseId: randomUUID(), error: { class: 'E', message: 'm' } }], 'worker:x');
     assert.equal(f?.status === 'refused' && f.reason, 'lease_lost');
-    const [hb] = await ledger.heartbeat([{ jobId: id, leaseId: randomUUID(), progress: 0.9 }]);
+    const [hb] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: randomUUID(), progress: 0.9 }]);
     assert.equal(hb?.status === 'refused' && hb.reason, 'lease_lost');
-    const [missing] = await ledger.complete([{ jobId: '999999999', leaseId: lease.leaseId }], 'worker:x');
+    const [missing] = await ledger.complete([{ tenantId: T, jobId: '999999999', leaseId: lease.leaseId }], 'worker:x');
     assert.deepEqual(missing, { jobId: '999999999', status: 'refused', reason: 'not_found', state: null });
     assert.deepEqual(await job(id), before);
   });
@@ -368,11 +368,11 @@ describe('leases and acks', () => {
     const lease = await claimOne('late');
     await leaseLapsed(id);
     const before = await job(id);
-    const [c] = await ledger.complete([{ jobId: id, leaseId: lease.leaseId, result: 'too late' }], 'worker:w1');
+    const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: lease.leaseId, result: 'too late' }], 'worker:w1');
     assert.deepEqual(c, { jobId: id, status: 'refused', reason: 'lease_expired', state: 'leased' });
-    const [f] = await ledger.fail([{ jobId: id, leaseId: lease.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w1');
+    const [f] = await ledger.fail([{ tenantId: T, jobId: id, leaseId: lease.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w1');
     assert.equal(f?.status === 'refused' && f.reason, 'lease_expired');
-    const [hb] = await ledger.heartbeat([{ jobId: id, leaseId: lease.leaseId }]);
+    const [hb] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: lease.leaseId }]);
     assert.equal(hb?.status === 'refused' && hb.reason, 'lease_expired');
     assert.deepEqual(await job(id), before);
     assert.equal((await ledger.getHistory(T, id)).length, 2, 'queued and leased only');
@@ -388,7 +388,7 @@ describe('fail and retry', () => {
       const lease = await eventually(async () => (await ledger.claim({ workerId: 'w', jobTypes: ['bo'], limit: 1 }))[0], 10_000, 'retry to be claimable');
       assert.equal(lease.jobId, id);
       assert.equal(lease.attempt, attempt);
-      const [o] = await ledger.fail([{ jobId: id, leaseId: lease.leaseId, error: { class: 'Flaky', message: `try ${attempt}`, details: { attempt } } }], 'worker:w');
+      const [o] = await ledger.fail([{ tenantId: T, jobId: id, leaseId: lease.leaseId, error: { class: 'Flaky', message: `try ${attempt}`, details: { attempt } } }], 'worker:w');
       assert.deepEqual(o, { jobId: id, status: 'ok', state: 'failed' });
       const { rows } = await db.pool.query<{ delay: number }>(
         'SELECT extract(epoch FROM run_after - updated_at) * 1000 AS delay FROM orch.jobs WHERE id = $1', [id]);
@@ -407,9 +407,9 @@ describe('fail and retry', () => {
     await ledger.jobTypes.define('bo_cap', { backoffBaseMs: 400, backoffMaxMs: 500, backoffJitter: 0, maxAttempts: 3 });
     const id = await enqueueOne('bo_cap');
     const l1 = await claimOne('bo_cap');
-    await ledger.fail([{ jobId: id, leaseId: l1.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w');
+    await ledger.fail([{ tenantId: T, jobId: id, leaseId: l1.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w');
     const l2 = await eventually(async () => (await ledger.claim({ workerId: 'w', jobTypes: ['bo_cap'], limit: 1 }))[0], 10_000);
-    await ledger.fail([{ jobId: id, leaseId: l2.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w');
+    await ledger.fail([{ tenantId: T, jobId: id, leaseId: l2.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w');
     const { rows } = await db.pool.query<{ delay: number }>('SELECT extract(epoch FROM run_after - updated_at) * 1000 AS delay FROM orch.jobs WHERE id = $1', [id]);
     assert.ok(Math.abs(Number(rows[0]!.delay) - 500) < 5, `capped delay was ${rows[0]!.delay}`);
   });
@@ -418,11 +418,11 @@ describe('fail and retry', () => {
     await ledger.jobTypes.define('exhaust', { backoffBaseMs: 0, backoffMaxMs: 0, maxAttempts: 2 });
     const id = await enqueueOne('exhaust');
     const l1 = await claimOne('exhaust');
-    const [o1] = await ledger.fail([{ jobId: id, leaseId: l1.leaseId, error: { class: 'E1', message: 'first' } }], 'worker:w');
+    const [o1] = await ledger.fail([{ tenantId: T, jobId: id, leaseId: l1.leaseId, error: { class: 'E1', message: 'first' } }], 'worker:w');
     assert.equal(o1?.state, 'failed');
     const l2 = await claimOne('exhaust');
     assert.equal(l2.attempt, 2);
-    const [o2] = await ledger.fail([{ jobId: id, leaseId: l2.leaseId, error: { class: 'E2', message: 'second' } }], 'worker:w');
+    const [o2] = await ledger.fail([{ tenantId: T, jobId: id, leaseId: l2.leaseId, error: { class: 'E2', message: 'second' } }], 'worker:w');
     assert.deepEqual(o2, { jobId: id, status: 'ok', state: 'dead_lettered' });
     const j = await job(id);
     assert.equal(j.state, 'dead_lettered');
@@ -435,7 +435,7 @@ describe('fail and retry', () => {
   test('retryable=false dead-letters at once, whatever attempts are left', async () => {
     const id = await enqueueOne('fatal', { maxAttempts: 10 });
     const l = await claimOne('fatal');
-    const [o] = await ledger.fail([{ jobId: id, leaseId: l.leaseId, error: { class: 'Bad', message: 'no', retryable: false } }], 'worker:w');
+    const [o] = await ledger.fail([{ tenantId: T, jobId: id, leaseId: l.leaseId, error: { class: 'Bad', message: 'no', retryable: false } }], 'worker:w');
     assert.deepEqual(o, { jobId: id, status: 'ok', state: 'dead_lettered' });
     const j = await job(id);
     assert.equal(j.attempt, 1);
@@ -464,17 +464,17 @@ describe('cancel', () => {
     const id = await enqueueOne('cx_l');
     const l = await claimOne('cx_l');
     await ledger.cancel(T, id, 'api');
-    const [hb] = await ledger.heartbeat([{ jobId: id, leaseId: l.leaseId, progress: 0.1 }]);
+    const [hb] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: l.leaseId, progress: 0.1 }]);
     assert.deepEqual(hb, { jobId: id, status: 'refused', reason: 'canceled', state: 'canceled' });
-    const [c] = await ledger.complete([{ jobId: id, leaseId: l.leaseId, result: 1 }], 'worker:w1');
+    const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: l.leaseId, result: 1 }], 'worker:w1');
     assert.deepEqual(c, { jobId: id, status: 'refused', reason: 'canceled', state: 'canceled' });
-    const [f] = await ledger.fail([{ jobId: id, leaseId: l.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w1');
+    const [f] = await ledger.fail([{ tenantId: T, jobId: id, leaseId: l.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w1');
     assert.equal(f?.status === 'refused' && f.reason, 'canceled');
     const j = await job(id);
     assert.equal(j.state, 'canceled');
     assert.equal(j.result, null);
     assert.equal(j.progress, null);
-    const [r] = await ledger.release([{ jobId: id, leaseId: l.leaseId }], 'worker:w1');
+    const [r] = await ledger.release([{ tenantId: T, jobId: id, leaseId: l.leaseId }], 'worker:w1');
     assert.equal(r?.status, 'refused');
     assert.equal((await job(id)).state, 'canceled');
   });
@@ -483,7 +483,7 @@ describe('cancel', () => {
     await ledger.jobTypes.define('cx_f', { backoffBaseMs: 60_000, backoffMaxMs: 60_000 });
     const id = await enqueueOne('cx_f');
     const l = await claimOne('cx_f');
-    await ledger.fail([{ jobId: id, leaseId: l.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w1');
+    await ledger.fail([{ tenantId: T, jobId: id, leaseId: l.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w1');
     await ledger.cancel(T, id, 'api');
     assert.equal((await job(id)).state, 'canceled');
   });
@@ -491,7 +491,7 @@ describe('cancel', () => {
   test('terminal job: conflict; another tenant or unknown id: not_found; nothing changes', async () => {
     const id = await enqueueOne('cx_t');
     const l = await claimOne('cx_t');
-    await ledger.complete([{ jobId: id, leaseId: l.leaseId }], 'worker:w1');
+    await ledger.complete([{ tenantId: T, jobId: id, leaseId: l.leaseId }], 'worker:w1');
     await assert.rejects(ledger.cancel(T, id, 'api'), isLedgerError('conflict', 'jobId'));
     assert.equal((await job(id)).state, 'succeeded');
 
@@ -529,9 +529,9 @@ describe('lease reaper transitions', () => {
     const l2 = await claimOne('exp', 'w2');
     assert.equal(l2.attempt, 2);
     assert.notEqual(l2.leaseId, l1.leaseId);
-    const [stale] = await ledger.complete([{ jobId: id, leaseId: l1.leaseId }], 'worker:w1');
+    const [stale] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: l1.leaseId }], 'worker:w1');
     assert.deepEqual(stale, { jobId: id, status: 'refused', reason: 'lease_lost', state: 'leased' });
-    const [ok] = await ledger.complete([{ jobId: id, leaseId: l2.leaseId }], 'worker:w2');
+    const [ok] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: l2.leaseId }], 'worker:w2');
     assert.equal(ok?.status, 'ok');
   });
 
@@ -556,7 +556,7 @@ describe('lease reaper transitions', () => {
     assert.ok(l.deadlineAt);
     // keep heartbeating: renewals succeed until the deadline, then are refused as timed_out
     const refused = await eventually(async () => {
-      const [o] = await ledger.heartbeat([{ jobId: id, leaseId: l.leaseId }]);
+      const [o] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: l.leaseId }]);
       return o?.status === 'refused' ? o : null;
     }, 10_000, 'heartbeat to be refused at the deadline');
     assert.equal(refused.reason, 'timed_out');
@@ -566,7 +566,7 @@ describe('lease reaper transitions', () => {
     const j = await job(id);
     assert.equal(j.state, 'timed_out');
     assert.equal(j.lastError?.class, 'Timeout');
-    const [c] = await ledger.complete([{ jobId: id, leaseId: l.leaseId }], 'worker:w1');
+    const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: l.leaseId }], 'worker:w1');
     assert.deepEqual(c, { jobId: id, status: 'refused', reason: 'timed_out', state: 'timed_out' });
     assert.deepEqual(await ledger.claim({ workerId: 'w', jobTypes: ['slow'], limit: 5 }), []);
   });
@@ -575,18 +575,18 @@ describe('lease reaper transitions', () => {
 test('release: back to queued with the attempt given back; a stale release is refused', async () => {
   const id = await enqueueOne('rel', { maxAttempts: 1 });
   const l1 = await claimOne('rel');
-  const [o] = await ledger.release([{ jobId: id, leaseId: l1.leaseId }], 'worker:w1');
+  const [o] = await ledger.release([{ tenantId: T, jobId: id, leaseId: l1.leaseId }], 'worker:w1');
   assert.deepEqual(o, { jobId: id, status: 'ok', state: 'queued' });
   const j = await job(id);
   assert.equal(j.state, 'queued');
   assert.equal(j.attempt, 0);
   const last = (await ledger.getHistory(T, id)).at(-1)!;
   assert.deepEqual([last.from, last.to, last.reason], ['leased', 'queued', 'released_by_worker']);
-  const [again] = await ledger.release([{ jobId: id, leaseId: l1.leaseId }], 'worker:w1');
+  const [again] = await ledger.release([{ tenantId: T, jobId: id, leaseId: l1.leaseId }], 'worker:w1');
   assert.equal(again?.status, 'refused');
   const l2 = await claimOne('rel');
   assert.equal(l2.attempt, 1, 'the single allowed attempt is still available');
-  const [c] = await ledger.complete([{ jobId: id, leaseId: l2.leaseId }], 'worker:w1');
+  const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: l2.leaseId }], 'worker:w1');
   assert.equal(c?.state, 'succeeded');
 });
 
@@ -595,10 +595,10 @@ describe('history', () => {
     await ledger.jobTypes.define('life', { backoffBaseMs: 0, backoffMaxMs: 0, maxAttempts: 3 });
     const id = await enqueueOne('life');
     const l1 = await claimOne('life', 'wa');
-    await ledger.fail([{ jobId: id, leaseId: l1.leaseId, error: { class: 'Oops', message: 'boom' } }], 'worker:wa');
+    await ledger.fail([{ tenantId: T, jobId: id, leaseId: l1.leaseId, error: { class: 'Oops', message: 'boom' } }], 'worker:wa');
     const l2 = await claimOne('life', 'wb');
-    await ledger.heartbeat([{ jobId: id, leaseId: l2.leaseId, progress: 0.5 }]);
-    await ledger.complete([{ jobId: id, leaseId: l2.leaseId, result: 'ok' }], 'worker:wb');
+    await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: l2.leaseId, progress: 0.5 }]);
+    await ledger.complete([{ tenantId: T, jobId: id, leaseId: l2.leaseId, result: 'ok' }], 'worker:wb');
     const h = await ledger.getHistory(T, id);
     assert.deepEqual(h.map((e) => ({ from: e.from, to: e.to, attempt: e.attempt, leaseId: e.leaseId, actor: e.actor, reason: e.reason })), [
       { from: null, to: 'queued', attempt: 0, leaseId: null, actor: 'api', reason: null },
@@ -625,7 +625,7 @@ describe('history', () => {
       await other.end();
     }
     const l = await claimOne('conn');
-    await ledger.complete([{ jobId: id, leaseId: l.leaseId }], 'worker:w1');
+    await ledger.complete([{ tenantId: T, jobId: id, leaseId: l.leaseId }], 'worker:w1');
     const h = await ledger.getHistory(T, id);
     assert.deepEqual(h.map((e) => e.to), ['queued', 'leased', 'succeeded']);
   });

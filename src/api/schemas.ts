@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { JOB_TYPE_PATTERN } from '../ledger/job-types.ts';
-import { MAX_KEY_LENGTH, MAX_PRIORITY } from '../ledger/validate.ts';
+import { MAX_KEY_LENGTH, MAX_PRIORITY, TENANT_PATTERN } from '../ledger/validate.ts';
 
 /** Request and response shapes of the HTTP API; the OpenAPI document is generated from these. */
 
@@ -116,7 +116,9 @@ export const ClaimBody = Type.Object({
   leaseMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 })),
 }, { additionalProperties: false });
 
-const LeaseRefProps = { jobId: JobId, leaseId: LeaseId };
+export const TenantId = Type.String({ pattern: TENANT_PATTERN });
+/** In batches, each item names its lease's tenant (a worker may serve several); it defaults to X-Tenant-Id. */
+const LeaseRefProps = { tenantId: Type.Optional(TenantId), jobId: JobId, leaseId: LeaseId };
 const Progress = Type.Number({ minimum: 0, maximum: 1 });
 const ProgressMessage = Type.String({ maxLength: 1024 });
 

@@ -108,6 +108,8 @@ export interface ClaimRequest {
 }
 
 export interface LeaseRef {
+  /** The lease's tenant (every lease names it): jobs are keyed by tenant and id. */
+  tenantId: string;
   jobId: string;
   leaseId: string;
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import type { Artifact, CompleteInput, FailInput, HeartbeatInput, Lease, RefusalReason } from '../ledger/types.ts';
+import type { Artifact, CompleteInput, FailInput, HeartbeatInput, Lease, LeaseRef, RefusalReason } from '../ledger/types.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { HttpTransport, InProcessTransport, type WorkerTransport } from './transport.ts';
 
@@ -223,12 +223,12 @@ export class Worker<P = unknown> extends EventEmitter {
     try {
       const result = await this.opts.handler(ctx);
       if (!a.lost) {
-        this.completes.push({ jobId: lease.jobId, leaseId: lease.leaseId, result: result === undefined ? null : result, artifacts: a.artifacts.length ? a.artifacts : undefined });
+        this.completes.push({ tenantId: lease.tenantId, jobId: lease.jobId, leaseId: lease.leaseId, result: result === undefined ? null : result, artifacts: a.artifacts.length ? a.artifacts : undefined });
         this.emit('completed', lease, result);
       }
     } catch (err) {
       if (!a.lost) {
-        this.fails.push({ jobId: lease.jobId, leaseId: lease.leaseId, error: errorInfo(err) });
+        this.fails.push({ tenantId: lease.tenantId, jobId: lease.jobId, leaseId: lease.leaseId, error: errorInfo(err) });
         this.emit('failed', lease, err);
       }
     } finally {
@@ -295,12 +295,12 @@ export class Worker<P = unknown> extends EventEmitter {
     for (const a of this.running.values()) {
       if (a.lost) continue;
       if (a.progressDirty || now - a.renewedAt >= a.lease.leaseMs / 3) {
-        due.push({ jobId: a.lease.jobId, leaseId: a.lease.leaseId, progress: a.progress, message: a.message });
+        due.push({ tenantId: a.lease.tenantId, jobId: a.lease.jobId, leaseId: a.lease.leaseId, progress: a.progress, message: a.message });
         a.progressDirty = false;
       }
     }
     for (const l of this.buffer) {
-      if (now - (this.renewed.get(l.jobId) ?? now) >= l.leaseMs / 3) due.push({ jobId: l.jobId, leaseId: l.leaseId });
+      if (now - (this.renewed.get(l.jobId) ?? now) >= l.leaseMs / 3) due.push({ tenantId: l.tenantId, jobId: l.jobId, leaseId: l.leaseId });
     }
     if (due.length === 0) return;
     this.heartbeating = true;
@@ -356,13 +356,13 @@ export class Worker<P = unknown> extends EventEmitter {
     this.wakeFetcher();
     await Promise.all(this.fetchLoops);
     // Prefetched leases go back first: waiting for running handlers could outlast their leases.
-    await this.handBack(this.buffer.splice(0).map((l) => ({ jobId: l.jobId, leaseId: l.leaseId })));
+    await this.handBack(this.buffer.splice(0).map((l) => ({ tenantId: l.tenantId, jobId: l.jobId, leaseId: l.leaseId })));
     const deadline = Date.now() + this.shutdownTimeoutMs;
     while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const interrupted = [...this.running.values()].map((a) => {
       a.lost = true;
       a.controller?.abort(new Error('worker shutting down'));
-      return { jobId: a.lease.jobId, leaseId: a.lease.leaseId };
+      return { tenantId: a.lease.tenantId, jobId: a.lease.jobId, leaseId: a.lease.leaseId };
     });
     while (this.flushes.size > 0 || this.completes.length + this.fails.length > 0) {
       if (this.flushes.size === 0) this.scheduleFlush();
@@ -374,7 +374,7 @@ export class Worker<P = unknown> extends EventEmitter {
     this.emit('stopped');
   }
 
-  private async handBack(leases: { jobId: string; leaseId: string }[]): Promise<void> {
+  private async handBack(leases: LeaseRef[]): Promise<void> {
     if (leases.length === 0) return;
     await this.transport.release(leases).catch((err) => this.log.warn({ err }, 'could not hand back leases; they will expire'));
   }

@@ -1,12 +1,13 @@
+import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { AckOutcome, CompleteInput, FailInput, HeartbeatOutcome } from '../../ledger/types.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import {
   AckOutcomeSchema, AcksBody, ClaimBody, CompleteBody, ErrorBody, FailBody, HeartbeatBody, HeartbeatOutcomeSchema,
-  HeartbeatsBody, JobId, LeaseId, LeaseSchema,
+  HeartbeatsBody, JobId, LeaseId, LeaseSchema, TenantId,
 } from '../schemas.ts';
-import { optionalTenant } from '../tenant.ts';
+import { optionalTenant, requireTenant } from '../tenant.ts';
 
 const JobParams = Type.Object({ jobId: JobId });
 const AckResponse = Type.Object({ jobId: Type.String(), status: Type.String(), state: Type.Union([Type.String(), Type.Null()]) });
@@ -16,6 +17,16 @@ function refuse(outcome: AckOutcome | HeartbeatOutcome): never {
   if (outcome.status !== 'refused') throw new Error('refuse called on an applied outcome');
   if (outcome.reason === 'not_found') throw new ApiError(404, 'not_found', 'jobId', `job ${outcome.jobId} not found`);
   throw new ApiError(409, outcome.reason, 'leaseId', `lease refused: ${outcome.reason.replace('_', ' ')} (job is ${outcome.state})`);
+}
+
+/** A batch item's tenant: its own tenantId, else the request's X-Tenant-Id. */
+function itemTenant(request: FastifyRequest, list: string) {
+  const fallback = optionalTenant(request);
+  return (own: string | undefined, i: number): string => {
+    const tenant = own ?? fallback;
+    if (tenant === undefined) throw new ApiError(400, 'tenant_required', `${list}[${i}].tenantId`, `${list}[${i}] names no tenant: give tenantId or X-Tenant-Id`);
+    return tenant;
+  };
 }
 
 function single(outcome: AckOutcome) {
@@ -59,7 +70,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
       response: { 200: Type.Object({ jobId: Type.String(), leaseUntil: Type.String() }), 400: ErrorBody, 404: ErrorBody, 409: ErrorBody },
     },
   }, async (request) => {
-    const [o] = await ledger.heartbeat([{ jobId: request.params.jobId, ...request.body }]);
+    const [o] = await ledger.heartbeat([{ tenantId: requireTenant(request), jobId: request.params.jobId, ...request.body }]);
     if (o!.status !== 'ok') refuse(o!);
     return { jobId: o!.jobId, leaseUntil: o!.leaseUntil };
   });
@@ -72,7 +83,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const b = request.body;
-    const [o] = await ledger.complete([{ jobId: request.params.jobId, leaseId: b.leaseId, result: b.result, artifacts: b.artifacts }], `worker:api`);
+    const [o] = await ledger.complete([{ tenantId: requireTenant(request), jobId: request.params.jobId, leaseId: b.leaseId, result: b.result, artifacts: b.artifacts }], 'worker:api');
     return single(o!);
   });
 
@@ -83,7 +94,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
       response: { 200: AckResponse, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody },
     },
   }, async (request) => {
-    const [o] = await ledger.fail([{ jobId: request.params.jobId, leaseId: request.body.leaseId, error: request.body.error }], 'worker:api');
+    const [o] = await ledger.fail([{ tenantId: requireTenant(request), jobId: request.params.jobId, leaseId: request.body.leaseId, error: request.body.error }], 'worker:api');
     return single(o!);
   });
 
@@ -95,12 +106,14 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const acks = request.body.acks;
+    const tenantOf = itemTenant(request, 'acks');
     const completes: CompleteInput[] = [];
     const fails: FailInput[] = [];
-    for (const a of acks) {
-      if (a.outcome === 'succeeded') completes.push({ jobId: a.jobId, leaseId: a.leaseId, result: a.result, artifacts: a.artifacts });
-      else fails.push({ jobId: a.jobId, leaseId: a.leaseId, error: a.error });
-    }
+    acks.forEach((a, i) => {
+      const tenantId = tenantOf(a.tenantId, i);
+      if (a.outcome === 'succeeded') completes.push({ tenantId, jobId: a.jobId, leaseId: a.leaseId, result: a.result, artifacts: a.artifacts });
+      else fails.push({ tenantId, jobId: a.jobId, leaseId: a.leaseId, error: a.error });
+    });
     const [c, f] = await Promise.all([ledger.complete(completes, 'worker:api'), ledger.fail(fails, 'worker:api')]);
     // Answer in request order: each statement returns its outcomes in its input order.
     let ci = 0;
@@ -111,15 +124,21 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
   app.post('/releases', {
     schema: {
       summary: 'Hand back leases the worker will not run (e.g. on shutdown); the attempt is not counted', tags: ['workers'],
-      body: Type.Object({ leases: Type.Array(Type.Object({ jobId: JobId, leaseId: LeaseId }, { additionalProperties: false }), { minItems: 1, maxItems: 10_000 }) }, { additionalProperties: false }),
+      body: Type.Object({ leases: Type.Array(Type.Object({ tenantId: Type.Optional(TenantId), jobId: JobId, leaseId: LeaseId }, { additionalProperties: false }), { minItems: 1, maxItems: 10_000 }) }, { additionalProperties: false }),
       response: { 200: Type.Object({ results: Type.Array(AckOutcomeSchema) }), 400: ErrorBody },
     },
-  }, async (request) => ({ results: await ledger.release(request.body.leases, 'worker:api') }));
+  }, async (request) => {
+    const tenantOf = itemTenant(request, 'leases');
+    return { results: await ledger.release(request.body.leases.map((l, i) => ({ ...l, tenantId: tenantOf(l.tenantId, i) })), 'worker:api') };
+  });
 
   app.post('/heartbeats', {
     schema: {
       summary: 'Renew many leases in one request', tags: ['workers'], body: HeartbeatsBody,
       response: { 200: Type.Object({ results: Type.Array(HeartbeatOutcomeSchema) }), 400: ErrorBody },
     },
-  }, async (request) => ({ results: await ledger.heartbeat(request.body.leases) }));
+  }, async (request) => {
+    const tenantOf = itemTenant(request, 'leases');
+    return { results: await ledger.heartbeat(request.body.leases.map((l, i) => ({ ...l, tenantId: tenantOf(l.tenantId, i) }))) };
+  });
 }

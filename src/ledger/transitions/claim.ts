@@ -12,9 +12,9 @@ import type { Actor, ClaimRequest, JobState, Lease, TransitionRecord } from '../
  */
 const claimStatement = prepared('claim', `
 WITH picked AS (
-  SELECT c.id, c.state FROM unnest($1::text[]) AS t(job_type)
+  SELECT c.tenant_id, c.id, c.state FROM unnest($1::text[]) AS t(job_type)
   CROSS JOIN LATERAL (
-    SELECT j.id, j.state, j.priority, j.run_after FROM orch.jobs j
+    SELECT j.tenant_id, j.id, j.state, j.priority, j.run_after FROM orch.jobs j
     WHERE j.job_type = t.job_type AND j.state IN ('queued', 'failed') AND j.run_after <= now()
       AND ($4::text[] IS NULL OR j.tenant_id = ANY($4::text[]))
     ORDER BY j.priority DESC, j.run_after, j.id
@@ -30,7 +30,7 @@ WITH picked AS (
     deadline_at = now() + make_interval(secs => jt.timeout_ms / 1000.0),
     acked = NULL, progress = NULL, progress_message = NULL, updated_at = now(), ${appendHistory('$7')}
   FROM picked p, orch.job_types jt
-  WHERE j.id = p.id AND jt.name = j.job_type
+  WHERE j.tenant_id = p.tenant_id AND j.id = p.id AND jt.name = j.job_type
   RETURNING j.id, j.tenant_id, j.job_type, j.priority, j.payload, j.attempt, j.max_attempts, j.lease_id,
     -- times as ISO 8601 text: formatting here is cheaper than parsing to Date and back in Node
     to_json(j.lease_until) #>> '{}' AS lease_until, j.idempotency_key, j.correlation_id,

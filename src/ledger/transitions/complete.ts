@@ -12,12 +12,12 @@ import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusa
  */
 const completeStatement = prepared('complete', `
 WITH input AS (
-  SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid, result jsonb, artifacts jsonb)
+  SELECT * FROM json_to_recordset($1::json) AS i(tenant_id text, job_id bigint, lease_id uuid, result jsonb, artifacts jsonb)
 ), upd AS (
   UPDATE orch.jobs j SET state = 'succeeded', acked = 'succeeded', result = i.result, artifacts = i.artifacts,
     progress = 1, lease_until = NULL, finished_at = now(), updated_at = now(), ${appendHistory('$3')}
   FROM input i
-  WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+  WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id,
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
 ), entries AS (
@@ -27,7 +27,7 @@ WITH input AS (
   ${historyInsert('entries', '$3::uuid', '$2', 'NULL')}
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id AND u.id IS NULL`);
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);
 
 export interface AckRow extends LeaseCheckRow {
   tenant_id: string | null;
@@ -43,7 +43,7 @@ export async function complete(db: Queryable, inputs: CompleteInput[], actor: Ac
   const spec = '[' + inputs.map((c, i) => {
     const result = c.result === undefined || c.result === null ? 'null' : toStorableJson(c.result, field(i));
     const artifacts = c.artifacts === undefined ? 'null' : toStorableJson(c.artifacts, field(i).replace(/result$/, 'artifacts'));
-    return `{"job_id":${JSON.stringify(c.jobId)},"lease_id":${JSON.stringify(c.leaseId)},"result":${result},"artifacts":${artifacts}}`;
+    return `{"tenant_id":${JSON.stringify(c.tenantId)},"job_id":${JSON.stringify(c.jobId)},"lease_id":${JSON.stringify(c.leaseId)},"result":${result},"artifacts":${artifacts}}`;
   }).join(',') + ']';
   const { rows } = await completeStatement<AckRow>(db, [spec, actor, randomUUID()]);
   return ackOutcomes(rows, 'succeeded');

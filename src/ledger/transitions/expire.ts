@@ -12,7 +12,7 @@ import { JOBS_CHANNEL } from './enqueue.ts';
  */
 const expireStatement = prepared('expire', `
 WITH picked AS (
-  SELECT id FROM orch.jobs WHERE state = 'leased' AND lease_until < now()
+  SELECT tenant_id, id FROM orch.jobs WHERE state = 'leased' AND lease_until < now()
   ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED
 ), upd AS (
   UPDATE orch.jobs j SET
@@ -21,7 +21,7 @@ WITH picked AS (
     last_error = CASE WHEN j.attempt < j.max_attempts THEN j.last_error
       ELSE jsonb_build_object('class', 'LeaseExpired', 'message', 'lease expired without heartbeat', 'retryable', true) END,
     lease_until = NULL, updated_at = now(), ${appendHistory('$3')}
-  FROM picked p WHERE j.id = p.id
+  FROM picked p WHERE j.tenant_id = p.tenant_id AND j.id = p.id
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.state AS new_state, j.last_error
 ), entries AS (
   SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id,

@@ -13,7 +13,7 @@ import { LEASE_CHECK_COLUMNS } from './refusal.ts';
  */
 const failStatement = prepared('fail', `
 WITH input AS (
-  SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid, error jsonb, retryable boolean)
+  SELECT * FROM json_to_recordset($1::json) AS i(tenant_id text, job_id bigint, lease_id uuid, error jsonb, retryable boolean)
 ), upd AS (
   UPDATE orch.jobs j SET
     state = CASE WHEN i.retryable AND j.attempt < j.max_attempts THEN 'failed' ELSE 'dead_lettered' END::orch.job_state,
@@ -24,7 +24,7 @@ WITH input AS (
     finished_at = CASE WHEN i.retryable AND j.attempt < j.max_attempts THEN NULL ELSE now() END,
     acked = 'failed', last_error = i.error, lease_until = NULL, updated_at = now(), ${appendHistory('$3')}
   FROM input i, orch.job_types jt
-  WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+  WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
     AND jt.name = j.job_type
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.state AS new_state, i.error,
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
@@ -34,7 +34,7 @@ WITH input AS (
   ${historyInsert('entries', '$3::uuid', '$2', "'worker_failed'")}
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms, u.new_state, u.error->>'class' AS error_class
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id AND u.id IS NULL`);
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);
 
 export async function fail(db: Queryable, inputs: FailInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
@@ -45,6 +45,7 @@ export async function fail(db: Queryable, inputs: FailInput[], actor: Actor): Pr
     if (f.error.details !== undefined) toStorableJson(f.error.details, field('details'));
   });
   const spec = inputs.map((f) => ({
+    tenant_id: f.tenantId,
     job_id: f.jobId,
     lease_id: f.leaseId,
     retryable: f.error.retryable !== false,

@@ -11,24 +11,24 @@ import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusa
  */
 const heartbeatStatement = prepared('heartbeat', `
 WITH input AS (
-  SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid, progress real, message text)
+  SELECT * FROM json_to_recordset($1::json) AS i(tenant_id text, job_id bigint, lease_id uuid, progress real, message text)
 ), upd AS (
   UPDATE orch.jobs j SET
     lease_until = now() + make_interval(secs => coalesce($2::integer, jt.lease_ms) / 1000.0),
     heartbeat_at = now(), progress = coalesce(i.progress, j.progress),
     progress_message = coalesce(i.message, j.progress_message), updated_at = now()
   FROM input i, orch.job_types jt
-  WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+  WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
     AND (j.deadline_at IS NULL OR j.deadline_at > now()) AND jt.name = j.job_type
   RETURNING j.id, j.lease_until
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.lease_until AS new_lease_until
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id AND u.id IS NULL`);
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);
 
 export async function heartbeat(db: Queryable, inputs: HeartbeatInput[], leaseMs: number | null = null): Promise<HeartbeatOutcome[]> {
   if (inputs.length === 0) return [];
   inputs.forEach((h, i) => h.message !== undefined && checkText(h.message, inputs.length > 1 ? `leases[${i}].message` : 'message'));
-  const spec = inputs.map((h) => ({ job_id: h.jobId, lease_id: h.leaseId, progress: h.progress ?? null, message: h.message ?? null }));
+  const spec = inputs.map((h) => ({ tenant_id: h.tenantId, job_id: h.jobId, lease_id: h.leaseId, progress: h.progress ?? null, message: h.message ?? null }));
   const { rows } = await heartbeatStatement<LeaseCheckRow & { new_lease_until: Date | null }>(db, [JSON.stringify(spec), leaseMs]);
   return rows.map((r) => {
     if (r.applied) return { jobId: r.job_id, status: 'ok', leaseUntil: r.new_lease_until!.toISOString() };

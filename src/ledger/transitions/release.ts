@@ -12,11 +12,11 @@ import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusa
  */
 const releaseStatement = prepared('release', `
 WITH input AS (
-  SELECT * FROM json_to_recordset($1::json) AS i(job_id bigint, lease_id uuid)
+  SELECT * FROM json_to_recordset($1::json) AS i(tenant_id text, job_id bigint, lease_id uuid)
 ), upd AS (
   UPDATE orch.jobs j SET state = 'queued', attempt = j.attempt - 1, lease_until = NULL, updated_at = now(), ${appendHistory('$3')}
   FROM input i
-  WHERE j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+  WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id
 ), entries AS (
   SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, attempt, lease_id,
@@ -27,13 +27,13 @@ WITH input AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd GROUP BY job_type
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, (SELECT count(*) FROM wake) AS woken
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.id = i.job_id AND u.id IS NULL`);
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);
 
 interface ReleaseRow extends LeaseCheckRow { tenant_id: string | null; job_type: string | null; attempt: number | null }
 
 export async function release(db: Queryable, inputs: LeaseRef[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
-  const { rows } = await releaseStatement<ReleaseRow>(db, [JSON.stringify(inputs.map((r) => ({ job_id: r.jobId, lease_id: r.leaseId }))), actor, randomUUID()]);
+  const { rows } = await releaseStatement<ReleaseRow>(db, [JSON.stringify(inputs.map((r) => ({ tenant_id: r.tenantId, job_id: r.jobId, lease_id: r.leaseId }))), actor, randomUUID()]);
   const outcomes: AckOutcome[] = [];
   const records: TransitionRecord[] = [];
   for (const r of rows) {

@@ -9,12 +9,12 @@ import type { Actor, TransitionRecord } from '../types.ts';
  */
 const timeoutStatement = prepared('timeout', `
 WITH picked AS (
-  SELECT id FROM orch.jobs WHERE state = 'leased' AND deadline_at < now()
+  SELECT tenant_id, id FROM orch.jobs WHERE state = 'leased' AND deadline_at < now()
   LIMIT $1 FOR UPDATE SKIP LOCKED
 ), upd AS (
   UPDATE orch.jobs j SET state = 'timed_out', lease_until = NULL, finished_at = now(), updated_at = now(), ${appendHistory('$3')},
     last_error = jsonb_build_object('class', 'Timeout', 'message', 'run-time limit exceeded', 'retryable', false)
-  FROM picked p WHERE j.id = p.id
+  FROM picked p WHERE j.tenant_id = p.tenant_id AND j.id = p.id
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.last_error
 ), entries AS (
   SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, 'timed_out'::orch.job_state AS to_state, attempt, lease_id,
