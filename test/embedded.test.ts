@@ -3,11 +3,11 @@ import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { OrchClient, type EnqueueResult } from '../src/index.ts';
+import { freePort, processAlive } from '../src/ledger/embedded.ts';
 import { eventually, spawnServer } from './helpers/server.ts';
 
 /**
@@ -21,15 +21,6 @@ let dataDir: string;
 let env: Record<string, string>;
 let server: { child: ChildProcess; url: string } | null = null;
 let job: EnqueueResult;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The embedded PostgreSQL's postmaster pid, from its pid file, or null when there is none. */
 function postmasterPid(): number | null {
@@ -62,12 +53,7 @@ async function readJob(url: string): Promise<{ id: string; state: string; payloa
 
 before(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'orch-embedded-test-'));
-  const probe = net.createServer();
-  probe.listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const port = String((probe.address() as net.AddressInfo).port);
-  probe.close();
-  await once(probe, 'close');
+  const port = String(await freePort());
   // An empty ORCH_DATABASE_URL counts as unset, whatever the test environment has.
   env = { ORCH_DATABASE_URL: '', ORCH_DATA_DIR: dataDir, ORCH_HTTP_PORT: port };
 });
@@ -76,9 +62,9 @@ after(async () => {
   if (server) await stop('SIGTERM').catch(() => undefined);
   // Whatever happened above, leave no PostgreSQL running on the temp dir.
   const pid = dataDir ? postmasterPid() : null;
-  if (pid !== null && alive(pid)) {
+  if (pid !== null && processAlive(pid)) {
     process.kill(pid, 'SIGINT');
-    await eventually(async () => !alive(pid), 30_000, 'embedded PostgreSQL to stop').catch(() => undefined);
+    await eventually(async () => !processAlive(pid), 30_000, 'embedded PostgreSQL to stop').catch(() => undefined);
   }
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
@@ -97,9 +83,9 @@ describe('orch serve with an embedded PostgreSQL', () => {
 
   test('SIGTERM: clean exit 0, and its PostgreSQL is stopped', async () => {
     const pid = postmasterPid();
-    assert.ok(pid !== null && alive(pid), 'embedded PostgreSQL running');
+    assert.ok(pid !== null && processAlive(pid), 'embedded PostgreSQL running');
     const result = await stop('SIGTERM');
-    await eventually(async () => !alive(pid), 30_000, 'embedded PostgreSQL to stop with the server');
+    await eventually(async () => !processAlive(pid), 30_000, 'embedded PostgreSQL to stop with the server');
     assert.deepEqual(result, { code: 0, signal: null });
   });
 
@@ -113,9 +99,9 @@ describe('orch serve with an embedded PostgreSQL', () => {
 
   test('SIGKILL orphans the embedded PostgreSQL; the next start handles it: ready, job still there', async () => {
     const orphan = postmasterPid();
-    assert.ok(orphan !== null && alive(orphan));
+    assert.ok(orphan !== null && processAlive(orphan));
     await stop('SIGKILL');
-    assert.equal(alive(orphan), true, 'PostgreSQL outlives a SIGKILLed orch');
+    assert.equal(processAlive(orphan), true, 'PostgreSQL outlives a SIGKILLed orch');
 
     const { url } = await start();
     assert.equal((await fetch(`${url}/readyz`)).status, 200);
@@ -124,6 +110,6 @@ describe('orch serve with an embedded PostgreSQL', () => {
     assert.deepEqual(j.payload, { hello: 'embedded' });
     const current = postmasterPid();
     assert.ok(current !== null && current !== orphan, 'a new PostgreSQL owns the cluster');
-    assert.equal(alive(orphan), false, 'the orphan was stopped');
+    assert.equal(processAlive(orphan), false, 'the orphan was stopped');
   });
 });
