@@ -1,17 +1,9 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { LedgerError } from '../ledger/errors.ts';
+import { HttpError } from '../http-error.ts';
 
 /** An error meant for the client: status, machine-readable code, the offending field. */
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    readonly field: string | null,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class ApiError extends HttpError {}
 
 const LEDGER_STATUS = { invalid: 400, not_found: 404, conflict: 409, limit: 422 } as const;
 

@@ -1,15 +1,7 @@
+import { HttpError } from '../http-error.ts';
+
 /** An error the orchestrator's API returned: HTTP status plus its { error: { code, message, field } } body. */
-export class OrchApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    readonly field: string | null,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'OrchApiError';
-  }
-}
+export class OrchApiError extends HttpError {}
 
 export interface HttpOptions {
   /** e.g. http://127.0.0.1:8080 (the API base path is added). */
