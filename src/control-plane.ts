@@ -3,6 +3,7 @@ import type { Config } from './config/config.ts';
 import { buildApi } from './api/server.ts';
 import type { ReadinessCheck } from './api/context.ts';
 import { Dispatcher } from './dispatch/dispatcher.ts';
+import { Pauses } from './flow/pauses.ts';
 import { JobNotifier } from './dispatch/notifier.ts';
 import { createPool } from './ledger/db.ts';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './ledger/embedded.ts';
@@ -44,7 +45,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     ledger.observe(metrics);
     const notifier = new JobNotifier(connectionString, log);
     await notifier.start();
-    const dispatcher = new Dispatcher(ledger, notifier);
+    const dispatcher = new Dispatcher(ledger, notifier, config.claimPollIntervalMs);
     const services: PeriodicService[] = [
       new LeaseReaper(ledger, config.maintenance.leaseReaperBatchSize, config.maintenance.leaseReaperIntervalMs, log),
     ];
@@ -61,7 +62,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       }
       return { ok: Object.values(checks).every((c) => c.ok), checks };
     };
-    const app = await buildApi({ config, ledger, dispatcher, metrics, readiness }, log);
+    const app = await buildApi({ config, ledger, dispatcher, pauses: new Pauses(pool), metrics, readiness }, log);
     await app.listen({ host: config.httpHost, port: config.httpPort });
     const addr = app.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : config.httpPort;

@@ -344,6 +344,8 @@ describe('operations', () => {
       ['post', '/jobs'], ['get', '/jobs'], ['post', '/jobs/batch'], ['get', '/jobs/{jobId}'], ['post', '/jobs/{jobId}/cancel'],
       ['post', '/jobs/{jobId}/heartbeat'], ['post', '/jobs/{jobId}/complete'], ['post', '/jobs/{jobId}/fail'],
       ['get', '/jobtypes'], ['get', '/jobtypes/{name}'], ['put', '/jobtypes/{name}'],
+      ['get', '/pauses'], ['post', '/jobtypes/{name}/pause'], ['post', '/jobtypes/{name}/resume'],
+      ['post', '/tenants/{tenantId}/pause'], ['post', '/tenants/{tenantId}/resume'],
     ];
     for (const [method, path] of expected) {
       assert.ok(r.body.paths[BASE + path]?.[method], `${method.toUpperCase()} ${BASE}${path} is documented`);

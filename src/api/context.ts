@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Config } from '../config/config.ts';
 import type { Dispatcher } from '../dispatch/dispatcher.ts';
+import type { Pauses } from '../flow/pauses.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 
@@ -15,6 +16,7 @@ export interface ApiContext {
   config: Config;
   ledger: Ledger;
   dispatcher: Dispatcher;
+  pauses: Pauses;
   metrics: Metrics;
   readiness: () => Promise<ReadinessCheck>;
 }

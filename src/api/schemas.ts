@@ -79,6 +79,7 @@ export const JobSchema = Type.Object({
   createdAt: IsoTime,
   updatedAt: IsoTime,
   finishedAt: NullableIso,
+  paused: Type.Boolean({ description: 'Queued but held back by a dispatch pause.' }),
 });
 
 export const HistorySchema = Type.Object({

@@ -5,6 +5,7 @@ import type { Logger } from '../logging.ts';
 import type { ApiContext, App } from './context.ts';
 import { errorHandler } from './errors.ts';
 import { bridgeRoutes } from './routes/bridge.ts';
+import { controlRoutes } from './routes/controls.ts';
 import { jobTypeRoutes } from './routes/job-types.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { opsRoutes } from './routes/ops.ts';
@@ -41,6 +42,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     jobRoutes(scoped, ctx);
     bridgeRoutes(scoped, ctx);
     jobTypeRoutes(scoped, ctx);
+    controlRoutes(scoped, ctx);
   }, { prefix: API_BASE });
   return app;
 }

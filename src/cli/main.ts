@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
+import { registerControlCommands } from './commands/controls.ts';
 import { registerJobCommands } from './commands/jobs.ts';
 import { registerServerCommands } from './commands/server.ts';
 import { fail } from './output.ts';
@@ -11,11 +12,11 @@ const program = new Command('orch')
   .addOption(new Option('--token <token>', 'bearer token').env('ORCH_TOKEN'))
   .addOption(new Option('--tenant <tenant>', 'tenant id').env('ORCH_TENANT').default('default'))
   .addOption(new Option('--output <format>', 'output format').choices(['table', 'json']).default('table'))
-  .showHelpAfterError()
   .configureOutput({ outputError: (str, write) => write(`orch: ${str.replace(/^error: /, '').trim()}\n`) })
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 1));
 
 registerServerCommands(program);
 registerJobCommands(program);
+registerControlCommands(program);
 
 program.parseAsync(process.argv).catch(fail);

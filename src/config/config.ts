@@ -16,6 +16,8 @@ export const ConfigSchema = Type.Object({
   maxPayloadBytes: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024 }),
   maxBatchSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
   maxClaimWaitMs: Type.Integer({ minimum: 0, maximum: 300_000 }),
+  /** How often an idle long-poll looks again without a wake-up (delayed and retried jobs become runnable silently). */
+  claimPollIntervalMs: Type.Integer({ minimum: 10, maximum: 300_000 }),
   jobTypeDefaults: Type.Object({
     maxAttempts: Type.Integer({ minimum: 1, maximum: 1000 }),
     backoffBaseMs: Type.Integer({ minimum: 0 }),
@@ -42,6 +44,7 @@ export const defaultConfig: Config = {
   maxPayloadBytes: 1024 * 1024,
   maxBatchSize: 10_000,
   maxClaimWaitMs: 60_000,
+  claimPollIntervalMs: 1000,
   jobTypeDefaults: {
     maxAttempts: 5,
     backoffBaseMs: 1000,
@@ -91,6 +94,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     maxPayloadBytes: int(env, 'ORCH_MAX_PAYLOAD_BYTES', d.maxPayloadBytes),
     maxBatchSize: int(env, 'ORCH_MAX_BATCH_SIZE', d.maxBatchSize),
     maxClaimWaitMs: int(env, 'ORCH_MAX_CLAIM_WAIT_MS', d.maxClaimWaitMs),
+    claimPollIntervalMs: int(env, 'ORCH_CLAIM_POLL_INTERVAL_MS', d.claimPollIntervalMs),
     jobTypeDefaults: {
       maxAttempts: int(env, 'ORCH_DEFAULT_MAX_ATTEMPTS', d.jobTypeDefaults.maxAttempts),
       backoffBaseMs: int(env, 'ORCH_DEFAULT_BACKOFF_BASE_MS', d.jobTypeDefaults.backoffBaseMs),

@@ -31,8 +31,11 @@ export class JobNotifier {
   private async connect(): Promise<void> {
     const client = new pg.Client({ connectionString: this.connectionString, application_name: 'orch-notifier' });
     client.on('notification', (msg) => {
+      // "<jobType> <count>"; count 0 (a resume) wakes every waiter of the type, type "*" every waiter.
       const [type, count] = (msg.payload ?? '').split(' ');
-      if (type) this.wake(type, Number(count) || 1);
+      const n = Number(count);
+      if (type === '*') this.wakeAll();
+      else if (type) this.wake(type, n === 0 ? Infinity : n || 1);
     });
     client.on('error', (err) => {
       this.log.warn({ err }, 'job notifier connection lost; reconnecting');

@@ -1,5 +1,9 @@
 import type { Queryable } from './db.ts';
+import { notPaused } from '../flow/pauses.ts';
 import { JOB_COLUMNS, toHistory, toJob, type HistoryRow, type JobRow } from './rows.ts';
+
+/** Whole jobs, plus whether a dispatch pause holds them back. */
+const JOB_VIEW = `${JOB_COLUMNS}, (state IN ('queued', 'failed') AND NOT ${notPaused('tenant_id', 'job_type')}) AS paused`;
 import type { HistoryEntry, Job, JobState } from './types.ts';
 
 export interface JobFilter {
@@ -12,7 +16,7 @@ export interface JobFilter {
 }
 
 export async function getJob(db: Queryable, tenantId: string, id: string): Promise<Job | null> {
-  const { rows } = await db.query<JobRow>(`SELECT ${JOB_COLUMNS} FROM orch.jobs WHERE id = $1 AND tenant_id = $2`, [id, tenantId]);
+  const { rows } = await db.query<JobRow>(`SELECT ${JOB_VIEW} FROM orch.jobs WHERE tenant_id = $2 AND id = $1`, [id, tenantId]);
   return rows[0] ? toJob(rows[0]) : null;
 }
 
@@ -34,7 +38,7 @@ export async function getHistory(db: Queryable, tenantId: string, id: string): P
 /** Newest first, keyset-paginated on id so deep pages cost the same as the first. */
 export async function listJobs(db: Queryable, f: JobFilter): Promise<{ jobs: Job[]; nextCursor: string | null }> {
   const { rows } = await db.query<JobRow>(
-    `SELECT ${JOB_COLUMNS} FROM orch.jobs
+    `SELECT ${JOB_VIEW} FROM orch.jobs
      WHERE tenant_id = $1 AND ($2::orch.job_state IS NULL OR state = $2) AND ($3::text IS NULL OR job_type = $3)
        AND ($4::bigint IS NULL OR id < $4)
      ORDER BY id DESC LIMIT $5`,

@@ -32,6 +32,7 @@ export interface JobRow {
   created_at: Date;
   updated_at: Date;
   finished_at: Date | null;
+  paused?: boolean;
 }
 
 export const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
@@ -64,6 +65,7 @@ export function toJob(r: JobRow): Job {
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),
     finishedAt: iso(r.finished_at),
+    paused: r.paused ?? false,
   };
 }
 

@@ -65,6 +65,8 @@ export interface Job {
   createdAt: string;
   updatedAt: string;
   finishedAt: string | null;
+  /** Queued (or waiting to retry) but held back by a dispatch pause. */
+  paused: boolean;
 }
 
 export interface HistoryEntry {

@@ -1,3 +1,4 @@
+import type { Pause } from '../flow/pauses.ts';
 import type { EnqueueResult, HistoryEntry, Job, JobState, JobTypeDefinition } from '../ledger/types.ts';
 import { HttpClient, type HttpOptions } from './http.ts';
 
@@ -42,6 +43,24 @@ export class OrchClient {
   async cancel(id: string, reason?: string): Promise<Job> {
     const headers = reason ? { 'x-operator-reason': reason } : undefined;
     return (await this.http.request<{ job: Job }>('POST', `/jobs/${encodeURIComponent(id)}/cancel`, undefined, { headers })).job;
+  }
+
+  /**
+   * Pauses (or resumes) dispatch of `jobType` ("*" = every type) for `tenantId`
+   * (omitted = every tenant). `reason` is required and recorded; so is `ticket` if given.
+   */
+  setDispatch(action: 'pause' | 'resume', scope: { jobType: string; tenantId?: string }, reason: string, ticket?: string): Promise<Pause> {
+    const headers: Record<string, string> = { 'x-operator-reason': reason, ...(ticket ? { 'x-operator-ticket': ticket } : {}) };
+    if (scope.jobType === '*') {
+      if (!scope.tenantId) throw new Error('pausing every job type needs a tenant');
+      return this.http.request('POST', `/tenants/${encodeURIComponent(scope.tenantId)}/${action}`, undefined, { headers });
+    }
+    const query = scope.tenantId ? `?tenantId=${encodeURIComponent(scope.tenantId)}` : '';
+    return this.http.request('POST', `/jobtypes/${encodeURIComponent(scope.jobType)}/${action}${query}`, undefined, { headers });
+  }
+
+  async listPauses(): Promise<Pause[]> {
+    return (await this.http.request<{ pauses: Pause[] }>('GET', '/pauses')).pauses;
   }
 
   defineJobType(name: string, settings: JobTypeSettings): Promise<JobTypeDefinition> {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
+import { notPaused } from '../../flow/pauses.ts';
 import { appendHistory, historyInsert } from './history.ts';
 import type { Actor, ClaimRequest, JobState, Lease, TransitionRecord } from '../types.ts';
 
@@ -9,14 +10,18 @@ import type { Actor, ClaimRequest, JobState, Lease, TransitionRecord } from '../
  * rows, so no job is handed to two workers. Each type is read from its own
  * ordered index range (priority, then run_after, then id) and the best of
  * those win, so asking for many types never sorts the whole queue.
+ * Work covered by a dispatch pause (src/flow/pauses.ts) is skipped, not touched.
  */
 const claimStatement = prepared('claim', `
 WITH picked AS (
-  SELECT c.tenant_id, c.id, c.state FROM unnest($1::text[]) AS t(job_type)
+  -- types paused for every tenant are dropped up front, so their queues are not even scanned
+  SELECT c.tenant_id, c.id, c.state
+  FROM (SELECT job_type FROM unnest($1::text[]) AS u(job_type) WHERE ${notPaused("'*'", 'u.job_type')}) AS t
   CROSS JOIN LATERAL (
     SELECT j.tenant_id, j.id, j.state, j.priority, j.run_after FROM orch.jobs j
     WHERE j.job_type = t.job_type AND j.state IN ('queued', 'failed') AND j.run_after <= now()
       AND ($4::text[] IS NULL OR j.tenant_id = ANY($4::text[]))
+      AND ${notPaused('j.tenant_id', 'j.job_type')}
     ORDER BY j.priority DESC, j.run_after, j.id
     LIMIT $2 FOR UPDATE SKIP LOCKED
   ) c

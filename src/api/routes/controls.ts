@@ -1,0 +1,75 @@
+import { Type } from 'typebox';
+import { ALL } from '../../flow/pauses.ts';
+import { TENANT_PATTERN } from '../../ledger/validate.ts';
+import type { ApiContext, App } from '../context.ts';
+import { operatorReason } from '../operator.ts';
+import { ErrorBody, JobTypeName, TenantId } from '../schemas.ts';
+
+const PauseSchema = Type.Object({
+  tenantId: Type.String({ description: '"*" for every tenant' }),
+  jobType: Type.String({ description: '"*" for every job type' }),
+  reason: Type.String(),
+  ticket: Type.Union([Type.String(), Type.Null()]),
+  actor: Type.String(),
+  pausedAt: Type.String({ format: 'date-time' }),
+});
+const OperatorHeaders = Type.Object({
+  'x-operator-reason': Type.Optional(Type.String({ description: 'Required: why (at most 256 characters).' })),
+  'x-operator-ticket': Type.Optional(Type.String({ description: 'Ticket reference (at most 128 characters).' })),
+});
+const ScopeQuery = Type.Object({
+  tenantId: Type.Optional(Type.String({ pattern: TENANT_PATTERN, description: 'Only this tenant; omit for every tenant.' })),
+}, { additionalProperties: false });
+const Responses = { 200: PauseSchema, 400: ErrorBody, 404: ErrorBody };
+
+/**
+ * Dispatch controls: pause and resume a job type (for every tenant or one)
+ * or a whole tenant. Paused work stays queued; running jobs finish.
+ */
+export function controlRoutes(app: App, ctx: ApiContext): void {
+  const { pauses } = ctx;
+
+  app.get('/pauses', {
+    schema: { summary: 'Dispatch pauses in force', tags: ['controls'], response: { 200: Type.Object({ pauses: Type.Array(PauseSchema) }) } },
+  }, async () => ({ pauses: await pauses.list() }));
+
+  app.post('/jobtypes/:name/pause', {
+    schema: {
+      summary: 'Pause dispatch of a job type', tags: ['controls'], headers: OperatorHeaders,
+      params: Type.Object({ name: JobTypeName }), querystring: ScopeQuery, response: Responses,
+    },
+  }, async (request) => {
+    const { reason, ticket } = operatorReason(request);
+    return pauses.pause(request.query.tenantId ?? ALL, request.params.name, 'operator:api', reason, ticket);
+  });
+
+  app.post('/jobtypes/:name/resume', {
+    schema: {
+      summary: 'Resume dispatch of a job type', tags: ['controls'], headers: OperatorHeaders,
+      params: Type.Object({ name: JobTypeName }), querystring: ScopeQuery, response: Responses,
+    },
+  }, async (request) => {
+    operatorReason(request);
+    return pauses.resume(request.query.tenantId ?? ALL, request.params.name);
+  });
+
+  app.post('/tenants/:tenantId/pause', {
+    schema: {
+      summary: 'Pause dispatch of every job type for a tenant', tags: ['controls'], headers: OperatorHeaders,
+      params: Type.Object({ tenantId: TenantId }), response: Responses,
+    },
+  }, async (request) => {
+    const { reason, ticket } = operatorReason(request);
+    return pauses.pause(request.params.tenantId, ALL, 'operator:api', reason, ticket);
+  });
+
+  app.post('/tenants/:tenantId/resume', {
+    schema: {
+      summary: 'Resume dispatch for a tenant', tags: ['controls'], headers: OperatorHeaders,
+      params: Type.Object({ tenantId: TenantId }), response: Responses,
+    },
+  }, async (request) => {
+    operatorReason(request);
+    return pauses.resume(request.params.tenantId, ALL);
+  });
+}
