@@ -24,11 +24,12 @@ const toPause = (r: PauseRow): Pause => ({
 });
 
 /**
- * SQL for "no pause covers a job of this tenant and type"; the claim
- * statement applies it to every candidate row (the table is tiny).
+ * SQL for "no pause covers a job of this tenant and type". The claim
+ * statement applies it to every candidate row; the uncorrelated first test
+ * runs once per statement, so without any pause the rows cost nothing.
  */
 export const notPaused = (tenant: string, jobType: string) =>
-  `NOT EXISTS (SELECT 1 FROM orch.dispatch_pauses dp WHERE dp.tenant_id IN (${tenant}, '*') AND dp.job_type IN (${jobType}, '*'))`;
+  `(NOT (SELECT EXISTS (SELECT 1 FROM orch.dispatch_pauses)) OR NOT EXISTS (SELECT 1 FROM orch.dispatch_pauses dp WHERE dp.tenant_id IN (${tenant}, '*') AND dp.job_type IN (${jobType}, '*')))`;
 
 function validateScope(tenantId: string, jobType: string): void {
   if (tenantId !== ALL) validateTenant(tenantId, 'tenantId');
