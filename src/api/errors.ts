@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { LedgerError } from '../ledger/errors.ts';
-import { HttpError } from '../http-error.ts';
+import { HttpError } from '../wire.ts';
 
 /** An error meant for the client: status, machine-readable code, the offending field. */
 export class ApiError extends HttpError {}

@@ -3,14 +3,13 @@ import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from '../logging.ts';
 import type { ApiContext, App } from './context.ts';
+import { API_BASE } from '../wire.ts';
 import { errorHandler } from './errors.ts';
 import { bridgeRoutes } from './routes/bridge.ts';
 import { controlRoutes } from './routes/controls.ts';
 import { jobTypeRoutes } from './routes/job-types.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { opsRoutes } from './routes/ops.ts';
-
-export const API_BASE = '/api/v1/orchestrator';
 
 /** Builds the HTTP app: validation from the route schemas, OpenAPI 3.1 at /.well-known/openapi. */
 export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {

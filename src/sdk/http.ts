@@ -1,4 +1,4 @@
-import { HttpError } from '../http-error.ts';
+import { API_BASE, HttpError } from '../wire.ts';
 
 /** An error the orchestrator's API returned: HTTP status plus its { error: { code, message, field } } body. */
 export class OrchApiError extends HttpError {}
@@ -9,8 +9,6 @@ export interface HttpOptions {
   token?: string;
   tenant?: string;
 }
-
-export const API_BASE = '/api/v1/orchestrator';
 
 /** JSON over fetch against the API base path; non-2xx answers throw OrchApiError. */
 export class HttpClient {

@@ -1,3 +1,7 @@
+/** What the server and the SDK share about the HTTP API. */
+
+export const API_BASE = '/api/v1/orchestrator';
+
 /**
  * The API's error, on both sides of the wire: the server throws it (ApiError)
  * and answers { error: { code, message, field } } with `status`; the SDK
