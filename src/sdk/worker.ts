@@ -67,16 +67,52 @@ export interface WorkerOptions<P = unknown> {
   log?: Logger;
 }
 
-interface Active {
-  lease: Lease;
-  /** Created on first use of job.signal: most handlers never look, and an AbortController per job is not free. */
-  controller: AbortController | null;
-  renewedAt: number;
-  progress?: number;
-  message?: string;
-  progressDirty: boolean;
-  artifacts: Artifact[];
-  lost: boolean;
+/**
+ * A job in a handler's hands: the handler's JobContext and the worker's
+ * bookkeeping in one object (one allocation per job; the AbortController only
+ * when a handler reads job.signal).
+ */
+class RunningJob<P> implements JobContext<P> {
+  private controller: AbortController | null = null;
+  progressValue: number | undefined = undefined;
+  message: string | undefined = undefined;
+  progressDirty = false;
+  artifacts: Artifact[] | undefined = undefined;
+  lost = false;
+
+  constructor(readonly lease: Lease, public renewedAt: number) {}
+
+  get id() { return this.lease.jobId; }
+  get jobType() { return this.lease.jobType; }
+  get tenantId() { return this.lease.tenantId; }
+  get attempt() { return this.lease.attempt; }
+  get maxAttempts() { return this.lease.maxAttempts; }
+  get payload() { return this.lease.payload as P; }
+  get idempotencyKey() { return this.lease.idempotencyKey; }
+  get leaseId() { return this.lease.leaseId; }
+  get correlationId() { return this.lease.correlationId; }
+
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    if (this.lost && !this.controller.signal.aborted) this.controller.abort(new Error('lease lost'));
+    return this.controller.signal;
+  }
+
+  progress(fraction: number, message?: string): void {
+    this.progressValue = Math.min(1, Math.max(0, fraction));
+    this.message = message?.slice(0, 1024);
+    this.progressDirty = true;
+  }
+
+  addArtifact(artifact: Artifact): void {
+    (this.artifacts ??= []).push(artifact);
+  }
+
+  /** The lease is gone (canceled, expired, stolen, or the worker is stopping): no ack, and the signal fires. */
+  lose(reason: string): void {
+    this.lost = true;
+    this.controller?.abort(new Error(reason));
+  }
 }
 
 const HEARTBEAT_TICK_MS = 250;
@@ -108,7 +144,7 @@ export class Worker<P = unknown> extends EventEmitter {
   private readonly waitMs: number;
   private readonly shutdownTimeoutMs: number;
   private readonly buffer: Lease[] = [];
-  private readonly running = new Map<string, Active>();
+  private readonly running = new Map<string, RunningJob<P>>();
   /** Renewal times of buffered (not yet started) leases; running ones keep theirs in Active. */
   private readonly renewed = new Map<string, number>();
   private completes: CompleteInput[] = [];
@@ -123,6 +159,8 @@ export class Worker<P = unknown> extends EventEmitter {
   private readonly claimAbort = new AbortController();
   private fetchLoops: Promise<void>[] = [];
   private slotWaiters: (() => void)[] = [];
+  /** Resolved when the last running handler returns (stop() waits on it). */
+  private idleWaiters: (() => void)[] = [];
   private ticker: NodeJS.Timeout | null = null;
   private readonly signalHandler = (signal: NodeJS.Signals) => {
     this.removeSignalHandlers();
@@ -193,41 +231,23 @@ export class Worker<P = unknown> extends EventEmitter {
   private pump(): void {
     while (this.running.size < this.concurrency && this.buffer.length > 0 && !this.stopping) {
       const lease = this.buffer.shift()!;
-      const active: Active = {
-        lease, controller: null, renewedAt: this.renewed.get(lease.jobId) ?? Date.now(),
-        progressDirty: false, artifacts: [], lost: false,
-      };
+      const job = new RunningJob<P>(lease, this.renewed.get(lease.jobId) ?? Date.now());
       this.renewed.delete(lease.jobId);
-      this.running.set(lease.jobId, active);
-      void this.run(active);
+      this.running.set(lease.jobId, job);
+      void this.run(job);
     }
   }
 
-  private async run(a: Active): Promise<void> {
-    const { lease } = a;
-    const ctx: JobContext<P> = {
-      id: lease.jobId, jobType: lease.jobType, tenantId: lease.tenantId, attempt: lease.attempt, maxAttempts: lease.maxAttempts,
-      payload: lease.payload as P, idempotencyKey: lease.idempotencyKey, leaseId: lease.leaseId, correlationId: lease.correlationId,
-      get signal() {
-        a.controller ??= new AbortController();
-        if (a.lost && !a.controller.signal.aborted) a.controller.abort(new Error('lease lost'));
-        return a.controller.signal;
-      },
-      progress: (fraction, message) => {
-        a.progress = Math.min(1, Math.max(0, fraction));
-        a.message = message?.slice(0, 1024);
-        a.progressDirty = true;
-      },
-      addArtifact: (artifact) => void a.artifacts.push(artifact),
-    };
+  private async run(job: RunningJob<P>): Promise<void> {
+    const { lease } = job;
     try {
-      const result = await this.opts.handler(ctx);
-      if (!a.lost) {
-        this.completes.push({ tenantId: lease.tenantId, jobId: lease.jobId, leaseId: lease.leaseId, result: result === undefined ? null : result, artifacts: a.artifacts.length ? a.artifacts : undefined });
+      const result = await this.opts.handler(job);
+      if (!job.lost) {
+        this.completes.push({ tenantId: lease.tenantId, jobId: lease.jobId, leaseId: lease.leaseId, result: result === undefined ? null : result, artifacts: job.artifacts });
         this.emit('completed', lease, result);
       }
     } catch (err) {
-      if (!a.lost) {
+      if (!job.lost) {
         this.fails.push({ tenantId: lease.tenantId, jobId: lease.jobId, leaseId: lease.leaseId, error: errorInfo(err) });
         this.emit('failed', lease, err);
       }
@@ -235,6 +255,7 @@ export class Worker<P = unknown> extends EventEmitter {
       this.running.delete(lease.jobId);
       this.scheduleFlush();
       this.pump();
+      if (this.running.size === 0) this.idleWaiters.splice(0).forEach((r) => r());
     }
   }
 
@@ -295,7 +316,7 @@ export class Worker<P = unknown> extends EventEmitter {
     for (const a of this.running.values()) {
       if (a.lost) continue;
       if (a.progressDirty || now - a.renewedAt >= a.lease.leaseMs / 3) {
-        due.push({ tenantId: a.lease.tenantId, jobId: a.lease.jobId, leaseId: a.lease.leaseId, progress: a.progress, message: a.message });
+        due.push({ tenantId: a.lease.tenantId, jobId: a.lease.jobId, leaseId: a.lease.leaseId, progress: a.progressValue, message: a.message });
         a.progressDirty = false;
       }
     }
@@ -325,8 +346,7 @@ export class Worker<P = unknown> extends EventEmitter {
   private loseLease(jobId: string, reason: RefusalReason): void {
     const a = this.running.get(jobId);
     if (a) {
-      a.lost = true;
-      a.controller?.abort(new Error(`lease lost: ${reason}`));
+      a.lose(`lease lost: ${reason}`);
       this.emit('lost', a.lease, reason);
       return;
     }
@@ -357,11 +377,16 @@ export class Worker<P = unknown> extends EventEmitter {
     await Promise.all(this.fetchLoops);
     // Prefetched leases go back first: waiting for running handlers could outlast their leases.
     await this.handBack(this.buffer.splice(0).map((l) => ({ tenantId: l.tenantId, jobId: l.jobId, leaseId: l.leaseId })));
-    const deadline = Date.now() + this.shutdownTimeoutMs;
-    while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (this.running.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((r) => this.idleWaiters.push(r)),
+        new Promise<void>((r) => (timer = setTimeout(r, this.shutdownTimeoutMs))),
+      ]);
+      clearTimeout(timer);
+    }
     const interrupted = [...this.running.values()].map((a) => {
-      a.lost = true;
-      a.controller?.abort(new Error('worker shutting down'));
+      a.lose('worker shutting down');
       return { tenantId: a.lease.tenantId, jobId: a.lease.jobId, leaseId: a.lease.leaseId };
     });
     while (this.flushes.size > 0 || this.completes.length + this.fails.length > 0) {
