@@ -63,21 +63,17 @@ export class ConfigError extends Error {}
 
 type Env = Record<string, string | undefined>;
 
-function int(env: Env, name: string, fallback: number): number {
+function num(env: Env, name: string, fallback: number, integer = false): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n)) throw new ConfigError(`${name} must be an integer, got "${raw}"`);
+  if (integer ? !Number.isInteger(n) : !Number.isFinite(n)) {
+    throw new ConfigError(`${name} must be ${integer ? 'an integer' : 'a number'}, got "${raw}"`);
+  }
   return n;
 }
 
-function num(env: Env, name: string, fallback: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n)) throw new ConfigError(`${name} must be a number, got "${raw}"`);
-  return n;
-}
+const int = (env: Env, name: string, fallback: number) => num(env, name, fallback, true);
 
 /** Builds the configuration from ORCH_* variables over the defaults, then validates it. */
 export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {

@@ -49,12 +49,14 @@ export class Metrics implements LedgerObserver {
    * first, so prom-client hashes each label set once per batch, not per job.
    */
   onTransitions(records: TransitionRecord[]): void {
-    const counts = new Map<string, { counter: Counter<string>; labels: Record<string, string>; n: number }>();
+    const counts = new Map<Counter<string>, Map<string, { labels: Record<string, string>; n: number }>>();
     const count = (counter: Counter<string>, labels: Record<string, string>) => {
-      const key = `${counter === this.jobsEnqueued ? 'e' : counter === this.jobs ? 'j' : counter === this.leaseExpired ? 'l' : 'f'}|${Object.values(labels).join('|')}`;
-      const entry = counts.get(key);
+      let byLabels = counts.get(counter);
+      if (!byLabels) counts.set(counter, (byLabels = new Map()));
+      const key = Object.values(labels).join('\u0000');
+      const entry = byLabels.get(key);
       if (entry) entry.n++;
-      else counts.set(key, { counter, labels, n: 1 });
+      else byLabels.set(key, { labels, n: 1 });
     };
     for (const r of records) {
       if (r.from === null && r.to === 'queued') {
@@ -73,7 +75,7 @@ export class Metrics implements LedgerObserver {
         }
       }
     }
-    for (const { counter, labels, n } of counts.values()) counter.inc(labels, n);
+    for (const [counter, byLabels] of counts) for (const { labels, n } of byLabels.values()) counter.inc(labels, n);
   }
 
   private errorClassLabel(jobType: string, errorClass: string): string {

@@ -143,10 +143,9 @@ export class Worker<P = unknown> extends EventEmitter {
   private readonly batchSize: number;
   private readonly waitMs: number;
   private readonly shutdownTimeoutMs: number;
-  private readonly buffer: Lease[] = [];
+  /** Claimed, not yet started: renewed by heartbeats like running jobs. */
+  private readonly buffer: RunningJob<P>[] = [];
   private readonly running = new Map<string, RunningJob<P>>();
-  /** Renewal times of buffered (not yet started) leases; running ones keep theirs in Active. */
-  private readonly renewed = new Map<string, number>();
   private completes: CompleteInput[] = [];
   private fails: FailInput[] = [];
   private readonly flushes = new Set<Promise<void>>();
@@ -214,8 +213,7 @@ export class Worker<P = unknown> extends EventEmitter {
         backoff = 0;
         const now = Date.now();
         for (const l of leases) {
-          this.buffer.push(l); // if stop() began meanwhile, it hands these back
-          this.renewed.set(l.jobId, now);
+          this.buffer.push(new RunningJob<P>(l, now)); // if stop() began meanwhile, it hands these back
         }
         this.pump();
       } catch (err) {
@@ -230,10 +228,8 @@ export class Worker<P = unknown> extends EventEmitter {
 
   private pump(): void {
     while (this.running.size < this.concurrency && this.buffer.length > 0 && !this.stopping) {
-      const lease = this.buffer.shift()!;
-      const job = new RunningJob<P>(lease, this.renewed.get(lease.jobId) ?? Date.now());
-      this.renewed.delete(lease.jobId);
-      this.running.set(lease.jobId, job);
+      const job = this.buffer.shift()!;
+      this.running.set(job.id, job);
       void this.run(job);
     }
   }
@@ -313,28 +309,22 @@ export class Worker<P = unknown> extends EventEmitter {
     if (this.heartbeating) return;
     const now = Date.now();
     const due: HeartbeatInput[] = [];
-    for (const a of this.running.values()) {
+    const sent = new Map<string, RunningJob<P>>();
+    for (const a of [...this.running.values(), ...this.buffer]) {
       if (a.lost) continue;
       if (a.progressDirty || now - a.renewedAt >= a.lease.leaseMs / 3) {
-        due.push({ tenantId: a.lease.tenantId, jobId: a.lease.jobId, leaseId: a.lease.leaseId, progress: a.progressValue, message: a.message });
+        due.push({ tenantId: a.tenantId, jobId: a.id, leaseId: a.leaseId, progress: a.progressValue, message: a.message });
         a.progressDirty = false;
+        sent.set(a.id, a);
       }
-    }
-    for (const l of this.buffer) {
-      if (now - (this.renewed.get(l.jobId) ?? now) >= l.leaseMs / 3) due.push({ tenantId: l.tenantId, jobId: l.jobId, leaseId: l.leaseId });
     }
     if (due.length === 0) return;
     this.heartbeating = true;
     try {
       const outcomes = await this.transport.heartbeat(due);
       for (const o of outcomes) {
-        const a = this.running.get(o.jobId);
-        if (o.status === 'ok') {
-          if (a) a.renewedAt = now;
-          else if (this.renewed.has(o.jobId)) this.renewed.set(o.jobId, now);
-        } else {
-          this.loseLease(o.jobId, o.reason);
-        }
+        if (o.status === 'ok') sent.get(o.jobId)!.renewedAt = now;
+        else this.loseLease(o.jobId, o.reason);
       }
     } catch (err) {
       this.emit('transportError', err);
@@ -350,11 +340,10 @@ export class Worker<P = unknown> extends EventEmitter {
       this.emit('lost', a.lease, reason);
       return;
     }
-    const i = this.buffer.findIndex((l) => l.jobId === jobId);
+    const i = this.buffer.findIndex((b) => b.id === jobId);
     if (i >= 0) {
-      const [lease] = this.buffer.splice(i, 1);
-      this.renewed.delete(jobId);
-      this.emit('lost', lease, reason);
+      const [job] = this.buffer.splice(i, 1);
+      this.emit('lost', job!.lease, reason);
       this.wakeFetcher();
     }
   }
@@ -376,7 +365,7 @@ export class Worker<P = unknown> extends EventEmitter {
     this.wakeFetcher();
     await Promise.all(this.fetchLoops);
     // Prefetched leases go back first: waiting for running handlers could outlast their leases.
-    await this.handBack(this.buffer.splice(0).map((l) => ({ tenantId: l.tenantId, jobId: l.jobId, leaseId: l.leaseId })));
+    await this.handBack(this.buffer.splice(0).map((b) => ({ tenantId: b.tenantId, jobId: b.id, leaseId: b.leaseId })));
     if (this.running.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

@@ -3,7 +3,7 @@ import { prepared, type Queryable } from '../db.ts';
 import { toStorableJson } from '../validate.ts';
 import { appendHistory, historyInsert } from './history.ts';
 import type { AckOutcome, Actor, CompleteInput, TransitionRecord } from '../types.ts';
-import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
+import { LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
 /**
  * leased -> succeeded, for a batch of leases, in one statement. Only a live
@@ -26,15 +26,9 @@ WITH input AS (
 ), hist AS (
   ${historyInsert('entries', '$3::uuid', '$2', 'NULL')}
 )
-SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms
+SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms,
+  'succeeded'::orch.job_state AS new_state, NULL AS error_class
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);
-
-export interface AckRow extends LeaseCheckRow {
-  tenant_id: string | null;
-  job_type: string | null;
-  attempt: number | null;
-  run_ms: string | null;
-}
 
 export async function complete(db: Queryable, inputs: CompleteInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
@@ -45,28 +39,8 @@ export async function complete(db: Queryable, inputs: CompleteInput[], actor: Ac
     const artifacts = c.artifacts === undefined ? 'null' : toStorableJson(c.artifacts, field(i).replace(/result$/, 'artifacts'));
     return `{"tenant_id":${JSON.stringify(c.tenantId)},"job_id":${JSON.stringify(c.jobId)},"lease_id":${JSON.stringify(c.leaseId)},"result":${result},"artifacts":${artifacts}}`;
   }).join(',') + ']';
-  const { rows } = await completeStatement<AckRow>(db, [spec, actor, randomUUID()]);
-  return ackOutcomes(rows, 'succeeded');
+  const { rows } = await completeStatement<LeaseEndRow>(db, [spec, actor, randomUUID()]);
+  return leaseEndOutcomes(rows, 'succeeded');
 }
 
 /** Shared by complete and fail: turns the statement's rows into per-job outcomes and transition records. */
-export function ackOutcomes(rows: (AckRow & { new_state?: string | null; error_class?: string | null })[], attempted: 'succeeded' | 'failed') {
-  const outcomes: AckOutcome[] = [];
-  const records: TransitionRecord[] = [];
-  for (const r of rows) {
-    if (r.applied) {
-      const to = (r.new_state ?? 'succeeded') as TransitionRecord['to'];
-      outcomes.push({ jobId: r.job_id, status: 'ok', state: to });
-      records.push({
-        jobId: r.job_id, tenantId: r.tenant_id!, jobType: r.job_type!, from: 'leased', to, attempt: r.attempt!,
-        runMs: Number(r.run_ms), ...(r.error_class ? { errorClass: r.error_class } : {}),
-      });
-      continue;
-    }
-    const reason = refusalReason(r, attempted);
-    outcomes.push(reason === null
-      ? { jobId: r.job_id, status: 'duplicate', state: r.state! }
-      : { jobId: r.job_id, status: 'refused', reason, state: r.state });
-  }
-  return { outcomes, records };
-}

@@ -3,8 +3,7 @@ import { prepared, type Queryable } from '../db.ts';
 import { checkText, toStorableJson } from '../validate.ts';
 import { appendHistory, historyInsert } from './history.ts';
 import type { AckOutcome, Actor, FailInput, TransitionRecord } from '../types.ts';
-import { ackOutcomes, type AckRow } from './complete.ts';
-import { LEASE_CHECK_COLUMNS } from './refusal.ts';
+import { LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
 /**
  * leased -> failed (retry after backoff) or leased -> dead_lettered (attempts
@@ -51,6 +50,6 @@ export async function fail(db: Queryable, inputs: FailInput[], actor: Actor): Pr
     retryable: f.error.retryable !== false,
     error: { class: f.error.class, message: f.error.message, retryable: f.error.retryable !== false, ...(f.error.details === undefined ? {} : { details: f.error.details }) },
   }));
-  const { rows } = await failStatement<AckRow & { new_state: string | null; error_class: string | null }>(db, [JSON.stringify(spec), actor, randomUUID()]);
-  return ackOutcomes(rows, 'failed');
+  const { rows } = await failStatement<LeaseEndRow>(db, [JSON.stringify(spec), actor, randomUUID()]);
+  return leaseEndOutcomes(rows, 'failed');
 }

@@ -1,7 +1,7 @@
 import { prepared, type Queryable } from '../db.ts';
 import { checkText } from '../validate.ts';
 import type { HeartbeatInput, HeartbeatOutcome } from '../types.ts';
-import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
+import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './lease-check.ts';
 
 /**
  * Renews live leases by their job type's lease length (or `leaseMs`) and
@@ -32,6 +32,6 @@ export async function heartbeat(db: Queryable, inputs: HeartbeatInput[], leaseMs
   const { rows } = await heartbeatStatement<LeaseCheckRow & { new_lease_until: Date | null }>(db, [JSON.stringify(spec), leaseMs]);
   return rows.map((r) => {
     if (r.applied) return { jobId: r.job_id, status: 'ok', leaseUntil: r.new_lease_until!.toISOString() };
-    return { jobId: r.job_id, status: 'refused', reason: refusalReason(r, 'heartbeat') ?? 'already_acked', state: r.state };
+    return { jobId: r.job_id, status: 'refused', reason: refusalReason(r, 'renew') ?? 'already_acked', state: r.state };
   });
 }

@@ -3,7 +3,7 @@ import { prepared, type Queryable } from '../db.ts';
 import { appendHistory, historyInsert } from './history.ts';
 import type { AckOutcome, Actor, LeaseRef, TransitionRecord } from '../types.ts';
 import { JOBS_CHANNEL } from './enqueue.ts';
-import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './refusal.ts';
+import { LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
 /**
  * leased -> queued by the lease holder, for leases it will not run (a worker
@@ -26,23 +26,12 @@ WITH input AS (
 ), wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd GROUP BY job_type
 )
-SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, (SELECT count(*) FROM wake) AS woken
+SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, 'queued'::orch.job_state AS new_state,
+  NULL AS run_ms, NULL AS error_class, (SELECT count(*) FROM wake) AS woken
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);
-
-interface ReleaseRow extends LeaseCheckRow { tenant_id: string | null; job_type: string | null; attempt: number | null }
 
 export async function release(db: Queryable, inputs: LeaseRef[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
-  const { rows } = await releaseStatement<ReleaseRow>(db, [JSON.stringify(inputs.map((r) => ({ tenant_id: r.tenantId, job_id: r.jobId, lease_id: r.leaseId }))), actor, randomUUID()]);
-  const outcomes: AckOutcome[] = [];
-  const records: TransitionRecord[] = [];
-  for (const r of rows) {
-    if (r.applied) {
-      outcomes.push({ jobId: r.job_id, status: 'ok', state: 'queued' });
-      records.push({ jobId: r.job_id, tenantId: r.tenant_id!, jobType: r.job_type!, from: 'leased', to: 'queued', attempt: r.attempt!, reason: 'released_by_worker' });
-    } else {
-      outcomes.push({ jobId: r.job_id, status: 'refused', reason: refusalReason(r, 'heartbeat') ?? 'already_acked', state: r.state });
-    }
-  }
-  return { outcomes, records };
+  const { rows } = await releaseStatement<LeaseEndRow>(db, [JSON.stringify(inputs.map((r) => ({ tenant_id: r.tenantId, job_id: r.jobId, lease_id: r.leaseId }))), actor, randomUUID()]);
+  return leaseEndOutcomes(rows, 'renew', 'released_by_worker');
 }
