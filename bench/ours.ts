@@ -11,7 +11,7 @@ import { Ledger } from '../src/ledger/ledger.ts';
 import { migrate } from '../src/ledger/migrate.ts';
 import { createWorker, type WorkerOptions } from '../src/sdk/worker.ts';
 import type { DrainResult, EnqueueResult, LatencyResult } from './anchors/types.ts';
-import { chunks, nowMs, paced, sentAt, settle, summarizeLatency, throughput, withClient } from './anchors/util.ts';
+import { chunks, nowMs, paced, sentAt, settle, summarizeLatency, throughput, timeBatches, withClient } from './anchors/util.ts';
 
 const JOB_TYPE = 'bench_noop';
 const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
@@ -94,13 +94,14 @@ export async function batchEnqueue(connectionString: string, jobs: number, batch
   const pool = createPool(connectionString, 4);
   const ledger = new Ledger(pool, defaultConfig);
   await ledger.jobTypes.ensure([JOB_TYPE]);
-  const start = performance.now();
-  for (const [s, e] of chunks(jobs, batchSize)) {
-    await ledger.enqueue(Array.from({ length: e - s }, (_, i) => ({ tenantId: 'bench', jobType: JOB_TYPE, payload: { i: s + i } })));
-  }
-  const seconds = (performance.now() - start) / 1000;
+  const result = await timeBatches(
+    jobs, batchSize,
+    (s, e) => Array.from({ length: e - s }, (_, i) => ({ tenantId: 'bench', jobType: JOB_TYPE, payload: { i: s + i } })),
+    () => settle(connectionString, 'orch'),
+    (batch) => ledger.enqueue(batch),
+  );
   await pool.end();
-  return throughput(jobs, seconds);
+  return result;
 }
 
 /** Idle in-process workers; jobs enqueued one at a time at a fixed rate; enqueue-to-handler-start latency. */

@@ -6,7 +6,7 @@
 import { Logger, makeWorkerUtils, run, runMigrations } from 'graphile-worker';
 import type { AddJobsJobSpec, Runner, RunnerOptions, Task, WorkerUtils } from 'graphile-worker';
 import type { DrainResult, EnqueueResult, LatencyResult } from './types.ts';
-import { chunks, nowMs, paced, sentAt, settle, summarizeLatency, throughput, waitUntil, withClient, withTimeout } from './util.ts';
+import { chunks, nowMs, paced, sentAt, settle, summarizeLatency, throughput, timeBatches, waitUntil, withClient, withTimeout } from './util.ts';
 
 export type { DrainResult, EnqueueResult, LatencyResult } from './types.ts';
 
@@ -119,14 +119,8 @@ export async function drain(connectionString: string, jobs: number): Promise<Dra
 export async function batchEnqueue(connectionString: string, jobs: number, batchSize: number): Promise<EnqueueResult> {
   await reset(connectionString);
   try {
-    return await withUtils(connectionString, async (utils) => {
-      // Build the payloads up front so only the database work is timed.
-      const batches = [...chunks(jobs, batchSize)].map(([start, end]) => specs(start, end));
-      await settle(connectionString, SCHEMA);
-      const started = performance.now();
-      for (const batch of batches) await utils.addJobs(batch);
-      return throughput(jobs, (performance.now() - started) / 1000);
-    });
+    return await withUtils(connectionString, (utils) =>
+      timeBatches(jobs, batchSize, specs, () => settle(connectionString, SCHEMA), (batch) => utils.addJobs(batch)));
   } finally {
     await dropSchema(connectionString);
   }

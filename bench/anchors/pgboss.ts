@@ -7,7 +7,7 @@
 import { PgBoss } from 'pg-boss';
 import type { ConstructorOptions, WorkOptions } from 'pg-boss';
 import type { DrainResult, EnqueueResult, LatencyResult } from './types.ts';
-import { chunks, nowMs, paced, sentAt, settle, summarizeLatency, throughput, waitUntil, withClient } from './util.ts';
+import { chunks, nowMs, paced, sentAt, settle, summarizeLatency, throughput, timeBatches, waitUntil, withClient } from './util.ts';
 
 export type { DrainResult, EnqueueResult, LatencyResult } from './types.ts';
 
@@ -117,12 +117,7 @@ export async function drain(connectionString: string, jobs: number): Promise<Dra
 export async function batchEnqueue(connectionString: string, jobs: number, batchSize: number): Promise<EnqueueResult> {
   const boss = await freshBoss(connectionString);
   try {
-    // Build the payloads up front so only the database work is timed.
-    const batches = [...chunks(jobs, batchSize)].map(([start, end]) => inserts(start, end));
-    await settle(connectionString, SCHEMA);
-    const started = performance.now();
-    for (const batch of batches) await boss.insert(QUEUE, batch);
-    return throughput(jobs, (performance.now() - started) / 1000);
+    return await timeBatches(jobs, batchSize, inserts, () => settle(connectionString, SCHEMA), (batch) => boss.insert(QUEUE, batch));
   } finally {
     await boss.stop({ graceful: true });
     await dropSchema(connectionString);

@@ -102,6 +102,24 @@ export async function paced(ratePerSec: number, durationSec: number, send: () =>
   return total;
 }
 
+/**
+ * The batch-enqueue measurement every engine shares: build all batches first,
+ * settle the schema, then time `send` on each batch, one call at a time.
+ */
+export async function timeBatches<B>(
+  jobs: number,
+  batchSize: number,
+  build: (start: number, end: number) => B,
+  settleSchema: () => Promise<void>,
+  send: (batch: B) => Promise<unknown>,
+): Promise<{ jobs: number; seconds: number; jobsPerSec: number }> {
+  const batches = [...chunks(jobs, batchSize)].map(([start, end]) => build(start, end));
+  await settleSchema();
+  const started = performance.now();
+  for (const batch of batches) await send(batch);
+  return throughput(jobs, (performance.now() - started) / 1000);
+}
+
 /** Nearest-rank percentile of an ascending-sorted array. */
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
