@@ -4,6 +4,8 @@ import { buildApi } from './api/server.ts';
 import type { ReadinessCheck } from './api/context.ts';
 import { Dispatcher } from './dispatch/dispatcher.ts';
 import { Pauses } from './flow/pauses.ts';
+import { QuotaKeeper } from './flow/quota-keeper.ts';
+import { Quotas } from './flow/quotas.ts';
 import { JobNotifier } from './dispatch/notifier.ts';
 import { createPool } from './ledger/db.ts';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './ledger/embedded.ts';
@@ -46,8 +48,10 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const notifier = new JobNotifier(connectionString, log);
     await notifier.start();
     const dispatcher = new Dispatcher(ledger, notifier, config.claimPollIntervalMs);
+    const quotas = new Quotas(pool, ledger.tenants);
     const services: PeriodicService[] = [
       new LeaseReaper(ledger, config.maintenance.leaseReaperBatchSize, config.maintenance.leaseReaperIntervalMs, log),
+      new QuotaKeeper(quotas, config.maintenance.quotaKeeperIntervalMs, log),
     ];
     services.forEach((s) => s.start());
 
@@ -62,7 +66,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       }
       return { ok: Object.values(checks).every((c) => c.ok), checks };
     };
-    const app = await buildApi({ config, ledger, dispatcher, pauses: new Pauses(pool), metrics, readiness }, log);
+    const app = await buildApi({ config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, readiness }, log);
     await app.listen({ host: config.httpHost, port: config.httpPort });
     const addr = app.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : config.httpPort;

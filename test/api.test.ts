@@ -346,6 +346,10 @@ describe('operations', () => {
       ['get', '/jobtypes'], ['get', '/jobtypes/{name}'], ['put', '/jobtypes/{name}'],
       ['get', '/pauses'], ['post', '/jobtypes/{name}/pause'], ['post', '/jobtypes/{name}/resume'],
       ['post', '/tenants/{tenantId}/pause'], ['post', '/tenants/{tenantId}/resume'],
+      ['get', '/quotas'], ['get', '/quotas/summary'], ['get', '/quotas/{tenantId}/{jobType}'], ['put', '/quotas/{tenantId}/{jobType}'],
+      ['delete', '/quotas/{tenantId}/{jobType}'], ['post', '/quotas/{tenantId}/{jobType}/pause'],
+      ['post', '/quotas/{tenantId}/{jobType}/resume'], ['post', '/quotas/{tenantId}/{jobType}/boost'],
+      ['post', '/quotas/{tenantId}/{jobType}/restore'],
     ];
     for (const [method, path] of expected) {
       assert.ok(r.body.paths[BASE + path]?.[method], `${method.toUpperCase()} ${BASE}${path} is documented`);

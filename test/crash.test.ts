@@ -1,3 +1,4 @@
+import { defaultConfig } from '../src/config/config.ts';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -62,7 +63,7 @@ describe('a worker process dies', () => {
   before(async () => {
     db = await createTestDatabase();
     cleanups.push(() => db.drop());
-    plane = await startTestServer(db.url, { maintenance: { leaseReaperIntervalMs: 100, leaseReaperBatchSize: 1000 } });
+    plane = await startTestServer(db.url, { maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 100 } });
     cleanups.push(() => plane.stop());
   });
 

@@ -1,3 +1,4 @@
+import { defaultConfig } from '../src/config/config.ts';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -22,7 +23,7 @@ const workers: Worker<unknown>[] = [];
 
 before(async () => {
   db = await createTestDatabase();
-  plane = await startTestServer(db.url, { maintenance: { leaseReaperIntervalMs: 100, leaseReaperBatchSize: 1000 } });
+  plane = await startTestServer(db.url, { maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 100 } });
 });
 
 after(async () => {

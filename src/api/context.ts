@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Config } from '../config/config.ts';
 import type { Dispatcher } from '../dispatch/dispatcher.ts';
 import type { Pauses } from '../flow/pauses.ts';
+import type { Quotas } from '../flow/quotas.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 
@@ -17,6 +18,7 @@ export interface ApiContext {
   ledger: Ledger;
   dispatcher: Dispatcher;
   pauses: Pauses;
+  quotas: Quotas;
   metrics: Metrics;
   readiness: () => Promise<ReadinessCheck>;
 }

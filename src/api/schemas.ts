@@ -189,3 +189,15 @@ export const JobTypeSchema = Type.Object({
   createdAt: IsoTime,
   updatedAt: IsoTime,
 });
+
+export const OperatorHeaders = Type.Object({
+  'x-operator-reason': Type.Optional(Type.String({ description: 'Required: why (at most 256 characters).' })),
+  'x-operator-ticket': Type.Optional(Type.String({ description: 'Ticket reference (at most 128 characters); required for quota changes.' })),
+});
+
+const anyOr = (pattern: string) => `^(?:\\*|${pattern.slice(1, -1)})$`;
+/** A quota's scope: a tenant or "*" (every tenant together), a job type or "*". */
+export const QuotaScope = Type.Object({
+  tenantId: Type.String({ pattern: anyOr(TENANT_PATTERN), description: 'Tenant, or "*" for all tenants together.' }),
+  jobType: Type.String({ pattern: anyOr(JOB_TYPE_PATTERN), description: 'Job type, or "*" for all job types together.' }),
+});

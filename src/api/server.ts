@@ -10,6 +10,7 @@ import { controlRoutes } from './routes/controls.ts';
 import { jobTypeRoutes } from './routes/job-types.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { opsRoutes } from './routes/ops.ts';
+import { quotaRoutes } from './routes/quotas.ts';
 
 /** Builds the HTTP app: validation from the route schemas, OpenAPI 3.1 at /.well-known/openapi. */
 export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
@@ -42,6 +43,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     bridgeRoutes(scoped, ctx);
     jobTypeRoutes(scoped, ctx);
     controlRoutes(scoped, ctx);
+    quotaRoutes(scoped, ctx);
   }, { prefix: API_BASE });
   return app;
 }

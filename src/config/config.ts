@@ -30,6 +30,7 @@ export const ConfigSchema = Type.Object({
   maintenance: Type.Object({
     leaseReaperIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     leaseReaperBatchSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    quotaKeeperIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
   }),
 });
 export type Config = Static<typeof ConfigSchema>;
@@ -56,6 +57,7 @@ export const defaultConfig: Config = {
   maintenance: {
     leaseReaperIntervalMs: 1000,
     leaseReaperBatchSize: 1000,
+    quotaKeeperIntervalMs: 5000,
   },
 };
 
@@ -102,6 +104,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     maintenance: {
       leaseReaperIntervalMs: int(env, 'ORCH_LEASE_REAPER_INTERVAL_MS', d.maintenance.leaseReaperIntervalMs),
       leaseReaperBatchSize: int(env, 'ORCH_LEASE_REAPER_BATCH_SIZE', d.maintenance.leaseReaperBatchSize),
+      quotaKeeperIntervalMs: int(env, 'ORCH_QUOTA_KEEPER_INTERVAL_MS', d.maintenance.quotaKeeperIntervalMs),
     },
     ...overrides,
   };

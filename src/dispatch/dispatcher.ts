@@ -4,8 +4,9 @@ import type { JobNotifier } from './notifier.ts';
 
 /**
  * Claims with long-polling: claim now; if nothing is runnable, sleep until a
- * notification for one of the types (or a poll tick, for delayed and retried
- * jobs whose run_after passes silently), then claim again, until waitMs.
+ * notification for one of the types (new work, a resume, a freed concurrency
+ * slot), a token refill, or a poll tick (delayed and retried jobs become
+ * runnable silently), then claim again, until waitMs.
  */
 export class Dispatcher {
   /** Fired by close(): long-polls return at once so a shutting-down server is not held open by idle workers. */
@@ -27,10 +28,12 @@ export class Dispatcher {
     for (;;) {
       const waiter = this.notifier.register(req.jobTypes);
       try {
-        const leases = await this.ledger.claim(req);
+        const { leases, throttled } = await this.ledger.claimRound(req);
         const left = deadline - Date.now();
         if (leases.length > 0 || left <= 0 || signal.aborted) return leases;
-        await sleepUntil(waiter.promise, Math.min(left, this.pollIntervalMs), signal);
+        // Held back by a token bucket or hourly quota: look again when it refills, not a poll tick later.
+        const refill = Math.min(...throttled.map((t) => t.retryInMs ?? Infinity));
+        await sleepUntil(waiter.promise, Math.min(left, this.pollIntervalMs, refill), signal);
         // A client that left (or a closing server) must not be handed leases nobody will run.
         if (signal.aborted) return [];
       } finally {

@@ -2,7 +2,8 @@ import type pg from 'pg';
 import { LedgerError } from '../ledger/errors.ts';
 import { JobTypes } from '../ledger/job-types.ts';
 import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
-import type { Actor } from '../ledger/types.ts';
+import { auditAction, type OperatorAction } from '../audit/audit-log.ts';
+import { withTransaction } from '../ledger/db.ts';
 import { validateTenant } from '../ledger/validate.ts';
 
 /** Every tenant or every job type. */
@@ -31,6 +32,8 @@ const toPause = (r: PauseRow): Pause => ({
 export const notPaused = (tenant: string, jobType: string) =>
   `(NOT (SELECT EXISTS (SELECT 1 FROM orch.dispatch_pauses)) OR NOT EXISTS (SELECT 1 FROM orch.dispatch_pauses dp WHERE dp.tenant_id IN (${tenant}, '*') AND dp.job_type IN (${jobType}, '*')))`;
 
+const target = (tenantId: string, jobType: string) => `dispatch:${tenantId}/${jobType}`;
+
 function validateScope(tenantId: string, jobType: string): void {
   if (tenantId !== ALL) validateTenant(tenantId, 'tenantId');
   if (jobType !== ALL) JobTypes.validateName(jobType, 'jobType');
@@ -43,27 +46,33 @@ function validateScope(tenantId: string, jobType: string): void {
 export class Pauses {
   constructor(private readonly pool: pg.Pool) {}
 
-  async pause(tenantId: string, jobType: string, actor: Actor, reason: string, ticket: string | null): Promise<Pause> {
+  async pause(tenantId: string, jobType: string, op: OperatorAction): Promise<Pause> {
     validateScope(tenantId, jobType);
-    const { rows } = await this.pool.query<PauseRow>(
-      `INSERT INTO orch.dispatch_pauses (tenant_id, job_type, reason, ticket, actor) VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT (tenant_id, job_type) DO UPDATE SET reason = EXCLUDED.reason, ticket = EXCLUDED.ticket, actor = EXCLUDED.actor
-       RETURNING *`,
-      [tenantId, jobType, reason, ticket, actor],
-    );
-    return toPause(rows[0]!);
+    return withTransaction(this.pool, async (tx) => {
+      const { rows } = await tx.query<PauseRow>(
+        `INSERT INTO orch.dispatch_pauses (tenant_id, job_type, reason, ticket, actor) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id, job_type) DO UPDATE SET reason = EXCLUDED.reason, ticket = EXCLUDED.ticket, actor = EXCLUDED.actor
+         RETURNING *`,
+        [tenantId, jobType, op.reason, op.ticket, op.actor],
+      );
+      await auditAction(tx, op, 'dispatch.pause', tenantId === ALL ? null : tenantId, target(tenantId, jobType), {});
+      return toPause(rows[0]!);
+    });
   }
 
   /** Removes the pause with exactly this scope; other pauses that cover the work stay. */
-  async resume(tenantId: string, jobType: string): Promise<Pause> {
+  async resume(tenantId: string, jobType: string, op: OperatorAction): Promise<Pause> {
     validateScope(tenantId, jobType);
-    const { rows } = await this.pool.query<PauseRow>(
-      `WITH gone AS (DELETE FROM orch.dispatch_pauses WHERE tenant_id = $1 AND job_type = $2 RETURNING *)
-       SELECT gone.*, pg_notify('${JOBS_CHANNEL}', $2 || ' 0') IS NULL AS woke FROM gone`,
-      [tenantId, jobType],
-    );
-    if (!rows[0]) throw new LedgerError('not_found', 'jobType', `no pause for tenant ${tenantId} and job type ${jobType}`);
-    return toPause(rows[0]);
+    return withTransaction(this.pool, async (tx) => {
+      const { rows } = await tx.query<PauseRow>(
+        `WITH gone AS (DELETE FROM orch.dispatch_pauses WHERE tenant_id = $1 AND job_type = $2 RETURNING *)
+         SELECT gone.*, pg_notify('${JOBS_CHANNEL}', $2 || ' 0') IS NULL AS woke FROM gone`,
+        [tenantId, jobType],
+      );
+      if (!rows[0]) throw new LedgerError('not_found', 'jobType', `no pause for tenant ${tenantId} and job type ${jobType}`);
+      await auditAction(tx, op, 'dispatch.resume', tenantId === ALL ? null : tenantId, target(tenantId, jobType), {});
+      return toPause(rows[0]);
+    });
   }
 
   async list(): Promise<Pause[]> {

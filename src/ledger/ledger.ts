@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Config } from '../config/config.ts';
 import type { Queryable } from './db.ts';
 import { JobTypes } from './job-types.ts';
+import { Tenants } from './tenants.ts';
 import { getHistory, getJob, listJobs, type JobFilter } from './queries.ts';
 import { cancel } from './transitions/cancel.ts';
 import { claim } from './transitions/claim.ts';
@@ -13,7 +14,7 @@ import { heartbeat } from './transitions/heartbeat.ts';
 import { release } from './transitions/release.ts';
 import { timeout } from './transitions/timeout.ts';
 import type {
-  AckOutcome, Actor, ClaimRequest, CompleteInput, EnqueueInput, EnqueueResult, FailInput, HeartbeatInput,
+  AckOutcome, Actor, ClaimRequest, ClaimRound, CompleteInput, EnqueueInput, EnqueueResult, FailInput, HeartbeatInput,
   HeartbeatOutcome, HistoryEntry, Job, Lease, LeaseRef, LedgerObserver, TransitionRecord,
 } from './types.ts';
 import { prepareJob } from './validate.ts';
@@ -27,10 +28,12 @@ export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'max
  */
 export class Ledger {
   readonly jobTypes: JobTypes;
+  readonly tenants: Tenants;
   private readonly observers: LedgerObserver[] = [];
 
   constructor(readonly pool: pg.Pool, readonly config: LedgerConfig) {
     this.jobTypes = new JobTypes(pool, config);
+    this.tenants = new Tenants(pool);
   }
 
   observe(observer: LedgerObserver): void {
@@ -48,6 +51,7 @@ export class Ledger {
   async enqueue(inputs: EnqueueInput[], opts: { actor?: Actor; client?: Queryable; reason?: string } = {}): Promise<EnqueueResult[]> {
     const prepared = inputs.map((input, i) => prepareJob(input, this.config.maxPayloadBytes, inputs.length > 1 ? `jobs[${i}]` : '', inputs[i - 1]));
     await this.jobTypes.ensure(prepared.map((p) => p.jobType));
+    await this.tenants.ensure(prepared.map((p) => p.tenantId));
     const results = await enqueue(opts.client ?? this.pool, prepared, opts.actor ?? 'api', opts.reason ?? null);
     this.emit(results.filter((r) => r.created).map((r) => ({
       jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: 'queued', attempt: 0,
@@ -56,9 +60,15 @@ export class Ledger {
   }
 
   async claim(req: ClaimRequest): Promise<Lease[]> {
-    const { leases, records } = await claim(this.pool, req, `worker:${req.workerId}`);
+    return (await this.claimRound(req)).leases;
+  }
+
+  /** A claim that also says which work flow control held back, and until when. */
+  async claimRound(req: ClaimRequest): Promise<ClaimRound> {
+    const { leases, throttled, records } = await claim(this.pool, req, `worker:${req.workerId}`);
     this.emit(records);
-    return leases;
+    if (throttled.length > 0) for (const o of this.observers) o.onThrottled?.(throttled);
+    return { leases, throttled };
   }
 
   heartbeat(inputs: HeartbeatInput[], leaseMs: number | null = null): Promise<HeartbeatOutcome[]> {

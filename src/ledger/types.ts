@@ -176,4 +176,22 @@ export interface TransitionRecord {
 
 export interface LedgerObserver {
   onTransitions(records: TransitionRecord[]): void;
+  /** Claim rounds that found work a control held back. */
+  onThrottled?(throttles: Throttle[]): void;
+}
+
+export type ThrottleReason = 'rate' | 'concurrency' | 'quota' | 'paused';
+
+/** Work of one tenant and type that a claim round found but a control held back. */
+export interface Throttle {
+  tenantId: string;
+  jobType: string;
+  reason: ThrottleReason;
+  /** When the control may next allow a claim (token refill, hourly window); null when unknown (a slot must free up, a pause must end). */
+  retryInMs: number | null;
+}
+
+export interface ClaimRound {
+  leases: Lease[];
+  throttled: Throttle[];
 }

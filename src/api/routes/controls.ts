@@ -2,8 +2,8 @@ import { Type } from 'typebox';
 import { ALL } from '../../flow/pauses.ts';
 import { TENANT_PATTERN } from '../../ledger/validate.ts';
 import type { ApiContext, App } from '../context.ts';
-import { operatorReason } from '../operator.ts';
-import { ErrorBody, JobTypeName, TenantId } from '../schemas.ts';
+import { operatorAction } from '../operator.ts';
+import { ErrorBody, JobTypeName, OperatorHeaders, TenantId } from '../schemas.ts';
 
 const PauseSchema = Type.Object({
   tenantId: Type.String({ description: '"*" for every tenant' }),
@@ -12,10 +12,6 @@ const PauseSchema = Type.Object({
   ticket: Type.Union([Type.String(), Type.Null()]),
   actor: Type.String(),
   pausedAt: Type.String({ format: 'date-time' }),
-});
-const OperatorHeaders = Type.Object({
-  'x-operator-reason': Type.Optional(Type.String({ description: 'Required: why (at most 256 characters).' })),
-  'x-operator-ticket': Type.Optional(Type.String({ description: 'Ticket reference (at most 128 characters).' })),
 });
 const ScopeQuery = Type.Object({
   tenantId: Type.Optional(Type.String({ pattern: TENANT_PATTERN, description: 'Only this tenant; omit for every tenant.' })),
@@ -39,8 +35,7 @@ export function controlRoutes(app: App, ctx: ApiContext): void {
       params: Type.Object({ name: JobTypeName }), querystring: ScopeQuery, response: Responses,
     },
   }, async (request) => {
-    const { reason, ticket } = operatorReason(request);
-    return pauses.pause(request.query.tenantId ?? ALL, request.params.name, 'operator:api', reason, ticket);
+    return pauses.pause(request.query.tenantId ?? ALL, request.params.name, operatorAction(request));
   });
 
   app.post('/jobtypes/:name/resume', {
@@ -49,8 +44,7 @@ export function controlRoutes(app: App, ctx: ApiContext): void {
       params: Type.Object({ name: JobTypeName }), querystring: ScopeQuery, response: Responses,
     },
   }, async (request) => {
-    operatorReason(request);
-    return pauses.resume(request.query.tenantId ?? ALL, request.params.name);
+    return pauses.resume(request.query.tenantId ?? ALL, request.params.name, operatorAction(request));
   });
 
   app.post('/tenants/:tenantId/pause', {
@@ -59,8 +53,7 @@ export function controlRoutes(app: App, ctx: ApiContext): void {
       params: Type.Object({ tenantId: TenantId }), response: Responses,
     },
   }, async (request) => {
-    const { reason, ticket } = operatorReason(request);
-    return pauses.pause(request.params.tenantId, ALL, 'operator:api', reason, ticket);
+    return pauses.pause(request.params.tenantId, ALL, operatorAction(request));
   });
 
   app.post('/tenants/:tenantId/resume', {
@@ -69,7 +62,6 @@ export function controlRoutes(app: App, ctx: ApiContext): void {
       params: Type.Object({ tenantId: TenantId }), response: Responses,
     },
   }, async (request) => {
-    operatorReason(request);
-    return pauses.resume(request.params.tenantId, ALL);
+    return pauses.resume(request.params.tenantId, ALL, operatorAction(request));
   });
 }

@@ -1,32 +1,88 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { notPaused } from '../../flow/pauses.ts';
+import { covers, quotaInForce, quotaRoom } from '../../flow/quota-sql.ts';
 import { appendHistory, historyInsert } from './history.ts';
-import type { Actor, ClaimRequest, JobState, Lease, TransitionRecord } from '../types.ts';
+import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, TransitionRecord } from '../types.ts';
 
 /**
  * queued|failed -> leased, for up to `limit` runnable jobs of the given types,
- * in one statement. SKIP LOCKED keeps concurrent claimers off each other's
- * rows, so no job is handed to two workers. Each type is read from its own
- * ordered index range (priority, then run_after, then id) and the best of
- * those win, so asking for many types never sorts the whole queue.
- * Work covered by a dispatch pause (src/flow/pauses.ts) is skipped, not touched.
+ * in one statement, so flow control is enforced in the same transaction as
+ * the claim:
+ *
+ * - The tenants with claimable work of each type are found by skipping
+ *   through the claim index (one probe per tenant, never a scan of a queue).
+ * - Dispatch pauses (src/flow/pauses.ts) hold back what they cover.
+ * - Quotas covering the work (src/flow/quota-sql.ts) are locked in key order
+ *   and give the room left: concurrency, tokens, hourly count. Two claimers
+ *   of the same quota queue on its row lock, so they never spend the same room.
+ * - Tenants share the claim by weighted round robin: each (type, tenant) gets
+ *   its share of `limit`, taken from the head of its own queue (priority,
+ *   then run_after, then id), and the heads are interleaved. One tenant's
+ *   backlog cannot delay another tenant's job by more than one round.
+ * - Quotas shared by several (type, tenant) pairs ('*' rows) cut the merged
+ *   list at their room.
+ *
+ * SKIP LOCKED keeps concurrent claimers off each other's rows, so no job is
+ * handed to two workers. Work that a control held back comes back as
+ * "throttle" rows (with the reason and when it may next run), not as leases.
  */
 const claimStatement = prepared('claim', `
-WITH picked AS (
-  -- types paused for every tenant are dropped up front, so their queues are not even scanned
-  SELECT c.tenant_id, c.id, c.state
-  FROM (SELECT job_type FROM unnest($1::text[]) AS u(job_type) WHERE ${notPaused("'*'", 'u.job_type')}) AS t
+WITH RECURSIVE heads AS (
+  SELECT t.job_type, (SELECT j.tenant_id FROM orch.jobs j WHERE j.job_type = t.job_type AND j.state IN ('queued', 'failed')
+                      ORDER BY j.tenant_id LIMIT 1) AS tenant_id
+  FROM unnest($1::text[]) AS t(job_type) WHERE $4::text[] IS NULL
+  UNION ALL
+  SELECT h.job_type, (SELECT j.tenant_id FROM orch.jobs j WHERE j.job_type = h.job_type AND j.state IN ('queued', 'failed')
+                      AND j.tenant_id > h.tenant_id ORDER BY j.tenant_id LIMIT 1)
+  FROM heads h WHERE h.tenant_id IS NOT NULL
+), pairs AS (
+  SELECT job_type, tenant_id FROM heads WHERE tenant_id IS NOT NULL
+  UNION ALL
+  SELECT t.job_type, u.tenant_id FROM unnest($1::text[]) AS t(job_type) CROSS JOIN unnest($4::text[]) AS u(tenant_id)
+), locked_quotas AS (
+  SELECT ${quotaInForce('q')} FROM orch.quotas q
+  WHERE q.job_type IN (SELECT job_type FROM pairs UNION ALL SELECT '*')
+    AND q.tenant_id IN (SELECT tenant_id FROM pairs UNION ALL SELECT '*')
+  ORDER BY q.tenant_id, q.job_type FOR UPDATE OF q
+), room AS (
+  ${quotaRoom('locked_quotas')}
+), pair_room AS (
+  SELECT p.job_type, p.tenant_id, ${notPaused('p.tenant_id', 'p.job_type')} AS dispatchable,
+    r.room, coalesce(r.weight, 1) AS weight, r.reason, r.next_eligible_at
+  FROM pairs p LEFT JOIN LATERAL (
+    SELECT min(x.room) AS room,
+      (array_agg(x.weight ORDER BY x.job_type = '*') FILTER (WHERE x.tenant_id <> '*'))[1] AS weight,
+      (array_agg(x.reason ORDER BY x.reason) FILTER (WHERE x.room = 0))[1] AS reason,
+      max(x.next_eligible_at) AS next_eligible_at
+    FROM room x WHERE ${covers('x', 'p.tenant_id', 'p.job_type')}
+  ) r ON true
+), open_pairs AS (
+  SELECT pr.*, sum(pr.weight) OVER () AS total_weight FROM pair_room pr WHERE pr.dispatchable AND coalesce(pr.room, 1) > 0
+), candidates AS (
+  SELECT c.*, o.job_type, o.weight,
+    row_number() OVER (PARTITION BY o.job_type, o.tenant_id ORDER BY c.priority DESC, c.run_after, c.id) AS k
+  FROM open_pairs o
   CROSS JOIN LATERAL (
     SELECT j.tenant_id, j.id, j.state, j.priority, j.run_after FROM orch.jobs j
-    WHERE j.job_type = t.job_type AND j.state IN ('queued', 'failed') AND j.run_after <= now()
-      AND ($4::text[] IS NULL OR j.tenant_id = ANY($4::text[]))
-      AND ${notPaused('j.tenant_id', 'j.job_type')}
+    WHERE j.job_type = o.job_type AND j.tenant_id = o.tenant_id AND j.state IN ('queued', 'failed') AND j.run_after <= now()
     ORDER BY j.priority DESC, j.run_after, j.id
-    LIMIT $2 FOR UPDATE SKIP LOCKED
+    LIMIT least(ceil($2::numeric * o.weight / o.total_weight), o.room)
+    FOR UPDATE SKIP LOCKED
   ) c
-  ORDER BY c.priority DESC, c.run_after, c.id
-  LIMIT $2
+), ranked AS (
+  SELECT c.tenant_id, c.id, c.state,
+    row_number() OVER (ORDER BY (c.k - 1)::numeric / c.weight, c.priority DESC, c.run_after, c.id) AS n_all,
+    row_number() OVER (PARTITION BY c.tenant_id ORDER BY (c.k - 1)::numeric / c.weight, c.priority DESC, c.run_after, c.id) AS n_tenant,
+    row_number() OVER (PARTITION BY c.job_type ORDER BY (c.k - 1)::numeric / c.weight, c.priority DESC, c.run_after, c.id) AS n_type,
+    (SELECT x.room FROM room x WHERE x.tenant_id = '*' AND x.job_type = '*') AS room_all,
+    (SELECT x.room FROM room x WHERE x.tenant_id = c.tenant_id AND x.job_type = '*') AS room_tenant,
+    (SELECT x.room FROM room x WHERE x.tenant_id = '*' AND x.job_type = c.job_type) AS room_type
+  FROM candidates c
+), picked AS (
+  SELECT tenant_id, id, state, n_all FROM ranked
+  WHERE n_all <= $2 AND n_all <= coalesce(room_all, n_all) AND n_tenant <= coalesce(room_tenant, n_tenant)
+    AND n_type <= coalesce(room_type, n_type)
 ), upd AS (
   UPDATE orch.jobs j SET
     state = 'leased', attempt = j.attempt + 1, lease_id = gen_random_uuid(),
@@ -41,17 +97,48 @@ WITH picked AS (
     to_json(j.lease_until) #>> '{}' AS lease_until, j.idempotency_key, j.correlation_id,
     to_json(j.deadline_at) #>> '{}' AS deadline_at, j.run_after, p.state AS from_state,
     extract(epoch FROM now() - greatest(j.run_after, j.created_at)) * 1000 AS latency_ms,
-    coalesce($5::integer, jt.lease_ms) AS lease_ms
+    coalesce($5::integer, jt.lease_ms) AS lease_ms, p.n_all
 ), entries AS (
-  SELECT id, tenant_id, from_state, 'leased'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
+  SELECT id, tenant_id, job_type, from_state, 'leased'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
 ), hist AS (
   ${historyInsert('entries', '$7::uuid', '$6', 'NULL')}
+), spent AS (
+  SELECT x.tenant_id, x.job_type, count(*)::integer AS n FROM upd u JOIN room x ON ${covers('x', 'u.tenant_id', 'u.job_type')}
+  GROUP BY x.tenant_id, x.job_type
+), throttled AS (
+  -- pairs a control held back this round that had work runnable now
+  SELECT pr.job_type, pr.tenant_id, CASE WHEN NOT pr.dispatchable THEN 'paused' ELSE pr.reason END AS reason, pr.next_eligible_at
+  FROM pair_room pr
+  WHERE (NOT pr.dispatchable OR pr.room = 0) AND EXISTS (
+    SELECT 1 FROM orch.jobs j WHERE j.job_type = pr.job_type AND j.tenant_id = pr.tenant_id
+      AND j.state IN ('queued', 'failed') AND j.run_after <= now())
+), held AS (
+  SELECT x.tenant_id, x.job_type, count(*)::integer AS n FROM throttled t JOIN room x ON ${covers('x', 't.tenant_id', 't.job_type')} AND x.room = 0
+  GROUP BY x.tenant_id, x.job_type
+), quota_use AS (
+  UPDATE orch.quotas q SET
+    active = q.active + coalesce(s.n, 0),
+    tokens = CASE WHEN s.n IS NULL OR r.tokens_now IS NULL THEN q.tokens ELSE r.tokens_now - s.n END,
+    tokens_at = CASE WHEN s.n IS NULL OR r.tokens_now IS NULL THEN q.tokens_at ELSE now() END,
+    hour_start = CASE WHEN s.n IS NOT NULL AND q.hour_start + interval '1 hour' <= now() THEN now() ELSE q.hour_start END,
+    hour_count = CASE WHEN s.n IS NULL THEN q.hour_count ELSE r.hour_used + s.n END,
+    throttled_count = q.throttled_count + coalesce(h.n, 0)
+  FROM room r LEFT JOIN spent s USING (tenant_id, job_type) LEFT JOIN held h USING (tenant_id, job_type)
+  WHERE q.tenant_id = r.tenant_id AND q.job_type = r.job_type AND (s.n IS NOT NULL OR h.n IS NOT NULL)
 )
-SELECT id, tenant_id, job_type, priority, payload, attempt, max_attempts, lease_id, lease_until, idempotency_key,
-       correlation_id, deadline_at, from_state, latency_ms, lease_ms
-FROM upd ORDER BY priority DESC, run_after, id`);
+SELECT 'lease' AS kind, id, tenant_id, job_type, priority, payload, attempt, max_attempts, lease_id, lease_until, idempotency_key,
+       correlation_id, deadline_at, from_state, latency_ms, lease_ms, NULL AS reason, NULL::float8 AS retry_ms, n_all
+FROM upd
+UNION ALL
+SELECT 'throttle', NULL, tenant_id, job_type, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, reason,
+       extract(epoch FROM next_eligible_at - now()) * 1000, NULL
+FROM throttled
+ORDER BY kind, n_all`);
 
-interface ClaimRow {
+type ClaimRow = LeaseRow | ThrottleRow;
+
+interface LeaseRow {
+  kind: 'lease';
   id: string;
   tenant_id: string;
   job_type: string;
@@ -69,12 +156,15 @@ interface ClaimRow {
   lease_ms: number;
 }
 
-export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Promise<{ leases: Lease[]; records: TransitionRecord[] }> {
-  if (req.limit <= 0 || req.jobTypes.length === 0) return { leases: [], records: [] };
+interface ThrottleRow { kind: 'throttle'; tenant_id: string; job_type: string; reason: ThrottleReason; retry_ms: number | null }
+
+export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Promise<ClaimRound & { records: TransitionRecord[] }> {
+  if (req.limit <= 0 || req.jobTypes.length === 0) return { leases: [], throttled: [], records: [] };
   const { rows } = await claimStatement<ClaimRow>(db, [
     req.jobTypes, req.limit, req.workerId, req.tenantIds ?? null, req.leaseMs ?? null, actor, randomUUID(),
   ]);
-  const leases = rows.map((r) => ({
+  const leaseRows = rows.filter((r): r is LeaseRow => r.kind === 'lease');
+  const leases = leaseRows.map((r) => ({
     jobId: r.id,
     leaseId: r.lease_id,
     leaseUntil: r.lease_until,
@@ -89,9 +179,13 @@ export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Pro
     correlationId: r.correlation_id,
     deadlineAt: r.deadline_at,
   }));
-  const records = rows.map((r) => ({
+  const records = leaseRows.map((r) => ({
     jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: r.from_state, to: 'leased' as const,
     attempt: r.attempt, dispatchLatencyMs: Math.max(0, Number(r.latency_ms)),
   }));
-  return { leases, records };
+  const throttled = rows.filter((r): r is ThrottleRow => r.kind === 'throttle').map((r) => ({
+    tenantId: r.tenant_id, jobType: r.job_type, reason: r.reason,
+    retryInMs: r.retry_ms === null ? null : Math.max(0, Math.ceil(Number(r.retry_ms))),
+  }));
+  return { leases, throttled, records };
 }

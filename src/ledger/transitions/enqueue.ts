@@ -42,7 +42,7 @@ WITH input AS (
 ), ins AS (
   SELECT * FROM plain UNION ALL SELECT * FROM keyed
 ), entries AS (
-  SELECT id, tenant_id, NULL::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, 0 AS attempt,
+  SELECT id, tenant_id, job_type, NULL::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, 0 AS attempt,
          NULL::uuid AS lease_id, NULL::jsonb AS error FROM ins
 ), hist AS (
   ${historyInsert('entries', '$4::uuid', '$2', '$3')}

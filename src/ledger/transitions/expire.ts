@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
+import { freeQuotaSlots } from '../../flow/quota-sql.ts';
 import { appendHistory, historyInsert } from './history.ts';
 import type { Actor, JobState, TransitionRecord } from '../types.ts';
 import { JOBS_CHANNEL } from './enqueue.ts';
@@ -24,11 +25,11 @@ WITH picked AS (
   FROM picked p WHERE j.tenant_id = p.tenant_id AND j.id = p.id
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.state AS new_state, j.last_error
 ), entries AS (
-  SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id,
+  SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id,
          CASE WHEN new_state = 'dead_lettered' THEN last_error END AS error FROM upd
 ), hist AS (
   ${historyInsert('entries', '$3::uuid', '$2', "'lease_expired'")}
-), wake AS (
+), ${freeQuotaSlots('entries')}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd WHERE new_state = 'queued' GROUP BY job_type
 )
 SELECT upd.*, (SELECT count(*) FROM wake) AS woken FROM upd`);

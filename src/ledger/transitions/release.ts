@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
+import { freeQuotaSlots } from '../../flow/quota-sql.ts';
 import { appendHistory, historyInsert } from './history.ts';
 import type { AckOutcome, Actor, LeaseRef, TransitionRecord } from '../types.ts';
 import { JOBS_CHANNEL } from './enqueue.ts';
@@ -19,11 +20,11 @@ WITH input AS (
   WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id
 ), entries AS (
-  SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, attempt, lease_id,
+  SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, attempt, lease_id,
          NULL::jsonb AS error FROM upd
 ), hist AS (
   ${historyInsert('entries', '$3::uuid', '$2', "'released_by_worker'")}
-), wake AS (
+), ${freeQuotaSlots('entries')}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd GROUP BY job_type
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, 'queued'::orch.job_state AS new_state,

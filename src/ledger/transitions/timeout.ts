@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
+import { freeQuotaSlots } from '../../flow/quota-sql.ts';
 import { appendHistory, historyInsert } from './history.ts';
 import type { Actor, TransitionRecord } from '../types.ts';
 
@@ -17,11 +18,11 @@ WITH picked AS (
   FROM picked p WHERE j.tenant_id = p.tenant_id AND j.id = p.id
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.last_error
 ), entries AS (
-  SELECT id, tenant_id, 'leased'::orch.job_state AS from_state, 'timed_out'::orch.job_state AS to_state, attempt, lease_id,
+  SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'timed_out'::orch.job_state AS to_state, attempt, lease_id,
          last_error AS error FROM upd
 ), hist AS (
   ${historyInsert('entries', '$3::uuid', '$2', "'timeout'")}
-)
+), ${freeQuotaSlots('entries')}
 SELECT * FROM upd`);
 
 interface TimeoutRow { id: string; tenant_id: string; job_type: string; attempt: number }

@@ -1,0 +1,74 @@
+import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
+
+/**
+ * The SQL both sides of a quota share: what a quota allows right now (claim
+ * and /quotas/summary read the same definition) and the release of slots
+ * when leases end. Limits come from the boost while one is in force, so a
+ * boost ends at boost_until without anyone writing the row.
+ */
+
+/** Columns of the quota row `q` with its limits in force and its use brought up to now(). */
+export const quotaInForce = (q: string) => `
+  ${q}.tenant_id, ${q}.job_type, ${q}.weight, ${q}.paused, ${q}.active, ${q}.max_per_hour, ${q}.throttled_count,
+  ${q}.tokens, ${q}.tokens_at, ${q}.hour_start,
+  (${q}.boost_until > now()) AS boosted,
+  CASE WHEN ${q}.boost_until > now() THEN coalesce(${q}.boost_max_active, ${q}.max_active) ELSE ${q}.max_active END AS max_active,
+  CASE WHEN ${q}.boost_until > now() THEN coalesce(${q}.boost_rate, ${q}.rate_per_second) ELSE ${q}.rate_per_second END AS rate,
+  CASE WHEN ${q}.boost_until > now() THEN coalesce(${q}.boost_burst, ${q}.burst) ELSE ${q}.burst END AS burst,
+  CASE WHEN ${q}.hour_start + interval '1 hour' <= now() THEN 0 ELSE ${q}.hour_count END AS hour_used`;
+
+/**
+ * From a CTE `source` of quotaInForce rows: the token level now, the room
+ * left (NULL = unlimited; least() skips NULLs) and, when there is none, the
+ * reason a claim is held back and when the quota can next allow one.
+ */
+export const quotaRoom = (source: string) => `
+  SELECT f.*, r.tokens_now, r.room,
+    CASE WHEN f.paused THEN 'paused'
+         WHEN f.max_active - f.active <= 0 THEN 'concurrency'
+         WHEN r.tokens_now < 1 THEN 'rate'
+         WHEN f.max_per_hour - f.hour_used <= 0 THEN 'quota' END AS reason,
+    CASE WHEN f.paused OR coalesce(r.room, 1) > 0 THEN NULL
+         ELSE greatest(
+           CASE WHEN r.tokens_now < 1 THEN now() + make_interval(secs => (1 - r.tokens_now) / f.rate) END,
+           CASE WHEN f.max_per_hour - f.hour_used <= 0 THEN f.hour_start + interval '1 hour' END) END AS next_eligible_at
+  FROM ${source} f
+  CROSS JOIN LATERAL (
+    SELECT least(f.burst, f.tokens + f.rate * extract(epoch FROM now() - f.tokens_at)) AS tokens_now
+  ) t
+  CROSS JOIN LATERAL (
+    SELECT t.tokens_now, CASE WHEN f.paused THEN 0 ELSE greatest(0, least(
+      f.max_active - f.active, floor(t.tokens_now)::integer, f.max_per_hour - f.hour_used)) END AS room
+  ) r`;
+
+/** SQL: quota row `q` covers work of tenant `tenant` and type `jobType`. */
+export const covers = (q: string, tenant: string, jobType: string) =>
+  `${q}.tenant_id IN (${tenant}, '*') AND ${q}.job_type IN (${jobType}, '*')`;
+
+/**
+ * CTEs that give back the concurrency slots of leases a transition ended,
+ * for transitions whose `entries` CTE has tenant_id, job_type, from_state
+ * and to_state. Quota rows are locked in key order, as the claim locks them,
+ * so an ack and a claim can never deadlock. Freed slots wake claimers of the
+ * type, which may have been held back by the cap.
+ */
+export const freeQuotaSlots = (entries: string) => `
+ended_leases AS (
+  SELECT tenant_id, job_type, count(*) AS n FROM ${entries}
+  WHERE from_state = 'leased' AND to_state <> 'leased' GROUP BY tenant_id, job_type
+), freed AS (
+  SELECT q.tenant_id, q.job_type, sum(e.n)::integer AS n
+  FROM ended_leases e JOIN orch.quotas q ON ${covers('q', 'e.tenant_id', 'e.job_type')}
+  GROUP BY q.tenant_id, q.job_type
+), freed_locked AS (
+  SELECT q.tenant_id, q.job_type FROM orch.quotas q JOIN freed f USING (tenant_id, job_type)
+  ORDER BY q.tenant_id, q.job_type FOR UPDATE OF q
+), slots_freed AS (
+  -- a data-modifying CTE runs to completion unread, RETURNING included; identical
+  -- notifications in one transaction are delivered once
+  UPDATE orch.quotas q SET active = greatest(0, q.active - f.n)
+  FROM freed f JOIN freed_locked l USING (tenant_id, job_type)
+  WHERE q.tenant_id = f.tenant_id AND q.job_type = f.job_type
+  RETURNING (SELECT count(pg_notify('${JOBS_CHANNEL}', e.job_type || ' ' || e.n)) FROM ended_leases e
+             WHERE coalesce(q.max_active, q.boost_max_active) IS NOT NULL AND ${covers('q', 'e.tenant_id', 'e.job_type')}) AS woken
+)`;
