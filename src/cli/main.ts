@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { registerControlCommands } from './commands/controls.ts';
 import { registerJobCommands } from './commands/jobs.ts';
+import { registerQuotaCommands } from './commands/quotas.ts';
 import { registerServerCommands } from './commands/server.ts';
 import { fail } from './output.ts';
 
@@ -18,5 +19,6 @@ const program = new Command('orch')
 registerServerCommands(program);
 registerJobCommands(program);
 registerControlCommands(program);
+registerQuotaCommands(program);
 
 program.parseAsync(process.argv).catch(fail);

@@ -1,5 +1,5 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { LedgerObserver, TransitionRecord } from '../ledger/types.ts';
+import type { LedgerObserver, Throttle, TransitionRecord } from '../ledger/types.ts';
 
 /**
  * The process's Prometheus registry. Counters and histograms are fed from
@@ -25,6 +25,11 @@ export class Metrics implements LedgerObserver {
     name: 'orchestrator_lease_expired_total', help: 'Leases that lapsed without a heartbeat.',
     labelNames: ['job_type'] as const, registers: [this.registry],
   });
+  readonly throttled = new Counter({
+    name: 'orchestrator_throttled_total',
+    help: 'Claim rounds that found runnable work a control held back, by reason: rate (token bucket), concurrency (cap), quota (hourly count), paused.',
+    labelNames: ['tenant', 'job_type', 'reason'] as const, registers: [this.registry],
+  });
   readonly dispatchLatency = new Histogram({
     name: 'orchestrator_dispatch_latency_seconds', help: 'From runnable (enqueue or run-after) to lease.',
     labelNames: ['job_type'] as const, registers: [this.registry],
@@ -35,6 +40,10 @@ export class Metrics implements LedgerObserver {
     labelNames: ['job_type', 'outcome'] as const, registers: [this.registry],
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600],
   });
+
+  onThrottled(throttles: Throttle[]): void {
+    for (const t of throttles) this.throttled.inc({ tenant: t.tenantId, job_type: t.jobType, reason: t.reason });
+  }
 
   /** Error classes come from workers; cap them per job type so a buggy worker cannot explode label cardinality. */
   private readonly errorClasses = new Map<string, Set<string>>();

@@ -1,4 +1,5 @@
 import type { Pause } from '../flow/pauses.ts';
+import type { Quota, QuotaChange, QuotaUse } from '../flow/quotas.ts';
 import type { EnqueueResult, HistoryEntry, Job, JobState, JobTypeDefinition } from '../ledger/types.ts';
 import { HttpClient, type HttpOptions } from './http.ts';
 
@@ -50,7 +51,7 @@ export class OrchClient {
    * (omitted = every tenant). `reason` is required and recorded; so is `ticket` if given.
    */
   setDispatch(action: 'pause' | 'resume', scope: { jobType: string; tenantId?: string }, reason: string, ticket?: string): Promise<Pause> {
-    const headers: Record<string, string> = { 'x-operator-reason': reason, ...(ticket ? { 'x-operator-ticket': ticket } : {}) };
+    const headers = operatorHeaders({ reason, ticket });
     if (scope.jobType === '*') {
       if (!scope.tenantId) throw new Error('pausing every job type needs a tenant');
       return this.http.request('POST', `/tenants/${encodeURIComponent(scope.tenantId)}/${action}`, undefined, { headers });
@@ -63,6 +64,33 @@ export class OrchClient {
     return (await this.http.request<{ pauses: Pause[] }>('GET', '/pauses')).pauses;
   }
 
+  async listQuotas(): Promise<Quota[]> {
+    return (await this.http.request<{ quotas: Quota[] }>('GET', '/quotas')).quotas;
+  }
+
+  async quotaSummary(): Promise<QuotaUse[]> {
+    return (await this.http.request<{ quotas: QuotaUse[] }>('GET', '/quotas/summary')).quotas;
+  }
+
+  /** Creates a quota or changes the given limits (null removes one); `why` is recorded in the audit log. */
+  setQuota(scope: QuotaScope, change: QuotaChange, why: OperatorWhy): Promise<Quota> {
+    return this.http.request('PUT', quotaPath(scope), change, { headers: operatorHeaders(why) });
+  }
+
+  deleteQuota(scope: QuotaScope, why: OperatorWhy): Promise<Quota> {
+    return this.http.request('DELETE', quotaPath(scope), undefined, { headers: operatorHeaders(why) });
+  }
+
+  /** pause, resume, or restore (end a boost early). */
+  quotaAction(action: 'pause' | 'resume' | 'restore', scope: QuotaScope, why: OperatorWhy): Promise<Quota> {
+    return this.http.request('POST', `${quotaPath(scope)}/${action}`, undefined, { headers: operatorHeaders(why) });
+  }
+
+  /** Raises the quota's limits for durationSeconds; the previous limits return by themselves. */
+  boostQuota(scope: QuotaScope, boost: { factor?: number; maxActive?: number; ratePerSecond?: number; burst?: number; durationSeconds: number }, why: OperatorWhy): Promise<Quota> {
+    return this.http.request('POST', `${quotaPath(scope)}/boost`, boost, { headers: operatorHeaders(why) });
+  }
+
   defineJobType(name: string, settings: JobTypeSettings): Promise<JobTypeDefinition> {
     return this.http.request('PUT', `/jobtypes/${encodeURIComponent(name)}`, settings);
   }
@@ -71,3 +99,10 @@ export class OrchClient {
     return (await this.http.request<{ jobTypes: JobTypeDefinition[] }>('GET', '/jobtypes')).jobTypes;
   }
 }
+
+export interface QuotaScope { tenantId: string; jobType: string }
+export interface OperatorWhy { reason: string; ticket?: string }
+
+const quotaPath = (s: QuotaScope) => `/quotas/${encodeURIComponent(s.tenantId)}/${encodeURIComponent(s.jobType)}`;
+const operatorHeaders = (why: OperatorWhy): Record<string, string> =>
+  ({ 'x-operator-reason': why.reason, ...(why.ticket ? { 'x-operator-ticket': why.ticket } : {}) });
