@@ -10,6 +10,7 @@ import { JobNotifier } from './dispatch/notifier.ts';
 import { createPool } from './ledger/db.ts';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './ledger/embedded.ts';
 import { Ledger } from './ledger/ledger.ts';
+import { QueueCountRollup } from './ledger/queue-counts.ts';
 import { migrate, migrationsApplied } from './ledger/migrate.ts';
 import type { Logger } from './logging.ts';
 import type { PeriodicService } from './maintenance/service.ts';
@@ -52,6 +53,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const services: PeriodicService[] = [
       new LeaseReaper(ledger, config.maintenance.leaseReaperBatchSize, config.maintenance.leaseReaperIntervalMs, log),
       new QuotaKeeper(quotas, config.maintenance.quotaKeeperIntervalMs, log),
+      new QueueCountRollup(ledger.counts, config.maintenance.queueCountRollupIntervalMs, log),
     ];
     services.forEach((s) => s.start());
 

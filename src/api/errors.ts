@@ -5,7 +5,9 @@ import { HttpError } from '../wire.ts';
 /** An error meant for the client: status, machine-readable code, the offending field. */
 export class ApiError extends HttpError {}
 
-const LEDGER_STATUS = { invalid: 400, not_found: 404, conflict: 409, limit: 422 } as const;
+const LEDGER_STATUS = { invalid: 400, not_found: 404, conflict: 409, limit: 422, backpressure: 429 } as const;
+/** Seconds a refused producer should wait: a few rollups of the queue counts, enough for workers to make room. */
+const BACKPRESSURE_RETRY_AFTER_S = 5;
 
 /** Field of a schema validation failure, as the client named it ("body.jobs[3].priority"-like). */
 function validationField(err: FastifyError): string | null {
@@ -29,7 +31,10 @@ function send(reply: FastifyReply, status: number, code: string, field: string |
  */
 export function errorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   if (err instanceof ApiError) return send(reply, err.status, err.code, err.field, err.message);
-  if (err instanceof LedgerError) return send(reply, LEDGER_STATUS[err.code], err.code, err.field, err.message);
+  if (err instanceof LedgerError) {
+    if (err.code === 'backpressure') reply.header('retry-after', String(BACKPRESSURE_RETRY_AFTER_S));
+    return send(reply, LEDGER_STATUS[err.code], err.code, err.field, err.message);
+  }
   if (err.validation) {
     const field = validationField(err);
     const where = err.validationContext ?? 'body';

@@ -15,6 +15,8 @@ export const ConfigSchema = Type.Object({
   maxJobTypes: Type.Integer({ minimum: 1, maximum: 100_000 }),
   maxPayloadBytes: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024 }),
   maxBatchSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
+  /** Backpressure: enqueue is refused (429) while a tenant has this many jobs waiting; 0 turns it off. */
+  maxQueuedPerTenant: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }),
   maxClaimWaitMs: Type.Integer({ minimum: 0, maximum: 300_000 }),
   /** How often an idle long-poll looks again without a wake-up (delayed and retried jobs become runnable silently). */
   claimPollIntervalMs: Type.Integer({ minimum: 10, maximum: 300_000 }),
@@ -31,6 +33,7 @@ export const ConfigSchema = Type.Object({
     leaseReaperIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     leaseReaperBatchSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
     quotaKeeperIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
+    queueCountRollupIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
   }),
 });
 export type Config = Static<typeof ConfigSchema>;
@@ -44,6 +47,7 @@ export const defaultConfig: Config = {
   maxJobTypes: 1000,
   maxPayloadBytes: 1024 * 1024,
   maxBatchSize: 10_000,
+  maxQueuedPerTenant: 1_000_000,
   maxClaimWaitMs: 60_000,
   claimPollIntervalMs: 1000,
   jobTypeDefaults: {
@@ -58,6 +62,7 @@ export const defaultConfig: Config = {
     leaseReaperIntervalMs: 1000,
     leaseReaperBatchSize: 1000,
     quotaKeeperIntervalMs: 5000,
+    queueCountRollupIntervalMs: 1000,
   },
 };
 
@@ -92,6 +97,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     maxPayloadBytes: int(env, 'ORCH_MAX_PAYLOAD_BYTES', d.maxPayloadBytes),
     maxBatchSize: int(env, 'ORCH_MAX_BATCH_SIZE', d.maxBatchSize),
     maxClaimWaitMs: int(env, 'ORCH_MAX_CLAIM_WAIT_MS', d.maxClaimWaitMs),
+    maxQueuedPerTenant: int(env, 'ORCH_MAX_QUEUED_PER_TENANT', d.maxQueuedPerTenant),
     claimPollIntervalMs: int(env, 'ORCH_CLAIM_POLL_INTERVAL_MS', d.claimPollIntervalMs),
     jobTypeDefaults: {
       maxAttempts: int(env, 'ORCH_DEFAULT_MAX_ATTEMPTS', d.jobTypeDefaults.maxAttempts),
@@ -105,6 +111,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       leaseReaperIntervalMs: int(env, 'ORCH_LEASE_REAPER_INTERVAL_MS', d.maintenance.leaseReaperIntervalMs),
       leaseReaperBatchSize: int(env, 'ORCH_LEASE_REAPER_BATCH_SIZE', d.maintenance.leaseReaperBatchSize),
       quotaKeeperIntervalMs: int(env, 'ORCH_QUOTA_KEEPER_INTERVAL_MS', d.maintenance.quotaKeeperIntervalMs),
+      queueCountRollupIntervalMs: int(env, 'ORCH_QUEUE_COUNT_ROLLUP_INTERVAL_MS', d.maintenance.queueCountRollupIntervalMs),
     },
     ...overrides,
   };

@@ -3,6 +3,8 @@ import type { Config } from '../config/config.ts';
 import type { Queryable } from './db.ts';
 import { JobTypes } from './job-types.ts';
 import { Tenants } from './tenants.ts';
+import { QueueCounts } from './queue-counts.ts';
+import { LedgerError } from './errors.ts';
 import { getHistory, getJob, listJobs, type JobFilter } from './queries.ts';
 import { cancel } from './transitions/cancel.ts';
 import { claim } from './transitions/claim.ts';
@@ -19,7 +21,7 @@ import type {
 } from './types.ts';
 import { prepareJob } from './validate.ts';
 
-export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes'>;
+export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes' | 'maxQueuedPerTenant'>;
 
 /**
  * The one door to the job table. Each method is one transition from
@@ -29,11 +31,13 @@ export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'max
 export class Ledger {
   readonly jobTypes: JobTypes;
   readonly tenants: Tenants;
+  readonly counts: QueueCounts;
   private readonly observers: LedgerObserver[] = [];
 
   constructor(readonly pool: pg.Pool, readonly config: LedgerConfig) {
     this.jobTypes = new JobTypes(pool, config);
     this.tenants = new Tenants(pool);
+    this.counts = new QueueCounts(pool);
   }
 
   observe(observer: LedgerObserver): void {
@@ -52,11 +56,33 @@ export class Ledger {
     const prepared = inputs.map((input, i) => prepareJob(input, this.config.maxPayloadBytes, inputs.length > 1 ? `jobs[${i}]` : '', inputs[i - 1]));
     await this.jobTypes.ensure(prepared.map((p) => p.jobType));
     await this.tenants.ensure(prepared.map((p) => p.tenantId));
+    await this.refuseOverBacklog(prepared.map((p) => p.tenantId));
     const results = await enqueue(opts.client ?? this.pool, prepared, opts.actor ?? 'api', opts.reason ?? null);
     this.emit(results.filter((r) => r.created).map((r) => ({
       jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: 'queued', attempt: 0,
     })));
     return results;
+  }
+
+  /**
+   * Backpressure: refuses the whole batch while a tenant's waiting jobs would
+   * pass maxQueuedPerTenant. Read from the queue counts, not the job table;
+   * batches racing each other may overshoot the limit by their own size.
+   */
+  private async refuseOverBacklog(tenantIds: string[]): Promise<void> {
+    const limit = this.config.maxQueuedPerTenant;
+    if (limit === 0) return;
+    const adding = new Map<string, number>();
+    for (const t of tenantIds) adding.set(t, (adding.get(t) ?? 0) + 1);
+    const backlog = await this.counts.backlog([...adding.keys()]);
+    for (const [tenant, n] of adding) {
+      const waiting = backlog.get(tenant) ?? 0;
+      if (waiting + n > limit) {
+        for (const o of this.observers) o.onEnqueueRefused?.(tenant, n);
+        throw new LedgerError('backpressure', 'tenantId',
+          `tenant ${tenant} has ${waiting} jobs waiting; the limit is ${limit} (ORCH_MAX_QUEUED_PER_TENANT): retry later`);
+      }
+    }
   }
 
   async claim(req: ClaimRequest): Promise<Lease[]> {

@@ -178,6 +178,8 @@ export interface LedgerObserver {
   onTransitions(records: TransitionRecord[]): void;
   /** Claim rounds that found work a control held back. */
   onThrottled?(throttles: Throttle[]): void;
+  /** An enqueue of `jobs` jobs refused by backpressure. */
+  onEnqueueRefused?(tenantId: string, jobs: number): void;
 }
 
 export type ThrottleReason = 'rate' | 'concurrency' | 'quota' | 'paused';

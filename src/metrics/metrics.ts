@@ -30,6 +30,11 @@ export class Metrics implements LedgerObserver {
     help: 'Claim rounds that found runnable work a control held back, by reason: rate (token bucket), concurrency (cap), quota (hourly count), paused.',
     labelNames: ['tenant', 'job_type', 'reason'] as const, registers: [this.registry],
   });
+  readonly enqueueRefused = new Counter({
+    name: 'orchestrator_enqueue_refused_total',
+    help: 'Jobs refused at enqueue by backpressure (the tenant had ORCH_MAX_QUEUED_PER_TENANT jobs waiting).',
+    labelNames: ['tenant'] as const, registers: [this.registry],
+  });
   readonly dispatchLatency = new Histogram({
     name: 'orchestrator_dispatch_latency_seconds', help: 'From runnable (enqueue or run-after) to lease.',
     labelNames: ['job_type'] as const, registers: [this.registry],
@@ -43,6 +48,10 @@ export class Metrics implements LedgerObserver {
 
   onThrottled(throttles: Throttle[]): void {
     for (const t of throttles) this.throttled.inc({ tenant: t.tenantId, job_type: t.jobType, reason: t.reason });
+  }
+
+  onEnqueueRefused(tenantId: string, jobs: number): void {
+    this.enqueueRefused.inc({ tenant: tenantId }, jobs);
   }
 
   /** Error classes come from workers; cap them per job type so a buggy worker cannot explode label cardinality. */

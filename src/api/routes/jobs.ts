@@ -27,7 +27,7 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     bodyLimit: config.maxPayloadBytes + 64 * 1024,
     schema: {
       summary: 'Enqueue a job', tags: ['jobs'], headers: TenantHeaders, body: EnqueueBody,
-      response: { 200: EnqueuedRef, 201: EnqueuedRef, 400: ErrorBody, 413: ErrorBody, 422: ErrorBody },
+      response: { 200: EnqueuedRef, 201: EnqueuedRef, 400: ErrorBody, 413: ErrorBody, 422: ErrorBody, 429: ErrorBody },
       description: 'Returns 201 for a new job, 200 with the existing job when the idempotency key was already used.',
     },
   }, async (request, reply) => {
@@ -41,7 +41,7 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     schema: {
       summary: 'Enqueue many jobs in one transaction', tags: ['jobs'], headers: TenantHeaders,
       body: Type.Object({ jobs: Type.Array(EnqueueBody, { minItems: 1, maxItems: config.maxBatchSize }) }, { additionalProperties: false }),
-      response: { 200: Type.Object({ jobs: Type.Array(EnqueuedRef) }), 400: ErrorBody, 413: ErrorBody, 422: ErrorBody },
+      response: { 200: Type.Object({ jobs: Type.Array(EnqueuedRef) }), 400: ErrorBody, 413: ErrorBody, 422: ErrorBody, 429: ErrorBody },
     },
   }, async (request) => {
     const tenantId = requireTenant(request);

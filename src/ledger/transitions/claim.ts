@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { notPaused } from '../../flow/pauses.ts';
 import { covers, quotaInForce, quotaRoom } from '../../flow/quota-sql.ts';
-import { appendHistory, historyInsert } from './history.ts';
+import { appendHistory, recordTransitions } from './history.ts';
 import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, TransitionRecord } from '../types.ts';
 
 /**
@@ -100,9 +100,7 @@ WITH RECURSIVE heads AS (
     coalesce($5::integer, jt.lease_ms) AS lease_ms, p.n_all
 ), entries AS (
   SELECT id, tenant_id, job_type, from_state, 'leased'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
-), hist AS (
-  ${historyInsert('entries', '$7::uuid', '$6', 'NULL')}
-), spent AS (
+), ${recordTransitions('entries', '$7::uuid', '$6', 'NULL')}, spent AS (
   SELECT x.tenant_id, x.job_type, count(*)::integer AS n FROM upd u JOIN room x ON ${covers('x', 'u.tenant_id', 'u.job_type')}
   GROUP BY x.tenant_id, x.job_type
 ), throttled AS (

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { historyInsert } from './history.ts';
+import { recordTransitions } from './history.ts';
 import type { Actor, EnqueueResult, JobState } from '../types.ts';
 import type { PreparedJob } from '../validate.ts';
 
@@ -44,9 +44,7 @@ WITH input AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, NULL::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, 0 AS attempt,
          NULL::uuid AS lease_id, NULL::jsonb AS error FROM ins
-), hist AS (
-  ${historyInsert('entries', '$4::uuid', '$2', '$3')}
-), wake AS (
+), ${recordTransitions('entries', '$4::uuid', '$2', '$3')}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins WHERE run_after <= now() GROUP BY job_type
 )
 SELECT ins.id, ins.tenant_id, ins.job_type, ins.idempotency_key, ins.state, (SELECT count(*) FROM wake) AS woken

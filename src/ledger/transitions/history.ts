@@ -1,3 +1,27 @@
+/** The states counted in orch.queue_counts: the live ones (terminal states only grow, and nobody pages on them). */
+export const COUNTED_STATES = ['queued', 'failed', 'leased', 'dead_lettered'] as const;
+
+/**
+ * The bookkeeping CTEs of every transition statement, from its `entries` CTE
+ * (id, tenant_id, job_type, from_state, to_state, attempt, lease_id, error):
+ * the history rows (historyInsert) and the net change of the queue counts
+ * (src/ledger/queue-counts.ts), one row per tenant, type and state touched.
+ */
+export function recordTransitions(entries: string, batch: string, actor: string, reason: string): string {
+  return `hist AS (
+  ${historyInsert(entries, batch, actor, reason)}
+), count_deltas AS (
+  INSERT INTO orch.queue_deltas (tenant_id, job_type, state, delta)
+  SELECT tenant_id, job_type, state, sum(d) FROM (
+    SELECT tenant_id, job_type, from_state AS state, -1 AS d FROM ${entries} WHERE from_state IS NOT NULL
+    UNION ALL
+    SELECT tenant_id, job_type, to_state, 1 FROM ${entries}
+  ) x
+  WHERE state IN (${COUNTED_STATES.map((s) => `'${s}'`).join(', ')})
+  GROUP BY tenant_id, job_type, state HAVING sum(d) <> 0
+)`;
+}
+
 /**
  * The history half of every transition statement. Each statement gets a
  * fresh batch id; the jobs it changes append that id to jobs.history, and
@@ -6,7 +30,7 @@
  * `source` names a CTE with columns id, tenant_id, from_state, to_state,
  * attempt, lease_id, error; `batch`, `actor` and `reason` are SQL expressions.
  */
-export function historyInsert(source: string, batch: string, actor: string, reason: string): string {
+function historyInsert(source: string, batch: string, actor: string, reason: string): string {
   return `INSERT INTO orch.job_transitions (batch_id, tenant_id, actor, reason, job_ids, from_states, to_states, attempts, lease_ids, errors)
   SELECT ${batch}, tenant_id, ${actor}, ${reason}, array_agg(id), array_agg(from_state), array_agg(to_state),
          array_agg(attempt), array_agg(lease_id), array_agg(error)

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { freeQuotaSlots } from '../../flow/quota-sql.ts';
-import { appendHistory, historyInsert } from './history.ts';
+import { appendHistory, recordTransitions } from './history.ts';
 import type { Actor, TransitionRecord } from '../types.ts';
 
 /**
@@ -20,9 +20,7 @@ WITH picked AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'timed_out'::orch.job_state AS to_state, attempt, lease_id,
          last_error AS error FROM upd
-), hist AS (
-  ${historyInsert('entries', '$3::uuid', '$2', "'timeout'")}
-), ${freeQuotaSlots('entries')}
+), ${recordTransitions('entries', '$3::uuid', '$2', "'timeout'")}, ${freeQuotaSlots('entries')}
 SELECT * FROM upd`);
 
 interface TimeoutRow { id: string; tenant_id: string; job_type: string; attempt: number }
