@@ -29,12 +29,14 @@ import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, Transit
  */
 const claimStatement = prepared('claim', `
 WITH RECURSIVE heads AS (
+  -- ordered like jobs_claim_idx, so each probe is one descent of that index (the primary key also
+  -- sorts by tenant, but walking it would step over every job the tenant ever had)
   SELECT t.job_type, (SELECT j.tenant_id FROM orch.jobs j WHERE j.job_type = t.job_type AND j.state IN ('queued', 'failed')
-                      ORDER BY j.tenant_id LIMIT 1) AS tenant_id
+                      ORDER BY j.tenant_id, j.priority DESC, j.run_after, j.id LIMIT 1) AS tenant_id
   FROM unnest($1::text[]) AS t(job_type) WHERE $4::text[] IS NULL
   UNION ALL
   SELECT h.job_type, (SELECT j.tenant_id FROM orch.jobs j WHERE j.job_type = h.job_type AND j.state IN ('queued', 'failed')
-                      AND j.tenant_id > h.tenant_id ORDER BY j.tenant_id LIMIT 1)
+                      AND j.tenant_id > h.tenant_id ORDER BY j.tenant_id, j.priority DESC, j.run_after, j.id LIMIT 1)
   FROM heads h WHERE h.tenant_id IS NOT NULL
 ), pairs AS (
   SELECT job_type, tenant_id FROM heads WHERE tenant_id IS NOT NULL
