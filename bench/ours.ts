@@ -7,11 +7,12 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { defaultConfig } from '../src/config/config.ts';
 import { createPool } from '../src/ledger/db.ts';
+import { Quotas } from '../src/flow/quotas.ts';
 import { Ledger } from '../src/ledger/ledger.ts';
 import { migrate } from '../src/ledger/migrate.ts';
 import { createWorker, type WorkerOptions } from '../src/sdk/worker.ts';
 import type { DrainResult, EnqueueResult, LatencyResult } from './anchors/types.ts';
-import { chunks, nowMs, paced, sentAt, settle, summarizeLatency, throughput, timeBatches, withClient } from './anchors/util.ts';
+import { chunks, nowMs, paced, sentAt, settle, sleep, summarizeLatency, throughput, timeBatches, withClient } from './anchors/util.ts';
 
 const JOB_TYPE = 'bench_noop';
 const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
@@ -24,17 +25,20 @@ async function reset(connectionString: string): Promise<void> {
   await pool.end();
 }
 
-async function preEnqueue(ledger: Ledger, jobs: number): Promise<void> {
+/** `jobs` no-op jobs spread evenly over `tenants` (tenant ids bench, or t0..t9), interleaved by tenant. */
+async function preEnqueue(ledger: Ledger, jobs: number, tenants: string[] = ['bench']): Promise<void> {
   for (const [start, end] of chunks(jobs, 10_000)) {
-    await ledger.enqueue(Array.from({ length: end - start }, (_, i) => ({ tenantId: 'bench', jobType: JOB_TYPE, payload: { i: start + i } })));
+    await ledger.enqueue(Array.from({ length: end - start }, (_, i) => ({
+      tenantId: tenants[(start + i) % tenants.length]!, jobType: JOB_TYPE, payload: { i: start + i },
+    })));
   }
 }
 
 /** Fresh ledger holding `jobs` queued no-op jobs; not timed. */
-async function prepareDrain(connectionString: string, jobs: number): Promise<void> {
+async function prepareDrain(connectionString: string, jobs: number, tenants?: string[]): Promise<void> {
   await reset(connectionString);
   const pool = createPool(connectionString, 4);
-  await preEnqueue(new Ledger(pool, defaultConfig), jobs);
+  await preEnqueue(new Ledger(pool, defaultConfig), jobs, tenants);
   await pool.end();
   await settle(connectionString, 'orch');
 }
@@ -87,6 +91,60 @@ export async function drainRemote(connectionString: string, jobs: number): Promi
     server.kill('SIGTERM');
     await new Promise((r) => server.once('exit', r));
   }
+}
+
+const TENANTS = Array.from({ length: 10 }, (_, i) => `t${i}`);
+
+/**
+ * Ten tenants compete for one job type; with `controls`, every tenant has a
+ * concurrency cap and a token bucket and the type has a shared cap, all
+ * generous enough not to bind, so the figure is the cost of enforcing them
+ * (quota rows locked, spent and written back in every claim, slots given
+ * back in every ack) on top of the fair round-robin claim.
+ */
+export async function drainTenants(connectionString: string, jobs: number, controls: boolean): Promise<DrainResult> {
+  await prepareDrain(connectionString, jobs, TENANTS);
+  if (controls) {
+    const pool = createPool(connectionString, 2);
+    const quotas = new Quotas(pool, new Ledger(pool, defaultConfig).tenants);
+    const op = { actor: 'bench', reason: 'bench', ticket: 'BENCH' };
+    for (const t of TENANTS) await quotas.set(t, JOB_TYPE, { maxActive: 2_000, ratePerSecond: 1_000_000, burst: 1_000_000 }, op);
+    await quotas.set('*', JOB_TYPE, { maxActive: 20_000 }, op);
+    await pool.end();
+  }
+  return drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1);
+}
+
+/**
+ * Fairness: tenant A has `jobs` queued and workers drain them at full speed
+ * while tenant B submits one job every 100 ms; B's enqueue-to-start latency.
+ */
+export async function fairness(connectionString: string, jobs: number): Promise<LatencyResult & { drainJobsPerSec: number }> {
+  await prepareDrain(connectionString, jobs, ['tenant-a']);
+  const pool = createPool(connectionString, 4);
+  const ledger = new Ledger(pool, defaultConfig);
+  const samples: number[] = [];
+  let drained = 0;
+  const start = performance.now();
+  let drainSeconds = 0;
+  const worker = await createWorker({
+    ...DRAIN_WORKER, connectionString, jobTypes: [JOB_TYPE], handleSignals: false,
+    handler: (job) => {
+      const t = sentAt(job.payload);
+      if (t !== undefined) samples.push(nowMs() - t);
+      else if (++drained === jobs) drainSeconds = (performance.now() - start) / 1000;
+    },
+  });
+  let sent = 0;
+  while (drained < jobs) {
+    await sleep(100);
+    await ledger.enqueue([{ tenantId: 'tenant-b', jobType: JOB_TYPE, payload: { t: nowMs() } }]);
+    sent++;
+  }
+  while (samples.length < sent) await sleep(5);
+  await worker.stop();
+  await pool.end();
+  return { ...summarizeLatency(10, samples), drainJobsPerSec: Math.round(jobs / drainSeconds) };
 }
 
 export async function batchEnqueue(connectionString: string, jobs: number, batchSize: number): Promise<EnqueueResult> {

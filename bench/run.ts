@@ -4,7 +4,8 @@
  * with every figure and ratio. The machine is noisy: compare ratios, not times.
  *
  * Env: ORCH_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
- * BENCH_JOBS (default 100000), BENCH_LATENCY_SECONDS (default 10), BENCH_ONLY (comma list of scenarios).
+ * BENCH_JOBS (default 100000), BENCH_LATENCY_SECONDS (default 10), BENCH_ONLY (comma list of scenarios:
+ * drain, remote, controls, fairness, enqueue, latency).
  */
 import * as graphile from './anchors/graphile.ts';
 import * as pgboss from './anchors/pgboss.ts';
@@ -44,6 +45,19 @@ if (wanted('drain')) {
     figures.drainRemote = { orch: r, ratioToFasterAnchorInProcess: round(r.jobsPerSec / best), target: 0.5 };
     rows.push(['drain remote HTTP (jobs/s)', `${r.jobsPerSec}`, `${g.jobsPerSec}`, `${b.jobsPerSec}`, `${round(r.jobsPerSec / best)}x faster anchor in-process (target >= 0.5)`]);
   }
+}
+
+if (wanted('controls')) {
+  const free = await measure('orch drain, 10 tenants, no controls', () => ours.drainTenants(url, JOBS, false));
+  const held = await measure('orch drain, 10 tenants, caps + token buckets', () => ours.drainTenants(url, JOBS, true));
+  figures.controls = { without: free, with: held, ratio: round(held.jobsPerSec / free.jobsPerSec), target: 0.8 };
+  rows.push(['drain 10 tenants with caps + buckets (jobs/s)', `${held.jobsPerSec}`, '', '', `${round(held.jobsPerSec / free.jobsPerSec)}x without controls (${free.jobsPerSec}/s; target >= 0.8)`]);
+}
+
+if (wanted('fairness')) {
+  const f = await measure('orch fairness (tenant B every 100 ms while A drains)', () => ours.fairness(url, JOBS));
+  figures.fairness = { ...f, target: 'p99 < 50 ms' };
+  rows.push(['fairness: tenant B p99 while A drains (ms)', `${round(f.p99Ms)}`, '', '', `p50 ${round(f.p50Ms)} ms, ${f.samples} samples, A drained at ${f.drainJobsPerSec}/s (target p99 < 50)`]);
 }
 
 if (wanted('enqueue')) {

@@ -1,3 +1,4 @@
+import { FairBuffer } from './fair-buffer.ts';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -144,7 +145,7 @@ export class Worker<P = unknown> extends EventEmitter {
   private readonly waitMs: number;
   private readonly shutdownTimeoutMs: number;
   /** Claimed, not yet started: renewed by heartbeats like running jobs. */
-  private readonly buffer: RunningJob<P>[] = [];
+  private readonly buffer = new FairBuffer<RunningJob<P>>();
   private readonly running = new Map<string, RunningJob<P>>();
   private completes: CompleteInput[] = [];
   private fails: FailInput[] = [];
@@ -310,7 +311,7 @@ export class Worker<P = unknown> extends EventEmitter {
     const now = Date.now();
     const due: HeartbeatInput[] = [];
     const sent = new Map<string, RunningJob<P>>();
-    for (const a of [...this.running.values(), ...this.buffer]) {
+    for (const a of [...this.running.values(), ...this.buffer.values()]) {
       if (a.lost) continue;
       if (a.progressDirty || now - a.renewedAt >= a.lease.leaseMs / 3) {
         due.push({ tenantId: a.tenantId, jobId: a.id, leaseId: a.leaseId, progress: a.progressValue, message: a.message });
@@ -340,10 +341,9 @@ export class Worker<P = unknown> extends EventEmitter {
       this.emit('lost', a.lease, reason);
       return;
     }
-    const i = this.buffer.findIndex((b) => b.id === jobId);
-    if (i >= 0) {
-      const [job] = this.buffer.splice(i, 1);
-      this.emit('lost', job!.lease, reason);
+    const job = this.buffer.remove((b) => b.id === jobId);
+    if (job) {
+      this.emit('lost', job.lease, reason);
       this.wakeFetcher();
     }
   }
@@ -365,7 +365,7 @@ export class Worker<P = unknown> extends EventEmitter {
     this.wakeFetcher();
     await Promise.all(this.fetchLoops);
     // Prefetched leases go back first: waiting for running handlers could outlast their leases.
-    await this.handBack(this.buffer.splice(0).map((b) => ({ tenantId: b.tenantId, jobId: b.id, leaseId: b.leaseId })));
+    await this.handBack(this.buffer.takeAll().map((b) => ({ tenantId: b.tenantId, jobId: b.id, leaseId: b.leaseId })));
     if (this.running.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
