@@ -254,6 +254,8 @@ describe('queue counts', () => {
 
   test('concurrent rollups on separate pools, while transitions run, never count a delta twice', async () => {
     await assertRolledUp('before');
+    const seenBefore = new Map(seen);
+    const grew = (prefix: string) => [...seen].some(([k, n]) => k.includes(prefix) && n > (seenBefore.get(k) ?? 0));
     const pools = Array.from({ length: 5 }, () => createPool(db.url, 2));
     let running = true;
     let taken = 0;
@@ -289,17 +291,34 @@ describe('queue counts', () => {
           await ledger.enqueue(Array.from({ length: 1 + Math.floor(rng() * 15) }, (_, k) => ({
             tenantId: TENANTS[(w + k) % 3]!, jobType: TYPES[k % 2]!, payload: k,
           })));
-          const leases = await ledger.claim({ workerId: `w-conc-${w}`, jobTypes: TYPES, limit: 1 + Math.floor(rng() * 10) });
-          const half = Math.ceil(leases.length / 2);
-          await ledger.complete(refs(leases.slice(0, half)), `worker:w-conc-${w}`);
-          await ledger.fail(refs(leases.slice(half)).map((r) => ({ ...r, error: boom(rng() < 0.8) })), `worker:w-conc-${w}`);
+          // some leases short enough to lapse while the reaper below runs, so acks and expiry race
+          const leases = await ledger.claim({ workerId: `w-conc-${w}`, jobTypes: TYPES, limit: 1 + Math.floor(rng() * 10), ...(rng() < 0.3 ? { leaseMs: 20 } : {}) });
+          const third = Math.ceil(leases.length / 3);
+          await ledger.complete(refs(leases.slice(0, third)), `worker:w-conc-${w}`);
+          await ledger.fail(refs(leases.slice(third, 2 * third)).map((r) => ({ ...r, error: boom(rng() < 0.8) })), `worker:w-conc-${w}`);
+          await ledger.release(refs(leases.slice(2 * third)), `worker:w-conc-${w}`);
         }
       });
+      // cancels and lease expiry racing the workers' claims and acks
+      const reaper = (async () => {
+        while (running) await ledger.expireLeases(50, 'system:test');
+      })();
+      const canceler = (async () => {
+        let i = 0;
+        while (running) {
+          const { rows } = await db.pool.query<{ tenant_id: string; id: string }>(
+            `SELECT tenant_id, id::text AS id FROM orch.jobs WHERE state IN ('queued', 'failed', 'leased') ORDER BY id DESC OFFSET $1 LIMIT 1`, [i++ % 7]);
+          if (!rows[0]) continue;
+          await ledger.cancel(rows[0].tenant_id, rows[0].id, 'operator:test').catch((e: unknown) => {
+            if (!(e instanceof LedgerError && e.code === 'conflict')) throw e; // it moved on meanwhile
+          });
+        }
+      })();
       try {
         await Promise.all(workers);
       } finally {
         running = false;
-        await Promise.all([...rollers, checker]);
+        await Promise.all([...rollers, checker, reaper, canceler]);
       }
     } finally {
       await Promise.all(pools.map((p) => p.end()));
@@ -307,6 +326,9 @@ describe('queue counts', () => {
     assert.ok(taken > 0, 'the concurrent rollups folded deltas');
     assert.ok(rounds > 5, 'the rollups ran many times');
     assert.ok(snapshotChecks > 0, 'counts were checked mid-traffic');
+    for (const t of ['->canceled', ':lease_expired', ':released_by_worker', '->succeeded', '->failed', 'failed->leased']) {
+      assert.ok(grew(t), `the concurrent traffic included ${t}`);
+    }
     await assertCountsMatch('after concurrent rollups');
     await assertRolledUp('after concurrent rollups');
   });
@@ -484,6 +506,22 @@ describe('enqueue backpressure', () => {
     );
     assert.equal(await jobCount('bp_fresh'), jobsBefore, 'the tenant under its limit got nothing either');
     assert.equal(await jobCount('bp_full'), 10);
+  });
+
+  test('at the limit, resubmitting an accepted job (same idempotency key) returns it; a new job is still refused, and every refused job is counted', async () => {
+    const tenant = 'bp_idem';
+    await plane.ledger.enqueue([{ tenantId: tenant, jobType: JOB_TYPE, payload: 0, idempotencyKey: 'k1' }]);
+    await fill(tenant, 9);
+    const [again] = await plane.ledger.enqueue([{ tenantId: tenant, jobType: JOB_TYPE, payload: 0, idempotencyKey: 'k1' }]);
+    assert.equal(again!.created, false, 'the existing job comes back');
+    await assert.rejects(plane.ledger.enqueue([{ tenantId: tenant, jobType: JOB_TYPE, payload: 1, idempotencyKey: 'k2' }]),
+      (e: unknown) => e instanceof LedgerError && e.code === 'backpressure');
+    assert.equal(await jobCount(tenant), 10);
+    const before = await refusedMetric('bp_idem_b');
+    await assert.rejects(plane.ledger.enqueue([
+      { tenantId: 'bp_idem_b', jobType: JOB_TYPE, payload: 1 }, { tenantId: tenant, jobType: JOB_TYPE, payload: 2 },
+    ]));
+    assert.equal(await refusedMetric('bp_idem_b'), before + 1, 'the refused job of the tenant under its limit is counted too');
   });
 
   test('orch enqueue over the limit exits 1 with one stderr line naming the limit', async () => {

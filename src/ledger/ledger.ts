@@ -8,6 +8,7 @@ import { LedgerError } from './errors.ts';
 import { getHistory, getJob, listJobs, type JobFilter } from './queries.ts';
 import { cancel } from './transitions/cancel.ts';
 import { claim } from './transitions/claim.ts';
+import { withoutExisting } from './transitions/enqueue.ts';
 import { complete } from './transitions/complete.ts';
 import { enqueue } from './transitions/enqueue.ts';
 import { expire } from './transitions/expire.ts';
@@ -19,7 +20,7 @@ import type {
   AckOutcome, Actor, ClaimRequest, ClaimRound, CompleteInput, EnqueueInput, EnqueueResult, FailInput, HeartbeatInput,
   HeartbeatOutcome, HistoryEntry, Job, Lease, LeaseRef, LedgerObserver, TransitionRecord,
 } from './types.ts';
-import { prepareJob } from './validate.ts';
+import { prepareJob, type PreparedJob } from './validate.ts';
 
 export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes' | 'maxQueuedPerTenant'>;
 
@@ -56,7 +57,7 @@ export class Ledger {
     const prepared = inputs.map((input, i) => prepareJob(input, this.config.maxPayloadBytes, inputs.length > 1 ? `jobs[${i}]` : '', inputs[i - 1]));
     await this.jobTypes.ensure(prepared.map((p) => p.jobType));
     await this.tenants.ensure(prepared.map((p) => p.tenantId));
-    await this.refuseOverBacklog(prepared.map((p) => p.tenantId));
+    await this.refuseOverBacklog(prepared);
     const results = await enqueue(opts.client ?? this.pool, prepared, opts.actor ?? 'api', opts.reason ?? null);
     this.emit(results.filter((r) => r.created).map((r) => ({
       jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: 'queued', attempt: 0,
@@ -68,21 +69,30 @@ export class Ledger {
    * Backpressure: refuses the whole batch while a tenant's waiting jobs would
    * pass maxQueuedPerTenant. Read from the queue counts, not the job table;
    * batches racing each other may overshoot the limit by their own size.
+   * Resubmits of jobs that already exist (same idempotency key) add nothing,
+   * so a producer retrying an accepted job still gets it back.
    */
-  private async refuseOverBacklog(tenantIds: string[]): Promise<void> {
+  private async refuseOverBacklog(jobs: PreparedJob[]): Promise<void> {
     const limit = this.config.maxQueuedPerTenant;
     if (limit === 0) return;
-    const adding = new Map<string, number>();
-    for (const t of tenantIds) adding.set(t, (adding.get(t) ?? 0) + 1);
-    const backlog = await this.counts.backlog([...adding.keys()]);
-    for (const [tenant, n] of adding) {
-      const waiting = backlog.get(tenant) ?? 0;
-      if (waiting + n > limit) {
-        for (const o of this.observers) o.onEnqueueRefused?.(tenant, n);
-        throw new LedgerError('backpressure', 'tenantId',
-          `tenant ${tenant} has ${waiting} jobs waiting; the limit is ${limit} (ORCH_MAX_QUEUED_PER_TENANT): retry later`);
-      }
-    }
+    const adding = (list: PreparedJob[]) => {
+      const byTenant = new Map<string, number>();
+      for (const j of list) byTenant.set(j.tenantId, (byTenant.get(j.tenantId) ?? 0) + 1);
+      return byTenant;
+    };
+    const over = async (list: PreparedJob[]) => {
+      const byTenant = adding(list);
+      const backlog = await this.counts.backlog([...byTenant.keys()]);
+      return [...byTenant].filter(([t, n]) => (backlog.get(t) ?? 0) + n > limit).map(([t]) => ({ tenant: t, waiting: backlog.get(t) ?? 0 }));
+    };
+    if ((await over(jobs)).length === 0) return;
+    const fresh = await withoutExisting(this.pool, jobs);
+    const refused = await over(fresh);
+    if (refused.length === 0) return;
+    for (const [tenant, n] of adding(jobs)) for (const o of this.observers) o.onEnqueueRefused?.(tenant, n);
+    const { tenant, waiting } = refused[0]!;
+    throw new LedgerError('backpressure', 'tenantId',
+      `tenant ${tenant} has ${waiting} jobs waiting; the limit is ${limit} (ORCH_MAX_QUEUED_PER_TENANT): retry later`);
   }
 
   async claim(req: ClaimRequest): Promise<Lease[]> {

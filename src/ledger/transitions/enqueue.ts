@@ -120,3 +120,14 @@ export async function enqueue(db: Queryable, inputs: PreparedJob[], actor: Actor
   }
   return results as EnqueueResult[];
 }
+
+/** The inputs that would create a job: those without an idempotency key, or whose key is not taken yet. */
+export async function withoutExisting(db: Queryable, inputs: PreparedJob[]): Promise<PreparedJob[]> {
+  const keyed = inputs.filter((i) => i.idempotencyKey !== null && i.idempotencyKey !== undefined);
+  if (keyed.length === 0) return inputs;
+  const { rows } = await existingStatement<EnqueuedRow>(db, [
+    keyed.map((i) => i.tenantId), keyed.map((i) => i.jobType), keyed.map((i) => i.idempotencyKey!),
+  ]);
+  const taken = new Set(rows.map((r) => key(r.tenant_id, r.job_type, r.idempotency_key!)));
+  return inputs.filter((i) => !i.idempotencyKey || !taken.has(key(i.tenantId, i.jobType, i.idempotencyKey)));
+}
