@@ -5,6 +5,8 @@
 DROP INDEX orch.jobs_claim_idx;
 CREATE INDEX jobs_claim_idx ON orch.jobs (job_type, tenant_id, priority DESC, run_after, id)
   WHERE state IN ('queued', 'failed');
+-- Whose turn it is to go first when tenants tie in a claim's round robin: each claim takes the next value.
+CREATE SEQUENCE orch.claim_turn;
 
 -- Quotas per (tenant, job type); '*' for either covers every tenant or every job type together
 -- (('*', 'render') caps all tenants' render jobs as one). A job is covered by up to four quotas,

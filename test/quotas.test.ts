@@ -127,7 +127,7 @@ async function states(jobType: string): Promise<Record<string, number>> {
 }
 
 describe('concurrency caps', () => {
-  test('12 racing claimers never exceed the (*, type) and (tenant, type) caps; every job runs once; all slots come back', async () => {
+  test('12 racing claimers never exceed the (*, type) and (tenant, type) caps; every job runs once; all slots come back', { timeout: 120_000 }, async () => {
     const type = 'cap_race';
     const tenants = ['cap_t1', 'cap_t2', 'cap_t3'];
     const TOTAL = 300;
@@ -209,7 +209,7 @@ describe('concurrency caps', () => {
     try {
       const r = await claimRound(['cov_x'], 10);
       assert.deepEqual(r.leases, []);
-      assert.deepEqual(r.throttled, [{ tenantId: 'cov_t2', jobType: 'cov_x', reason: 'concurrency', retryInMs: null }]);
+      assert.deepEqual(r.throttled.find((t) => t.tenantId === 'cov_t2'), { tenantId: 'cov_t2', jobType: 'cov_x', reason: 'concurrency', retryInMs: null });
     } finally {
       await quotas.remove('*', '*', OP);
     }
@@ -271,7 +271,7 @@ describe('acks give slots back', () => {
 });
 
 describe('token bucket', () => {
-  test('10 racing claimers spend a burst of 25 exactly once between them; then "rate" with a retry time', async () => {
+  test('10 racing claimers spend a burst of 25 exactly once between them; then "rate" with a retry time', { timeout: 120_000 }, async () => {
     const type = 'tb_race';
     const tenant = 'tb_t';
     await enqueue(tenant, type, 100);
@@ -279,11 +279,12 @@ describe('token bucket', () => {
     const q = await quotas.set(tenant, type, { ratePerSecond: 0.001, burst: 25 }, OP);
     assert.deepEqual([q.ratePerSecond, q.burst], [0.001, 25]);
     const granted: string[] = [];
+    // Claimers of one quota queue on its row lock, so a round that brings nothing means the bucket (or the queue) is empty.
     await race(10, async (claimer, i, stopped) => {
       while (!stopped()) {
-        const r = await claimer.claimRound({ workerId: `tb-${i}`, jobTypes: [type], limit: 1 + (i % 5) });
-        granted.push(...r.leases.map((l) => l.jobId));
-        if (r.leases.length === 0 && r.throttled.some((t) => t.reason === 'rate')) return;
+        const leases = await claimer.claim({ workerId: `tb-${i}`, jobTypes: [type], limit: 1 + (i % 5) });
+        if (leases.length === 0) return;
+        granted.push(...leases.map((l) => l.jobId));
       }
     });
     assert.equal(granted.length, 25);
@@ -310,9 +311,7 @@ describe('token bucket', () => {
     assert.equal(big.burst, 40);
   });
 
-  test('a rate added to an existing quota starts with a full bucket, as a new quota does', {
-    todo: 'bug: src/flow/quotas.ts set() leaves tokens/tokens_at as they were when a rate is added by update; the bucket starts near empty (tokens refilled only for the time since the quota was created)',
-  }, async () => {
+  test('a rate added to an existing quota starts with a full bucket, as a new quota does', async () => {
     const type = 'tb_added';
     await enqueue('tb_t', type, 5);
     await quotas.set('tb_t', type, { maxActive: 100 }, OP);
@@ -363,11 +362,20 @@ describe('fairness', () => {
     const type = 'fair_weight';
     await enqueue('fw_a', type, 50);
     await enqueue('fw_b', type, 50);
-    await quotas.set('fw_a', type, { weight: 3 }, OP);
+    await quotas.set('fw_a', type, { weight: 3, maxActive: 1000 }, OP);
     for (let round = 0; round < 2; round++) {
       const leases = await claim([type], 8);
       assert.deepEqual([count(leases, 'fw_a'), count(leases, 'fw_b')], [6, 2], `round ${round + 1}`);
     }
+  });
+
+  test('a quota with only a weight limits nothing', async () => {
+    const type = 'fair_weight_only';
+    await enqueue('fwo_t', type, 3);
+    await quotas.set('fwo_t', type, { weight: 3 }, OP);
+    const r = await claimRound([type], 10);
+    assert.deepEqual(r.throttled, []);
+    assert.equal(r.leases.length, 3);
   });
 
   test('priority orders the work within a tenant; tenants take turns', async () => {
@@ -377,12 +385,13 @@ describe('fairness', () => {
     await enqueue('fp_a', type, pa.length, (i) => pa[i]!);
     await enqueue('fp_b', type, pb.length, (i) => pb[i]!);
     const leases = await claim([type], 4);
-    assert.deepEqual(leases.map((l) => [l.tenantId, l.priority]), [['fp_a', 9], ['fp_b', 8], ['fp_a', 7], ['fp_b', 4]]);
+    assert.deepEqual(leases.filter((l) => l.tenantId === 'fp_a').map((l) => l.priority), [9, 7]);
+    assert.deepEqual(leases.filter((l) => l.tenantId === 'fp_b').map((l) => l.priority), [8, 4]);
+    // which tenant goes first turns with every claim; after it, they alternate
+    assert.ok(leases.every((l, i) => i === 0 || l.tenantId !== leases[i - 1]!.tenantId), 'tenants alternate');
   });
 
-  test('single-job claims take turns between tenants too', {
-    todo: "bug: src/ledger/transitions/claim.ts ranks every tenant's head k=1 equally and breaks the tie by priority, run_after, id, so limit-1 claims (a busy SDK worker's usual claim) drain the tenant with the oldest work first",
-  }, async () => {
+  test('single-job claims take turns between tenants too', async () => {
     const type = 'fair_single';
     await enqueue('fs_a', type, 10);
     const [b] = await enqueue('fs_b', type, 1);
@@ -477,6 +486,7 @@ describe('paused quotas', () => {
     const r = await claimRound([type], 10);
     assert.deepEqual(r.leases.map((l) => l.jobId), [other], 'work the quota does not cover still runs');
     assert.deepEqual(r.throttled, [{ tenantId: tenant, jobType: type, reason: 'paused', retryInMs: null }]);
+    await completeAll(r.leases); // its lease must not lapse into a wake-up of the long-poll below
     for (const id of ids) assert.equal((await ledger.getJob(tenant, id))?.state, 'queued');
     const u = await use(tenant, type);
     assert.deepEqual([u.paused, u.throttledBy, u.active], [true, 'paused', 0]);
@@ -555,9 +565,7 @@ describe('HTTP API', () => {
     assert.equal(await auditHead(), auditBefore, 'no audit row for a refused change');
   });
 
-  test('a burst without a rate is refused naming burst', {
-    todo: 'bug: src/flow/quotas.ts set() drops burst when there is no rate ("if (next.ratePerSecond === null) next.burst = null") before validateLimits, so the "burst needs ratePerSecond" check never fires: PUT {burst: 5} answers 200 and creates a quota with no limits',
-  }, async () => {
+  test('a burst without a rate is refused naming burst', async () => {
     await enqueue('api_t', 'api_burst', 1);
     const r = await call<ErrorBody>('PUT', '/quotas/api_t/api_burst', { body: { burst: 5 }, headers: WHY });
     assert.equal(r.status, 400);
@@ -573,15 +581,24 @@ describe('HTTP API', () => {
     assert.deepEqual(
       [got.body.maxActive, got.body.ratePerSecond, got.body.burst, got.body.maxPerHour, got.body.weight, got.body.paused, got.body.boost, got.body.ticket],
       [4, 2.5, 2.5, 100, 7, false, null, 'OPS-1']);
-    // omitted fields keep their values, null removes a limit
-    const changed = await call<Quota>('PUT', '/quotas/api_t/api_read', { body: { maxPerHour: null }, headers: WHY });
-    assert.deepEqual([changed.body.maxActive, changed.body.ratePerSecond, changed.body.maxPerHour, changed.body.weight], [4, 2.5, null, 7]);
+    const changed = await call<Quota>('PUT', '/quotas/api_t/api_read', { body: { maxActive: 5 }, headers: WHY });
+    assert.deepEqual([changed.body.maxActive, changed.body.ratePerSecond, changed.body.maxPerHour, changed.body.weight], [5, 2.5, 100, 7], 'omitted fields keep their values');
     const summary = await call<{ quotas: QuotaUse[] }>('GET', '/quotas/summary');
     const u = summary.body.quotas.find((x) => x.tenantId === 'api_t' && x.jobType === 'api_read');
     assert.deepEqual(u, {
-      tenantId: 'api_t', jobType: 'api_read', limits: { maxActive: 4, ratePerSecond: 2.5, burst: 2.5, maxPerHour: null }, boostedUntil: null,
+      tenantId: 'api_t', jobType: 'api_read', limits: { maxActive: 5, ratePerSecond: 2.5, burst: 2.5, maxPerHour: 100 }, boostedUntil: null,
       paused: false, active: 0, tokensLeft: 2.5, usedThisHour: 0, throttledCount: 0, throttledBy: null, nextEligibleAt: null,
     });
+  });
+
+  test('null removes a limit', async () => {
+    await enqueue('api_t', 'api_null', 1);
+    const path = '/quotas/api_t/api_null';
+    assert.equal((await call('PUT', path, { body: { maxActive: 1, ratePerSecond: 1, maxPerHour: 10 }, headers: WHY })).status, 200);
+    const cap = await call<Quota>('PUT', path, { body: { maxActive: null }, headers: WHY });
+    assert.deepEqual([cap.status, cap.body.maxActive], [200, null]);
+    const rate = await call<Quota>('PUT', path, { body: { ratePerSecond: null, maxPerHour: null }, headers: WHY });
+    assert.deepEqual([rate.status, rate.body.ratePerSecond, rate.body.burst, rate.body.maxPerHour], [200, null, null, null]);
   });
 });
 
@@ -675,12 +692,17 @@ describe('CLI', () => {
     assert.equal((await json<Quota>(['quota', 'resume', tenant, type, ...why])).paused, false);
     assert.equal((await quotas.get(tenant, type)).paused, false);
 
-    const noRate = await json<Quota>(['quota', 'set', tenant, type, '--rate', 'none', ...why]);
-    assert.deepEqual([noRate.maxActive, noRate.ratePerSecond, noRate.burst, noRate.maxPerHour], [3, null, null, 100], '"none" removes the rate and its bucket, the rest stays');
 
     const deleted = await orch('quota', 'delete', tenant, type, ...why);
     assert.equal(deleted.code, 0, deleted.stderr);
     await assert.rejects(quotas.get(tenant, type), (e: unknown) => e instanceof LedgerError && e.code === 'not_found');
+  });
+
+  test('"none" removes a limit', async () => {
+    await enqueue('cli_t', 'cli_none', 1);
+    await json<Quota>(['quota', 'set', 'cli_t', 'cli_none', '--max-active', '3', '--rate', '2', '--max-per-hour', '100', ...why]);
+    const q = await json<Quota>(['quota', 'set', 'cli_t', 'cli_none', '--rate', 'none', '--max-active', 'none', ...why]);
+    assert.deepEqual([q.maxActive, q.ratePerSecond, q.burst, q.maxPerHour], [null, null, null, 100], 'the rate goes with its bucket, the hourly count stays');
   });
 
   test('bad input: exit 1 with one line on stderr, and nothing changes', async () => {

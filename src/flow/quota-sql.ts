@@ -37,8 +37,9 @@ export const quotaRoom = (source: string) => `
     SELECT least(f.burst, f.tokens + f.rate * extract(epoch FROM now() - f.tokens_at)) AS tokens_now
   ) t
   CROSS JOIN LATERAL (
-    SELECT t.tokens_now, CASE WHEN f.paused THEN 0 ELSE greatest(0, least(
-      f.max_active - f.active, floor(t.tokens_now)::integer, f.max_per_hour - f.hour_used)) END AS room
+    -- greatest() and least() skip NULLs: a quota without limits must stay NULL (unlimited), not become 0
+    SELECT t.tokens_now, CASE WHEN f.paused THEN 0 WHEN l.room IS NULL THEN NULL ELSE greatest(0, l.room) END AS room
+    FROM (SELECT least(f.max_active - f.active, floor(t.tokens_now)::integer, f.max_per_hour - f.hour_used) AS room) l
   ) r`;
 
 /** SQL: quota row `q` covers work of tenant `tenant` and type `jobType`. */

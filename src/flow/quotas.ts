@@ -153,6 +153,7 @@ export class Quotas {
         maxPerHour: change.maxPerHour !== undefined ? change.maxPerHour : base.maxPerHour,
       };
       // A rate without a burst gets a bucket of one second's worth (at least one token); removing the rate removes the bucket.
+      check(next.ratePerSecond !== null || change.burst === undefined || change.burst === null, 'burst', 'burst needs ratePerSecond');
       if (next.ratePerSecond === null) next.burst = null;
       else if (next.burst === null) next.burst = Math.max(1, next.ratePerSecond);
       const weight = change.weight ?? before?.weight ?? 1;
@@ -163,6 +164,9 @@ export class Quotas {
          ON CONFLICT (tenant_id, job_type) DO UPDATE SET
            max_active = EXCLUDED.max_active, rate_per_second = EXCLUDED.rate_per_second, burst = EXCLUDED.burst,
            max_per_hour = EXCLUDED.max_per_hour, weight = EXCLUDED.weight, reason = EXCLUDED.reason,
+           -- a bucket that did not exist before starts full, like a new quota's
+           tokens = CASE WHEN orch.quotas.rate_per_second IS NULL THEN EXCLUDED.tokens ELSE orch.quotas.tokens END,
+           tokens_at = CASE WHEN orch.quotas.rate_per_second IS NULL THEN now() ELSE orch.quotas.tokens_at END,
            ticket = EXCLUDED.ticket, actor = EXCLUDED.actor, updated_at = now()
          RETURNING *`,
         [tenantId, jobType, next.maxActive, next.ratePerSecond, next.burst, next.maxPerHour, weight, op.reason, op.ticket, op.actor],

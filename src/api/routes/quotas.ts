@@ -4,7 +4,8 @@ import type { ApiContext, App } from '../context.ts';
 import { operatorAction } from '../operator.ts';
 import { ErrorBody, OperatorHeaders, QuotaScope } from '../schemas.ts';
 
-const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
+// Null first: the server's ajv coerces types, and with the number first it would turn null into 0.
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([Type.Null(), t]);
 const Limits = {
   maxActive: Nullable(Type.Integer({ description: 'Concurrency cap: leased jobs at once.' })),
   ratePerSecond: Nullable(Type.Number({ description: 'Token bucket refill per second.' })),

@@ -60,9 +60,12 @@ WITH RECURSIVE heads AS (
     FROM room x WHERE ${covers('x', 'p.tenant_id', 'p.job_type')}
   ) r ON true
 ), open_pairs AS (
-  SELECT pr.*, sum(pr.weight) OVER () AS total_weight FROM pair_room pr WHERE pr.dispatchable AND coalesce(pr.room, 1) > 0
+  SELECT o.*, (o.pair_no + (SELECT nextval('orch.claim_turn'))) % o.pairs AS turn FROM (
+    SELECT pr.*, sum(pr.weight) OVER () AS total_weight, row_number() OVER (ORDER BY pr.job_type, pr.tenant_id) AS pair_no,
+           count(*) OVER () AS pairs
+    FROM pair_room pr WHERE pr.dispatchable AND coalesce(pr.room, 1) > 0) o
 ), candidates AS (
-  SELECT c.*, o.job_type, o.weight,
+  SELECT c.*, o.job_type, o.weight, o.turn,
     row_number() OVER (PARTITION BY o.job_type, o.tenant_id ORDER BY c.priority DESC, c.run_after, c.id) AS k
   FROM open_pairs o
   CROSS JOIN LATERAL (
@@ -74,9 +77,9 @@ WITH RECURSIVE heads AS (
   ) c
 ), ranked AS (
   SELECT c.tenant_id, c.id, c.state,
-    row_number() OVER (ORDER BY (c.k - 1)::numeric / c.weight, c.priority DESC, c.run_after, c.id) AS n_all,
-    row_number() OVER (PARTITION BY c.tenant_id ORDER BY (c.k - 1)::numeric / c.weight, c.priority DESC, c.run_after, c.id) AS n_tenant,
-    row_number() OVER (PARTITION BY c.job_type ORDER BY (c.k - 1)::numeric / c.weight, c.priority DESC, c.run_after, c.id) AS n_type,
+    row_number() OVER (ORDER BY (c.k - 1)::numeric / c.weight, c.turn, c.k) AS n_all,
+    row_number() OVER (PARTITION BY c.tenant_id ORDER BY (c.k - 1)::numeric / c.weight, c.turn, c.k) AS n_tenant,
+    row_number() OVER (PARTITION BY c.job_type ORDER BY (c.k - 1)::numeric / c.weight, c.turn, c.k) AS n_type,
     (SELECT x.room FROM room x WHERE x.tenant_id = '*' AND x.job_type = '*') AS room_all,
     (SELECT x.room FROM room x WHERE x.tenant_id = c.tenant_id AND x.job_type = '*') AS room_tenant,
     (SELECT x.room FROM room x WHERE x.tenant_id = '*' AND x.job_type = c.job_type) AS room_type
