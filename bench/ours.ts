@@ -9,6 +9,8 @@ import { defaultConfig } from '../src/config/config.ts';
 import { createPool } from '../src/ledger/db.ts';
 import { Quotas } from '../src/flow/quotas.ts';
 import { Ledger } from '../src/ledger/ledger.ts';
+import { QueueCountRollup } from '../src/ledger/queue-counts.ts';
+import { createLogger } from '../src/logging.ts';
 import { migrate } from '../src/ledger/migrate.ts';
 import { createWorker, type WorkerOptions } from '../src/sdk/worker.ts';
 import type { DrainResult, EnqueueResult, LatencyResult } from './anchors/types.ts';
@@ -123,10 +125,15 @@ export async function fairness(connectionString: string, jobs: number): Promise<
   await prepareDrain(connectionString, jobs, ['tenant-a']);
   const pool = createPool(connectionString, 4);
   const ledger = new Ledger(pool, defaultConfig);
+  // What `orch serve` runs beside the workers: backpressure reads the queue counts on every enqueue.
+  const rollup = new QueueCountRollup(ledger.counts, defaultConfig.maintenance.queueCountRollupIntervalMs, createLogger('silent'));
+  rollup.start();
   const samples: number[] = [];
   let drained = 0;
   const start = performance.now();
   let drainSeconds = 0;
+  // A smaller prefetch than the throughput runs: a quiet tenant's job waits for the next claim,
+  // and claims come as fast as the buffer empties.
   const worker = await createWorker({
     ...DRAIN_WORKER, connectionString, jobTypes: [JOB_TYPE], handleSignals: false,
     handler: (job) => {
@@ -143,6 +150,7 @@ export async function fairness(connectionString: string, jobs: number): Promise<
   }
   while (samples.length < sent) await sleep(5);
   await worker.stop();
+  await rollup.stop();
   await pool.end();
   return { ...summarizeLatency(10, samples), drainJobsPerSec: Math.round(jobs / drainSeconds) };
 }
