@@ -11,8 +11,8 @@ CREATE SEQUENCE orch.claim_turn;
 -- Quotas per (tenant, job type); '*' for either covers every tenant or every job type together
 -- (('*', 'render') caps all tenants' render jobs as one). A job is covered by up to four quotas,
 -- (tenant, type), (tenant, '*'), ('*', type), ('*', '*'), and every one must allow a claim.
--- The claim statement locks the quotas it uses (in key order, so claimers and acks never
--- deadlock), spends from them and writes the new state back in the same transaction.
+-- The claim statement locks the quotas it uses (in key order, so claimers never deadlock),
+-- spends from them and writes the new state back in the same transaction.
 CREATE TABLE orch.quotas (
   tenant_id        text NOT NULL,
   job_type         text NOT NULL,
@@ -48,6 +48,15 @@ CREATE TABLE orch.quotas (
   PRIMARY KEY (tenant_id, job_type),
   CHECK ((rate_per_second IS NULL) = (burst IS NULL)),
   CHECK (burst >= 1 AND burst >= rate_per_second)
+);
+
+-- Concurrency slots given back by acks, one row per quota and statement. Acks only insert here,
+-- so they never wait on a quota row that claims hold locked; the next claim of the quota (holding
+-- its lock) deletes the rows it can see and subtracts them from `active`.
+CREATE TABLE orch.quota_releases (
+  tenant_id  text NOT NULL,
+  job_type   text NOT NULL,
+  n          integer NOT NULL
 );
 
 -- What operators did to the controls, append-only: rows are never updated or deleted.

@@ -147,13 +147,15 @@ describe('concurrency caps', () => {
     await completeAll(first);
     const completed = first.map((l) => l.jobId);
 
-    /** One snapshot of the database: leased jobs and the quotas' active counts move together and stay within the caps. */
+    /** One snapshot of the database: leased jobs and the quotas' active counts (net of slots acks released) move together and stay within the caps. */
     async function checkSnapshot(): Promise<void> {
       const { rows: [s] } = await db.pool.query<{ leased: number; leased_t1: number; active: number; active_t1: number }>(
         `SELECT (SELECT count(*)::int FROM orch.jobs WHERE job_type = $1 AND state = 'leased') AS leased,
                 (SELECT count(*)::int FROM orch.jobs WHERE job_type = $1 AND state = 'leased' AND tenant_id = 'cap_t1') AS leased_t1,
-                (SELECT active FROM orch.quotas WHERE tenant_id = '*' AND job_type = $1) AS active,
-                (SELECT active FROM orch.quotas WHERE tenant_id = 'cap_t1' AND job_type = $1) AS active_t1`, [type]);
+                (SELECT active - coalesce((SELECT sum(n) FROM orch.quota_releases WHERE tenant_id = '*' AND job_type = $1), 0)
+                   FROM orch.quotas WHERE tenant_id = '*' AND job_type = $1)::int AS active,
+                (SELECT active - coalesce((SELECT sum(n) FROM orch.quota_releases WHERE tenant_id = 'cap_t1' AND job_type = $1), 0)
+                   FROM orch.quotas WHERE tenant_id = 'cap_t1' AND job_type = $1)::int AS active_t1`, [type]);
       assert.ok(s!.leased <= CAP && s!.leased_t1 <= CAP_T1, `leased ${s!.leased} (cap ${CAP}), of cap_t1 ${s!.leased_t1} (cap ${CAP_T1})`);
       assert.deepEqual([s!.active, s!.active_t1], [s!.leased, s!.leased_t1], 'active counts equal the leased jobs they cover');
     }

@@ -7,9 +7,9 @@ import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
  * boost ends at boost_until without anyone writing the row.
  */
 
-/** Columns of the quota row `q` with its limits in force and its use brought up to now(). */
-export const quotaInForce = (q: string) => `
-  ${q}.tenant_id, ${q}.job_type, ${q}.weight, ${q}.paused, ${q}.active, ${q}.max_per_hour, ${q}.throttled_count,
+/** Columns of the quota row `q` with its limits in force and its use brought up to now(); `active` may net out releases. */
+export const quotaInForce = (q: string, active = `${q}.active`) => `
+  ${q}.tenant_id, ${q}.job_type, ${q}.weight, ${q}.paused, (${active})::integer AS active, ${q}.max_per_hour, ${q}.throttled_count,
   ${q}.tokens, ${q}.tokens_at, ${q}.hour_start,
   (${q}.boost_until > now()) AS boosted,
   CASE WHEN ${q}.boost_until > now() THEN coalesce(${q}.boost_max_active, ${q}.max_active) ELSE ${q}.max_active END AS max_active,
@@ -49,27 +49,25 @@ export const covers = (q: string, tenant: string, jobType: string) =>
 /**
  * CTEs that give back the concurrency slots of leases a transition ended,
  * for transitions whose `entries` CTE has tenant_id, job_type, from_state
- * and to_state. Quota rows are locked in key order, as the claim locks them,
- * so an ack and a claim can never deadlock. Freed slots wake claimers of the
- * type, which may have been held back by the cap.
+ * and to_state: one orch.quota_releases row per covering quota. Insert-only,
+ * so an ack never waits on a quota row a claim holds; the quota's next claim
+ * folds the rows in. Freed slots of capped quotas wake claimers of the type
+ * (identical notifications in one transaction are delivered once).
  */
 export const freeQuotaSlots = (entries: string) => `
 ended_leases AS (
   SELECT tenant_id, job_type, count(*) AS n FROM ${entries}
   WHERE from_state = 'leased' AND to_state <> 'leased' GROUP BY tenant_id, job_type
-), freed AS (
-  SELECT q.tenant_id, q.job_type, sum(e.n)::integer AS n
-  FROM ended_leases e JOIN orch.quotas q ON ${covers('q', 'e.tenant_id', 'e.job_type')}
-  GROUP BY q.tenant_id, q.job_type
-), freed_locked AS (
-  SELECT q.tenant_id, q.job_type FROM orch.quotas q JOIN freed f USING (tenant_id, job_type)
-  ORDER BY q.tenant_id, q.job_type FOR UPDATE OF q
 ), slots_freed AS (
-  -- a data-modifying CTE runs to completion unread, RETURNING included; identical
-  -- notifications in one transaction are delivered once
-  UPDATE orch.quotas q SET active = greatest(0, q.active - f.n)
-  FROM freed f JOIN freed_locked l USING (tenant_id, job_type)
-  WHERE q.tenant_id = f.tenant_id AND q.job_type = f.job_type
+  INSERT INTO orch.quota_releases (tenant_id, job_type, n)
+  SELECT q.tenant_id, q.job_type, sum(e.n) FROM ended_leases e JOIN orch.quotas q ON ${covers('q', 'e.tenant_id', 'e.job_type')}
+  GROUP BY q.tenant_id, q.job_type
   RETURNING (SELECT count(pg_notify('${JOBS_CHANNEL}', e.job_type || ' ' || e.n)) FROM ended_leases e
-             WHERE coalesce(q.max_active, q.boost_max_active) IS NOT NULL AND ${covers('q', 'e.tenant_id', 'e.job_type')}) AS woken
+             WHERE EXISTS (SELECT 1 FROM orch.quotas q WHERE q.tenant_id = orch.quota_releases.tenant_id
+               AND q.job_type = orch.quota_releases.job_type AND coalesce(q.max_active, q.boost_max_active) IS NOT NULL)
+             AND ${covers('orch.quota_releases', 'e.tenant_id', 'e.job_type')}) AS woken
 )`;
+
+/** SQL: slots released to quota `q` by acks and not yet folded into q.active. */
+export const pendingReleases = (q: string) =>
+  `coalesce((SELECT sum(r.n) FROM orch.quota_releases r WHERE r.tenant_id = ${q}.tenant_id AND r.job_type = ${q}.job_type), 0)`;

@@ -7,7 +7,7 @@ import type { Tenants } from '../ledger/tenants.ts';
 import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
 import { validateTenant } from '../ledger/validate.ts';
 import { ALL } from './pauses.ts';
-import { covers, quotaInForce, quotaRoom } from './quota-sql.ts';
+import { covers, pendingReleases, quotaInForce, quotaRoom } from './quota-sql.ts';
 
 /** Limits of a quota; null means no limit of that kind. */
 export interface QuotaLimits {
@@ -182,6 +182,7 @@ export class Quotas {
     return withTransaction(this.pool, async (tx) => {
       const row = await this.lock(tx, tenantId, jobType);
       await tx.query('DELETE FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2', [tenantId, jobType]);
+      await tx.query('DELETE FROM orch.quota_releases WHERE tenant_id = $1 AND job_type = $2', [tenantId, jobType]);
       await this.audit(tx, op, 'quota.delete', tenantId, jobType, { before: limitsOf(row) });
       await wake(tx, jobType);
       return toQuota(row);
@@ -259,7 +260,8 @@ export class Quotas {
       tenant_id: string; job_type: string; max_active: number | null; rate: number | null; burst: number | null; max_per_hour: number | null;
       boosted: boolean; boost_until: Date | null; paused: boolean; active: number; tokens_now: number | null; hour_used: number;
       throttled_count: string; reason: QuotaUse['throttledBy']; next_eligible_at: Date | null;
-    }>(`WITH f AS (SELECT ${quotaInForce('q')}, q.boost_until FROM orch.quotas q) ${quotaRoom('f')} ORDER BY f.tenant_id, f.job_type`);
+    }>(`WITH f AS (SELECT ${quotaInForce('q', `q.active - ${pendingReleases('q')}`)}, q.boost_until FROM orch.quotas q)
+        ${quotaRoom('f')} ORDER BY f.tenant_id, f.job_type`);
     return rows.map((r) => ({
       tenantId: r.tenant_id, jobType: r.job_type,
       limits: { maxActive: r.max_active, ratePerSecond: r.rate, burst: r.burst, maxPerHour: r.max_per_hour },
@@ -291,6 +293,11 @@ export class Quotas {
     });
   }
 
+  /** Reclaims the space of folded release rows (claims delete them all the time; autovacuum may be off). */
+  async compact(): Promise<void> {
+    await this.pool.query('VACUUM orch.quota_releases');
+  }
+
   /** Recounts every quota's active leases from the job table (a cheap safety net; see reconcileActive). */
   async reconcile(): Promise<void> {
     await withTransaction(this.pool, (tx) => reconcileActive(tx, null, null));
@@ -320,8 +327,11 @@ async function reconcileActive(tx: Queryable, tenantId: string | null, jobType: 
   await tx.query(
     `SELECT 1 FROM orch.quotas WHERE $1::text IS NULL OR (tenant_id = $1 AND job_type = $2)
      ORDER BY tenant_id, job_type FOR UPDATE`, [tenantId, jobType]);
+  // One statement, one snapshot: releases whose acks committed are deleted together with counting
+  // their jobs as no longer leased; later releases stay and are netted out by the next claim.
   await tx.query(
-    `WITH leased AS (SELECT tenant_id, job_type, count(*) AS n FROM orch.jobs WHERE state = 'leased' GROUP BY tenant_id, job_type)
+    `WITH leased AS (SELECT tenant_id, job_type, count(*) AS n FROM orch.jobs WHERE state = 'leased' GROUP BY tenant_id, job_type),
+     gone AS (DELETE FROM orch.quota_releases r WHERE $1::text IS NULL OR (r.tenant_id = $1 AND r.job_type = $2) RETURNING 1)
      UPDATE orch.quotas q SET active = coalesce((SELECT sum(l.n) FROM leased l WHERE ${covers('q', 'l.tenant_id', 'l.job_type')}), 0)
-     WHERE $1::text IS NULL OR (q.tenant_id = $1 AND q.job_type = $2)`, [tenantId, jobType]);
+     WHERE ($1::text IS NULL OR (q.tenant_id = $1 AND q.job_type = $2)) AND (SELECT count(*) FROM gone) >= 0`, [tenantId, jobType]);
 }

@@ -14,8 +14,9 @@ import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, Transit
  *   through the claim index (one probe per tenant, never a scan of a queue).
  * - Dispatch pauses (src/flow/pauses.ts) hold back what they cover.
  * - Quotas covering the work (src/flow/quota-sql.ts) are locked in key order
- *   and give the room left: concurrency, tokens, hourly count. Two claimers
- *   of the same quota queue on its row lock, so they never spend the same room.
+ *   and give the room left: concurrency (net of slots acks released since),
+ *   tokens, hourly count. Two claimers of the same quota queue on its row
+ *   lock, so they never spend the same room.
  * - Tenants share the claim by weighted round robin: each (type, tenant) gets
  *   its share of `limit`, taken from the head of its own queue (priority,
  *   then run_after, then id), and the heads are interleaved. One tenant's
@@ -43,12 +44,21 @@ WITH RECURSIVE heads AS (
   UNION ALL
   SELECT t.job_type, u.tenant_id FROM unnest($1::text[]) AS t(job_type) CROSS JOIN unnest($4::text[]) AS u(tenant_id)
 ), locked_quotas AS (
-  SELECT ${quotaInForce('q')} FROM orch.quotas q
+  SELECT q.* FROM orch.quotas q
   WHERE q.job_type IN (SELECT job_type FROM pairs UNION ALL SELECT '*')
     AND q.tenant_id IN (SELECT tenant_id FROM pairs UNION ALL SELECT '*')
   ORDER BY q.tenant_id, q.job_type FOR UPDATE OF q
+), released AS (
+  -- slots acks gave back; DELETE ... RETURNING takes each row once even if another claim of the
+  -- quota saw it in its snapshot (that claim waited for our lock and finds the row gone)
+  DELETE FROM orch.quota_releases r USING locked_quotas l WHERE r.tenant_id = l.tenant_id AND r.job_type = l.job_type
+  RETURNING r.tenant_id, r.job_type, r.n
+), in_force AS (
+  SELECT ${quotaInForce('l', 'l.active - coalesce(rs.n, 0)')}, coalesce(rs.n, 0) AS released
+  FROM locked_quotas l LEFT JOIN (SELECT tenant_id, job_type, sum(n) AS n FROM released GROUP BY tenant_id, job_type) rs
+    USING (tenant_id, job_type)
 ), room AS (
-  ${quotaRoom('locked_quotas')}
+  ${quotaRoom('in_force')}
 ), pair_room AS (
   SELECT p.job_type, p.tenant_id, ${notPaused('p.tenant_id', 'p.job_type')} AS dispatchable,
     r.room, coalesce(r.weight, 1) AS weight, r.reason, r.next_eligible_at
@@ -120,14 +130,14 @@ WITH RECURSIVE heads AS (
   GROUP BY x.tenant_id, x.job_type
 ), quota_use AS (
   UPDATE orch.quotas q SET
-    active = q.active + coalesce(s.n, 0),
+    active = r.active + coalesce(s.n, 0),
     tokens = CASE WHEN s.n IS NULL OR r.tokens_now IS NULL THEN q.tokens ELSE r.tokens_now - s.n END,
     tokens_at = CASE WHEN s.n IS NULL OR r.tokens_now IS NULL THEN q.tokens_at ELSE now() END,
     hour_start = CASE WHEN s.n IS NOT NULL AND q.hour_start + interval '1 hour' <= now() THEN now() ELSE q.hour_start END,
     hour_count = CASE WHEN s.n IS NULL THEN q.hour_count ELSE r.hour_used + s.n END,
     throttled_count = q.throttled_count + coalesce(h.n, 0)
   FROM room r LEFT JOIN spent s USING (tenant_id, job_type) LEFT JOIN held h USING (tenant_id, job_type)
-  WHERE q.tenant_id = r.tenant_id AND q.job_type = r.job_type AND (s.n IS NOT NULL OR h.n IS NOT NULL)
+  WHERE q.tenant_id = r.tenant_id AND q.job_type = r.job_type AND (s.n IS NOT NULL OR h.n IS NOT NULL OR r.released > 0)
 )
 SELECT 'lease' AS kind, id, tenant_id, job_type, priority, payload, attempt, max_attempts, lease_id, lease_until, idempotency_key,
        correlation_id, deadline_at, from_state, latency_ms, lease_ms, NULL AS reason, NULL::float8 AS retry_ms, n_all
