@@ -19,8 +19,10 @@ import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, Transit
  *   lock, so they never spend the same room.
  * - Tenants share the claim by weighted round robin: each (type, tenant) gets
  *   its share of `limit`, taken from the head of its own queue (priority,
- *   then run_after, then id), and the heads are interleaved. One tenant's
- *   backlog cannot delay another tenant's job by more than one round.
+ *   then run_after, then id), and the heads are interleaved. Which tenant
+ *   goes first turns with every claim (a sequence), so even claims of one
+ *   job at a time take turns. One tenant's backlog cannot delay another
+ *   tenant's job by more than one round.
  * - Quotas shared by several (type, tenant) pairs ('*' rows) cut the merged
  *   list at their room.
  *
