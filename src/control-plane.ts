@@ -5,6 +5,7 @@ import type { ReadinessCheck } from './api/context.ts';
 import { Dispatcher } from './dispatch/dispatcher.ts';
 import { Pauses } from './flow/pauses.ts';
 import { QuotaKeeper } from './flow/quota-keeper.ts';
+import { queueDepth } from './flow/queue-depth.ts';
 import { Quotas } from './flow/quotas.ts';
 import { JobNotifier } from './dispatch/notifier.ts';
 import { createPool } from './ledger/db.ts';
@@ -46,6 +47,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const ledger = new Ledger(pool, config);
     const metrics = new Metrics();
     ledger.observe(metrics);
+    metrics.watchDepth(() => queueDepth(ledger.pool));
     const notifier = new JobNotifier(connectionString, log);
     await notifier.start();
     const dispatcher = new Dispatcher(ledger, notifier, config.claimPollIntervalMs);

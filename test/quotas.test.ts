@@ -524,6 +524,33 @@ describe('metrics', () => {
   });
 });
 
+describe('queue depth gauges', () => {
+  test('orchestrator_queue_depth files waiting work as queued, throttled or paused, and dead letters under orchestrator_dlq_depth', async () => {
+    const gauge = async (name: string, labels: Record<string, string>) => {
+      const text = await (await fetch(`${plane.url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));
+      return line === undefined ? undefined : Number(line.split(' ').pop());
+    };
+    const depth = (tenant: string, job_type: string, state: string) => gauge('orchestrator_queue_depth', { tenant, job_type, state });
+    await enqueue('qd_free', 'qd_type', 3);
+    await enqueue('qd_capped', 'qd_type', 2);
+    await enqueue('qd_paused', 'qd_type', 4);
+    assert.equal(await depth('qd_free', 'qd_type', 'queued'), 3);
+    await quotas.set('qd_capped', 'qd_type', { maxActive: 1 }, OP);
+    await quotas.set('qd_paused', 'qd_type', { maxActive: 100 }, OP);
+    await quotas.setPaused('qd_paused', 'qd_type', true, OP);
+    const [lease] = (await claim(['qd_type'], 20)).filter((l) => l.tenantId === 'qd_capped');
+    assert.ok(lease, 'the capped tenant got its one slot');
+    assert.equal(await depth('qd_capped', 'qd_type', 'throttled'), 1, 'the cap is full: the other job is throttled');
+    assert.equal(await depth('qd_capped', 'qd_type', 'leased'), 1);
+    assert.equal(await depth('qd_paused', 'qd_type', 'paused'), 4);
+    assert.equal(await depth('qd_free', 'qd_type', 'queued'), 0, 'the free tenant\'s jobs were claimed (the series stays, at 0)');
+    await ledger.fail([{ ...refs([lease!])[0]!, error: { class: 'Fatal', message: 'no', retryable: false } }], 'worker:qd');
+    assert.equal(await gauge('orchestrator_dlq_depth', { tenant: 'qd_capped', job_type: 'qd_type' }), 1);
+    assert.equal(await depth('qd_capped', 'qd_type', 'queued'), 1, 'with the slot back, the waiting job is queued again');
+  });
+});
+
 describe('HTTP API', () => {
   test('bad requests get 4xx naming the field and change nothing', async () => {
     const tenant = 'api_t';

@@ -1,4 +1,5 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DepthSample } from '../flow/queue-depth.ts';
 import type { LedgerObserver, Throttle, TransitionRecord } from '../ledger/types.ts';
 
 /**
@@ -35,6 +36,15 @@ export class Metrics implements LedgerObserver {
     help: 'Jobs refused at enqueue by backpressure (the tenant had ORCH_MAX_QUEUED_PER_TENANT jobs waiting).',
     labelNames: ['tenant'] as const, registers: [this.registry],
   });
+  readonly queueDepth = new Gauge({
+    name: 'orchestrator_queue_depth',
+    help: 'Jobs by state: queued (runnable or waiting for a retry), throttled (a quota has no room now), paused, leased. From the queue counts, not the job table.',
+    labelNames: ['tenant', 'job_type', 'state'] as const, registers: [this.registry],
+  });
+  readonly dlqDepth = new Gauge({
+    name: 'orchestrator_dlq_depth', help: 'Dead-lettered jobs.',
+    labelNames: ['tenant', 'job_type'] as const, registers: [this.registry],
+  });
   readonly dispatchLatency = new Histogram({
     name: 'orchestrator_dispatch_latency_seconds', help: 'From runnable (enqueue or run-after) to lease.',
     labelNames: ['job_type'] as const, registers: [this.registry],
@@ -45,6 +55,34 @@ export class Metrics implements LedgerObserver {
     labelNames: ['job_type', 'outcome'] as const, registers: [this.registry],
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600],
   });
+
+  /**
+   * Fills the ledger gauges from `read` before every scrape. Series of a
+   * tenant and type whose count fell to zero report 0 until the process restarts.
+   */
+  watchDepth(read: () => Promise<DepthSample[]>): void {
+    this.depthSource = read;
+  }
+
+  /** The registry's text, with the ledger gauges brought up to date first. */
+  async scrape(): Promise<string> {
+    if (this.depthSource) {
+      const samples = await this.depthSource();
+      const seen = new Set(samples.map((s) => `${s.tenantId}\u0000${s.jobType}\u0000${s.state}`));
+      for (const key of this.depthKeys) {
+        if (seen.has(key)) continue;
+        const [tenant, jobType, state] = key.split('\u0000') as [string, string, string];
+        if (state === 'dead_lettered') this.dlqDepth.set({ tenant, job_type: jobType }, 0);
+        else this.queueDepth.set({ tenant, job_type: jobType, state }, 0);
+      }
+      for (const s of samples) {
+        this.depthKeys.add(`${s.tenantId}\u0000${s.jobType}\u0000${s.state}`);
+        if (s.state === 'dead_lettered') this.dlqDepth.set({ tenant: s.tenantId, job_type: s.jobType }, s.n);
+        else this.queueDepth.set({ tenant: s.tenantId, job_type: s.jobType, state: s.state }, s.n);
+      }
+    }
+    return this.registry.metrics();
+  }
 
   onThrottled(throttles: Throttle[]): void {
     for (const t of throttles) this.throttled.inc({ tenant: t.tenantId, job_type: t.jobType, reason: t.reason });
@@ -57,6 +95,9 @@ export class Metrics implements LedgerObserver {
   /** Error classes come from workers; cap them per job type so a buggy worker cannot explode label cardinality. */
   private readonly errorClasses = new Map<string, Set<string>>();
   static readonly MAX_ERROR_CLASSES_PER_TYPE = 20;
+  /** Reads the ledger gauges' values (set by watchDepth), and the label sets reported so far. */
+  private depthSource: (() => Promise<DepthSample[]>) | null = null;
+  private readonly depthKeys = new Set<string>();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });

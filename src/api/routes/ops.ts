@@ -10,7 +10,7 @@ export function opsRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
-    const body = await ctx.metrics.registry.metrics();
+    const body = await ctx.metrics.scrape();
     return reply.type(ctx.metrics.registry.contentType).send(body);
   });
 }
