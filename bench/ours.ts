@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { defaultConfig } from '../src/config/config.ts';
 import { createPool } from '../src/ledger/db.ts';
+import { QuotaKeeper } from '../src/flow/quota-keeper.ts';
 import { Quotas } from '../src/flow/quotas.ts';
 import { Ledger } from '../src/ledger/ledger.ts';
 import { QueueCountRollup } from '../src/ledger/queue-counts.ts';
@@ -114,7 +115,25 @@ export async function drainTenants(connectionString: string, jobs: number, contr
     await quotas.set('*', JOB_TYPE, { maxActive: 20_000 }, op);
     await pool.end();
   }
-  return drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1);
+  return withServerLoops(connectionString, () => drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1));
+}
+
+/** Runs `fn` with the background loops `orch serve` runs beside workers (queue-count rollup, quota keeper). */
+async function withServerLoops<T>(connectionString: string, fn: () => Promise<T>): Promise<T> {
+  const pool = createPool(connectionString, 2);
+  const ledger = new Ledger(pool, defaultConfig);
+  const log = createLogger('silent');
+  const loops = [
+    new QueueCountRollup(ledger.counts, defaultConfig.maintenance.queueCountRollupIntervalMs, log),
+    new QuotaKeeper(new Quotas(pool, ledger.tenants), defaultConfig.maintenance.quotaKeeperIntervalMs, log),
+  ];
+  loops.forEach((l) => l.start());
+  try {
+    return await fn();
+  } finally {
+    await Promise.all(loops.map((l) => l.stop()));
+    await pool.end();
+  }
 }
 
 /**
@@ -123,36 +142,32 @@ export async function drainTenants(connectionString: string, jobs: number, contr
  */
 export async function fairness(connectionString: string, jobs: number): Promise<LatencyResult & { drainJobsPerSec: number }> {
   await prepareDrain(connectionString, jobs, ['tenant-a']);
-  const pool = createPool(connectionString, 4);
-  const ledger = new Ledger(pool, defaultConfig);
-  // What `orch serve` runs beside the workers: backpressure reads the queue counts on every enqueue.
-  const rollup = new QueueCountRollup(ledger.counts, defaultConfig.maintenance.queueCountRollupIntervalMs, createLogger('silent'));
-  rollup.start();
-  const samples: number[] = [];
-  let drained = 0;
-  const start = performance.now();
-  let drainSeconds = 0;
-  // A smaller prefetch than the throughput runs: a quiet tenant's job waits for the next claim,
-  // and claims come as fast as the buffer empties.
-  const worker = await createWorker({
-    ...DRAIN_WORKER, connectionString, jobTypes: [JOB_TYPE], handleSignals: false,
-    handler: (job) => {
-      const t = sentAt(job.payload);
-      if (t !== undefined) samples.push(nowMs() - t);
-      else if (++drained === jobs) drainSeconds = (performance.now() - start) / 1000;
-    },
+  return withServerLoops(connectionString, async () => {
+    const pool = createPool(connectionString, 4);
+    const ledger = new Ledger(pool, defaultConfig);
+    const samples: number[] = [];
+    let drained = 0;
+    let drainSeconds = 0;
+    const start = performance.now();
+    const worker = await createWorker({
+      ...DRAIN_WORKER, connectionString, jobTypes: [JOB_TYPE], handleSignals: false,
+      handler: (job) => {
+        const t = sentAt(job.payload);
+        if (t !== undefined) samples.push(nowMs() - t);
+        else if (++drained === jobs) drainSeconds = (performance.now() - start) / 1000;
+      },
+    });
+    let sent = 0;
+    while (drained < jobs) {
+      await sleep(100);
+      await ledger.enqueue([{ tenantId: 'tenant-b', jobType: JOB_TYPE, payload: { t: nowMs() } }]);
+      sent++;
+    }
+    while (samples.length < sent) await sleep(5);
+    await worker.stop();
+    await pool.end();
+    return { ...summarizeLatency(10, samples), drainJobsPerSec: Math.round(jobs / drainSeconds) };
   });
-  let sent = 0;
-  while (drained < jobs) {
-    await sleep(100);
-    await ledger.enqueue([{ tenantId: 'tenant-b', jobType: JOB_TYPE, payload: { t: nowMs() } }]);
-    sent++;
-  }
-  while (samples.length < sent) await sleep(5);
-  await worker.stop();
-  await rollup.stop();
-  await pool.end();
-  return { ...summarizeLatency(10, samples), drainJobsPerSec: Math.round(jobs / drainSeconds) };
 }
 
 export async function batchEnqueue(connectionString: string, jobs: number, batchSize: number): Promise<EnqueueResult> {
