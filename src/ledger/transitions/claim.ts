@@ -81,14 +81,14 @@ WITH RECURSIVE heads AS (
     row_number() OVER (PARTITION BY o.job_type, o.tenant_id ORDER BY c.priority DESC, c.run_after, c.id) AS k
   FROM open_pairs o
   CROSS JOIN LATERAL (
-    SELECT j.tenant_id, j.id, j.state, j.priority, j.run_after FROM orch.jobs j
+    SELECT j.ctid AS row_ctid, j.tenant_id, j.id, j.state, j.priority, j.run_after FROM orch.jobs j
     WHERE j.job_type = o.job_type AND j.tenant_id = o.tenant_id AND j.state IN ('queued', 'failed') AND j.run_after <= now()
     ORDER BY j.priority DESC, j.run_after, j.id
     LIMIT least(ceil($2::numeric * o.weight / o.total_weight), o.room)
     FOR UPDATE SKIP LOCKED
   ) c
 ), ranked AS (
-  SELECT c.tenant_id, c.id, c.state,
+  SELECT c.row_ctid, c.tenant_id, c.id, c.state,
     row_number() OVER (ORDER BY (c.k - 1)::numeric / c.weight, c.turn, c.k) AS n_all,
     row_number() OVER (PARTITION BY c.tenant_id ORDER BY (c.k - 1)::numeric / c.weight, c.turn, c.k) AS n_tenant,
     row_number() OVER (PARTITION BY c.job_type ORDER BY (c.k - 1)::numeric / c.weight, c.turn, c.k) AS n_type,
@@ -97,7 +97,7 @@ WITH RECURSIVE heads AS (
     (SELECT x.room FROM room x WHERE x.tenant_id = '*' AND x.job_type = c.job_type) AS room_type
   FROM candidates c
 ), picked AS (
-  SELECT tenant_id, id, state, n_all FROM ranked
+  SELECT row_ctid, tenant_id, id, state, n_all FROM ranked
   WHERE n_all <= $2 AND n_all <= coalesce(room_all, n_all) AND n_tenant <= coalesce(room_tenant, n_tenant)
     AND n_type <= coalesce(room_type, n_type)
 ), upd AS (
@@ -108,7 +108,8 @@ WITH RECURSIVE heads AS (
     deadline_at = now() + make_interval(secs => jt.timeout_ms / 1000.0),
     acked = NULL, progress = NULL, progress_message = NULL, updated_at = now(), ${appendHistory('$7')}
   FROM picked p, orch.job_types jt
-  WHERE j.tenant_id = p.tenant_id AND j.id = p.id AND jt.name = j.job_type
+  -- by row address (a TID scan whatever the estimates): this statement holds the rows locked, so they cannot move
+  WHERE j.ctid = ANY (ARRAY(SELECT row_ctid FROM picked)) AND j.ctid = p.row_ctid AND jt.name = j.job_type
   RETURNING j.id, j.tenant_id, j.job_type, j.priority, j.payload, j.attempt, j.max_attempts, j.lease_id,
     -- times as ISO 8601 text: formatting here is cheaper than parsing to Date and back in Node
     to_json(j.lease_until) #>> '{}' AS lease_until, j.idempotency_key, j.correlation_id,
