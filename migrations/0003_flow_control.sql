@@ -62,6 +62,13 @@ CREATE TABLE orch.quota_releases (
 -- they fill, so it stays small even where autovacuum is slow (the heap is vacuumed by the quota keeper).
 CREATE INDEX quota_releases_quota_idx ON orch.quota_releases (tenant_id, job_type);
 
+-- Raised by the optimistic claim when a quota it read filled up before it could spend from it;
+-- the claim then runs again with the quotas locked (src/ledger/transitions/claim.ts).
+CREATE FUNCTION orch.quota_conflict() RETURNS integer LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'a quota filled up during the claim' USING ERRCODE = 'serialization_failure';
+END $$;
+
 -- What operators did to the controls, append-only: rows are never updated or deleted.
 CREATE TABLE orch.audit_log (
   id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

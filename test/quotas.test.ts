@@ -218,6 +218,32 @@ describe('concurrency caps', () => {
     assert.deepEqual((await claim(['cov_x'], 10)).map((l) => l.jobId), [late]);
   });
 
+  test('a claim whose quota fills up while it runs takes nothing: the optimistic claim undoes itself and the locking one finds no room', async () => {
+    const type = 'opt_race';
+    await enqueue('opt_t', type, 5);
+    await quotas.set('opt_t', type, { maxActive: 3 }, OP);
+    // Another party holds the quota row and fills it to the cap, committing only after the claim has read the old value.
+    const other = await db.pool.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query(`UPDATE orch.quotas SET active = 3 WHERE tenant_id = 'opt_t' AND job_type = $1`, [type]);
+      const claiming = claimRound([type], 5);
+      // the claim has read the quota (room 3) and waits for the row, holding the jobs it took
+      await eventually(async () => {
+        const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'`);
+        return rows[0].n > 0;
+      }, 10_000, 'the claim to wait for the quota row');
+      await other.query('COMMIT');
+      const r = await claiming;
+      assert.deepEqual(r.leases, [], 'nothing claimed past the cap');
+      assert.equal(r.throttled[0]?.reason, 'concurrency');
+    } finally {
+      other.release();
+    }
+    assert.deepEqual(await states(type), { queued: 5 }, 'the jobs the undone claim had taken are queued again');
+    assert.equal((await use('opt_t', type)).active, 3);
+  });
+
   test('a quota created while its work is running counts the running leases', async () => {
     const type = 'pre_run';
     await enqueue('pre_t1', type, 5);

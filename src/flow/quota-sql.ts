@@ -7,15 +7,28 @@ import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
  * boost ends at boost_until without anyone writing the row.
  */
 
+/** A limit of quota row `q` in force now: the boost's while it lasts, else the row's own. */
+export const limitInForce = (q: string, limit: 'max_active' | 'rate_per_second' | 'burst') => {
+  const boosted = { max_active: 'boost_max_active', rate_per_second: 'boost_rate', burst: 'boost_burst' }[limit];
+  return `(CASE WHEN ${q}.boost_until > now() THEN coalesce(${q}.${boosted}, ${q}.${limit}) ELSE ${q}.${limit} END)`;
+};
+
+/** Claims counted in the current hourly window of quota row `q`. */
+export const hourUsed = (q: string) => `(CASE WHEN ${q}.hour_start + interval '1 hour' <= now() THEN 0 ELSE ${q}.hour_count END)`;
+
+/** Tokens in the bucket of quota row `q` now, refilled since tokens_at (NULL without a rate). */
+export const tokensNow = (q: string) =>
+  `least(${limitInForce(q, 'burst')}, ${q}.tokens + ${limitInForce(q, 'rate_per_second')} * extract(epoch FROM now() - ${q}.tokens_at))`;
+
 /** Columns of the quota row `q` with its limits in force and its use brought up to now(); `active` may net out releases. */
 export const quotaInForce = (q: string, active = `${q}.active`) => `
   ${q}.tenant_id, ${q}.job_type, ${q}.weight, ${q}.paused, (${active})::integer AS active, ${q}.max_per_hour, ${q}.throttled_count,
   ${q}.tokens, ${q}.tokens_at, ${q}.hour_start,
   (${q}.boost_until > now()) AS boosted,
-  CASE WHEN ${q}.boost_until > now() THEN coalesce(${q}.boost_max_active, ${q}.max_active) ELSE ${q}.max_active END AS max_active,
-  CASE WHEN ${q}.boost_until > now() THEN coalesce(${q}.boost_rate, ${q}.rate_per_second) ELSE ${q}.rate_per_second END AS rate,
-  CASE WHEN ${q}.boost_until > now() THEN coalesce(${q}.boost_burst, ${q}.burst) ELSE ${q}.burst END AS burst,
-  CASE WHEN ${q}.hour_start + interval '1 hour' <= now() THEN 0 ELSE ${q}.hour_count END AS hour_used`;
+  ${limitInForce(q, 'max_active')} AS max_active,
+  ${limitInForce(q, 'rate_per_second')} AS rate,
+  ${limitInForce(q, 'burst')} AS burst,
+  ${hourUsed(q)} AS hour_used`;
 
 /**
  * From a CTE `source` of quotaInForce rows: the token level now, the room

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { notPaused } from '../../flow/pauses.ts';
-import { covers, quotaInForce, quotaRoom } from '../../flow/quota-sql.ts';
+import { covers, hourUsed, limitInForce, pendingReleases, quotaInForce, quotaRoom, tokensNow } from '../../flow/quota-sql.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, TransitionRecord } from '../types.ts';
 
@@ -30,7 +30,7 @@ import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, Transit
  * handed to two workers. Work that a control held back comes back as
  * "throttle" rows (with the reason and when it may next run), not as leases.
  */
-const claimStatement = prepared('claim', `
+const claimSql = (optimistic: boolean) => `
 WITH RECURSIVE heads AS (
   -- ordered like jobs_claim_idx, so each probe is one descent of that index (the primary key also
   -- sorts by tenant, but walking it would step over every job the tenant ever had)
@@ -45,20 +45,22 @@ WITH RECURSIVE heads AS (
   SELECT job_type, tenant_id FROM heads WHERE tenant_id IS NOT NULL
   UNION ALL
   SELECT t.job_type, u.tenant_id FROM unnest($1::text[]) AS t(job_type) CROSS JOIN unnest($4::text[]) AS u(tenant_id)
-), locked_quotas AS (
+), quota_rows AS (
   SELECT q.* FROM orch.quotas q
   WHERE q.job_type IN (SELECT job_type FROM pairs UNION ALL SELECT '*')
     AND q.tenant_id IN (SELECT tenant_id FROM pairs UNION ALL SELECT '*')
-  ORDER BY q.tenant_id, q.job_type FOR UPDATE OF q
-), released AS (
+  ${optimistic ? '' : 'ORDER BY q.tenant_id, q.job_type FOR UPDATE OF q'}
+), ${optimistic ? `in_force AS (
+  -- read without locks: releases not yet folded count as still active, which can only understate the room
+  SELECT ${quotaInForce('l', `l.active - ${pendingReleases('l')}`)} FROM quota_rows l` : `released AS (
   -- slots acks gave back; DELETE ... RETURNING takes each row once even if another claim of the
   -- quota saw it in its snapshot (that claim waited for our lock and finds the row gone)
-  DELETE FROM orch.quota_releases r USING locked_quotas l WHERE r.tenant_id = l.tenant_id AND r.job_type = l.job_type
+  DELETE FROM orch.quota_releases r USING quota_rows l WHERE r.tenant_id = l.tenant_id AND r.job_type = l.job_type
   RETURNING r.tenant_id, r.job_type, r.n
 ), in_force AS (
-  SELECT ${quotaInForce('l', 'l.active - coalesce(rs.n, 0)')}, coalesce(rs.n, 0) AS released
-  FROM locked_quotas l LEFT JOIN (SELECT tenant_id, job_type, sum(n) AS n FROM released GROUP BY tenant_id, job_type) rs
-    USING (tenant_id, job_type)
+  SELECT ${quotaInForce('l', 'l.active - coalesce(rs.n, 0)')}
+  FROM quota_rows l LEFT JOIN (SELECT tenant_id, job_type, sum(n) AS n FROM released GROUP BY tenant_id, job_type) rs
+    USING (tenant_id, job_type)`}
 ), room AS (
   ${quotaRoom('in_force')}
 ), pair_room AS (
@@ -131,7 +133,40 @@ WITH RECURSIVE heads AS (
 ), held AS (
   SELECT x.tenant_id, x.job_type, count(*)::integer AS n FROM throttled t JOIN room x ON ${covers('x', 't.tenant_id', 't.job_type')} AND x.room = 0
   GROUP BY x.tenant_id, x.job_type
+), ${optimistic ? `relocked AS (
+  -- the quotas are locked only now, after the jobs were taken (the initplan on spent runs first),
+  -- and in key order like every other locker of quota rows, so claims cannot deadlock
+  SELECT q.tenant_id, q.job_type FROM orch.quotas q JOIN room r USING (tenant_id, job_type)
+  WHERE (SELECT count(*) FROM spent) >= 0
+  ORDER BY q.tenant_id, q.job_type FOR UPDATE OF q
+), folded AS (
+  -- slots acks gave back; under the quota's lock, so one claim at a time takes them
+  DELETE FROM orch.quota_releases r USING relocked x WHERE r.tenant_id = x.tenant_id AND r.job_type = x.job_type
+  RETURNING r.tenant_id, r.job_type, r.n
+), released AS (
+  SELECT tenant_id, job_type, sum(n)::integer AS n FROM folded GROUP BY tenant_id, job_type
 ), quota_use AS (
+  -- computed from the row as it is now (an UPDATE sees the latest version), and only where the
+  -- spending still fits; a quota that another claim filled meanwhile is left alone and caught below
+  UPDATE orch.quotas q SET
+    active = q.active - coalesce(rl.n, 0) + coalesce(s.n, 0),
+    tokens = CASE WHEN s.n IS NULL OR q.rate_per_second IS NULL THEN q.tokens ELSE ${tokensNow('q')} - s.n END,
+    tokens_at = CASE WHEN s.n IS NULL OR q.rate_per_second IS NULL THEN q.tokens_at ELSE now() END,
+    hour_start = CASE WHEN s.n IS NOT NULL AND q.hour_start + interval '1 hour' <= now() THEN now() ELSE q.hour_start END,
+    hour_count = CASE WHEN s.n IS NULL THEN q.hour_count ELSE ${hourUsed('q')} + s.n END,
+    throttled_count = q.throttled_count + coalesce(h.n, 0)
+  FROM relocked r LEFT JOIN spent s USING (tenant_id, job_type) LEFT JOIN held h USING (tenant_id, job_type)
+    LEFT JOIN released rl USING (tenant_id, job_type)
+  WHERE q.tenant_id = r.tenant_id AND q.job_type = r.job_type AND (s.n IS NOT NULL OR h.n IS NOT NULL OR rl.n IS NOT NULL)
+    AND (s.n IS NULL OR (NOT q.paused
+      AND (${limitInForce('q', 'max_active')} IS NULL OR q.active - coalesce(rl.n, 0) + s.n <= ${limitInForce('q', 'max_active')})
+      AND (q.rate_per_second IS NULL OR ${tokensNow('q')} - s.n >= 0)
+      AND (q.max_per_hour IS NULL OR ${hourUsed('q')} + s.n <= q.max_per_hour)))
+  RETURNING (s.n IS NOT NULL) AS spent
+), conflict AS (
+  -- some quota had no room left for what this claim took: undo the whole statement (40001)
+  SELECT orch.quota_conflict() WHERE (SELECT count(*) FROM spent) > (SELECT count(*) FROM quota_use WHERE spent)
+)` : `quota_use AS (
   UPDATE orch.quotas q SET
     active = r.active + coalesce(s.n, 0),
     tokens = CASE WHEN s.n IS NULL OR r.tokens_now IS NULL THEN q.tokens ELSE r.tokens_now - s.n END,
@@ -140,16 +175,30 @@ WITH RECURSIVE heads AS (
     hour_count = CASE WHEN s.n IS NULL THEN q.hour_count ELSE r.hour_used + s.n END,
     throttled_count = q.throttled_count + coalesce(h.n, 0)
   FROM room r LEFT JOIN spent s USING (tenant_id, job_type) LEFT JOIN held h USING (tenant_id, job_type)
-  WHERE q.tenant_id = r.tenant_id AND q.job_type = r.job_type AND (s.n IS NOT NULL OR h.n IS NOT NULL OR r.released > 0)
-)
+    LEFT JOIN (SELECT tenant_id, job_type, sum(n) AS n FROM released GROUP BY tenant_id, job_type) rl USING (tenant_id, job_type)
+  WHERE q.tenant_id = r.tenant_id AND q.job_type = r.job_type AND (s.n IS NOT NULL OR h.n IS NOT NULL OR rl.n IS NOT NULL)
+)`}
 SELECT 'lease' AS kind, id, tenant_id, job_type, priority, payload, attempt, max_attempts, lease_id, lease_until, idempotency_key,
        correlation_id, deadline_at, from_state, latency_ms, lease_ms, NULL AS reason, NULL::float8 AS retry_ms, n_all
-FROM upd
+FROM upd${optimistic ? ' WHERE (SELECT count(*) FROM conflict) = 0' : ''}
 UNION ALL
 SELECT 'throttle', NULL, tenant_id, job_type, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, reason,
        extract(epoch FROM next_eligible_at - now()) * 1000, NULL
 FROM throttled
-ORDER BY kind, n_all`);
+ORDER BY kind, n_all`;
+
+/**
+ * Two forms of the statement. The optimistic one reads the quotas without
+ * locking them and spends from them at the very end, only where the spending
+ * still fits the row as it is then; if a concurrent claim took the room in
+ * between, the statement fails as a whole (40001) and the claim runs again
+ * in the pessimistic form, which locks the quotas first. Claims of work under
+ * a quota that is not close to its limits therefore do not queue behind each
+ * other for the whole statement, only for its last step.
+ */
+const optimisticClaim = prepared('claim', claimSql(true));
+const lockingClaim = prepared('claim_locking', claimSql(false));
+const SERIALIZATION_FAILURE = '40001';
 
 type ClaimRow = LeaseRow | ThrottleRow;
 
@@ -176,9 +225,11 @@ interface ThrottleRow { kind: 'throttle'; tenant_id: string; job_type: string; r
 
 export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Promise<ClaimRound & { records: TransitionRecord[] }> {
   if (req.limit <= 0 || req.jobTypes.length === 0) return { leases: [], throttled: [], records: [] };
-  const { rows } = await claimStatement<ClaimRow>(db, [
-    req.jobTypes, req.limit, req.workerId, req.tenantIds ?? null, req.leaseMs ?? null, actor, randomUUID(),
-  ]);
+  const params = [req.jobTypes, req.limit, req.workerId, req.tenantIds ?? null, req.leaseMs ?? null, actor, randomUUID()];
+  const { rows } = await optimisticClaim<ClaimRow>(db, params).catch((err: unknown) => {
+    if ((err as { code?: string }).code !== SERIALIZATION_FAILURE) throw err;
+    return lockingClaim<ClaimRow>(db, params);
+  });
   const leaseRows = rows.filter((r): r is LeaseRow => r.kind === 'lease');
   const leases = leaseRows.map((r) => ({
     jobId: r.id,
