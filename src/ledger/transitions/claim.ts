@@ -13,10 +13,10 @@ import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, Transit
  * - The tenants with claimable work of each type are found by skipping
  *   through the claim index (one probe per tenant, never a scan of a queue).
  * - Dispatch pauses (src/flow/pauses.ts) hold back what they cover.
- * - Quotas covering the work (src/flow/quota-sql.ts) are locked in key order
- *   and give the room left: concurrency (net of slots acks released since),
- *   tokens, hourly count. Two claimers of the same quota queue on its row
- *   lock, so they never spend the same room.
+ * - Quotas covering the work (src/flow/quota-sql.ts) give the room left:
+ *   concurrency (net of slots acks released), tokens, hourly count. They are
+ *   locked in key order and spent from in the same statement (see the two
+ *   forms below), so two claimers never spend the same room.
  * - Tenants share the claim by weighted round robin: each (type, tenant) gets
  *   its share of `limit`, taken from the head of its own queue (priority,
  *   then run_after, then id), and the heads are interleaved. Which tenant
