@@ -349,7 +349,7 @@ describe('operations', () => {
       ['get', '/quotas'], ['get', '/quotas/summary'], ['get', '/quotas/{tenantId}/{jobType}'], ['put', '/quotas/{tenantId}/{jobType}'],
       ['delete', '/quotas/{tenantId}/{jobType}'], ['post', '/quotas/{tenantId}/{jobType}/pause'],
       ['post', '/quotas/{tenantId}/{jobType}/resume'], ['post', '/quotas/{tenantId}/{jobType}/boost'],
-      ['post', '/quotas/{tenantId}/{jobType}/restore'],
+      ['post', '/quotas/{tenantId}/{jobType}/restore'], ['get', '/audit'],
     ];
     for (const [method, path] of expected) {
       assert.ok(r.body.paths[BASE + path]?.[method], `${method.toUpperCase()} ${BASE}${path} is documented`);

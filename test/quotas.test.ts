@@ -658,6 +658,30 @@ describe('HTTP API', () => {
 });
 
 describe('audit log', () => {
+  test('GET /audit and orch audit list show changes newest first, filtered, a page at a time', async () => {
+    const tenant = 'auditq_t';
+    await enqueue(tenant, 'auditq_type', 1);
+    for (const maxActive of [1, 2, 3]) {
+      assert.equal((await call('PUT', `/quotas/${tenant}/auditq_type`, { body: { maxActive }, headers: { ...WHY, 'x-operator-reason': `step ${maxActive}` } })).status, 200);
+    }
+    const first = await call<{ entries: { id: string; action: string; reason: string; ticket: string; tenantId: string }[]; nextCursor: string | null }>(
+      'GET', `/audit?tenantId=${tenant}&limit=2`);
+    assert.equal(first.status, 200);
+    assert.deepEqual(first.body.entries.map((e) => [e.action, e.reason, e.ticket]), [['quota.update', 'step 3', 'OPS-1'], ['quota.update', 'step 2', 'OPS-1']]);
+    assert.ok(first.body.nextCursor);
+    const second = await call<typeof first.body>('GET', `/audit?tenantId=${tenant}&limit=2&cursor=${first.body.nextCursor}`);
+    assert.deepEqual(second.body.entries.map((e) => [e.action, e.reason]), [['quota.create', 'step 1']]);
+    assert.equal(second.body.nextCursor, null);
+    assert.equal((await call('GET', '/audit?limit=0')).status, 400);
+
+    const cli = await runCli(['audit', 'list', '--api-url', plane.url, '--for-tenant', tenant, '--action', 'quota.create', '--output', 'json']);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.deepEqual((JSON.parse(cli.stdout) as typeof first.body).entries.map((e) => e.reason), ['step 1']);
+    const bad = await runCli(['audit', 'list', '--api-url', plane.url, '--since', 'yesterday-ish']);
+    assert.equal(bad.code, 1);
+    assert.equal(bad.stderr.trim().split('\n').length, 1);
+  });
+
   test('every change over the API writes one audit row with its reason and ticket', async () => {
     const tenant = 'audit_t';
     const type = 'audit_type';

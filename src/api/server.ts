@@ -5,6 +5,7 @@ import type { Logger } from '../logging.ts';
 import type { ApiContext, App } from './context.ts';
 import { API_BASE } from '../wire.ts';
 import { errorHandler } from './errors.ts';
+import { auditRoutes } from './routes/audit.ts';
 import { bridgeRoutes } from './routes/bridge.ts';
 import { controlRoutes } from './routes/controls.ts';
 import { jobTypeRoutes } from './routes/job-types.ts';
@@ -44,6 +45,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     jobTypeRoutes(scoped, ctx);
     controlRoutes(scoped, ctx);
     quotaRoutes(scoped, ctx);
+    auditRoutes(scoped, ctx);
   }, { prefix: API_BASE });
   return app;
 }

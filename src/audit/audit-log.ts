@@ -39,3 +39,50 @@ export function auditAction(db: Queryable, op: OperatorAction, action: string, t
     actor: op.actor, tenantId, action, target, reason: op.reason, ticket: op.ticket, requestId: op.requestId ?? null, result: 'ok', details,
   });
 }
+
+export interface AuditRecord {
+  id: string;
+  at: string;
+  actor: string;
+  tenantId: string | null;
+  action: string;
+  target: string;
+  reason: string | null;
+  ticket: string | null;
+  requestId: string | null;
+  result: string;
+  details: unknown;
+}
+
+export interface AuditFilter {
+  action?: string;
+  actor?: string;
+  tenantId?: string;
+  /** Only entries at or after this time. */
+  since?: Date;
+  /** Only entries older than this id (the previous page's nextCursor). */
+  cursor?: string;
+  limit: number;
+}
+
+/** Entries newest first, filtered, a page at a time (keyset on id, so deep pages stay cheap). */
+export async function listAudit(db: Queryable, f: AuditFilter): Promise<{ entries: AuditRecord[]; nextCursor: string | null }> {
+  const { rows } = await db.query<{
+    id: string; at: Date; actor: string; tenant_id: string | null; action: string; target: string; reason: string | null;
+    ticket: string | null; request_id: string | null; result: string; details: unknown;
+  }>(
+    `SELECT * FROM orch.audit_log
+     WHERE ($1::text IS NULL OR action = $1) AND ($2::text IS NULL OR actor = $2) AND ($3::text IS NULL OR tenant_id = $3)
+       AND ($4::timestamptz IS NULL OR at >= $4) AND ($5::bigint IS NULL OR id < $5)
+     ORDER BY id DESC LIMIT $6`,
+    [f.action ?? null, f.actor ?? null, f.tenantId ?? null, f.since ?? null, f.cursor ?? null, f.limit + 1],
+  );
+  const page = rows.slice(0, f.limit);
+  return {
+    entries: page.map((r) => ({
+      id: String(r.id), at: r.at.toISOString(), actor: r.actor, tenantId: r.tenant_id, action: r.action, target: r.target,
+      reason: r.reason, ticket: r.ticket, requestId: r.request_id, result: r.result, details: r.details,
+    })),
+    nextCursor: rows.length > f.limit ? String(page[page.length - 1]!.id) : null,
+  };
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
+import { registerAuditCommands } from './commands/audit.ts';
 import { registerControlCommands } from './commands/controls.ts';
 import { registerJobCommands } from './commands/jobs.ts';
 import { registerQuotaCommands } from './commands/quotas.ts';
@@ -20,5 +21,6 @@ registerServerCommands(program);
 registerJobCommands(program);
 registerControlCommands(program);
 registerQuotaCommands(program);
+registerAuditCommands(program);
 
 program.parseAsync(process.argv).catch(fail);

@@ -1,3 +1,4 @@
+import type { AuditRecord } from '../audit/audit-log.ts';
 import type { Pause } from '../flow/pauses.ts';
 import type { Quota, QuotaChange, QuotaUse } from '../flow/quotas.ts';
 import type { EnqueueResult, HistoryEntry, Job, JobState, JobTypeDefinition } from '../ledger/types.ts';
@@ -37,8 +38,7 @@ export class OrchClient {
   }
 
   listJobs(filter: { state?: JobState; jobType?: string; cursor?: string; limit?: number } = {}): Promise<{ jobs: Job[]; nextCursor: string | null }> {
-    const q = new URLSearchParams(Object.entries(filter).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
-    return this.http.request('GET', `/jobs${q.size ? `?${q}` : ''}`);
+    return this.http.request('GET', `/jobs${queryString(filter)}`);
   }
 
   async cancel(id: string, reason?: string): Promise<Job> {
@@ -91,6 +91,11 @@ export class OrchClient {
     return this.http.request('POST', `${quotaPath(scope)}/boost`, boost, { headers: operatorHeaders(why) });
   }
 
+  /** The audit log, newest first; pass the previous page's nextCursor as `cursor` for the next. */
+  listAudit(filter: { action?: string; actor?: string; tenantId?: string; since?: string; cursor?: string; limit?: number } = {}): Promise<{ entries: AuditRecord[]; nextCursor: string | null }> {
+    return this.http.request('GET', `/audit${queryString(filter)}`);
+  }
+
   defineJobType(name: string, settings: JobTypeSettings): Promise<JobTypeDefinition> {
     return this.http.request('PUT', `/jobtypes/${encodeURIComponent(name)}`, settings);
   }
@@ -106,3 +111,9 @@ export interface OperatorWhy { reason: string; ticket?: string }
 const quotaPath = (s: QuotaScope) => `/quotas/${encodeURIComponent(s.tenantId)}/${encodeURIComponent(s.jobType)}`;
 const operatorHeaders = (why: OperatorWhy): Record<string, string> =>
   ({ 'x-operator-reason': why.reason, ...(why.ticket ? { 'x-operator-ticket': why.ticket } : {}) });
+
+/** "?k=v&..." of the defined values, or "" when there are none. */
+function queryString(params: Record<string, string | number | undefined>): string {
+  const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
+  return q.size ? `?${q}` : '';
+}

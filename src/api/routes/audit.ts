@@ -1,0 +1,35 @@
+import { Type } from 'typebox';
+import { listAudit } from '../../audit/audit-log.ts';
+import type { ApiContext, App } from '../context.ts';
+import { ErrorBody, TenantId } from '../schemas.ts';
+
+const Nullable = (t: ReturnType<typeof Type.String>) => Type.Union([Type.Null(), t]);
+const AuditSchema = Type.Object({
+  id: Type.String(), at: Type.String({ format: 'date-time' }), actor: Type.String(), tenantId: Nullable(Type.String()),
+  action: Type.String(), target: Type.String(), reason: Nullable(Type.String()), ticket: Nullable(Type.String()),
+  requestId: Nullable(Type.String()), result: Type.String(), details: Type.Unknown(),
+});
+
+/** The audit log of operator actions (append-only; see src/audit/audit-log.ts). */
+export function auditRoutes(app: App, ctx: ApiContext): void {
+  app.get('/audit', {
+    schema: {
+      summary: 'Operator actions, newest first', tags: ['audit'],
+      querystring: Type.Object({
+        action: Type.Optional(Type.String({ maxLength: 64, description: 'e.g. quota.boost, dispatch.pause' })),
+        actor: Type.Optional(Type.String({ maxLength: 128 })),
+        tenantId: Type.Optional(TenantId),
+        since: Type.Optional(Type.String({ format: 'date-time' })),
+        cursor: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,17}$' })),
+        limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+      }, { additionalProperties: false }),
+      response: { 200: Type.Object({ entries: Type.Array(AuditSchema), nextCursor: Nullable(Type.String()) }), 400: ErrorBody },
+    },
+  }, async (request) => {
+    const q = request.query;
+    return listAudit(ctx.ledger.pool, {
+      action: q.action, actor: q.actor, tenantId: q.tenantId, since: q.since ? new Date(q.since) : undefined,
+      cursor: q.cursor, limit: q.limit ?? 100,
+    });
+  });
+}
