@@ -40,17 +40,11 @@ export function auditAction(db: Queryable, op: OperatorAction, action: string, t
   });
 }
 
-export interface AuditRecord {
+/** An entry as stored: what was recorded, plus its id and time. */
+export interface AuditRecord extends Omit<AuditEntry, 'requestId' | 'details'> {
   id: string;
   at: string;
-  actor: string;
-  tenantId: string | null;
-  action: string;
-  target: string;
-  reason: string | null;
-  ticket: string | null;
   requestId: string | null;
-  result: string;
   details: unknown;
 }
 
@@ -69,7 +63,7 @@ export interface AuditFilter {
 export async function listAudit(db: Queryable, f: AuditFilter): Promise<{ entries: AuditRecord[]; nextCursor: string | null }> {
   const { rows } = await db.query<{
     id: string; at: Date; actor: string; tenant_id: string | null; action: string; target: string; reason: string | null;
-    ticket: string | null; request_id: string | null; result: string; details: unknown;
+    ticket: string | null; request_id: string | null; result: AuditEntry['result']; details: unknown;
   }>(
     `SELECT * FROM orch.audit_log
      WHERE ($1::text IS NULL OR action = $1) AND ($2::text IS NULL OR actor = $2) AND ($3::text IS NULL OR tenant_id = $3)
