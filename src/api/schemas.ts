@@ -1,4 +1,4 @@
-import { Type, type Static } from 'typebox';
+import { Type, type Static, type TSchema } from 'typebox';
 import { JOB_TYPE_PATTERN } from '../ledger/job-types.ts';
 import { MAX_KEY_LENGTH, MAX_PRIORITY, TENANT_PATTERN } from '../ledger/validate.ts';
 
@@ -13,7 +13,12 @@ export const JobStateSchema = Type.Union([
   Type.Literal('dead_lettered'), Type.Literal('canceled'), Type.Literal('timed_out'),
 ]);
 const IsoTime = Type.String({ format: 'date-time' });
-const NullableIso = Type.Union([IsoTime, Type.Null()]);
+/**
+ * A value or null. Null first: the server's ajv coerces types, and with a number first it would
+ * turn null into 0.
+ */
+export const Nullable = <T extends TSchema>(t: T) => Type.Union([Type.Null(), t]);
+const NullableIso = Nullable(IsoTime);
 
 export const ErrorBody = Type.Object({
   error: Type.Object({

@@ -1,4 +1,5 @@
 import type { Queryable } from '../ledger/db.ts';
+import { CURRENT_COUNTS } from '../ledger/queue-counts.ts';
 import { notPaused } from './pauses.ts';
 import { covers, pendingReleases, quotaInForce, quotaRoom } from './quota-sql.ts';
 
@@ -18,12 +19,7 @@ export interface DepthSample {
  */
 export async function queueDepth(db: Queryable): Promise<DepthSample[]> {
   const { rows } = await db.query<{ tenant_id: string; job_type: string; state: DepthSample['state']; n: string }>(`
-    WITH counts AS (
-      SELECT tenant_id, job_type, state, sum(n) AS n FROM (
-        SELECT tenant_id, job_type, state, n FROM orch.queue_counts
-        UNION ALL SELECT tenant_id, job_type, state, delta FROM orch.queue_deltas
-      ) x GROUP BY tenant_id, job_type, state HAVING sum(n) <> 0
-    ), f AS (
+    WITH counts AS (SELECT * FROM ${CURRENT_COUNTS} c), f AS (
       SELECT ${quotaInForce('q', `q.active - ${pendingReleases('q')}`)} FROM orch.quotas q
     ), room AS (${quotaRoom('f')})
     SELECT c.tenant_id, c.job_type, CASE

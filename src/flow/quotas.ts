@@ -3,6 +3,7 @@ import { auditAction, recordAudit, type OperatorAction } from '../audit/audit-lo
 import { withTransaction, type Queryable } from '../ledger/db.ts';
 import { LedgerError } from '../ledger/errors.ts';
 import { JobTypes } from '../ledger/job-types.ts';
+import { CURRENT_COUNTS } from '../ledger/queue-counts.ts';
 import type { Tenants } from '../ledger/tenants.ts';
 import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
 import { validateTenant } from '../ledger/validate.ts';
@@ -100,6 +101,7 @@ export function validateLimits(l: QuotaLimits, weight: number): void {
 }
 
 const target = (tenantId: string, jobType: string) => `quota:${tenantId}/${jobType}`;
+const noQuota = (tenantId: string, jobType: string) => new LedgerError('not_found', 'jobType', `no quota for tenant ${tenantId} and job type ${jobType}`);
 
 /**
  * Quotas per (tenant, job type), either of which may be "*". Every change is
@@ -124,14 +126,14 @@ export class Quotas {
 
   async get(tenantId: string, jobType: string): Promise<Quota> {
     const { rows } = await this.pool.query<QuotaRow>('SELECT * FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2', [tenantId, jobType]);
-    if (!rows[0]) throw new LedgerError('not_found', 'jobType', `no quota for tenant ${tenantId} and job type ${jobType}`);
+    if (!rows[0]) throw noQuota(tenantId, jobType);
     return toQuota(rows[0]);
   }
 
   /** Locks and returns the quota row, or throws not_found. */
   private async lock(tx: Queryable, tenantId: string, jobType: string): Promise<QuotaRow> {
     const { rows } = await tx.query<QuotaRow>('SELECT * FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2 FOR UPDATE', [tenantId, jobType]);
-    if (!rows[0]) throw new LedgerError('not_found', 'jobType', `no quota for tenant ${tenantId} and job type ${jobType}`);
+    if (!rows[0]) throw noQuota(tenantId, jobType);
     return rows[0];
   }
 
@@ -317,7 +319,7 @@ async function wake(tx: Queryable, jobType: string): Promise<void> {
 }
 
 /**
- * Sets `active` of one quota (or all) to the number of leased jobs it covers.
+ * Sets `active` of one quota (or all) to the number of leased jobs it covers (from the queue counts).
  * The rows are locked first and counted in a later statement, so the count
  * sees every claim that committed before the lock, and claims after it wait.
  * Needed when a quota is created while its work is already running, and as a
@@ -328,9 +330,11 @@ async function reconcileActive(tx: Queryable, tenantId: string | null, jobType: 
     `SELECT 1 FROM orch.quotas WHERE $1::text IS NULL OR (tenant_id = $1 AND job_type = $2)
      ORDER BY tenant_id, job_type FOR UPDATE`, [tenantId, jobType]);
   // One statement, one snapshot: releases whose acks committed are deleted together with counting
-  // their jobs as no longer leased; later releases stay and are netted out by the next claim.
+  // their jobs as no longer leased; later releases stay and are netted out by the next claim. The
+  // leased counts come from the queue counts, which every transition writes in its own transaction,
+  // so they agree with that snapshot without reading the job table.
   await tx.query(
-    `WITH leased AS (SELECT tenant_id, job_type, count(*) AS n FROM orch.jobs WHERE state = 'leased' GROUP BY tenant_id, job_type),
+    `WITH leased AS (SELECT tenant_id, job_type, n FROM ${CURRENT_COUNTS} c WHERE state = 'leased'),
      gone AS (DELETE FROM orch.quota_releases r WHERE $1::text IS NULL OR (r.tenant_id = $1 AND r.job_type = $2) RETURNING 1)
      UPDATE orch.quotas q SET active = coalesce((SELECT sum(l.n) FROM leased l WHERE ${covers('q', 'l.tenant_id', 'l.job_type')}), 0)
      WHERE ($1::text IS NULL OR (q.tenant_id = $1 AND q.job_type = $2)) AND (SELECT count(*) FROM gone) >= 0`, [tenantId, jobType]);

@@ -11,6 +11,15 @@ export interface QueueCount {
   n: number;
 }
 
+/**
+ * SQL: the current count of every (tenant, job type, state), as one relation: the folded counts
+ * plus the deltas not yet folded, read in the caller's snapshot.
+ */
+export const CURRENT_COUNTS = `(SELECT tenant_id, job_type, state, sum(n) AS n FROM (
+    SELECT tenant_id, job_type, state, n FROM orch.queue_counts
+    UNION ALL SELECT tenant_id, job_type, state, delta FROM orch.queue_deltas
+  ) x GROUP BY tenant_id, job_type, state HAVING sum(n) <> 0)`;
+
 /** Deleted delta rows after which the rollup vacuums the delta table, so reading it stays cheap without autovacuum. */
 const VACUUM_AFTER_ROWS = 50_000;
 
@@ -48,21 +57,16 @@ export class QueueCounts {
 
   /** Every (tenant, type, state) count, current to the last committed transition. */
   async all(db: Queryable = this.pool): Promise<QueueCount[]> {
-    const { rows } = await db.query<{ tenant_id: string; job_type: string; state: JobState; n: string }>(`
-      SELECT tenant_id, job_type, state, sum(n) AS n FROM (
-        SELECT tenant_id, job_type, state, n FROM orch.queue_counts
-        UNION ALL SELECT tenant_id, job_type, state, delta FROM orch.queue_deltas
-      ) x GROUP BY tenant_id, job_type, state HAVING sum(n) <> 0 ORDER BY tenant_id, job_type, state`);
+    const { rows } = await db.query<{ tenant_id: string; job_type: string; state: JobState; n: string }>(
+      `SELECT * FROM ${CURRENT_COUNTS} c ORDER BY tenant_id, job_type, state`);
     return rows.map((r) => ({ tenantId: r.tenant_id, jobType: r.job_type, state: r.state, n: Number(r.n) }));
   }
 
   /** Jobs waiting to run (queued, or failed and waiting for a retry) per tenant. */
   async backlog(tenantIds: string[]): Promise<Map<string, number>> {
-    const { rows } = await this.pool.query<{ tenant_id: string; n: string }>(`
-      SELECT tenant_id, sum(n) AS n FROM (
-        SELECT tenant_id, n FROM orch.queue_counts WHERE tenant_id = ANY($1) AND state IN ('queued', 'failed')
-        UNION ALL SELECT tenant_id, delta FROM orch.queue_deltas WHERE tenant_id = ANY($1) AND state IN ('queued', 'failed')
-      ) x GROUP BY tenant_id`, [tenantIds]);
+    const { rows } = await this.pool.query<{ tenant_id: string; n: string }>(
+      `SELECT tenant_id, sum(n) AS n FROM ${CURRENT_COUNTS} c WHERE tenant_id = ANY($1) AND state IN ('queued', 'failed') GROUP BY tenant_id`,
+      [tenantIds]);
     return new Map(rows.map((r) => [r.tenant_id, Number(r.n)]));
   }
 }

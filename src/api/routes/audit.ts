@@ -1,9 +1,8 @@
 import { Type } from 'typebox';
 import { listAudit } from '../../audit/audit-log.ts';
 import type { ApiContext, App } from '../context.ts';
-import { ErrorBody, TenantId } from '../schemas.ts';
+import { ErrorBody, Nullable, TenantId } from '../schemas.ts';
 
-const Nullable = (t: ReturnType<typeof Type.String>) => Type.Union([Type.Null(), t]);
 const AuditSchema = Type.Object({
   id: Type.String(), at: Type.String({ format: 'date-time' }), actor: Type.String(), tenantId: Nullable(Type.String()),
   action: Type.String(), target: Type.String(), reason: Nullable(Type.String()), ticket: Nullable(Type.String()),

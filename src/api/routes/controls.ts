@@ -29,39 +29,21 @@ export function controlRoutes(app: App, ctx: ApiContext): void {
     schema: { summary: 'Dispatch pauses in force', tags: ['controls'], response: { 200: Type.Object({ pauses: Type.Array(PauseSchema) }) } },
   }, async () => ({ pauses: await pauses.list() }));
 
-  app.post('/jobtypes/:name/pause', {
-    schema: {
-      summary: 'Pause dispatch of a job type', tags: ['controls'], headers: OperatorHeaders,
-      params: Type.Object({ name: JobTypeName }), querystring: ScopeQuery, response: Responses,
-    },
-  }, async (request) => {
-    return pauses.pause(request.query.tenantId ?? ALL, request.params.name, operatorAction(request));
-  });
+  for (const action of ['pause', 'resume'] as const) {
+    const change = action === 'pause' ? pauses.pause.bind(pauses) : pauses.resume.bind(pauses);
+    const verb = action === 'pause' ? 'Pause' : 'Resume';
+    app.post(`/jobtypes/:name/${action}`, {
+      schema: {
+        summary: `${verb} dispatch of a job type`, tags: ['controls'], headers: OperatorHeaders,
+        params: Type.Object({ name: JobTypeName }), querystring: ScopeQuery, response: Responses,
+      },
+    }, async (request) => change(request.query.tenantId ?? ALL, request.params.name, operatorAction(request)));
 
-  app.post('/jobtypes/:name/resume', {
-    schema: {
-      summary: 'Resume dispatch of a job type', tags: ['controls'], headers: OperatorHeaders,
-      params: Type.Object({ name: JobTypeName }), querystring: ScopeQuery, response: Responses,
-    },
-  }, async (request) => {
-    return pauses.resume(request.query.tenantId ?? ALL, request.params.name, operatorAction(request));
-  });
-
-  app.post('/tenants/:tenantId/pause', {
-    schema: {
-      summary: 'Pause dispatch of every job type for a tenant', tags: ['controls'], headers: OperatorHeaders,
-      params: Type.Object({ tenantId: TenantId }), response: Responses,
-    },
-  }, async (request) => {
-    return pauses.pause(request.params.tenantId, ALL, operatorAction(request));
-  });
-
-  app.post('/tenants/:tenantId/resume', {
-    schema: {
-      summary: 'Resume dispatch for a tenant', tags: ['controls'], headers: OperatorHeaders,
-      params: Type.Object({ tenantId: TenantId }), response: Responses,
-    },
-  }, async (request) => {
-    return pauses.resume(request.params.tenantId, ALL, operatorAction(request));
-  });
+    app.post(`/tenants/:tenantId/${action}`, {
+      schema: {
+        summary: `${verb} dispatch of every job type for a tenant`, tags: ['controls'], headers: OperatorHeaders,
+        params: Type.Object({ tenantId: TenantId }), response: Responses,
+      },
+    }, async (request) => change(request.params.tenantId, ALL, operatorAction(request)));
+  }
 }

@@ -2,10 +2,8 @@ import { Type } from 'typebox';
 import { MAX_BOOST_MS } from '../../flow/quotas.ts';
 import type { ApiContext, App } from '../context.ts';
 import { operatorAction } from '../operator.ts';
-import { ErrorBody, OperatorHeaders, QuotaScope } from '../schemas.ts';
+import { ErrorBody, Nullable, OperatorHeaders, QuotaScope } from '../schemas.ts';
 
-// Null first: the server's ajv coerces types, and with the number first it would turn null into 0.
-const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([Type.Null(), t]);
 const Limits = {
   maxActive: Nullable(Type.Integer({ description: 'Concurrency cap: leased jobs at once.' })),
   ratePerSecond: Nullable(Type.Number({ description: 'Token bucket refill per second.' })),

@@ -146,8 +146,11 @@ WITH RECURSIVE heads AS (
 ), released AS (
   SELECT tenant_id, job_type, sum(n)::integer AS n FROM folded GROUP BY tenant_id, job_type
 ), quota_use AS (
-  -- computed from the row as it is now (an UPDATE sees the latest version), and only where the
-  -- spending still fits; a quota that another claim filled meanwhile is left alone and caught below
+  -- computed from the row as it is now (an UPDATE re-checks the latest version), and only where the
+  -- spending still fits; a quota that another claim filled meanwhile is left alone and caught below.
+  -- The WHERE is first tested on the row as this statement's snapshot saw it, so a row changed since
+  -- can also fail it falsely: that costs a rerun in the locking form, never an overspend. The locking
+  -- form cannot share this UPDATE for that reason: its snapshot predates the row it locked.
   UPDATE orch.quotas q SET
     active = q.active - coalesce(rl.n, 0) + coalesce(s.n, 0),
     tokens = CASE WHEN s.n IS NULL OR q.rate_per_second IS NULL THEN q.tokens ELSE ${tokensNow('q')} - s.n END,
