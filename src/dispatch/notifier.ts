@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
+import { JOBS_CHANNEL } from '../ledger/channel.ts';
 import type { Logger } from '../logging.ts';
 
 interface Waiter {

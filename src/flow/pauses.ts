@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { LedgerError } from '../ledger/errors.ts';
 import { JobTypes } from '../ledger/job-types.ts';
-import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
+import { JOBS_CHANNEL } from '../ledger/channel.ts';
 import { auditAction, type OperatorAction } from '../audit/audit-log.ts';
 import { withTransaction } from '../ledger/db.ts';
 import { validateTenant } from '../ledger/validate.ts';

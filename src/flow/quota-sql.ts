@@ -1,4 +1,4 @@
-import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
+import { JOBS_CHANNEL } from '../ledger/channel.ts';
 
 /**
  * The SQL both sides of a quota share: what a quota allows right now (claim

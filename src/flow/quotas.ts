@@ -5,7 +5,7 @@ import { LedgerError } from '../ledger/errors.ts';
 import { JobTypes } from '../ledger/job-types.ts';
 import { CURRENT_COUNTS } from '../ledger/queue-counts.ts';
 import type { Tenants } from '../ledger/tenants.ts';
-import { JOBS_CHANNEL } from '../ledger/transitions/enqueue.ts';
+import { JOBS_CHANNEL } from '../ledger/channel.ts';
 import { validateTenant } from '../ledger/validate.ts';
 import { ALL } from './pauses.ts';
 import { covers, pendingReleases, quotaInForce, quotaRoom } from './quota-sql.ts';

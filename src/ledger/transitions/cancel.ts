@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { LedgerError } from '../errors.ts';
-import { freeQuotaSlots } from '../../flow/quota-sql.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { Actor, JobState, TransitionRecord } from '../types.ts';
 
@@ -19,7 +18,7 @@ WITH cur AS (
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, cur.state AS from_state
 ), entries AS (
   SELECT id, tenant_id, job_type, from_state, 'canceled'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$5::uuid', '$3', '$4')}, ${freeQuotaSlots('entries')}
+), ${recordTransitions('entries', '$5::uuid', '$3', '$4')}
 SELECT cur.state AS current_state, upd.* FROM cur LEFT JOIN upd ON true`);
 
 interface CancelRow {

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { toStorableJson } from '../validate.ts';
-import { freeQuotaSlots } from '../../flow/quota-sql.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { AckOutcome, Actor, CompleteInput, TransitionRecord } from '../types.ts';
 import { LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
@@ -24,7 +23,7 @@ WITH input AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'succeeded'::orch.job_state AS to_state, attempt, lease_id,
          NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', '$2', 'NULL')}, ${freeQuotaSlots('entries')}
+), ${recordTransitions('entries', '$3::uuid', '$2', 'NULL')}
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms,
   'succeeded'::orch.job_state AS new_state, NULL AS error_class
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { JOBS_CHANNEL } from '../channel.ts';
 import { prepared, type Queryable } from '../db.ts';
 import { recordTransitions } from './history.ts';
 import type { Actor, EnqueueResult, JobState } from '../types.ts';
@@ -7,8 +8,6 @@ import type { PreparedJob } from '../validate.ts';
 const RETURNED = 'id, tenant_id, job_type, idempotency_key, state';
 interface EnqueuedRow { id: string; tenant_id: string; job_type: string; idempotency_key: string | null; state: JobState }
 
-/** The channel claimers LISTEN on; the payload is "<jobType> <count>". */
-export const JOBS_CHANNEL = 'orch_jobs';
 
 /**
  * (none) -> queued, for a batch, in one statement: jobs, their first history

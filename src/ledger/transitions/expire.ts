@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { freeQuotaSlots } from '../../flow/quota-sql.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { Actor, JobState, TransitionRecord } from '../types.ts';
-import { JOBS_CHANNEL } from './enqueue.ts';
+import { JOBS_CHANNEL } from '../channel.ts';
 
 /**
  * leased -> queued (attempts left) or leased -> dead_lettered (attempts
@@ -27,7 +26,7 @@ WITH picked AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id,
          CASE WHEN new_state = 'dead_lettered' THEN last_error END AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', '$2', "'lease_expired'")}, ${freeQuotaSlots('entries')}, wake AS (
+), ${recordTransitions('entries', '$3::uuid', '$2', "'lease_expired'")}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd WHERE new_state = 'queued' GROUP BY job_type
 )
 SELECT upd.*, (SELECT count(*) FROM wake) AS woken FROM upd`);

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { checkText, toStorableJson } from '../validate.ts';
-import { freeQuotaSlots } from '../../flow/quota-sql.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { AckOutcome, Actor, FailInput, TransitionRecord } from '../types.ts';
 import { LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
@@ -30,7 +29,7 @@ WITH input AS (
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id, error FROM upd
-), ${recordTransitions('entries', '$3::uuid', '$2', "'worker_failed'")}, ${freeQuotaSlots('entries')}
+), ${recordTransitions('entries', '$3::uuid', '$2', "'worker_failed'")}
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms, u.new_state, u.error->>'class' AS error_class
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);
 

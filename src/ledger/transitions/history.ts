@@ -1,11 +1,16 @@
+import { freeQuotaSlots } from '../../flow/quota-sql.ts';
+
 /** The states counted in orch.queue_counts: the live ones (terminal states only grow, and nobody pages on them). */
 export const COUNTED_STATES = ['queued', 'failed', 'leased', 'dead_lettered'] as const;
 
 /**
  * The bookkeeping CTEs of every transition statement, from its `entries` CTE
  * (id, tenant_id, job_type, from_state, to_state, attempt, lease_id, error):
- * the history rows (historyInsert) and the net change of the queue counts
- * (src/ledger/queue-counts.ts), one row per tenant, type and state touched.
+ * the history rows (historyInsert), the net change of the queue counts
+ * (src/ledger/queue-counts.ts), one row per tenant, type and state touched,
+ * and the concurrency slots of the leases it ended (freeQuotaSlots; nothing
+ * for a transition that ends none). Every transition calls it, so a new one
+ * cannot forget a piece of the bookkeeping.
  */
 export function recordTransitions(entries: string, batch: string, actor: string, reason: string): string {
   return `hist AS (
@@ -19,7 +24,7 @@ export function recordTransitions(entries: string, batch: string, actor: string,
   ) x
   WHERE state IN (${COUNTED_STATES.map((s) => `'${s}'`).join(', ')})
   GROUP BY tenant_id, job_type, state HAVING sum(d) <> 0
-)`;
+), ${freeQuotaSlots(entries)}`;
 }
 
 /**

@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { freeQuotaSlots } from '../../flow/quota-sql.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { AckOutcome, Actor, LeaseRef, TransitionRecord } from '../types.ts';
-import { JOBS_CHANNEL } from './enqueue.ts';
+import { JOBS_CHANNEL } from '../channel.ts';
 import { LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
 /**
@@ -22,7 +21,7 @@ WITH input AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, attempt, lease_id,
          NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', '$2', "'released_by_worker'")}, ${freeQuotaSlots('entries')}, wake AS (
+), ${recordTransitions('entries', '$3::uuid', '$2', "'released_by_worker'")}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd GROUP BY job_type
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, 'queued'::orch.job_state AS new_state,

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { freeQuotaSlots } from '../../flow/quota-sql.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { Actor, TransitionRecord } from '../types.ts';
 
@@ -20,7 +19,7 @@ WITH picked AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'timed_out'::orch.job_state AS to_state, attempt, lease_id,
          last_error AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', '$2', "'timeout'")}, ${freeQuotaSlots('entries')}
+), ${recordTransitions('entries', '$3::uuid', '$2', "'timeout'")}
 SELECT * FROM upd`);
 
 interface TimeoutRow { id: string; tenant_id: string; job_type: string; attempt: number }
