@@ -10,7 +10,7 @@ import { createPool } from '../src/ledger/db.ts';
 import { QuotaKeeper } from '../src/flow/quota-keeper.ts';
 import { Quotas } from '../src/flow/quotas.ts';
 import { Ledger } from '../src/ledger/ledger.ts';
-import { QueueCountRollup } from '../src/ledger/queue-counts.ts';
+import { DeltaRollup } from '../src/maintenance/delta-rollup.ts';
 import { createLogger } from '../src/logging.ts';
 import { migrate } from '../src/ledger/migrate.ts';
 import { createWorker, type WorkerOptions } from '../src/sdk/worker.ts';
@@ -124,7 +124,7 @@ async function withServerLoops<T>(connectionString: string, fn: () => Promise<T>
   const ledger = new Ledger(pool, defaultConfig);
   const log = createLogger('silent');
   const loops = [
-    new QueueCountRollup(ledger.counts, defaultConfig.maintenance.queueCountRollupIntervalMs, log),
+    new DeltaRollup([ledger.counts], defaultConfig.maintenance.queueCountRollupIntervalMs, log),
     new QuotaKeeper(new Quotas(pool, ledger.tenants), defaultConfig.maintenance.quotaKeeperIntervalMs, log),
   ];
   loops.forEach((l) => l.start());

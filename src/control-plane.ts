@@ -11,12 +11,16 @@ import { JobNotifier } from './dispatch/notifier.ts';
 import { createPool } from './ledger/db.ts';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './ledger/embedded.ts';
 import { Ledger } from './ledger/ledger.ts';
-import { QueueCountRollup } from './ledger/queue-counts.ts';
 import { migrate, migrationsApplied } from './ledger/migrate.ts';
 import type { Logger } from './logging.ts';
 import type { PeriodicService } from './maintenance/service.ts';
 import { Metrics } from './metrics/metrics.ts';
 import { LeaseReaper } from './recovery/lease-reaper.ts';
+import { leaseSamples } from './recovery/leases.ts';
+import { DeadLetters } from './recovery/dead-letters.ts';
+import { Replays, ReplayRunner } from './recovery/replays.ts';
+import { Snapshots } from './recovery/snapshots.ts';
+import { DeltaRollup } from './maintenance/delta-rollup.ts';
 
 export interface ControlPlane {
   /** Base URL the HTTP server listens on, e.g. http://127.0.0.1:8080 */
@@ -48,14 +52,21 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const metrics = new Metrics();
     ledger.observe(metrics);
     metrics.watchDepth(() => queueDepth(ledger.pool));
+    metrics.watchLeases(() => leaseSamples(ledger.pool));
     const notifier = new JobNotifier(connectionString, log);
     await notifier.start();
     const dispatcher = new Dispatcher(ledger, notifier, config.claimPollIntervalMs);
     const quotas = new Quotas(pool, ledger.tenants);
+    const deadLetters = new DeadLetters(pool);
+    const snapshots = new Snapshots(pool, ledger, deadLetters, config.dlqMaxSelection);
+    const replays = new Replays(pool, ledger, deadLetters, snapshots, { batchSize: config.replayBatchSize, maxJobs: config.dlqMaxSelection });
+    const replayRunner = new ReplayRunner(replays, config.maintenance.replayRunnerIntervalMs, log);
+    const m = config.maintenance;
     const services: PeriodicService[] = [
-      new LeaseReaper(ledger, config.maintenance.leaseReaperBatchSize, config.maintenance.leaseReaperIntervalMs, log),
-      new QuotaKeeper(quotas, config.maintenance.quotaKeeperIntervalMs, log),
-      new QueueCountRollup(ledger.counts, config.maintenance.queueCountRollupIntervalMs, log),
+      new LeaseReaper(ledger, { batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs }, m.leaseReaperIntervalMs, log),
+      new QuotaKeeper(quotas, m.quotaKeeperIntervalMs, log),
+      new DeltaRollup([ledger.counts, deadLetters.clusterFold], m.queueCountRollupIntervalMs, log),
+      replayRunner,
     ];
     services.forEach((s) => s.start());
 
@@ -70,7 +81,8 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       }
       return { ok: Object.values(checks).every((c) => c.ok), checks };
     };
-    const app = await buildApi({ config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, readiness }, log);
+    const recovery = { deadLetters, snapshots, replays, replayRunner };
+    const app = await buildApi({ config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, recovery, readiness }, log);
     await app.listen({ host: config.httpHost, port: config.httpPort });
     const addr = app.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : config.httpPort;

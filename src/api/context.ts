@@ -6,6 +6,9 @@ import type { Pauses } from '../flow/pauses.ts';
 import type { Quotas } from '../flow/quotas.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
+import type { DeadLetters } from '../recovery/dead-letters.ts';
+import type { Replays, ReplayRunner } from '../recovery/replays.ts';
+import type { Snapshots } from '../recovery/snapshots.ts';
 
 export interface ReadinessCheck {
   ok: boolean;
@@ -20,6 +23,7 @@ export interface ApiContext {
   pauses: Pauses;
   quotas: Quotas;
   metrics: Metrics;
+  recovery: { deadLetters: DeadLetters; snapshots: Snapshots; replays: Replays; replayRunner: ReplayRunner };
   readiness: () => Promise<ReadinessCheck>;
 }
 

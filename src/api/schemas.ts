@@ -10,7 +10,7 @@ export const JobTypeName = Type.String({ pattern: JOB_TYPE_PATTERN });
 export const WorkerId = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:@/-]*$' });
 export const JobStateSchema = Type.Union([
   Type.Literal('queued'), Type.Literal('leased'), Type.Literal('succeeded'), Type.Literal('failed'),
-  Type.Literal('dead_lettered'), Type.Literal('canceled'), Type.Literal('timed_out'),
+  Type.Literal('dead_lettered'), Type.Literal('canceled'), Type.Literal('timed_out'), Type.Literal('cleared'),
 ]);
 const IsoTime = Type.String({ format: 'date-time' });
 /**
@@ -120,6 +120,8 @@ export const ClaimBody = Type.Object({
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 1 })),
   waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 300_000, description: 'Long-poll: wait up to this long for work.' })),
   leaseMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 })),
+  host: Type.Optional(Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9._:-]+$', description: 'Shown in the worker registry.' })),
+  version: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._+-]+$', description: 'Worker version, shown in the worker registry.' })),
 }, { additionalProperties: false });
 
 export const TenantId = Type.String({ pattern: TENANT_PATTERN });

@@ -8,8 +8,10 @@ import { errorHandler } from './errors.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { bridgeRoutes } from './routes/bridge.ts';
 import { controlRoutes } from './routes/controls.ts';
+import { deadLetterRoutes } from './routes/deadletter.ts';
 import { jobTypeRoutes } from './routes/job-types.ts';
 import { jobRoutes } from './routes/jobs.ts';
+import { leaseRoutes } from './routes/leases.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { quotaRoutes } from './routes/quotas.ts';
 
@@ -46,6 +48,8 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     controlRoutes(scoped, ctx);
     quotaRoutes(scoped, ctx);
     auditRoutes(scoped, ctx);
+    deadLetterRoutes(scoped, ctx);
+    leaseRoutes(scoped, ctx);
   }, { prefix: API_BASE });
   return app;
 }

@@ -2,6 +2,8 @@
 import { Command, Option } from 'commander';
 import { registerAuditCommands } from './commands/audit.ts';
 import { registerControlCommands } from './commands/controls.ts';
+import { registerDlqCommands } from './commands/dlq.ts';
+import { registerLeaseCommands } from './commands/leases.ts';
 import { registerJobCommands } from './commands/jobs.ts';
 import { registerQuotaCommands } from './commands/quotas.ts';
 import { registerServerCommands } from './commands/server.ts';
@@ -22,5 +24,7 @@ registerJobCommands(program);
 registerControlCommands(program);
 registerQuotaCommands(program);
 registerAuditCommands(program);
+registerDlqCommands(program);
+registerLeaseCommands(program);
 
 program.parseAsync(process.argv).catch(fail);

@@ -20,6 +20,14 @@ export const ConfigSchema = Type.Object({
   maxClaimWaitMs: Type.Integer({ minimum: 0, maximum: 300_000 }),
   /** How often an idle long-poll looks again without a wake-up (delayed and retried jobs become runnable silently). */
   claimPollIntervalMs: Type.Integer({ minimum: 10, maximum: 300_000 }),
+  /** A worker silent this long is marked lost and its leases are released (the SDK contacts the server at least every 10 s while it holds leases). */
+  workerLostAfterMs: Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 }),
+  /** `orch leases list` flags a lease stuck when its last heartbeat is older than this. */
+  leaseStuckAfterMs: Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 }),
+  /** Jobs replayed per transaction by the replay runner. */
+  replayBatchSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
+  /** Most entries one DLQ snapshot or replay may select. */
+  dlqMaxSelection: Type.Integer({ minimum: 1, maximum: 10_000_000 }),
   jobTypeDefaults: Type.Object({
     maxAttempts: Type.Integer({ minimum: 1, maximum: 1000 }),
     backoffBaseMs: Type.Integer({ minimum: 0 }),
@@ -34,6 +42,7 @@ export const ConfigSchema = Type.Object({
     leaseReaperBatchSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
     quotaKeeperIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     queueCountRollupIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
+    replayRunnerIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
   }),
 });
 export type Config = Static<typeof ConfigSchema>;
@@ -50,6 +59,10 @@ export const defaultConfig: Config = {
   maxQueuedPerTenant: 1_000_000,
   maxClaimWaitMs: 60_000,
   claimPollIntervalMs: 1000,
+  workerLostAfterMs: 30_000,
+  leaseStuckAfterMs: 60_000,
+  replayBatchSize: 5000,
+  dlqMaxSelection: 1_000_000,
   jobTypeDefaults: {
     maxAttempts: 5,
     backoffBaseMs: 1000,
@@ -63,6 +76,7 @@ export const defaultConfig: Config = {
     leaseReaperBatchSize: 1000,
     quotaKeeperIntervalMs: 5000,
     queueCountRollupIntervalMs: 1000,
+    replayRunnerIntervalMs: 1000,
   },
 };
 
@@ -99,6 +113,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     maxClaimWaitMs: int(env, 'ORCH_MAX_CLAIM_WAIT_MS', d.maxClaimWaitMs),
     maxQueuedPerTenant: int(env, 'ORCH_MAX_QUEUED_PER_TENANT', d.maxQueuedPerTenant),
     claimPollIntervalMs: int(env, 'ORCH_CLAIM_POLL_INTERVAL_MS', d.claimPollIntervalMs),
+    workerLostAfterMs: int(env, 'ORCH_WORKER_LOST_AFTER_MS', d.workerLostAfterMs),
+    leaseStuckAfterMs: int(env, 'ORCH_LEASE_STUCK_AFTER_MS', d.leaseStuckAfterMs),
+    replayBatchSize: int(env, 'ORCH_REPLAY_BATCH_SIZE', d.replayBatchSize),
+    dlqMaxSelection: int(env, 'ORCH_DLQ_MAX_SELECTION', d.dlqMaxSelection),
     jobTypeDefaults: {
       maxAttempts: int(env, 'ORCH_DEFAULT_MAX_ATTEMPTS', d.jobTypeDefaults.maxAttempts),
       backoffBaseMs: int(env, 'ORCH_DEFAULT_BACKOFF_BASE_MS', d.jobTypeDefaults.backoffBaseMs),
@@ -112,6 +130,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       leaseReaperBatchSize: int(env, 'ORCH_LEASE_REAPER_BATCH_SIZE', d.maintenance.leaseReaperBatchSize),
       quotaKeeperIntervalMs: int(env, 'ORCH_QUOTA_KEEPER_INTERVAL_MS', d.maintenance.quotaKeeperIntervalMs),
       queueCountRollupIntervalMs: int(env, 'ORCH_QUEUE_COUNT_ROLLUP_INTERVAL_MS', d.maintenance.queueCountRollupIntervalMs),
+      replayRunnerIntervalMs: int(env, 'ORCH_REPLAY_RUNNER_INTERVAL_MS', d.maintenance.replayRunnerIntervalMs),
     },
     ...overrides,
   };

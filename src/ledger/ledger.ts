@@ -7,19 +7,23 @@ import { QueueCounts } from './queue-counts.ts';
 import { Tenants } from './tenants.ts';
 import { getHistory, getJob, listJobs, type JobFilter } from './queries.ts';
 import { cancel } from './transitions/cancel.ts';
+import { clear } from './transitions/clear.ts';
 import { claim } from './transitions/claim.ts';
 import { complete } from './transitions/complete.ts';
 import { enqueue } from './transitions/enqueue.ts';
 import { expire } from './transitions/expire.ts';
 import { fail } from './transitions/fail.ts';
+import { forceRelease, type LeaseSelector, type ReleaseCause } from './transitions/force-release.ts';
 import { heartbeat } from './transitions/heartbeat.ts';
 import { release } from './transitions/release.ts';
+import { replay, type ReplayOutcome } from './transitions/replay.ts';
 import { timeout } from './transitions/timeout.ts';
 import type {
   AckOutcome, Actor, ClaimRequest, ClaimRound, CompleteInput, EnqueueInput, EnqueueResult, FailInput, HeartbeatInput,
   HeartbeatOutcome, HistoryEntry, Job, Lease, LeaseRef, LedgerObserver, TransitionRecord,
 } from './types.ts';
 import { prepareJob } from './validate.ts';
+import { Workers } from '../recovery/workers.ts';
 
 export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes' | 'maxQueuedPerTenant'>;
 
@@ -32,6 +36,7 @@ export class Ledger {
   readonly jobTypes: JobTypes;
   readonly tenants: Tenants;
   readonly counts: QueueCounts;
+  readonly workers: Workers;
   private readonly backpressure: Backpressure;
   private readonly observers: LedgerObserver[] = [];
 
@@ -39,6 +44,7 @@ export class Ledger {
     this.jobTypes = new JobTypes(pool, config);
     this.tenants = new Tenants(pool);
     this.counts = new QueueCounts(pool);
+    this.workers = new Workers(pool);
     this.backpressure = new Backpressure(pool, this.counts, config.maxQueuedPerTenant, (tenantId, jobs) => {
       for (const o of this.observers) o.onEnqueueRefused?.(tenantId, jobs);
     });
@@ -74,6 +80,7 @@ export class Ledger {
 
   /** A claim that also says which work flow control held back, and until when. */
   async claimRound(req: ClaimRequest): Promise<ClaimRound> {
+    await this.workers.seen(req);
     const { leases, throttled, records } = await claim(this.pool, req, `worker:${req.workerId}`);
     this.emit(records);
     if (throttled.length > 0) for (const o of this.observers) o.onThrottled?.(throttled);
@@ -117,6 +124,34 @@ export class Ledger {
     const records = await timeout(this.pool, limit, actor);
     this.emit(records);
     return records;
+  }
+
+  /** Takes leases from their holders before their deadline (operator force release, lost workers); see LeaseSelector. */
+  async forceRelease(selector: LeaseSelector, limit: number, actor: Actor, reason: string, cause: ReleaseCause = 'force_released'): Promise<TransitionRecord[]> {
+    const records = await forceRelease(this.pool, selector, limit, actor, reason, cause);
+    this.emit(records);
+    return records;
+  }
+
+  /** Removes dead letters from the DLQ (dead_lettered -> cleared); returns how many were. Callers check a snapshot holds them. */
+  async clear(tenantId: string, jobIds: string[], actor: Actor, reason: string): Promise<number> {
+    const records = await clear(this.pool, tenantId, jobIds, actor, reason);
+    this.emit(records);
+    return records.length;
+  }
+
+  /**
+   * Re-enqueues ended jobs as new jobs pointing back at them (idempotent per
+   * job). Pass `client` to run inside the caller's transaction; observers then
+   * hear of the new jobs only through `commit`, called after it commits.
+   */
+  async replay(
+    tenantId: string, jobIds: string[], opts: { priority: number | null; actor: Actor; reason: string; client?: Queryable },
+  ): Promise<{ outcomes: ReplayOutcome[]; commit: () => void }> {
+    const { outcomes, records } = await replay(opts.client ?? this.pool, tenantId, [...new Set(jobIds)], opts);
+    const commit = () => this.emit(records);
+    if (!opts.client) commit();
+    return { outcomes, commit };
   }
 
   getJob(tenantId: string, id: string): Promise<Job | null> {

@@ -1,6 +1,5 @@
 import type pg from 'pg';
-import type { Logger } from '../logging.ts';
-import { PeriodicService, type RunResult } from '../maintenance/service.ts';
+import { DeltaFold } from '../maintenance/delta-rollup.ts';
 import type { Queryable } from './db.ts';
 import type { JobState } from './types.ts';
 
@@ -20,25 +19,16 @@ export const CURRENT_COUNTS = `(SELECT tenant_id, job_type, state, sum(n) AS n F
     UNION ALL SELECT tenant_id, job_type, state, delta FROM orch.queue_deltas
   ) x GROUP BY tenant_id, job_type, state HAVING sum(n) <> 0)`;
 
-/** Deleted delta rows after which the rollup vacuums the delta table, so reading it stays cheap without autovacuum. */
-const VACUUM_AFTER_ROWS = 50_000;
-
 /**
  * Jobs per tenant, type and live state without counting the job table:
  * orch.queue_counts plus the deltas that transitions appended since the last
  * rollup (see migrations/0004_queue_counts.sql).
  */
 export class QueueCounts {
-  private deletedSinceVacuum = 0;
+  private readonly fold: DeltaFold;
 
-  constructor(private readonly pool: pg.Pool) {}
-
-  /**
-   * Folds pending deltas into the counts. DELETE ... RETURNING takes exactly
-   * the committed deltas, so replicas rolling up at once never count one twice.
-   */
-  async rollup(): Promise<number> {
-    const { rows } = await this.pool.query<{ n: string }>(`
+  constructor(private readonly pool: pg.Pool) {
+    this.fold = new DeltaFold(pool, 'orch.queue_deltas', `
       WITH taken AS (DELETE FROM orch.queue_deltas RETURNING tenant_id, job_type, state, delta),
       folded AS (
         INSERT INTO orch.queue_counts AS c (tenant_id, job_type, state, n)
@@ -46,13 +36,11 @@ export class QueueCounts {
         ON CONFLICT (tenant_id, job_type, state) DO UPDATE SET n = c.n + EXCLUDED.n
       )
       SELECT count(*) AS n FROM taken`);
-    const taken = Number(rows[0]!.n);
-    this.deletedSinceVacuum += taken;
-    if (this.deletedSinceVacuum >= VACUUM_AFTER_ROWS) {
-      this.deletedSinceVacuum = 0;
-      await this.pool.query('VACUUM orch.queue_deltas');
-    }
-    return taken;
+  }
+
+  /** Folds pending deltas into the counts; returns how many delta rows it took. */
+  rollup(): Promise<number> {
+    return this.fold.rollup();
   }
 
   /** Every (tenant, type, state) count, current to the last committed transition. */
@@ -68,18 +56,5 @@ export class QueueCounts {
       `SELECT tenant_id, sum(n) AS n FROM ${CURRENT_COUNTS} c WHERE tenant_id = ANY($1) AND state IN ('queued', 'failed') GROUP BY tenant_id`,
       [tenantIds]);
     return new Map(rows.map((r) => [r.tenant_id, Number(r.n)]));
-  }
-}
-
-/** Runs the rollup on the shared service shape; safe on every replica at once. */
-export class QueueCountRollup extends PeriodicService {
-  readonly name = 'queue-count-rollup';
-
-  constructor(private readonly counts: QueueCounts, intervalMs: number, log: Logger) {
-    super(intervalMs, log);
-  }
-
-  protected async runOnce(): Promise<RunResult> {
-    return { count: await this.counts.rollup(), more: false };
   }
 }

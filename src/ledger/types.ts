@@ -1,4 +1,4 @@
-export const JOB_STATES = ['queued', 'leased', 'succeeded', 'failed', 'dead_lettered', 'canceled', 'timed_out'] as const;
+export const JOB_STATES = ['queued', 'leased', 'succeeded', 'failed', 'dead_lettered', 'canceled', 'timed_out', 'cleared'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
 /** Who caused a transition: "api", "worker:<id>", "system:<service>", "operator:<subject>". */
@@ -13,7 +13,6 @@ export interface EnqueueInput {
   maxAttempts?: number;
   idempotencyKey?: string;
   correlationId?: string;
-  replayOf?: string;
 }
 
 export interface EnqueueResult {
@@ -107,6 +106,9 @@ export interface ClaimRequest {
   tenantIds?: string[];
   /** Overrides the job type's lease length for these leases. */
   leaseMs?: number;
+  /** The worker's host and version, shown in the worker registry. */
+  host?: string;
+  version?: string;
 }
 
 export interface LeaseRef {

@@ -39,9 +39,6 @@ export function prepareJob(input: EnqueueInput, maxPayloadBytes: number, field =
       throw new LedgerError('invalid', f('runAfter'), `${f('runAfter')} is not a valid time between years 1 and 9999`);
     }
   }
-  if (input.replayOf !== undefined && !/^[1-9][0-9]{0,17}$/.test(input.replayOf)) {
-    throw new LedgerError('invalid', f('replayOf'), `${f('replayOf')} must be a job id`);
-  }
   for (const k of ['idempotencyKey', 'correlationId'] as const) {
     const v = input[k];
     if (v !== undefined && (typeof v !== 'string' || v.length === 0 || v.length > MAX_KEY_LENGTH)) {

@@ -19,6 +19,8 @@ export abstract class PeriodicService extends EventEmitter {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private stopped = true;
+  /** A nudge arrived during a run: run again as soon as it ends. */
+  private nudged = false;
 
   constructor(
     protected readonly intervalMs: number,
@@ -48,6 +50,17 @@ export abstract class PeriodicService extends EventEmitter {
     return this.runOnce();
   }
 
+  /** Runs as soon as possible (new work arrived) instead of at the next interval. */
+  nudge(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.nudged = true;
+      return;
+    }
+    if (this.timer) clearTimeout(this.timer);
+    this.schedule(0);
+  }
+
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
@@ -58,9 +71,10 @@ export abstract class PeriodicService extends EventEmitter {
 
   private async tick(): Promise<void> {
     let next = this.intervalMs;
+    this.nudged = false;
     try {
       const result = await this.runOnce();
-      if (result.more) next = 0;
+      if (result.more || this.nudged) next = 0;
       this.emit('run', result);
     } catch (err) {
       this.log.warn({ err, service: this.name }, `${this.name} run failed`);

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DepthSample } from '../flow/queue-depth.ts';
+import type { LeaseSample } from '../recovery/leases.ts';
 import type { LedgerObserver, Throttle, TransitionRecord } from '../ledger/types.ts';
 
 /**
@@ -56,32 +57,64 @@ export class Metrics implements LedgerObserver {
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600],
   });
 
+  readonly leasesActive = new Gauge({
+    name: 'orchestrator_leases_active', help: 'Leases held now.',
+    labelNames: ['job_type'] as const, registers: [this.registry],
+  });
+  readonly leaseOldestHeartbeatAge = new Gauge({
+    name: 'orchestrator_lease_oldest_heartbeat_age_seconds', help: 'Age of the oldest last heartbeat (or claim, before the first) among leases held now.',
+    labelNames: ['job_type'] as const, registers: [this.registry],
+  });
+  readonly leaseReleased = new Counter({
+    name: 'orchestrator_lease_released_total', help: 'Leases taken from their holders before their deadline: force_released (operator), worker_lost (reaper).',
+    labelNames: ['job_type', 'cause'] as const, registers: [this.registry],
+  });
+  readonly workersActive = new Gauge({
+    name: 'orchestrator_workers_active', help: 'Workers not marked lost, per job type they claim.',
+    labelNames: ['job_type'] as const, registers: [this.registry],
+  });
+
   /**
    * Fills the ledger gauges from `read` before every scrape. Series of a
    * tenant and type whose count fell to zero report 0 until the process restarts.
    */
   watchDepth(read: () => Promise<DepthSample[]>): void {
-    this.depthSource = read;
+    this.sources.push(async () => {
+      const samples = await read();
+      this.setAll(this.dlqDepth, samples.filter((s) => s.state === 'dead_lettered').map((s) => [{ tenant: s.tenantId, job_type: s.jobType }, s.n]));
+      this.setAll(this.queueDepth, samples.filter((s) => s.state !== 'dead_lettered')
+        .map((s) => [{ tenant: s.tenantId, job_type: s.jobType, state: s.state }, s.n]));
+    });
+  }
+
+  /** Fills the lease and worker gauges from `read` before every scrape. */
+  watchLeases(read: () => Promise<LeaseSample[]>): void {
+    this.sources.push(async () => {
+      const samples = await read();
+      this.setAll(this.leasesActive, samples.map((s) => [{ job_type: s.jobType }, s.leases]));
+      this.setAll(this.leaseOldestHeartbeatAge, samples.map((s) => [{ job_type: s.jobType }, s.oldestHeartbeatAgeSeconds]));
+      this.setAll(this.workersActive, samples.map((s) => [{ job_type: s.jobType }, s.workers]));
+    });
   }
 
   /** The registry's text, with the ledger gauges brought up to date first. */
   async scrape(): Promise<string> {
-    if (this.depthSource) {
-      const samples = await this.depthSource();
-      const seen = new Set(samples.map((s) => `${s.tenantId}\u0000${s.jobType}\u0000${s.state}`));
-      for (const key of this.depthKeys) {
-        if (seen.has(key)) continue;
-        const [tenant, jobType, state] = key.split('\u0000') as [string, string, string];
-        if (state === 'dead_lettered') this.dlqDepth.set({ tenant, job_type: jobType }, 0);
-        else this.queueDepth.set({ tenant, job_type: jobType, state }, 0);
-      }
-      for (const s of samples) {
-        this.depthKeys.add(`${s.tenantId}\u0000${s.jobType}\u0000${s.state}`);
-        if (s.state === 'dead_lettered') this.dlqDepth.set({ tenant: s.tenantId, job_type: s.jobType }, s.n);
-        else this.queueDepth.set({ tenant: s.tenantId, job_type: s.jobType, state: s.state }, s.n);
-      }
-    }
+    await Promise.all(this.sources.map((refresh) => refresh()));
     return this.registry.metrics();
+  }
+
+  /** Sets a gauge's series to `values`; series reported before but missing now drop to 0. */
+  private setAll<L extends string>(gauge: Gauge<L>, values: [Partial<Record<L, string>>, number][]): void {
+    let reported = this.reported.get(gauge);
+    if (!reported) this.reported.set(gauge, (reported = new Map()));
+    const now = new Set<string>();
+    for (const [labels, n] of values) {
+      const key = JSON.stringify(labels);
+      now.add(key);
+      reported.set(key, labels);
+      gauge.set(labels, n);
+    }
+    for (const [key, labels] of reported) if (!now.has(key)) gauge.set(labels as Partial<Record<L, string>>, 0);
   }
 
   onThrottled(throttles: Throttle[]): void {
@@ -95,9 +128,10 @@ export class Metrics implements LedgerObserver {
   /** Error classes come from workers; cap them per job type so a buggy worker cannot explode label cardinality. */
   private readonly errorClasses = new Map<string, Set<string>>();
   static readonly MAX_ERROR_CLASSES_PER_TYPE = 20;
-  /** Reads the ledger gauges' values (set by watchDepth), and the label sets reported so far. */
-  private depthSource: (() => Promise<DepthSample[]>) | null = null;
-  private readonly depthKeys = new Set<string>();
+  /** Refresh the ledger gauges before a scrape (watchDepth, watchLeases). */
+  private readonly sources: (() => Promise<void>)[] = [];
+  /** Label sets each gauge has reported, so a series that disappears reads 0 instead of its last value. */
+  private readonly reported = new Map<Gauge<string>, Map<string, object>>();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });
@@ -122,10 +156,13 @@ export class Metrics implements LedgerObserver {
         count(this.jobsEnqueued, { tenant: r.tenantId, job_type: r.jobType });
       } else if (r.to === 'leased') {
         if (r.dispatchLatencyMs !== undefined) this.dispatchLatency.observe({ job_type: r.jobType }, r.dispatchLatencyMs / 1000);
+      } else if (r.from === 'dead_lettered') {
+        // cleared from the DLQ: not an attempt; the DLQ depth gauge shows it
       } else if (r.reason !== 'released_by_worker') { // a job handed back unrun is not an attempt
         const outcome = r.to === 'queued' ? 'retried' : r.to;
         count(this.jobs, { tenant: r.tenantId, job_type: r.jobType, outcome });
         if (r.runMs !== undefined) this.jobDuration.observe({ job_type: r.jobType, outcome }, r.runMs / 1000);
+        if (r.reason === 'force_released' || r.reason === 'worker_lost') count(this.leaseReleased, { job_type: r.jobType, cause: r.reason });
         if (r.reason === 'lease_expired') {
           count(this.leaseExpired, { job_type: r.jobType });
           count(this.failures, { job_type: r.jobType, error_class: 'LeaseExpired' });

@@ -2,6 +2,11 @@ import type { AuditRecord } from '../audit/audit-log.ts';
 import type { Pause } from '../flow/pauses.ts';
 import type { Quota, QuotaChange, QuotaUse } from '../flow/quotas.ts';
 import type { EnqueueResult, HistoryEntry, Job, JobState, JobTypeDefinition } from '../ledger/types.ts';
+import type { DlqEntry, DlqFilter, DlqStats } from '../recovery/dead-letters.ts';
+import type { LeaseView, LockView } from '../recovery/leases.ts';
+import type { ReplayProgress, ReplaySelection } from '../recovery/replays.ts';
+import type { ClearResult, SnapshotManifest } from '../recovery/snapshots.ts';
+import type { WorkerRecord } from '../recovery/workers.ts';
 import { HttpClient, type HttpOptions } from './http.ts';
 
 export interface SubmitJob {
@@ -94,6 +99,58 @@ export class OrchClient {
   /** The audit log, newest first; pass the previous page's nextCursor as `cursor` for the next. */
   listAudit(filter: { action?: string; actor?: string; tenantId?: string; since?: string; cursor?: string; limit?: number } = {}): Promise<{ entries: AuditRecord[]; nextCursor: string | null }> {
     return this.http.request('GET', `/audit${queryString(filter)}`);
+  }
+
+  /** Replays one ended job as a new job (idempotent: a second call returns the first replay's job). */
+  replayJob(id: string, why: OperatorWhy, priority?: number): Promise<{ status: string; job: Job; history: HistoryEntry[] }> {
+    return this.http.request('POST', `/jobs/${encodeURIComponent(id)}/replay`, priority === undefined ? {} : { priority }, { headers: operatorHeaders(why) });
+  }
+
+  dlqStats(clusters?: number): Promise<DlqStats> {
+    return this.http.request('GET', `/deadletter/stats${queryString({ clusters })}`);
+  }
+
+  listDeadLetters(filter: DlqFilter & { cursor?: string; limit?: number } = {}): Promise<{ entries: DlqEntry[]; nextCursor: string | null }> {
+    return this.http.request('GET', `/deadletter${queryString({ ...filter })}`);
+  }
+
+  snapshotDlq(filter: DlqFilter & { jobIds?: string[] } = {}): Promise<SnapshotManifest> {
+    return this.http.request('POST', '/deadletter/snapshots', filter);
+  }
+
+  getSnapshot(id: string): Promise<SnapshotManifest> {
+    return this.http.request('GET', `/deadletter/snapshots/${encodeURIComponent(id)}`);
+  }
+
+  /** The snapshot's NDJSON file as a stream of bytes. */
+  downloadSnapshot(id: string): Promise<Response> {
+    return this.http.raw('GET', `/deadletter/snapshots/${encodeURIComponent(id)}/download`);
+  }
+
+  /** Removes from the DLQ the entries the snapshot holds (or those of jobIds it holds). */
+  clearDlq(snapshotId: string, why: OperatorWhy, jobIds?: string[]): Promise<ClearResult> {
+    return this.http.request('POST', '/deadletter/clear', { snapshotId, ...(jobIds ? { jobIds } : {}) }, { headers: operatorHeaders(why) });
+  }
+
+  /** Starts a replay; follow a running one with getReplay. */
+  replayDlq(selection: ReplaySelection, why: OperatorWhy, priority?: number): Promise<ReplayProgress> {
+    return this.http.request('POST', '/deadletter/replay', { ...selection, ...(priority === undefined ? {} : { priority }) }, { headers: operatorHeaders(why) });
+  }
+
+  getReplay(id: string): Promise<ReplayProgress> {
+    return this.http.request('GET', `/deadletter/replays/${encodeURIComponent(id)}`);
+  }
+
+  listLeases(filter: { jobType?: string; workerId?: string; stuckAfterMs?: number; limit?: number } = {}): Promise<{ leases: LeaseView[]; stuck: number; stuckAfterMs: number; locks: LockView[] }> {
+    return this.http.request('GET', `/leases${queryString(filter)}`);
+  }
+
+  releaseLeases(selector: { leaseIds?: string[]; jobIds?: string[]; workerIds?: string[]; stuck?: boolean; stuckAfterMs?: number }, why: OperatorWhy): Promise<{ released: number; jobs: { jobId: string; jobType: string; state: string }[] }> {
+    return this.http.request('POST', '/leases/release', selector, { headers: operatorHeaders(why) });
+  }
+
+  listWorkers(): Promise<{ workers: WorkerRecord[]; lostAfterMs: number }> {
+    return this.http.request('GET', '/workers');
   }
 
   defineJobType(name: string, settings: JobTypeSettings): Promise<JobTypeDefinition> {

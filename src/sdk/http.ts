@@ -29,6 +29,19 @@ export class HttpClient {
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: extra.signal,
     });
+    if (!res.ok) await HttpClient.throwFor(res);
+    const text = await res.text();
+    return (text ? JSON.parse(text) : null) as T;
+  }
+
+  /** The response itself, for bodies that are not JSON (downloads); non-2xx answers throw like request(). */
+  async raw(method: string, path: string): Promise<Response> {
+    const res = await fetch(this.base + path, { method, headers: this.headers });
+    if (!res.ok) await HttpClient.throwFor(res);
+    return res;
+  }
+
+  private static async throwFor(res: Response): Promise<never> {
     const text = await res.text();
     let parsed: unknown = null;
     try {
@@ -36,10 +49,7 @@ export class HttpClient {
     } catch {
       parsed = null;
     }
-    if (!res.ok) {
-      const e = (parsed as { error?: { code?: string; message?: string; field?: string | null } } | null)?.error;
-      throw new OrchApiError(res.status, e?.code ?? 'http_error', e?.field ?? null, e?.message ?? `HTTP ${res.status}`);
-    }
-    return parsed as T;
+    const e = (parsed as { error?: { code?: string; message?: string; field?: string | null } } | null)?.error;
+    throw new OrchApiError(res.status, e?.code ?? 'http_error', e?.field ?? null, e?.message ?? `HTTP ${res.status}`);
   }
 }

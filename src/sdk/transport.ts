@@ -13,6 +13,9 @@ export interface ClaimParams {
   jobTypes: string[];
   limit: number;
   waitMs: number;
+  /** Shown in the worker registry (orch workers list). */
+  host?: string;
+  version?: string;
 }
 
 /** How a worker reaches the ledger: over the HTTP bridge, or directly in-process. */
@@ -83,7 +86,7 @@ export class InProcessTransport implements WorkerTransport {
   }
 
   claim(p: ClaimParams, signal: AbortSignal): Promise<Lease[]> {
-    return this.dispatcher.claim({ workerId: p.workerId, jobTypes: p.jobTypes, limit: p.limit }, p.waitMs, signal);
+    return this.dispatcher.claim({ workerId: p.workerId, jobTypes: p.jobTypes, limit: p.limit, host: p.host, version: p.version }, p.waitMs, signal);
   }
 
   heartbeat(items: HeartbeatInput[]): Promise<HeartbeatOutcome[]> {

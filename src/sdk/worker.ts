@@ -51,6 +51,8 @@ export interface WorkerOptions<P = unknown> {
   /** Any other transport (tests, custom bridges). */
   transport?: WorkerTransport;
   workerId?: string;
+  /** Your worker's version, shown in the worker registry (orch workers list). */
+  version?: string;
   /** Most jobs asked for in one claim. Default 100. */
   batchSize?: number;
   /** Leases held beyond those running, so handlers never wait on a claim round trip. Default = concurrency. */
@@ -117,6 +119,14 @@ class RunningJob<P> implements JobContext<P> {
 }
 
 const HEARTBEAT_TICK_MS = 250;
+/**
+ * A worker holding leases heartbeats at least this often, whatever its lease
+ * lengths: the server marks a worker silent for ORCH_WORKER_LOST_AFTER_MS
+ * (default 30 s) lost and releases its leases.
+ */
+const PULSE_MS = 10_000;
+/** Sent with claims for the worker registry; a host name outside the API's pattern is left out. */
+const HOST = /^[A-Za-z0-9._:-]{1,255}$/.test(hostname()) ? hostname() : undefined;
 
 function errorInfo(err: unknown): FailInput['error'] {
   const e = err instanceof Error ? err : new Error(String(err));
@@ -208,7 +218,7 @@ export class Worker<P = unknown> extends EventEmitter {
       this.reserved += want;
       try {
         const leases = await this.transport.claim(
-          { workerId: this.id, jobTypes: this.opts.jobTypes, limit: want, waitMs: this.waitMs },
+          { workerId: this.id, jobTypes: this.opts.jobTypes, limit: want, waitMs: this.waitMs, host: HOST, version: this.opts.version },
           this.claimAbort.signal,
         ).finally(() => (this.reserved -= want));
         backoff = 0;
@@ -313,7 +323,7 @@ export class Worker<P = unknown> extends EventEmitter {
     const sent = new Map<string, RunningJob<P>>();
     for (const a of [...this.running.values(), ...this.buffer.values()]) {
       if (a.lost) continue;
-      if (a.progressDirty || now - a.renewedAt >= a.lease.leaseMs / 3) {
+      if (a.progressDirty || now - a.renewedAt >= Math.min(a.lease.leaseMs / 3, PULSE_MS)) {
         due.push({ tenantId: a.tenantId, jobId: a.id, leaseId: a.leaseId, progress: a.progressValue, message: a.message });
         a.progressDirty = false;
         sent.set(a.id, a);

@@ -57,7 +57,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
       if (!reply.raw.writableEnded) ac.abort();
     });
     const leases = await dispatcher.claim(
-      { workerId: b.workerId, jobTypes: b.jobTypes, limit: b.limit ?? 1, tenantIds: tenant ? [tenant] : undefined, leaseMs: b.leaseMs },
+      { workerId: b.workerId, jobTypes: b.jobTypes, limit: b.limit ?? 1, tenantIds: tenant ? [tenant] : undefined, leaseMs: b.leaseMs, host: b.host, version: b.version },
       Math.min(b.waitMs ?? 0, config.maxClaimWaitMs),
       ac.signal,
     );

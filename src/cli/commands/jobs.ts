@@ -18,7 +18,7 @@ export function duration(value: string, flag: string): number {
   return n;
 }
 
-function integer(value: string, flag: string): number {
+export function integer(value: string, flag: string): number {
   if (!/^-?\d+$/.test(value)) throw new CliError(`${flag}: "${value}" is not an integer`);
   return Number(value);
 }
@@ -75,7 +75,7 @@ export function registerJobCommands(program: Command): void {
   jobs
     .command('list')
     .description('jobs of the tenant, newest first')
-    .option('--state <state>', 'queued|leased|succeeded|failed|dead_lettered|canceled|timed_out')
+    .option('--state <state>', 'queued|leased|succeeded|failed|dead_lettered|canceled|timed_out|cleared')
     .option('--type <jobType>', 'only this job type')
     .option('--limit <n>', 'page size', '50')
     .option('--cursor <id>', 'continue after this id (printed as nextCursor)')
@@ -114,6 +114,19 @@ export function registerJobCommands(program: Command): void {
       const { client, output } = clientFor(cmd);
       const job = await client.cancel(id, o.reason);
       print(output, job, [job], ['id', 'jobType', 'state', 'attempt']);
+    });
+
+  jobs
+    .command('replay')
+    .description('replay an ended job (dead-lettered, cleared, canceled, timed out) as a new job; once per job')
+    .argument('<id>', 'job id')
+    .requiredOption('--reason <text>', 'why (recorded in the audit log)')
+    .option('--ticket <ticket>', 'ticket reference')
+    .option('--priority <n>', 'priority of the new job (default: the original\'s plus one)')
+    .action(async (id: string, o: { reason: string; ticket?: string; priority?: string }, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const r = await client.replayJob(id, { reason: o.reason, ticket: o.ticket }, o.priority === undefined ? undefined : integer(o.priority, '--priority'));
+      print(output, r, [{ ...r.job, status: r.status }], ['id', 'jobType', 'state', 'priority', 'replayOf', 'status']);
     });
 
   const types = program.command('jobtypes').description('job types and their defaults');

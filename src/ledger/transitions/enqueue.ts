@@ -19,21 +19,21 @@ const enqueueStatement = prepared('enqueue', `
 WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS i(
     tenant_id text, job_type text, payload jsonb, priority integer, run_after timestamptz,
-    max_attempts integer, idempotency_key text, correlation_id text, replay_of bigint, ord bigint)
+    max_attempts integer, idempotency_key text, correlation_id text, ord bigint)
 ), types AS (
   SELECT name, max_attempts FROM orch.job_types WHERE name IN (SELECT DISTINCT job_type FROM input)
 ), plain AS (
   -- Jobs without an idempotency key cannot conflict: a plain insert skips speculative insertion.
-  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, correlation_id, replay_of, history)
+  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, correlation_id, history)
   SELECT i.tenant_id, i.job_type, coalesce(i.payload, 'null'::jsonb), coalesce(i.priority, 0), coalesce(i.run_after, now()),
-         coalesce(i.max_attempts, t.max_attempts), i.correlation_id, i.replay_of, ARRAY[$4::uuid]
+         coalesce(i.max_attempts, t.max_attempts), i.correlation_id, ARRAY[$4::uuid]
   FROM input i JOIN types t ON t.name = i.job_type
   WHERE i.idempotency_key IS NULL ORDER BY i.ord
   RETURNING id, tenant_id, job_type, idempotency_key, state, run_after
 ), keyed AS (
-  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, idempotency_key, correlation_id, replay_of, history)
+  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, idempotency_key, correlation_id, history)
   SELECT i.tenant_id, i.job_type, coalesce(i.payload, 'null'::jsonb), coalesce(i.priority, 0), coalesce(i.run_after, now()),
-         coalesce(i.max_attempts, t.max_attempts), i.idempotency_key, i.correlation_id, i.replay_of, ARRAY[$4::uuid]
+         coalesce(i.max_attempts, t.max_attempts), i.idempotency_key, i.correlation_id, ARRAY[$4::uuid]
   FROM input i JOIN types t ON t.name = i.job_type
   WHERE i.idempotency_key IS NOT NULL ORDER BY i.ord
   ON CONFLICT (tenant_id, job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -76,7 +76,6 @@ export async function enqueue(db: Queryable, inputs: PreparedJob[], actor: Actor
     if (j.maxAttempts !== undefined) o += `,"max_attempts":${j.maxAttempts}`;
     if (j.idempotencyKey !== undefined) o += `,"idempotency_key":${JSON.stringify(j.idempotencyKey)}`;
     if (j.correlationId !== undefined) o += `,"correlation_id":${JSON.stringify(j.correlationId)}`;
-    if (j.replayOf !== undefined) o += `,"replay_of":${j.replayOf}`;
     spec += (ord === 0 ? '' : ',') + o + '}';
   });
   spec += ']';

@@ -1,5 +1,6 @@
 import { prepared, type Queryable } from '../db.ts';
 import { checkText } from '../validate.ts';
+import { WORKER_REFRESH_MS } from '../../recovery/workers.ts';
 import type { HeartbeatInput, HeartbeatOutcome } from '../types.ts';
 import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './lease-check.ts';
 
@@ -7,7 +8,7 @@ import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './lease-
  * Renews live leases by their job type's lease length (or `leaseMs`) and
  * records progress; no state changes, so no history row. A lease that is
  * expired, stolen, canceled or past its run-time limit is refused, which is
- * how a worker learns to stop.
+ * how a worker learns to stop. The holder's worker record is refreshed.
  */
 const heartbeatStatement = prepared('heartbeat', `
 WITH input AS (
@@ -20,7 +21,11 @@ WITH input AS (
   FROM input i, orch.job_types jt
   WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
     AND (j.deadline_at IS NULL OR j.deadline_at > now()) AND jt.name = j.job_type
-  RETURNING j.id, j.lease_until
+  RETURNING j.id, j.lease_until, j.worker_id
+), seen AS (
+  -- the worker registry (src/recovery/workers.ts): a worker that heartbeats is alive
+  UPDATE orch.workers w SET last_seen = now(), lost_at = NULL
+  WHERE w.worker_id IN (SELECT DISTINCT worker_id FROM upd) AND w.last_seen < now() - interval '${WORKER_REFRESH_MS} milliseconds'
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.lease_until AS new_lease_until
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);

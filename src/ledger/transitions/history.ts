@@ -8,8 +8,9 @@ export const COUNTED_STATES = ['queued', 'failed', 'leased', 'dead_lettered'] as
  * (id, tenant_id, job_type, from_state, to_state, attempt, lease_id, error):
  * the history rows (historyInsert), the net change of the queue counts
  * (src/ledger/queue-counts.ts), one row per tenant, type and state touched,
- * and the concurrency slots of the leases it ended (freeQuotaSlots; nothing
- * for a transition that ends none). Every transition calls it, so a new one
+ * the change of the DLQ's error clusters (entries entering or leaving the
+ * dead_lettered state, by the entry's error), and the concurrency slots of
+ * the leases it ended (freeQuotaSlots; nothing for a transition that ends none). Every transition calls it, so a new one
  * cannot forget a piece of the bookkeeping.
  */
 export function recordTransitions(entries: string, batch: string, actor: string, reason: string): string {
@@ -24,6 +25,12 @@ export function recordTransitions(entries: string, batch: string, actor: string,
   ) x
   WHERE state IN (${COUNTED_STATES.map((s) => `'${s}'`).join(', ')})
   GROUP BY tenant_id, job_type, state HAVING sum(d) <> 0
+), cluster_deltas AS (
+  INSERT INTO orch.dlq_cluster_deltas (tenant_id, job_type, error_class, fingerprint, delta)
+  SELECT tenant_id, job_type, coalesce(error->>'class', 'unknown'), orch.error_fingerprint(error->>'message'),
+         sum(CASE WHEN to_state = 'dead_lettered' THEN 1 ELSE -1 END)
+  FROM ${entries} WHERE (to_state = 'dead_lettered') <> (from_state IS NOT DISTINCT FROM 'dead_lettered')
+  GROUP BY 1, 2, 3, 4
 ), ${freeQuotaSlots(entries)}`;
 }
 

@@ -1,0 +1,98 @@
+import { Type } from 'typebox';
+import { auditAction } from '../../audit/audit-log.ts';
+import { listBlockingLocks, listLeases } from '../../recovery/leases.ts';
+import type { ApiContext, App } from '../context.ts';
+import { ApiError } from '../errors.ts';
+import { operatorAction } from '../operator.ts';
+import { ErrorBody, JobId, JobTypeName, LeaseId, Nullable, OperatorHeaders, WorkerId } from '../schemas.ts';
+import { requireTenant } from '../tenant.ts';
+
+const IsoTime = Type.String({ format: 'date-time' });
+/** Most leases one force release takes. */
+const MAX_RELEASE = 10_000;
+
+const LeaseView = Type.Object({
+  jobId: JobId, tenantId: Type.String(), jobType: Type.String(), leaseId: Type.String(), workerId: Nullable(Type.String()),
+  attempt: Type.Integer(), startedAt: IsoTime, leaseUntil: IsoTime, ageSeconds: Type.Number(), heartbeatAgeSeconds: Type.Number(),
+  progress: Nullable(Type.Number()), progressMessage: Nullable(Type.String()), stuck: Type.Boolean(),
+});
+const LockView = Type.Object({
+  pid: Type.Integer(), role: Type.String(), blockedBy: Type.Array(Type.Integer()), state: Nullable(Type.String()),
+  waitEvent: Nullable(Type.String()), transactionSeconds: Nullable(Type.Number()), application: Nullable(Type.String()),
+  relations: Type.Array(Type.String()), query: Nullable(Type.String()),
+});
+const WorkerView = Type.Object({
+  workerId: Type.String(), host: Nullable(Type.String()), version: Nullable(Type.String()), jobTypes: Type.Array(Type.String()),
+  firstSeen: IsoTime, lastSeen: IsoTime, silentSeconds: Type.Number(), status: Type.String(), lostAt: Nullable(IsoTime), inFlight: Type.Integer(),
+});
+
+/** Leases (stuck first, with the PostgreSQL locks that block the ledger), force release, and the worker registry. */
+export function leaseRoutes(app: App, ctx: ApiContext): void {
+  const { ledger, config } = ctx;
+
+  app.get('/leases', {
+    schema: {
+      summary: 'Active leases, stuck ones first, and the PostgreSQL lock waits on the ledger', tags: ['leases'],
+      querystring: Type.Object({
+        jobType: Type.Optional(JobTypeName),
+        workerId: Type.Optional(WorkerId),
+        stuckAfterMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000, description: 'Default ORCH_LEASE_STUCK_AFTER_MS.' })),
+        limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: 100 })),
+      }, { additionalProperties: false }),
+      response: {
+        200: Type.Object({ leases: Type.Array(LeaseView), stuck: Type.Integer(), stuckAfterMs: Type.Integer(), locks: Type.Array(LockView) }),
+        400: ErrorBody,
+      },
+    },
+  }, async (request) => {
+    const q = request.query;
+    const stuckAfterMs = q.stuckAfterMs ?? config.leaseStuckAfterMs;
+    const [leases, locks] = await Promise.all([
+      listLeases(ledger.pool, { tenantId: requireTenant(request), jobType: q.jobType, workerId: q.workerId, stuckAfterMs, limit: q.limit ?? 100 }),
+      listBlockingLocks(ledger.pool),
+    ]);
+    return { leases, stuck: leases.filter((l) => l.stuck).length, stuckAfterMs, locks };
+  });
+
+  app.post('/leases/release', {
+    schema: {
+      summary: 'Force release leases: the jobs go back to the queue (or dead-letter when attempts are spent)', tags: ['leases'], headers: OperatorHeaders,
+      description: 'Select by leaseIds, jobIds, workerIds and/or stuck (heartbeat older than stuckAfterMs); a lease matching any is released. '
+        + 'Needs X-Operator-Reason, recorded in each job\'s history and the audit log. The old holder\'s late ack or heartbeat is refused.',
+      body: Type.Object({
+        leaseIds: Type.Optional(Type.Array(LeaseId, { minItems: 1, maxItems: MAX_RELEASE })),
+        jobIds: Type.Optional(Type.Array(JobId, { minItems: 1, maxItems: MAX_RELEASE })),
+        workerIds: Type.Optional(Type.Array(WorkerId, { minItems: 1, maxItems: 1000 })),
+        stuck: Type.Optional(Type.Boolean()),
+        stuckAfterMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 })),
+      }, { additionalProperties: false }),
+      response: {
+        200: Type.Object({ released: Type.Integer(), jobs: Type.Array(Type.Object({ jobId: JobId, jobType: Type.String(), state: Type.String() })) }),
+        400: ErrorBody,
+      },
+    },
+  }, async (request) => {
+    const tenantId = requireTenant(request);
+    const b = request.body;
+    if (!b.leaseIds && !b.jobIds && !b.workerIds && !b.stuck) {
+      throw new ApiError(400, 'invalid', 'body', 'select leases: give leaseIds, jobIds, workerIds or stuck: true');
+    }
+    if (b.stuckAfterMs !== undefined && !b.stuck) throw new ApiError(400, 'invalid', 'stuckAfterMs', 'stuckAfterMs needs stuck: true');
+    const op = operatorAction(request);
+    const records = await ledger.forceRelease({
+      tenantId, leaseIds: b.leaseIds, jobIds: b.jobIds, workerIds: b.workerIds,
+      stuckAfterMs: b.stuck ? b.stuckAfterMs ?? config.leaseStuckAfterMs : undefined,
+    }, MAX_RELEASE, op.actor, op.reason);
+    await auditAction(ledger.pool, op, 'lease.release', tenantId, 'leases', {
+      selector: { leaseIds: b.leaseIds?.length, jobIds: b.jobIds?.length, workerIds: b.workerIds, stuck: b.stuck ?? false }, released: records.length,
+    });
+    return { released: records.length, jobs: records.map((r) => ({ jobId: r.jobId, jobType: r.jobType, state: r.to })) };
+  });
+
+  app.get('/workers', {
+    schema: {
+      summary: 'Workers seen: job types, host, version, last heartbeat, leases held; lost ones marked', tags: ['workers'],
+      response: { 200: Type.Object({ workers: Type.Array(WorkerView), lostAfterMs: Type.Integer() }), 400: ErrorBody },
+    },
+  }, async () => ({ workers: await ledger.workers.list(), lostAfterMs: config.workerLostAfterMs }));
+}

@@ -1,0 +1,141 @@
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { auditAction, type OperatorAction } from '../audit/audit-log.ts';
+import { withTransaction } from '../ledger/db.ts';
+import { LedgerError } from '../ledger/errors.ts';
+import type { Ledger } from '../ledger/ledger.ts';
+import type { ReplayOutcome } from '../ledger/transitions/replay.ts';
+import type { Logger } from '../logging.ts';
+import { PeriodicService, type RunResult } from '../maintenance/service.ts';
+import type { DeadLetters, DlqFilter } from './dead-letters.ts';
+import type { Snapshots } from './snapshots.ts';
+
+/** What to replay: given job ids (any replayable state), the DLQ entries matching a filter, or a snapshot's entries. */
+export type ReplaySelection =
+  | { jobIds: string[] }
+  | { filter: DlqFilter }
+  | { snapshotId: string };
+
+export interface ReplayProgress {
+  id: string;
+  tenantId: string;
+  selection: ReplaySelection;
+  state: 'running' | 'done';
+  total: number;
+  /** Jobs worked through so far. */
+  done: number;
+  /** New jobs created. */
+  created: number;
+  /** Jobs skipped: replayed before, not in a replayable state, or not found. */
+  skipped: number;
+  priority: number | null;
+  actor: string;
+  reason: string;
+  createdAt: string;
+  finishedAt: string | null;
+}
+
+/**
+ * Replays of many jobs. A replay fixes its job ids when it is created, then
+ * the replay runner works through them in batches; each batch creates its new
+ * jobs and advances the replay's position in one transaction, so a replay cut
+ * short by a crash resumes where it stopped, and the replay transition's
+ * unique (tenant, replay_of) index makes each job's replay happen once.
+ */
+export class Replays {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly ledger: Ledger,
+    private readonly deadLetters: DeadLetters,
+    private readonly snapshots: Snapshots,
+    private readonly config: { batchSize: number; maxJobs: number },
+  ) {}
+
+  async create(tenantId: string, selection: ReplaySelection, priority: number | null, op: OperatorAction): Promise<ReplayProgress> {
+    const ids = await this.resolve(tenantId, selection);
+    const { rows } = await this.pool.query<ReplayRow>(
+      `INSERT INTO orch.dlq_replays (id, tenant_id, selection, job_ids, total, priority, actor, reason, state, finished_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5 = 0 THEN 'done' ELSE 'running' END, CASE WHEN $5 = 0 THEN now() END)
+       RETURNING ${REPLAY_COLUMNS}`,
+      [randomUUID(), tenantId, JSON.stringify(selection), ids, ids.length, priority, op.actor, op.reason]);
+    const replay = toProgress(rows[0]!);
+    await auditAction(this.pool, op, 'dlq.replay', tenantId, `replay:${replay.id}`, { selection, total: ids.length, priority });
+    return replay;
+  }
+
+  async get(tenantId: string, id: string): Promise<ReplayProgress> {
+    const { rows } = await this.pool.query<ReplayRow>(`SELECT ${REPLAY_COLUMNS} FROM orch.dlq_replays WHERE id = $1 AND tenant_id = $2`, [id, tenantId]);
+    if (!rows[0]) throw new LedgerError('not_found', 'replayId', `replay ${id} not found`);
+    return toProgress(rows[0]);
+  }
+
+  async list(tenantId: string, limit: number): Promise<ReplayProgress[]> {
+    const { rows } = await this.pool.query<ReplayRow>(
+      `SELECT ${REPLAY_COLUMNS} FROM orch.dlq_replays WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT $2`, [tenantId, limit]);
+    return rows.map(toProgress);
+  }
+
+  /**
+   * Works one batch of a running replay (`id`, or the oldest one no other
+   * runner holds). Returns the batch's outcomes, or null when there was none.
+   */
+  async step(id?: string): Promise<{ replay: ReplayProgress; outcomes: ReplayOutcome[] } | null> {
+    let commit = () => {};
+    const result = await withTransaction(this.pool, async (client) => {
+      const { rows } = await client.query<ReplayRow & { batch: string[] }>(
+        `SELECT ${REPLAY_COLUMNS}, job_ids[done + 1 : done + $2] AS batch FROM orch.dlq_replays
+         WHERE state = 'running' AND ($1::uuid IS NULL OR id = $1) ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED`,
+        [id ?? null, this.config.batchSize]);
+      const r = rows[0];
+      if (!r) return null;
+      const replayed = await this.ledger.replay(r.tenant_id, r.batch, { priority: r.priority, actor: r.actor, reason: r.reason, client });
+      commit = replayed.commit;
+      const created = replayed.outcomes.filter((o) => o.status === 'replayed').length;
+      const upd = await client.query<ReplayRow>(
+        `UPDATE orch.dlq_replays SET done = done + $2, created = created + $3, skipped = skipped + $2 - $3, updated_at = now(),
+           state = CASE WHEN done + $2 >= total THEN 'done' ELSE 'running' END,
+           finished_at = CASE WHEN done + $2 >= total THEN now() END
+         WHERE id = $1 RETURNING ${REPLAY_COLUMNS}`, [r.id, r.batch.length, created]);
+      return { replay: toProgress(upd.rows[0]!), outcomes: replayed.outcomes };
+    });
+    commit();
+    return result;
+  }
+
+  private async resolve(tenantId: string, selection: ReplaySelection): Promise<string[]> {
+    let ids: string[];
+    if ('jobIds' in selection) ids = [...new Set(selection.jobIds)].sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : 1));
+    else if ('snapshotId' in selection) ids = await this.snapshots.jobIds(tenantId, selection.snapshotId);
+    else ids = await this.deadLetters.selectIds(tenantId, selection.filter, this.config.maxJobs);
+    if (ids.length > this.config.maxJobs) {
+      throw new LedgerError('invalid', 'filter', `the replay selects more than ${this.config.maxJobs} jobs (ORCH_DLQ_MAX_SELECTION); narrow it`);
+    }
+    return ids;
+  }
+}
+
+/** Works through running replays, one batch per run, at once while any is left. Safe on every replica (rows are locked per batch). */
+export class ReplayRunner extends PeriodicService {
+  readonly name = 'replay-runner';
+
+  constructor(private readonly replays: Replays, intervalMs: number, log: Logger) {
+    super(intervalMs, log);
+  }
+
+  protected async runOnce(): Promise<RunResult> {
+    const step = await this.replays.step();
+    if (step?.replay.state === 'done') this.log.info({ replay: step.replay.id, created: step.replay.created, skipped: step.replay.skipped }, 'replay finished');
+    return { count: step ? step.outcomes.length : 0, more: step !== null };
+  }
+}
+
+const REPLAY_COLUMNS = 'id, tenant_id, selection, state, total, done, created, skipped, priority, actor, reason, created_at, finished_at';
+interface ReplayRow {
+  id: string; tenant_id: string; selection: ReplaySelection; state: 'running' | 'done'; total: number; done: number; created: number; skipped: number;
+  priority: number | null; actor: string; reason: string; created_at: Date; finished_at: Date | null;
+}
+const toProgress = (r: ReplayRow): ReplayProgress => ({
+  id: r.id, tenantId: r.tenant_id, selection: r.selection, state: r.state, total: r.total, done: r.done, created: r.created,
+  skipped: r.skipped, priority: r.priority, actor: r.actor, reason: r.reason, createdAt: r.created_at.toISOString(),
+  finishedAt: r.finished_at?.toISOString() ?? null,
+});
