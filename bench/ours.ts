@@ -21,7 +21,7 @@ const JOB_TYPE = 'bench_noop';
 const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 
 /** Fresh ledger tables before each measurement, so dead tuples from one run don't slow the next. */
-async function reset(connectionString: string): Promise<void> {
+export async function reset(connectionString: string): Promise<void> {
   await withClient(connectionString, (c) => c.query('DROP SCHEMA IF EXISTS orch CASCADE'));
   const pool = createPool(connectionString, 2);
   await migrate(pool);

@@ -5,12 +5,14 @@
  *
  * Env: ORCH_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
  * BENCH_JOBS (default 100000), BENCH_LATENCY_SECONDS (default 10), BENCH_ONLY (comma list of scenarios:
- * drain, remote, controls, fairness, enqueue, latency).
+ * drain, remote, controls, fairness, enqueue, latency, dlq, dlqstats), BENCH_DLQ_ENTRIES (default 100000: snapshot
+ * and replay), BENCH_DLQ_STATS_ENTRIES (default 1000000: dlq stats).
  */
 import * as graphile from './anchors/graphile.ts';
 import * as pgboss from './anchors/pgboss.ts';
 import type { DrainResult, EnqueueResult, LatencyResult } from './anchors/types.ts';
 import * as ours from './ours.ts';
+import * as recovery from './recovery.ts';
 
 const url = process.env.ORCH_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const JOBS = Number(process.env.BENCH_JOBS ?? 100_000);
@@ -77,6 +79,21 @@ if (wanted('latency')) {
     rows.push([`dispatch p99 @${rate}/s (ms)`, `${round(o.p99Ms)}`, `${round(g.p99Ms)}`, `${round(b.p99Ms)}`, `${round(o.p99Ms / g.p99Ms)}x graphile (target <= 1.0)`]);
     rows.push([`dispatch p50 @${rate}/s (ms)`, `${round(o.p50Ms)}`, `${round(g.p50Ms)}`, `${round(b.p50Ms)}`, '']);
   }
+}
+
+if (wanted('dlq')) {
+  const n = Number(process.env.BENCH_DLQ_ENTRIES ?? 100_000);
+  const d = await measure(`orch DLQ snapshot + replay of ${n} entries`, () => recovery.snapshotAndReplay(url, n));
+  figures.dlq = { ...d, target: 'snapshot < 10 s, replay < 10 s (100,000 entries)' };
+  rows.push([`DLQ snapshot of ${n} (s)`, `${d.snapshotSeconds}`, '', '', `download ${d.downloadSeconds} s, ${Math.round(d.bytes / 1e6)} MB (target < 10 s)`]);
+  rows.push([`DLQ replay of ${n} (s)`, `${d.replaySeconds}`, '', '', `${d.replayed} new jobs (target < 10 s)`]);
+}
+
+if (wanted('dlqstats')) {
+  const n = Number(process.env.BENCH_DLQ_STATS_ENTRIES ?? 1_000_000);
+  const s = await measure(`orch dlq stats at ${n} entries`, () => recovery.dlqStats(url, n));
+  figures.dlqStats = { ...s, target: 'p99 < 200 ms at 1,000,000 entries' };
+  rows.push([`dlq stats at ${n} entries, p99 (ms)`, `${s.p99Ms}`, '', '', `p50 ${s.p50Ms} ms over ${s.calls} calls (target < 200)`]);
 }
 
 const header: [string, string, string, string, string] = ['scenario', 'orch', 'graphile-worker', 'pg-boss', 'ratio'];

@@ -350,6 +350,10 @@ describe('operations', () => {
       ['delete', '/quotas/{tenantId}/{jobType}'], ['post', '/quotas/{tenantId}/{jobType}/pause'],
       ['post', '/quotas/{tenantId}/{jobType}/resume'], ['post', '/quotas/{tenantId}/{jobType}/boost'],
       ['post', '/quotas/{tenantId}/{jobType}/restore'], ['get', '/audit'],
+      ['get', '/deadletter'], ['get', '/deadletter/stats'], ['get', '/deadletter/summary'], ['post', '/deadletter/snapshots'],
+      ['get', '/deadletter/snapshots'], ['get', '/deadletter/snapshots/{snapshotId}'], ['get', '/deadletter/snapshots/{snapshotId}/download'],
+      ['post', '/deadletter/clear'], ['post', '/deadletter/replay'], ['get', '/deadletter/replays'], ['get', '/deadletter/replays/{replayId}'],
+      ['post', '/jobs/{jobId}/replay'], ['get', '/leases'], ['post', '/leases/release'], ['get', '/workers'],
     ];
     for (const [method, path] of expected) {
       assert.ok(r.body.paths[BASE + path]?.[method], `${method.toUpperCase()} ${BASE}${path} is documented`);

@@ -51,16 +51,30 @@ export class Replays {
     private readonly config: { batchSize: number; maxJobs: number },
   ) {}
 
-  async create(tenantId: string, selection: ReplaySelection, priority: number | null, op: OperatorAction): Promise<ReplayProgress> {
+  /**
+   * Starts a replay. One of at most `batchSize` jobs is worked in the same
+   * transaction (so it is finished when this returns, and `outcomes` says
+   * what happened to each job); larger ones are left to the replay runner.
+   */
+  async create(
+    tenantId: string, selection: ReplaySelection, priority: number | null, op: OperatorAction,
+  ): Promise<{ replay: ReplayProgress; outcomes: ReplayOutcome[] | null }> {
     const ids = await this.resolve(tenantId, selection);
-    const { rows } = await this.pool.query<ReplayRow>(
-      `INSERT INTO orch.dlq_replays (id, tenant_id, selection, job_ids, total, priority, actor, reason, state, finished_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5 = 0 THEN 'done' ELSE 'running' END, CASE WHEN $5 = 0 THEN now() END)
-       RETURNING ${REPLAY_COLUMNS}`,
-      [randomUUID(), tenantId, JSON.stringify(selection), ids, ids.length, priority, op.actor, op.reason]);
-    const replay = toProgress(rows[0]!);
-    await auditAction(this.pool, op, 'dlq.replay', tenantId, `replay:${replay.id}`, { selection, total: ids.length, priority });
-    return replay;
+    let commit = () => {};
+    const result = await withTransaction(this.pool, async (client) => {
+      const { rows } = await client.query<ReplayRow>(
+        `INSERT INTO orch.dlq_replays (id, tenant_id, selection, job_ids, total, priority, actor, reason, state, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5 = 0 THEN 'done' ELSE 'running' END, CASE WHEN $5 = 0 THEN now() END)
+         RETURNING ${REPLAY_COLUMNS}`,
+        [randomUUID(), tenantId, JSON.stringify(selection), ids, ids.length, priority, op.actor, op.reason]);
+      await auditAction(client, op, 'dlq.replay', tenantId, `replay:${rows[0]!.id}`, { selection, total: ids.length, priority });
+      if (ids.length === 0 || ids.length > this.config.batchSize) return { replay: toProgress(rows[0]!), outcomes: null };
+      const worked = await this.work(client, rows[0]!, ids);
+      commit = worked.commit;
+      return { replay: worked.replay, outcomes: worked.outcomes };
+    });
+    commit();
+    return result;
   }
 
   async get(tenantId: string, id: string): Promise<ReplayProgress> {
@@ -86,20 +100,25 @@ export class Replays {
         `SELECT ${REPLAY_COLUMNS}, job_ids[done + 1 : done + $2] AS batch FROM orch.dlq_replays
          WHERE state = 'running' AND ($1::uuid IS NULL OR id = $1) ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED`,
         [id ?? null, this.config.batchSize]);
-      const r = rows[0];
-      if (!r) return null;
-      const replayed = await this.ledger.replay(r.tenant_id, r.batch, { priority: r.priority, actor: r.actor, reason: r.reason, client });
-      commit = replayed.commit;
-      const created = replayed.outcomes.filter((o) => o.status === 'replayed').length;
-      const upd = await client.query<ReplayRow>(
-        `UPDATE orch.dlq_replays SET done = done + $2, created = created + $3, skipped = skipped + $2 - $3, updated_at = now(),
-           state = CASE WHEN done + $2 >= total THEN 'done' ELSE 'running' END,
-           finished_at = CASE WHEN done + $2 >= total THEN now() END
-         WHERE id = $1 RETURNING ${REPLAY_COLUMNS}`, [r.id, r.batch.length, created]);
-      return { replay: toProgress(upd.rows[0]!), outcomes: replayed.outcomes };
+      if (!rows[0]) return null;
+      const worked = await this.work(client, rows[0], rows[0].batch);
+      commit = worked.commit;
+      return { replay: worked.replay, outcomes: worked.outcomes };
     });
     commit();
     return result;
+  }
+
+  /** Replays `batch` (the next ids of replay `r`) and advances r's position, in the caller's transaction. */
+  private async work(client: pg.PoolClient, r: ReplayRow, batch: string[]) {
+    const replayed = await this.ledger.replay(r.tenant_id, batch, { priority: r.priority, actor: r.actor, reason: r.reason, client });
+    const created = replayed.outcomes.filter((o) => o.status === 'replayed').length;
+    const upd = await client.query<ReplayRow>(
+      `UPDATE orch.dlq_replays SET done = done + $2, created = created + $3, skipped = skipped + $2 - $3, updated_at = now(),
+         state = CASE WHEN done + $2 >= total THEN 'done' ELSE 'running' END,
+         finished_at = CASE WHEN done + $2 >= total THEN now() END
+       WHERE id = $1 RETURNING ${REPLAY_COLUMNS}`, [r.id, batch.length, created]);
+    return { replay: toProgress(upd.rows[0]!), outcomes: replayed.outcomes, commit: replayed.commit };
   }
 
   private async resolve(tenantId: string, selection: ReplaySelection): Promise<string[]> {

@@ -56,7 +56,6 @@ function checkRange(f: Filter | undefined, prefix = ''): void {
 /** The dead-letter queue: stats and clusters, listing, snapshots, clear-after-snapshot, replay. */
 export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   const { deadLetters, snapshots, replays, replayRunner } = ctx.recovery;
-  const batchSize = ctx.config.replayBatchSize;
 
   app.get('/deadletter/stats', {
     schema: {
@@ -175,12 +174,8 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
     if (given.length !== 1) throw new ApiError(400, 'invalid', 'body', 'give exactly one of jobIds, filter, snapshotId');
     checkRange(filter, 'filter.');
     const op = operatorAction(request);
-    const replay = await replays.create(tenantId, given[0] as ReplaySelection, priority ?? null, op);
+    const { replay } = await replays.create(tenantId, given[0] as ReplaySelection, priority ?? null, op);
     if (replay.state === 'done') return reply.status(200).send(replay);
-    if (replay.total <= batchSize) {
-      const step = await replays.step(replay.id);
-      if (step) return reply.status(200).send(step.replay);
-    }
     replayRunner.nudge();
     return reply.status(202).send(replay);
   });
@@ -211,8 +206,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   }, async (request) => {
     const tenantId = requireTenant(request);
     const op = operatorAction(request);
-    const replay = await replays.create(tenantId, { jobIds: [request.params.jobId] }, request.body?.priority ?? null, op);
-    const outcome = (await replays.step(replay.id))?.outcomes[0];
+    const outcome = (await replays.create(tenantId, { jobIds: [request.params.jobId] }, request.body?.priority ?? null, op)).outcomes?.[0];
     if (!outcome || outcome.status === 'not_found') throw new ApiError(404, 'not_found', 'jobId', `job ${request.params.jobId} not found`);
     if (outcome.status === 'not_replayable') {
       throw new ApiError(409, 'conflict', 'jobId', `job ${request.params.jobId} is ${outcome.state}; only dead-lettered, cleared, canceled or timed-out jobs can be replayed`);
