@@ -19,7 +19,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT left(btrim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(coalesce(message, ''),
     '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<id>', 'gi'),
     '\m0x[0-9a-f]+\M', '<hex>', 'gi'),
-    '\m(?=[a-f]*[0-9])[0-9a-f]{8,}\M', '<hex>', 'gi'),
+    '\m(?=[0-9]*[a-f])(?=[a-f]*[0-9])[0-9a-f]{8,}\M', '<hex>', 'gi'),
     '[0-9]+([.,][0-9]+)*', '<n>', 'g'),
     '\s+', ' ', 'g')), 200)
 $$;
@@ -27,15 +27,17 @@ $$;
 -- Dead letters per (tenant, type, error class, fingerprint), kept as jobs enter and leave the DLQ, so
 -- `dlq stats` never groups the job table. Same scheme as the queue counts: transitions append to the
 -- insert-only delta table; a rollup folds it in. n counts entries in the DLQ now; first/last seen
--- cover every entry the cluster ever had.
+-- cover every entry the cluster ever had (a delta's `at` is when its entry entered the DLQ; NULL for an
+-- entry leaving it, which is no sighting).
 CREATE TABLE orch.dlq_clusters (
   tenant_id   text NOT NULL,
   job_type    text NOT NULL,
   error_class text NOT NULL,
   fingerprint text NOT NULL,
   n           bigint NOT NULL,
-  first_seen  timestamptz NOT NULL,
-  last_seen   timestamptz NOT NULL,
+  -- NULL only until a fold brings the cluster's first sighting (least/greatest skip NULLs)
+  first_seen  timestamptz,
+  last_seen   timestamptz,
   PRIMARY KEY (tenant_id, job_type, error_class, fingerprint)
 );
 CREATE TABLE orch.dlq_cluster_deltas (
@@ -44,7 +46,7 @@ CREATE TABLE orch.dlq_cluster_deltas (
   error_class text NOT NULL,
   fingerprint text NOT NULL,
   delta       bigint NOT NULL,
-  at          timestamptz NOT NULL DEFAULT now()
+  at          timestamptz
 );
 INSERT INTO orch.dlq_clusters (tenant_id, job_type, error_class, fingerprint, n, first_seen, last_seen)
   SELECT tenant_id, job_type, coalesce(last_error->>'class', 'unknown'), orch.error_fingerprint(last_error->>'message'),

@@ -92,8 +92,7 @@ export class DeadLetters {
         `SELECT job_type, error_class, fingerprint, sum(n) AS n, min(first_seen) AS first_seen, max(last_seen) AS last_seen FROM (
            SELECT job_type, error_class, fingerprint, n, first_seen, last_seen FROM orch.dlq_clusters WHERE tenant_id = $1
            UNION ALL
-           SELECT job_type, error_class, fingerprint, delta, CASE WHEN delta > 0 THEN at END, CASE WHEN delta > 0 THEN at END
-           FROM orch.dlq_cluster_deltas WHERE tenant_id = $1
+           SELECT job_type, error_class, fingerprint, delta, at, at FROM orch.dlq_cluster_deltas WHERE tenant_id = $1
          ) x GROUP BY job_type, error_class, fingerprint HAVING sum(n) > 0
          ORDER BY n DESC, last_seen DESC LIMIT $2`, [tenantId, clusterLimit]),
     ]);

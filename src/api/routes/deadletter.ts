@@ -7,6 +7,7 @@ import { operatorAction } from '../operator.ts';
 import { ErrorBody, HistorySchema, JobId, JobSchema, JobTypeName, Nullable, OperatorHeaders } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
 import type { ReplaySelection } from '../../recovery/replays.ts';
+import { REPLAYABLE_STATES } from '../../ledger/transitions/replay.ts';
 
 const tags = ['deadletter'];
 const IsoTime = Type.String({ format: 'date-time' });
@@ -206,11 +207,16 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   }, async (request) => {
     const tenantId = requireTenant(request);
     const op = operatorAction(request);
-    const outcome = (await replays.create(tenantId, { jobIds: [request.params.jobId] }, request.body?.priority ?? null, op)).outcomes?.[0];
-    if (!outcome || outcome.status === 'not_found') throw new ApiError(404, 'not_found', 'jobId', `job ${request.params.jobId} not found`);
-    if (outcome.status === 'not_replayable') {
-      throw new ApiError(409, 'conflict', 'jobId', `job ${request.params.jobId} is ${outcome.state}; only dead-lettered, cleared, canceled or timed-out jobs can be replayed`);
-    }
+    const { jobId } = request.params;
+    // Checked first so that a refused request leaves no replay record or audit entry behind.
+    const original = await ctx.ledger.getJob(tenantId, jobId);
+    if (!original) throw new ApiError(404, 'not_found', 'jobId', `job ${jobId} not found`);
+    const notReplayable = (state: string) =>
+      new ApiError(409, 'conflict', 'jobId', `job ${jobId} is ${state}; only dead-lettered, cleared, canceled or timed-out jobs can be replayed`);
+    if (!(REPLAYABLE_STATES as readonly string[]).includes(original.state)) throw notReplayable(original.state);
+    const outcome = (await replays.create(tenantId, { jobIds: [jobId] }, request.body?.priority ?? null, op)).outcomes?.[0];
+    if (!outcome || outcome.status === 'not_found') throw new ApiError(404, 'not_found', 'jobId', `job ${jobId} not found`);
+    if (outcome.status === 'not_replayable') throw notReplayable(outcome.state);
     const job = (await ctx.ledger.getJob(tenantId, outcome.replayJobId))!;
     return { status: outcome.status, job, history: await ctx.ledger.getHistory(tenantId, job.id) };
   });

@@ -26,11 +26,11 @@ export function recordTransitions(entries: string, batch: string, actor: string,
   WHERE state IN (${COUNTED_STATES.map((s) => `'${s}'`).join(', ')})
   GROUP BY tenant_id, job_type, state HAVING sum(d) <> 0
 ), cluster_deltas AS (
-  INSERT INTO orch.dlq_cluster_deltas (tenant_id, job_type, error_class, fingerprint, delta)
+  INSERT INTO orch.dlq_cluster_deltas (tenant_id, job_type, error_class, fingerprint, delta, at)
   SELECT tenant_id, job_type, coalesce(error->>'class', 'unknown'), orch.error_fingerprint(error->>'message'),
-         sum(CASE WHEN to_state = 'dead_lettered' THEN 1 ELSE -1 END)
+         sum(CASE WHEN to_state = 'dead_lettered' THEN 1 ELSE -1 END), CASE WHEN to_state = 'dead_lettered' THEN now() END
   FROM ${entries} WHERE (to_state = 'dead_lettered') <> (from_state IS NOT DISTINCT FROM 'dead_lettered')
-  GROUP BY 1, 2, 3, 4
+  GROUP BY 1, 2, 3, 4, 6
 ), ${freeQuotaSlots(entries)}`;
 }
 
