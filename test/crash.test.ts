@@ -1,53 +1,29 @@
 import { defaultConfig } from '../src/config/config.ts';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { createWorker, OrchClient, type ControlPlane, type Worker } from '../src/index.ts';
 import { createLogger } from '../src/logging.ts';
 import { freePort } from '../src/ledger/embedded.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { eventually, REPO_ROOT, spawnServer, startTestServer } from './helpers/server.ts';
+import { kill, spawnCrashWorker } from './helpers/processes.ts';
+import { eventually, spawnServer, startTestServer } from './helpers/server.ts';
 
 /** "Nothing lost": real processes, real SIGKILLs, and the ledger as the witness. */
 
 const TENANT = 'default';
-const FIXTURE = fileURLToPath(new URL('./fixtures/crash-worker.ts', import.meta.url));
 
 const cleanups: (() => Promise<void>)[] = [];
 after(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => undefined);
 });
 
-function alive(child: ChildProcess): boolean {
-  return child.exitCode === null && child.signalCode === null;
-}
-
-async function kill(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (!alive(child)) return;
-  const exited = once(child, 'exit');
-  child.kill(signal);
-  await exited;
-}
-
-/** Spawns test/fixtures/crash-worker.ts and resolves once it says it is ready. */
+/** A crash worker whose process is killed when the file's tests end. */
 async function spawnWorker(args: string[]): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE, ...args], {
-    cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = await spawnCrashWorker(args);
   cleanups.push(() => kill(child, 'SIGKILL'));
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  let stdout = '';
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d) => {
-      stdout += d;
-      if (stdout.includes('ready\n')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}: ${stderr}`)));
-  });
   return child;
 }
 

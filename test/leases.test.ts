@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
 import { hostname } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { defaultConfig } from '../src/config/config.ts';
@@ -10,7 +8,8 @@ import { createWorker, OrchApiError, OrchClient, type ControlPlane, type History
 import { createLogger } from '../src/logging.ts';
 import type { WorkerRecord } from '../src/recovery/workers.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { eventually, REPO_ROOT, runCli, startTestServer } from './helpers/server.ts';
+import { kill, spawnCrashWorker } from './helpers/processes.ts';
+import { eventually, runCli, startTestServer } from './helpers/server.ts';
 
 /**
  * Leases and the worker registry: the lease view (stuck first, PostgreSQL
@@ -19,7 +18,6 @@ import { eventually, REPO_ROOT, runCli, startTestServer } from './helpers/server
  */
 
 const BASE = '/api/v1/orchestrator';
-const FIXTURE = fileURLToPath(new URL('./fixtures/crash-worker.ts', import.meta.url));
 /** Long enough that no lease in this file can lapse: only a release (operator or lost worker) can end one early. */
 const LONG_LEASE_MS = 600_000;
 const STUCK_AFTER_MS = 30_000;
@@ -499,39 +497,16 @@ describe('orch leases / orch workers', () => {
 
 // --- a worker process killed mid-job -------------------------------------------------------------
 
-function alive(child: ChildProcess): boolean {
-  return child.exitCode === null && child.signalCode === null;
-}
-
-async function kill(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (!alive(child)) return;
-  const exited = once(child, 'exit');
-  child.kill(signal);
-  await exited;
-}
-
-/** Spawns test/fixtures/crash-worker.ts and resolves once it says it is ready. */
+/** A crash worker whose process is killed when the file's tests end. */
 async function spawnWorker(args: string[]): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE, ...args], {
-    cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = await spawnCrashWorker(args);
   cleanups.push(() => kill(child, 'SIGKILL'));
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  let stdout = '';
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d) => {
-      stdout += d;
-      if (stdout.includes('ready\n')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}: ${stderr}`)));
-  });
   return child;
 }
 
 describe('a worker process killed mid-job', () => {
   test('missed heartbeats mark it lost and its jobs go back long before the lease deadline; a healthy worker runs each once', async () => {
-    const LOST_AFTER_MS = 2000;
+    const LOST_AFTER_MS = 15_000; // the smallest the config allows
     const TENANT = 'default';
     const type = 'lz_lost';
     const total = 30;
@@ -566,11 +541,12 @@ describe('a worker process killed mid-job', () => {
     await kill(child, 'SIGKILL');
     const killedAt = Date.now();
 
-    const lost = await eventually(async () => {
-      const w = (await c.listWorkers()).workers.find((x) => x.workerId === doomedId);
-      return w?.status === 'lost' && (await count('queued')) === total ? w : null;
-    }, 20_000, 'the doomed worker marked lost and all its jobs queued again');
+    // The reaper marks the worker lost, then releases its leases in a second statement: wait for both.
+    await eventually(async () => (await count('queued')) === total, LOST_AFTER_MS + 20_000, 'all the doomed worker\'s jobs queued again');
     const recoveredAt = Date.now();
+    const lost = (await c.listWorkers()).workers.find((x) => x.workerId === doomedId);
+    assert.ok(lost);
+    assert.equal(lost.status, 'lost');
     assert.ok(recoveredAt < earliestDeadline - 500_000, 'recovered long before any lease deadline');
     assert.equal(lost.inFlight, 0);
     assert.ok(lost.lostAt);
@@ -584,8 +560,10 @@ describe('a worker process killed mid-job', () => {
       assert.deepEqual({ from: last.from, to: last.to, attempt: last.attempt, actor: last.actor, reason: last.reason },
         { from: 'leased', to: 'queued', attempt: 1, actor: 'system:lease-reaper', reason: 'worker_lost' }, `job ${id}`);
     }
+    // The reaper feeds the counter once its release statement returns, a moment after the rows commit.
+    await eventually(async () => sample(await scrape(cp.url), 'orchestrator_lease_released_total', { job_type: type, cause: 'worker_lost' }) === 20,
+      5000, 'twenty worker_lost releases counted');
     let text = await scrape(cp.url);
-    assert.equal(sample(text, 'orchestrator_lease_released_total', { job_type: type, cause: 'worker_lost' }), 20);
     assert.equal(sample(text, 'orchestrator_workers_active', { job_type: type }), 0, 'a lost worker is not active');
     assert.equal(sample(text, 'orchestrator_leases_active', { job_type: type }), 0);
 

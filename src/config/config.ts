@@ -20,8 +20,11 @@ export const ConfigSchema = Type.Object({
   maxClaimWaitMs: Type.Integer({ minimum: 0, maximum: 300_000 }),
   /** How often an idle long-poll looks again without a wake-up (delayed and retried jobs become runnable silently). */
   claimPollIntervalMs: Type.Integer({ minimum: 10, maximum: 300_000 }),
-  /** A worker silent this long is marked lost and its leases are released (the SDK contacts the server at least every 10 s while it holds leases). */
-  workerLostAfterMs: Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 }),
+  /**
+   * A worker silent this long is marked lost and its leases are released. At least 15 s: the SDK
+   * heartbeats every 10 s while it holds leases, and the registry records a worker at most every 2 s.
+   */
+  workerLostAfterMs: Type.Integer({ minimum: 15_000, maximum: 24 * 3600 * 1000 }),
   /** `orch leases list` flags a lease stuck when its last heartbeat is older than this. */
   leaseStuckAfterMs: Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 }),
   /** Jobs replayed per transaction by the replay runner. */

@@ -42,7 +42,7 @@ export interface LeaseFilter {
   limit: number;
 }
 
-/** Active leases of a tenant, stuck ones (oldest heartbeat) first. Reads leased rows only (the partial lease index). */
+/** Active leases of a tenant, stuck ones first, then by oldest heartbeat. Reads leased rows only (the partial lease index). */
 export async function listLeases(db: Queryable, f: LeaseFilter): Promise<LeaseView[]> {
   const where = ['state = \'leased\'', 'tenant_id = $1'];
   const params: unknown[] = [f.tenantId, f.stuckAfterMs, f.limit];
@@ -56,7 +56,7 @@ export async function listLeases(db: Queryable, f: LeaseFilter): Promise<LeaseVi
         extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8 AS hb_age,
         (coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $2::float8 / 1000) OR lease_until < now()) AS stuck
       FROM orch.jobs WHERE ${where.join(' AND ')}
-      ORDER BY coalesce(heartbeat_at, started_at), id LIMIT $3`, params);
+      ORDER BY stuck DESC, coalesce(heartbeat_at, started_at), id LIMIT $3`, params);
   const secs = (s: number) => Math.round(s * 10) / 10;
   return rows.map((r) => ({
     jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, leaseId: r.lease_id, workerId: r.worker_id, attempt: r.attempt,

@@ -10,7 +10,7 @@ export interface LeaseSelector {
   jobIds?: string[];
   leaseIds?: string[];
   workerIds?: string[];
-  /** Leases whose last heartbeat (or claim, if none) is older than this. */
+  /** Stuck leases: last heartbeat (or claim, if none) older than this, or past their deadline and not reaped yet. */
   stuckAfterMs?: number;
 }
 
@@ -18,13 +18,14 @@ export interface LeaseSelector {
  * leased -> queued (or dead_lettered when attempts are spent), taken from the
  * holder by an operator or by the lease reaper, before the lease's deadline.
  * Scans only leased rows (the partial lease index). History records the actor
- * and reason; the old holder's late ack is refused.
+ * and reason; the old holder's late ack is refused. A row another session has
+ * locked is skipped (the lease view's lock list shows who holds it).
  */
 const forceReleaseStatement = prepared('force_release', takeLeasesStatement(`
   SELECT tenant_id, id FROM orch.jobs
   WHERE state = 'leased' AND ($4::text IS NULL OR tenant_id = $4)
     AND (id = ANY($5::bigint[]) OR lease_id = ANY($6::uuid[]) OR worker_id = ANY($7::text[])
-      OR coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $8::float8 / 1000))
+      OR coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $8::float8 / 1000) OR ($8 IS NOT NULL AND lease_until < now()))
   ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED`,
   '$9::text', { class: 'LeaseReleased', message: 'lease released by force' }));
 
