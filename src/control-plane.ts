@@ -21,6 +21,10 @@ import { DeadLetters } from './recovery/dead-letters.ts';
 import { Replays, ReplayRunner } from './recovery/replays.ts';
 import { Snapshots } from './recovery/snapshots.ts';
 import { DeltaRollup } from './maintenance/delta-rollup.ts';
+import { EventBus } from './events/bus.ts';
+import { OutboxPruner } from './events/pruner.ts';
+import { OutboxRelay } from './events/relay.ts';
+import { EventStream } from './events/stream.ts';
 
 export interface ControlPlane {
   /** Base URL the HTTP server listens on, e.g. http://127.0.0.1:8080 */
@@ -43,6 +47,7 @@ export async function openDatabase(config: Config, log: Logger): Promise<{ conne
 export async function startControlPlane(config: Config, log: Logger): Promise<ControlPlane> {
   const { connectionString, embedded } = await openDatabase(config, log);
   let pool: pg.Pool | null = null;
+  let bus: EventBus | null = null;
   try {
     pool = createPool(connectionString, config.dbPoolSize);
     const applied = await migrate(pool);
@@ -62,11 +67,20 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const replays = new Replays(pool, ledger, deadLetters, snapshots, { batchSize: config.replayBatchSize, maxJobs: config.dlqMaxSelection });
     const replayRunner = new ReplayRunner(replays, config.maintenance.replayRunnerIntervalMs, log);
     const m = config.maintenance;
+    const ev = config.events;
+    // Without NATS the server still runs: events stay in the outbox (and the SSE stream) until NATS is configured.
+    bus = config.natsUrl ? new EventBus(config.natsUrl, {
+      name: ev.stream, maxAgeMs: ev.maxAgeMs, maxBytes: ev.maxBytes, duplicateWindowMs: ev.duplicateWindowMs, replicas: ev.replicas,
+    }, log) : null;
+    bus?.start();
+    const stream = new EventStream(pool, { pollMs: ev.ssePollMs, heartbeatMs: ev.sseHeartbeatMs, maxBufferBytes: ev.sseMaxBufferBytes });
     const services: PeriodicService[] = [
       new LeaseReaper(ledger, { batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs }, m.leaseReaperIntervalMs, log),
       new QuotaKeeper(quotas, m.quotaKeeperIntervalMs, log),
       new DeltaRollup([ledger.counts, deadLetters.clusterFold], m.queueCountRollupIntervalMs, log),
       replayRunner,
+      new OutboxPruner(pool, ev.outboxRetentionMs, bus !== null, m.outboxPrunerIntervalMs, log),
+      ...(bus ? [new OutboxRelay(pool, bus, ev.relayBatchRows, m.outboxRelayIntervalMs, log, metrics)] : []),
     ];
     services.forEach((s) => s.start());
 
@@ -79,10 +93,11 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       } catch (err) {
         checks.database = { ok: false, detail: (err as Error).message };
       }
-      return { ok: Object.values(checks).every((c) => c.ok), checks };
+      if (bus) checks.bus = bus.connected ? { ok: true } : { ok: false, degraded: true, detail: 'NATS disconnected: events wait in the outbox' };
+      return { ok: Object.values(checks).every((c) => c.ok || c.degraded), checks };
     };
     const recovery = { deadLetters, snapshots, replays, replayRunner };
-    const app = await buildApi({ config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, recovery, readiness }, log);
+    const app = await buildApi({ config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, recovery, events: { stream }, readiness }, log);
     await app.listen({ host: config.httpHost, port: config.httpPort });
     const addr = app.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : config.httpPort;
@@ -93,6 +108,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       url, connectionString, ledger, metrics, services,
       async stop() {
         dispatcher.close();
+        stream.close();
         // In-flight requests get a grace period; connections still open after it (e.g. a client
         // that connected and never spoke) are cut so shutdown cannot hang.
         const cut = setTimeout(() => app.server.closeAllConnections(), 3000);
@@ -100,11 +116,13 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
         clearTimeout(cut);
         await Promise.all(services.map((s) => s.stop()));
         await notifier.stop();
+        await bus?.close();
         await db.end();
         await embedded?.stop();
       },
     };
   } catch (err) {
+    await bus?.close().catch(() => undefined);
     await pool?.end().catch(() => undefined);
     await embedded?.stop().catch(() => undefined);
     throw err;

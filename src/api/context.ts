@@ -9,10 +9,12 @@ import type { Metrics } from '../metrics/metrics.ts';
 import type { DeadLetters } from '../recovery/dead-letters.ts';
 import type { Replays, ReplayRunner } from '../recovery/replays.ts';
 import type { Snapshots } from '../recovery/snapshots.ts';
+import type { EventStream } from '../events/stream.ts';
 
 export interface ReadinessCheck {
   ok: boolean;
-  checks: Record<string, { ok: boolean; detail?: string }>;
+  /** A check that fails without making the server unready (the event bus: jobs run on, events wait in the outbox). */
+  checks: Record<string, { ok: boolean; degraded?: boolean; detail?: string }>;
 }
 
 /** What route modules need from the running server. */
@@ -24,6 +26,7 @@ export interface ApiContext {
   quotas: Quotas;
   metrics: Metrics;
   recovery: { deadLetters: DeadLetters; snapshots: Snapshots; replays: Replays; replayRunner: ReplayRunner };
+  events: { stream: EventStream };
   readiness: () => Promise<ReadinessCheck>;
 }
 

@@ -9,6 +9,7 @@ import { auditRoutes } from './routes/audit.ts';
 import { bridgeRoutes } from './routes/bridge.ts';
 import { controlRoutes } from './routes/controls.ts';
 import { deadLetterRoutes } from './routes/deadletter.ts';
+import { eventRoutes } from './routes/events.ts';
 import { jobTypeRoutes } from './routes/job-types.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { leaseRoutes } from './routes/leases.ts';
@@ -50,6 +51,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     auditRoutes(scoped, ctx);
     deadLetterRoutes(scoped, ctx);
     leaseRoutes(scoped, ctx);
+    eventRoutes(scoped, ctx);
   }, { prefix: API_BASE });
   return app;
 }

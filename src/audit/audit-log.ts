@@ -23,15 +23,26 @@ export interface AuditEntry {
 
 /**
  * Appends to orch.audit_log, which a trigger keeps append-only (updates,
- * deletes and truncation raise).
+ * deletes and truncation raise); a change of dispatch or quotas also becomes
+ * a control event in the outbox.
  */
 export async function recordAudit(db: Queryable, e: AuditEntry): Promise<void> {
+  const eventType = e.result === 'ok' ? CONTROL_EVENTS[e.action.split('.')[0] === 'quota' ? 'quota' : e.action] : undefined;
   await db.query(
-    `INSERT INTO orch.audit_log (actor, tenant_id, action, target, reason, ticket, request_id, result, details)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-    [e.actor, e.tenantId, e.action, e.target, e.reason, e.ticket, e.requestId ?? null, e.result, e.details ? JSON.stringify(e.details) : null],
+    `WITH audit AS (
+       INSERT INTO orch.audit_log (actor, tenant_id, action, target, reason, ticket, request_id, result, details)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     )
+     INSERT INTO orch.outbox (tenant_id, events)
+     SELECT coalesce($2, '*'), jsonb_build_array(jsonb_build_object('type', $10::text, 'at', now(), 'actor', $1::text, 'target', $4::text,
+       'data', jsonb_build_object('action', $3::text, 'reason', $5::text, 'ticket', $6::text, 'details', $9::jsonb)))
+     WHERE $10::text IS NOT NULL`,
+    [e.actor, e.tenantId, e.action, e.target, e.reason, e.ticket, e.requestId ?? null, e.result, e.details ? JSON.stringify(e.details) : null, eventType ?? null],
   );
 }
+
+/** Operator actions that are also events (src/events/envelope.ts), written in the same statement as their audit entry. */
+const CONTROL_EVENTS: Record<string, string> = { 'dispatch.pause': 'jobtype.paused', 'dispatch.resume': 'jobtype.resumed', quota: 'quota.changed' };
 
 /** The audit record of an operator's change to a control. */
 export function auditAction(db: Queryable, op: OperatorAction, action: string, tenantId: string | null, target: string, details: Record<string, unknown>): Promise<void> {

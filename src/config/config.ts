@@ -7,6 +7,21 @@ import { Value } from 'typebox/value';
  */
 export const ConfigSchema = Type.Object({
   databaseUrl: Type.Optional(Type.String({ minLength: 1 })),
+  /** NATS server for JetStream events; unset: events go to the outbox and the SSE stream only. */
+  natsUrl: Type.Optional(Type.String({ minLength: 1 })),
+  events: Type.Object({
+    stream: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
+    maxAgeMs: Type.Integer({ minimum: 60_000 }),
+    maxBytes: Type.Integer({ minimum: 1024 * 1024 }),
+    duplicateWindowMs: Type.Integer({ minimum: 1000 }),
+    replicas: Type.Integer({ minimum: 1, maximum: 5 }),
+    /** Published outbox rows (or all, without a bus) are kept this long: the SSE stream's Last-Event-ID window. */
+    outboxRetentionMs: Type.Integer({ minimum: 60_000 }),
+    relayBatchRows: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    ssePollMs: Type.Integer({ minimum: 10, maximum: 60_000 }),
+    sseHeartbeatMs: Type.Integer({ minimum: 100, maximum: 300_000 }),
+    sseMaxBufferBytes: Type.Integer({ minimum: 16 * 1024 }),
+  }),
   dataDir: Type.String({ minLength: 1 }),
   httpHost: Type.String({ minLength: 1 }),
   httpPort: Type.Integer({ minimum: 0, maximum: 65535 }),
@@ -46,6 +61,8 @@ export const ConfigSchema = Type.Object({
     quotaKeeperIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     queueCountRollupIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     replayRunnerIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
+    outboxRelayIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
+    outboxPrunerIntervalMs: Type.Integer({ minimum: 10, maximum: 3_600_000 }),
   }),
 });
 export type Config = Static<typeof ConfigSchema>;
@@ -66,6 +83,18 @@ export const defaultConfig: Config = {
   leaseStuckAfterMs: 60_000,
   replayBatchSize: 5000,
   dlqMaxSelection: 1_000_000,
+  events: {
+    stream: 'ORCH_EVENTS',
+    maxAgeMs: 7 * 24 * 3600 * 1000,
+    maxBytes: 1024 ** 3,
+    duplicateWindowMs: 10 * 60 * 1000,
+    replicas: 1,
+    outboxRetentionMs: 24 * 3600 * 1000,
+    relayBatchRows: 500,
+    ssePollMs: 250,
+    sseHeartbeatMs: 15_000,
+    sseMaxBufferBytes: 1024 * 1024,
+  },
   jobTypeDefaults: {
     maxAttempts: 5,
     backoffBaseMs: 1000,
@@ -80,6 +109,8 @@ export const defaultConfig: Config = {
     quotaKeeperIntervalMs: 5000,
     queueCountRollupIntervalMs: 1000,
     replayRunnerIntervalMs: 1000,
+    outboxRelayIntervalMs: 100,
+    outboxPrunerIntervalMs: 60_000,
   },
 };
 
@@ -105,6 +136,19 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const timeout = env.ORCH_DEFAULT_TIMEOUT_MS;
   const config: Config = {
     databaseUrl: env.ORCH_DATABASE_URL || undefined,
+    natsUrl: env.ORCH_NATS_URL || undefined,
+    events: {
+      stream: env.ORCH_EVENTS_STREAM || d.events.stream,
+      maxAgeMs: int(env, 'ORCH_EVENTS_MAX_AGE_MS', d.events.maxAgeMs),
+      maxBytes: int(env, 'ORCH_EVENTS_MAX_BYTES', d.events.maxBytes),
+      duplicateWindowMs: int(env, 'ORCH_EVENTS_DUPLICATE_WINDOW_MS', d.events.duplicateWindowMs),
+      replicas: int(env, 'ORCH_EVENTS_REPLICAS', d.events.replicas),
+      outboxRetentionMs: int(env, 'ORCH_OUTBOX_RETENTION_MS', d.events.outboxRetentionMs),
+      relayBatchRows: int(env, 'ORCH_OUTBOX_RELAY_BATCH_ROWS', d.events.relayBatchRows),
+      ssePollMs: int(env, 'ORCH_SSE_POLL_MS', d.events.ssePollMs),
+      sseHeartbeatMs: int(env, 'ORCH_SSE_HEARTBEAT_MS', d.events.sseHeartbeatMs),
+      sseMaxBufferBytes: int(env, 'ORCH_SSE_MAX_BUFFER_BYTES', d.events.sseMaxBufferBytes),
+    },
     dataDir: env.ORCH_DATA_DIR || d.dataDir,
     httpHost: env.ORCH_HTTP_HOST || d.httpHost,
     httpPort: int(env, 'ORCH_HTTP_PORT', d.httpPort),
@@ -134,6 +178,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       quotaKeeperIntervalMs: int(env, 'ORCH_QUOTA_KEEPER_INTERVAL_MS', d.maintenance.quotaKeeperIntervalMs),
       queueCountRollupIntervalMs: int(env, 'ORCH_QUEUE_COUNT_ROLLUP_INTERVAL_MS', d.maintenance.queueCountRollupIntervalMs),
       replayRunnerIntervalMs: int(env, 'ORCH_REPLAY_RUNNER_INTERVAL_MS', d.maintenance.replayRunnerIntervalMs),
+      outboxRelayIntervalMs: int(env, 'ORCH_OUTBOX_RELAY_INTERVAL_MS', d.maintenance.outboxRelayIntervalMs),
+      outboxPrunerIntervalMs: int(env, 'ORCH_OUTBOX_PRUNER_INTERVAL_MS', d.maintenance.outboxPrunerIntervalMs),
     },
     ...overrides,
   };

@@ -1,6 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DepthSample } from '../flow/queue-depth.ts';
 import type { LeaseSample } from '../recovery/leases.ts';
+import type { OrchEvent } from '../events/envelope.ts';
+import type { RelayObserver } from '../events/relay.ts';
 import type { LedgerObserver, Throttle, TransitionRecord } from '../ledger/types.ts';
 
 /**
@@ -8,7 +10,7 @@ import type { LedgerObserver, Throttle, TransitionRecord } from '../ledger/types
  * ledger transitions as they happen; nothing here reads the job table, so a
  * scrape stays cheap however large the ledger grows.
  */
-export class Metrics implements LedgerObserver {
+export class Metrics implements LedgerObserver, RelayObserver {
   readonly registry = new Registry();
   readonly jobsEnqueued = new Counter({
     name: 'orchestrator_jobs_enqueued_total', help: 'Jobs accepted into the ledger.',
@@ -73,6 +75,30 @@ export class Metrics implements LedgerObserver {
     name: 'orchestrator_workers_active', help: 'Workers not marked lost, per job type they claim.',
     labelNames: ['job_type'] as const, registers: [this.registry],
   });
+
+  readonly eventsPublished = new Counter({
+    name: 'orchestrator_events_published_total', help: 'Events JetStream acknowledged, by type.',
+    labelNames: ['event_type'] as const, registers: [this.registry],
+  });
+  readonly outboxPending = new Gauge({
+    name: 'orchestrator_outbox_pending', help: 'Outbox rows (one per transition batch and tenant) not yet acknowledged by JetStream, as the relay last saw them.',
+    registers: [this.registry],
+  });
+  readonly outboxLag = new Histogram({
+    name: 'orchestrator_outbox_lag_seconds', help: 'From a transition\'s commit to JetStream\'s acknowledgement of its events.',
+    registers: [this.registry], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
+  });
+
+  onPublished(events: OrchEvent[], lagsMs: number[]): void {
+    const byType = new Map<string, number>();
+    for (const e of events) byType.set(e.eventType, (byType.get(e.eventType) ?? 0) + 1);
+    for (const [eventType, n] of byType) this.eventsPublished.inc({ event_type: eventType }, n);
+    for (const lag of lagsMs) this.outboxLag.observe(lag / 1000);
+  }
+
+  onPending(rows: number): void {
+    this.outboxPending.set(rows);
+  }
 
   /**
    * Fills the ledger gauges from `read` before every scrape. Series of a

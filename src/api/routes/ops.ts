@@ -6,7 +6,8 @@ export function opsRoutes(app: App, ctx: ApiContext): void {
 
   app.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
     const r = await ctx.readiness();
-    return reply.status(r.ok ? 200 : 503).send({ status: r.ok ? 'ready' : 'not_ready', checks: r.checks });
+    const degraded = Object.values(r.checks).some((c) => c.degraded);
+    return reply.status(r.ok ? 200 : 503).send({ status: r.ok ? (degraded ? 'degraded' : 'ready') : 'not_ready', checks: r.checks });
   });
 
   app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {

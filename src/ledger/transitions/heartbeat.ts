@@ -21,7 +21,15 @@ WITH input AS (
   FROM input i, orch.job_types jt
   WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
     AND (j.deadline_at IS NULL OR j.deadline_at > now()) AND jt.name = j.job_type
-  RETURNING j.id, j.lease_until, j.worker_id
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.correlation_id, j.lease_until, j.worker_id, j.progress, j.progress_message,
+    (i.progress IS NOT NULL OR i.message IS NOT NULL) AS reported
+), progress_events AS (
+  -- job.progress events (src/events/envelope.ts) for heartbeats that reported progress
+  INSERT INTO orch.outbox (tenant_id, events)
+  SELECT tenant_id, jsonb_agg(jsonb_build_object('type', 'job.progress', 'at', now(), 'actor', 'worker:' || worker_id, 'jobId', id::text,
+    'jobType', job_type, 'attempt', attempt, 'leaseId', lease_id, 'status', 'leased', 'correlationId', correlation_id,
+    'data', jsonb_build_object('progress', progress, 'message', progress_message)) ORDER BY id)
+  FROM upd WHERE reported GROUP BY tenant_id
 ), seen AS (
   -- the worker registry (src/recovery/workers.ts): a worker that heartbeats is alive
   UPDATE orch.workers w SET last_seen = now(), lost_at = NULL

@@ -9,7 +9,8 @@ export const COUNTED_STATES = ['queued', 'failed', 'leased', 'dead_lettered'] as
  * the history rows (historyInsert), the net change of the queue counts
  * (src/ledger/queue-counts.ts), one row per tenant, type and state touched,
  * the change of the DLQ's error clusters (entries entering or leaving the
- * dead_lettered state, by the entry's error), and the concurrency slots of
+ * dead_lettered state, by the entry's error), the outbox row that makes the
+ * batch's events (src/events/envelope.ts), and the concurrency slots of
  * the leases it ended (freeQuotaSlots; nothing for a transition that ends none). Every transition calls it, so a new one
  * cannot forget a piece of the bookkeeping.
  */
@@ -31,6 +32,8 @@ export function recordTransitions(entries: string, batch: string, actor: string,
          sum(CASE WHEN to_state = 'dead_lettered' THEN 1 ELSE -1 END), CASE WHEN to_state = 'dead_lettered' THEN now() END
   FROM ${entries} WHERE (to_state = 'dead_lettered') <> (from_state IS NOT DISTINCT FROM 'dead_lettered')
   GROUP BY 1, 2, 3, 4, 6
+), outboxed AS (
+  INSERT INTO orch.outbox (tenant_id, batch_id) SELECT DISTINCT tenant_id, ${batch} FROM ${entries}
 ), ${freeQuotaSlots(entries)}`;
 }
 

@@ -1,0 +1,186 @@
+import { createHash } from 'node:crypto';
+import type { Queryable } from '../ledger/db.ts';
+import type { JobState } from '../ledger/types.ts';
+
+/** Every event type the orchestrator emits (see schemas/orch.event.v1.json and docs/events.md). */
+export const EVENT_TYPES = [
+  'job.enqueued', 'job.leased', 'job.progress', 'job.succeeded', 'job.retry_scheduled', 'job.dead_lettered', 'job.canceled',
+  'job.timed_out', 'job.replayed', 'lease.expired', 'lease.released', 'jobtype.paused', 'jobtype.resumed', 'quota.changed', 'dlq.cleared',
+] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** The `orch.event.v1` envelope. */
+export interface OrchEvent {
+  schema: 'orch.event.v1';
+  eventId: string;
+  eventType: EventType;
+  occurredAt: string;
+  tenantId: string;
+  correlationId: string | null;
+  actor: { subject: string; scopes: string[] };
+  job: { id: string; type: string; attempt: number; leaseId: string | null; status: JobState; reason: string | null } | null;
+  /** Event-specific details: progress, the control changed, the error. */
+  data: Record<string, unknown> | null;
+  idempotencyKey: string;
+}
+
+/** Position of an event in the outbox: the row's (xid, seq) and the event's index in it. Sortable, and the SSE event id. */
+export interface EventCursor { xid: string; seq: string; index: number }
+export const formatCursor = (c: EventCursor) => `${c.xid}-${c.seq}-${c.index}`;
+export function parseCursor(s: string): EventCursor | null {
+  const m = /^(\d{1,20})-(\d{1,19})-(\d{1,9})$/.exec(s);
+  return m ? { xid: m[1]!, seq: m[2]!, index: Number(m[3]) } : null;
+}
+
+/** A stored outbox row: a history batch to expand, or events written inline. */
+export interface OutboxRow {
+  xid: string;
+  seq: string;
+  tenant_id: string;
+  batch_id: string | null;
+  events: InlineEvent[] | null;
+  at: Date;
+}
+
+/** An event stored inline (progress, operator controls); the envelope is completed on expansion. */
+export interface InlineEvent {
+  type: EventType;
+  at: string;
+  actor: string;
+  jobId?: string;
+  jobType?: string;
+  attempt?: number;
+  leaseId?: string | null;
+  status?: JobState;
+  correlationId?: string | null;
+  target?: string;
+  data?: Record<string, unknown>;
+}
+
+/** An event and where it sits in the outbox. */
+export interface PositionedEvent { cursor: EventCursor; event: OrchEvent }
+
+/**
+ * A UUIDv7 made from the row's time and a hash of its position, so that
+ * publishing the same event again yields the same id (JetStream's duplicate
+ * window drops the copy) and ids still sort by time.
+ */
+function eventId(atMs: number, c: EventCursor): string {
+  const h = createHash('sha256').update(formatCursor(c)).digest();
+  const b = Buffer.alloc(16);
+  b.writeUIntBE(atMs, 0, 6);
+  h.copy(b, 6, 0, 10);
+  b[6] = 0x70 | (b[6]! & 0x0f);
+  b[8] = 0x80 | (b[8]! & 0x3f);
+  const x = b.toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+/** The event type of one job transition. */
+export function transitionEventType(from: JobState | null, to: JobState, reason: string | null, replayOf: string | null): EventType {
+  if (from === null) return replayOf === null ? 'job.enqueued' : 'job.replayed';
+  if (to === 'leased') return 'job.leased';
+  if (from === 'dead_lettered' && to === 'cleared') return 'dlq.cleared';
+  if (from === 'leased' && to === 'queued') return reason === 'lease_expired' ? 'lease.expired' : 'lease.released';
+  switch (to) {
+    case 'succeeded': return 'job.succeeded';
+    case 'failed': return 'job.retry_scheduled';
+    case 'dead_lettered': return 'job.dead_lettered';
+    case 'canceled': return 'job.canceled';
+    case 'timed_out': return 'job.timed_out';
+    default: return 'job.enqueued';
+  }
+}
+
+/** Actors are "kind:subject" strings; operator actions carry the scopes of their token once tokens exist. */
+const actorOf = (actor: string) => ({ subject: actor, scopes: [] as string[] });
+
+interface TransitionEntry {
+  batch_id: string; job_id: string; from_state: JobState | null; to_state: JobState; attempt: number; lease_id: string | null;
+  actor: string; reason: string | null; error: { class?: string } | null; job_type: string; correlation_id: string | null; replay_of: string | null;
+  n: number;
+}
+
+/**
+ * Expands outbox rows into events, in row order and, within a row, in the
+ * order of its batch. One query reads every history batch the rows name
+ * together with the jobs' type and correlation id.
+ */
+export async function expand(db: Queryable, rows: OutboxRow[]): Promise<PositionedEvent[]> {
+  const batched = rows.filter((r) => r.batch_id !== null);
+  const entries = new Map<string, TransitionEntry[]>();
+  if (batched.length > 0) {
+    const { rows: es } = await db.query<TransitionEntry>(
+      `SELECT t.batch_id, e.job_id, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.reason, e.error,
+              j.job_type, j.correlation_id, j.replay_of, e.n
+       FROM unnest($1::uuid[], $2::text[]) AS b(batch_id, tenant_id)
+       JOIN orch.job_transitions t ON t.batch_id = b.batch_id AND t.tenant_id = b.tenant_id
+       CROSS JOIN LATERAL unnest(t.job_ids, t.from_states, t.to_states, t.attempts, t.lease_ids, t.errors)
+         WITH ORDINALITY AS e(job_id, from_state, to_state, attempt, lease_id, error, n)
+       JOIN orch.jobs j ON j.tenant_id = t.tenant_id AND j.id = e.job_id`,
+      [batched.map((r) => r.batch_id), batched.map((r) => r.tenant_id)]);
+    for (const e of es) {
+      let list = entries.get(e.batch_id);
+      if (!list) entries.set(e.batch_id, (list = []));
+      list.push(e);
+    }
+  }
+  const out: PositionedEvent[] = [];
+  for (const r of rows) {
+    const atMs = r.at.getTime();
+    if (r.batch_id !== null) {
+      const list = (entries.get(r.batch_id) ?? []).sort((a, b) => a.n - b.n);
+      list.forEach((e, index) => {
+        const cursor = { xid: r.xid, seq: r.seq, index };
+        const type = transitionEventType(e.from_state, e.to_state, e.reason, e.replay_of);
+        out.push({
+          cursor,
+          event: {
+            schema: 'orch.event.v1', eventId: eventId(atMs, cursor), eventType: type, occurredAt: r.at.toISOString(), tenantId: r.tenant_id,
+            correlationId: e.correlation_id, actor: actorOf(e.actor),
+            job: { id: e.job_id, type: e.job_type, attempt: e.attempt, leaseId: e.lease_id, status: e.to_state, reason: e.reason },
+            data: e.error ? { error: e.error, ...(e.replay_of ? { replayOf: e.replay_of } : {}) } : e.replay_of ? { replayOf: e.replay_of } : null,
+            idempotencyKey: `orch-${type}-${e.job_id}-${e.attempt}`,
+          },
+        });
+      });
+      continue;
+    }
+    (r.events ?? []).forEach((e, index) => {
+      const cursor = { xid: r.xid, seq: r.seq, index };
+      const job = e.jobId !== undefined
+        ? { id: e.jobId, type: e.jobType!, attempt: e.attempt ?? 0, leaseId: e.leaseId ?? null, status: e.status ?? 'leased', reason: null }
+        : null;
+      out.push({
+        cursor,
+        event: {
+          schema: 'orch.event.v1', eventId: eventId(atMs, cursor), eventType: e.type, occurredAt: e.at, tenantId: r.tenant_id,
+          correlationId: e.correlationId ?? null, actor: actorOf(e.actor), job, data: { ...(e.target ? { target: e.target } : {}), ...e.data },
+          idempotencyKey: job ? `orch-${e.type}-${job.id}-${job.attempt}` : `orch-${e.type}-${e.target ?? r.tenant_id}-${r.seq}`,
+        },
+      });
+    });
+  }
+  return out;
+}
+
+const ROW_COLUMNS = 'xid::text AS xid, seq::text AS seq, tenant_id, batch_id, events, at';
+
+/**
+ * Outbox rows after `after` (exclusive of that row: its later events are the
+ * caller's to pick from the expansion), in (xid, seq) order, only from
+ * transactions older than every running one, so none can appear behind the
+ * cursor later. `pendingOnly` limits to rows JetStream has not acknowledged.
+ */
+export async function readOutbox(
+  db: Queryable, opts: { after?: { xid: string; seq: string } | null; limit: number; pendingOnly?: boolean; tenantId?: string },
+): Promise<OutboxRow[]> {
+  const params: unknown[] = [opts.limit];
+  const where = ['xid < pg_snapshot_xmin(pg_current_snapshot())'];
+  if (opts.pendingOnly) where.push('published_at IS NULL');
+  if (opts.after) where.push(`(xid, seq) >= ($${params.push(opts.after.xid)}::xid8, $${params.push(opts.after.seq)}::bigint)`);
+  if (opts.tenantId !== undefined) where.push(`tenant_id IN ($${params.push(opts.tenantId)}, '*')`);
+  const { rows } = await db.query<OutboxRow>(
+    `SELECT ${ROW_COLUMNS} FROM orch.outbox WHERE ${where.join(' AND ')} ORDER BY xid, seq LIMIT $1`, params);
+  return rows;
+}
