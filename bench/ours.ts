@@ -38,7 +38,7 @@ async function preEnqueue(ledger: Ledger, jobs: number, tenants: string[] = ['be
 }
 
 /** Fresh ledger holding `jobs` queued no-op jobs; not timed. */
-async function prepareDrain(connectionString: string, jobs: number, tenants?: string[]): Promise<void> {
+export async function prepareDrain(connectionString: string, jobs: number, tenants?: string[]): Promise<void> {
   await reset(connectionString);
   const pool = createPool(connectionString, 4);
   await preEnqueue(new Ledger(pool, defaultConfig), jobs, tenants);
@@ -47,7 +47,7 @@ async function prepareDrain(connectionString: string, jobs: number, tenants?: st
 }
 
 /** Runs workers until `jobs` handlers have run and every ack is flushed (stop() flushes). */
-async function drainWith(jobs: number, opts: Omit<WorkerOptions, 'jobTypes' | 'handler'>, workers: number): Promise<DrainResult> {
+export async function drainWith(jobs: number, opts: Omit<WorkerOptions, 'jobTypes' | 'handler'>, workers: number): Promise<DrainResult> {
   let done = 0;
   let finish!: () => void;
   const finished = new Promise<void>((r) => (finish = r));
@@ -63,7 +63,7 @@ async function drainWith(jobs: number, opts: Omit<WorkerOptions, 'jobTypes' | 'h
   return throughput(jobs, (performance.now() - start) / 1000);
 }
 
-const DRAIN_WORKER = { concurrency: 50, prefetch: 1000, batchSize: 500, claimers: 2, ackers: 2, waitMs: 1000 };
+export const DRAIN_WORKER = { concurrency: 50, prefetch: 1000, batchSize: 500, claimers: 2, ackers: 2, waitMs: 1000 };
 
 export async function drainInProcess(connectionString: string, jobs: number): Promise<DrainResult> {
   await prepareDrain(connectionString, jobs);

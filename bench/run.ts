@@ -5,7 +5,7 @@
  *
  * Env: ORCH_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
  * BENCH_JOBS (default 100000), BENCH_LATENCY_SECONDS (default 10), BENCH_ONLY (comma list of scenarios:
- * drain, remote, controls, fairness, enqueue, latency, dlq, dlqstats), BENCH_DLQ_ENTRIES (default 100000: snapshot
+ * drain, remote, controls, fairness, enqueue, latency, events, dlq, dlqstats), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_DLQ_ENTRIES (default 100000: snapshot
  * and replay), BENCH_DLQ_STATS_ENTRIES (default 1000000: dlq stats).
  */
 import * as graphile from './anchors/graphile.ts';
@@ -13,6 +13,7 @@ import * as pgboss from './anchors/pgboss.ts';
 import type { DrainResult, EnqueueResult, LatencyResult } from './anchors/types.ts';
 import * as ours from './ours.ts';
 import * as recovery from './recovery.ts';
+import * as events from './events.ts';
 
 const url = process.env.ORCH_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const JOBS = Number(process.env.BENCH_JOBS ?? 100_000);
@@ -79,6 +80,14 @@ if (wanted('latency')) {
     rows.push([`dispatch p99 @${rate}/s (ms)`, `${round(o.p99Ms)}`, `${round(g.p99Ms)}`, `${round(b.p99Ms)}`, `${round(o.p99Ms / g.p99Ms)}x graphile (target <= 1.0)`]);
     rows.push([`dispatch p50 @${rate}/s (ms)`, `${round(o.p50Ms)}`, `${round(g.p50Ms)}`, `${round(b.p50Ms)}`, '']);
   }
+}
+
+if (wanted('events')) {
+  const natsUrl = process.env.BENCH_NATS_URL ?? 'nats://127.0.0.1:4222';
+  const e = await measure('orch drain with the outbox relay publishing to JetStream and a consumer reading', () => events.drainWithEvents(url, JOBS, natsUrl));
+  figures.events = { ...e, target: 'ratio >= 0.8' };
+  rows.push(['drain with events relayed + consumed (jobs/s)', `${e.withRelayJobsPerSec}`, '', '', `${e.ratio}x without relay (${e.withoutRelayJobsPerSec}/s; target >= 0.8)`]);
+  rows.push(['events published and consumed (events/s)', `${e.eventsPerSec}`, '', '', `${e.eventsConsumed} events; outbox lag p50 ${e.lagP50Ms} ms, p99 ${e.lagP99Ms} ms`]);
 }
 
 if (wanted('dlq')) {
