@@ -20,3 +20,10 @@ CREATE TABLE orch.outbox (
 CREATE INDEX outbox_pending_idx ON orch.outbox (xid, seq) WHERE published_at IS NULL;
 -- The pruner's scan.
 CREATE INDEX outbox_at_idx ON orch.outbox (at);
+
+-- The job type of each history entry (entry i belongs to job_ids[i]), so the relay names an event's
+-- subject without reading the job table. NULL in rows written before this migration.
+ALTER TABLE orch.job_transitions ADD COLUMN job_types text[];
+-- The few jobs whose events need more than the history holds: a correlation id, or a replay's original.
+CREATE INDEX jobs_event_extras_idx ON orch.jobs (tenant_id, id) INCLUDE (correlation_id, replay_of)
+  WHERE correlation_id IS NOT NULL OR replay_of IS NOT NULL;

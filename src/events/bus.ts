@@ -1,5 +1,5 @@
-import { connect } from '@nats-io/transport-node';
-import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import { connect, createInbox, headers, type Subscription } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from '../logging.ts';
 import type { OrchEvent } from './envelope.ts';
@@ -34,7 +34,9 @@ const ms = (n: number) => n * 1_000_000;
  */
 export class EventBus {
   private nc: NatsConnection | null = null;
-  private js: JetStreamClient | null = null;
+  /** Where JetStream's acknowledgements of this connection's publishes arrive (`<inbox>.<n>`). */
+  private acks: { inbox: string; sub: Subscription; calls: Map<string, (refused: string | null) => void> } | null = null;
+  private next = 0;
   /** False from a disconnect until the next reconnect. */
   private up = false;
   private closed = false;
@@ -53,8 +55,8 @@ export class EventBus {
         if (this.closed) return void (await nc.close());
         this.watch(nc);
         await this.ensureStream(nc);
+        this.listenForAcks(nc);
         this.nc = nc;
-        this.js = jetstream(nc);
         this.up = true;
         this.log.info({ url: this.url, stream: this.stream.name }, 'connected to NATS JetStream');
         return;
@@ -97,10 +99,56 @@ export class EventBus {
     return this.up && this.nc !== null && !this.nc.isClosed();
   }
 
-  /** Publishes with the event id as Nats-Msg-Id; resolves once JetStream has stored it (or dropped it as a duplicate). */
-  async publish(e: OrchEvent): Promise<void> {
-    if (!this.js || !this.up) throw new Error('NATS is not connected');
-    await this.js.publish(subjectOf(e), JSON.stringify(e), { msgID: e.eventId, timeout: 5000 });
+  /** One subscription receives the acknowledgements of every publishAll call: `<inbox>.<call>.<n>`. */
+  private listenForAcks(nc: NatsConnection): void {
+    const inbox = createInbox();
+    const calls = new Map<string, (refused: string | null) => void>();
+    const sub = nc.subscribe(`${inbox}.>`, {
+      callback: (err, msg) => {
+        if (err) return;
+        const call = msg.subject.slice(inbox.length + 1, msg.subject.lastIndexOf('.'));
+        // an ack is {"stream":…,"seq":…[,"duplicate":true]}; a refusal carries "error"
+        const text = msg.string();
+        calls.get(call)?.(text.includes('"error"') ? text : null);
+      },
+    });
+    this.acks = { inbox, sub, calls };
+  }
+
+  /**
+   * Publishes every event with its id as Nats-Msg-Id, all at once, and
+   * resolves when JetStream has acknowledged each (stored, or dropped as a
+   * duplicate); rejects if one is refused or they are not all acknowledged
+   * within timeoutMs. (The client's js.publish awaits a request per message,
+   * with a timer each; counting acknowledgements on one subscription is
+   * several times faster.)
+   */
+  async publishAll(events: OrchEvent[], timeoutMs = 10_000): Promise<void> {
+    const nc = this.nc;
+    const acks = this.acks;
+    if (!nc || !acks || !this.up) throw new Error('NATS is not connected');
+    if (events.length === 0) return;
+    const call = String(this.next++);
+    let timer: NodeJS.Timeout | undefined;
+    const acknowledged = new Promise<void>((resolve, reject) => {
+      let left = events.length;
+      acks.calls.set(call, (refused) => {
+        if (refused !== null) reject(new Error(`JetStream refused an event: ${refused}`));
+        else if (--left === 0) resolve();
+      });
+      timer = setTimeout(() => reject(new Error(`JetStream acknowledged ${events.length - left} of ${events.length} events within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      events.forEach((e, i) => {
+        const h = headers();
+        h.set('Nats-Msg-Id', e.eventId);
+        nc.publish(subjectOf(e), JSON.stringify(e), { reply: `${acks.inbox}.${call}.${i}`, headers: h });
+      });
+      await acknowledged;
+    } finally {
+      clearTimeout(timer);
+      acks.calls.delete(call);
+    }
   }
 
   async close(): Promise<void> {

@@ -104,20 +104,28 @@ interface TransitionEntry {
 /**
  * Expands outbox rows into events, in row order and, within a row, in the
  * order of its batch. One query reads every history batch the rows name
- * together with the jobs' type and correlation id.
+ * (with each entry's job type) and, through a partial index, the correlation
+ * id and replay origin of the few jobs that have one.
  */
 export async function expand(db: Queryable, rows: OutboxRow[]): Promise<PositionedEvent[]> {
   const batched = rows.filter((r) => r.batch_id !== null);
   const entries = new Map<string, TransitionEntry[]>();
   if (batched.length > 0) {
     const { rows: es } = await db.query<TransitionEntry>(
-      `SELECT t.batch_id, e.job_id, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.reason, e.error,
-              j.job_type, j.correlation_id, j.replay_of, e.n
-       FROM unnest($1::uuid[], $2::text[]) AS b(batch_id, tenant_id)
-       JOIN orch.job_transitions t ON t.batch_id = b.batch_id AND t.tenant_id = b.tenant_id
-       CROSS JOIN LATERAL unnest(t.job_ids, t.from_states, t.to_states, t.attempts, t.lease_ids, t.errors)
-         WITH ORDINALITY AS e(job_id, from_state, to_state, attempt, lease_id, error, n)
-       JOIN orch.jobs j ON j.tenant_id = t.tenant_id AND j.id = e.job_id`,
+      `WITH e AS (
+         SELECT t.batch_id, t.tenant_id, e.job_id, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.reason, e.error, e.job_type, e.n
+         FROM unnest($1::uuid[], $2::text[]) AS b(batch_id, tenant_id)
+         JOIN orch.job_transitions t ON t.batch_id = b.batch_id AND t.tenant_id = b.tenant_id
+         CROSS JOIN LATERAL unnest(t.job_ids, t.from_states, t.to_states, t.attempts, t.lease_ids, t.errors, t.job_types)
+           WITH ORDINALITY AS e(job_id, from_state, to_state, attempt, lease_id, error, job_type, n)
+       )
+       SELECT e.batch_id, e.job_id, e.from_state, e.to_state, e.attempt, e.lease_id, e.actor, e.reason, e.error, e.job_type, e.n,
+              x.correlation_id, x.replay_of
+       FROM e LEFT JOIN LATERAL (
+         -- a probe of the partial index holding only jobs with a correlation id or a replay origin
+         SELECT j.correlation_id, j.replay_of FROM orch.jobs j
+         WHERE j.tenant_id = e.tenant_id AND j.id = e.job_id AND (j.correlation_id IS NOT NULL OR j.replay_of IS NOT NULL)
+       ) x ON true`,
       [batched.map((r) => r.batch_id), batched.map((r) => r.tenant_id)]);
     for (const e of es) {
       let list = entries.get(e.batch_id);

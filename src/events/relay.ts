@@ -7,7 +7,7 @@ import { expand, readOutbox, type OrchEvent } from './envelope.ts';
 /** Advisory lock key held by the one relay that publishes ("orchrely"). */
 const LEADER_LOCK = 0x6f726368_72656c79n;
 /** Publishes in flight at once. */
-const IN_FLIGHT = 256;
+const IN_FLIGHT = 5000;
 /** The pending gauge counts no further (a long NATS outage must not make each run count millions of rows). */
 const PENDING_COUNT_CAP = 1_000_000;
 
@@ -53,9 +53,7 @@ export class OutboxRelay extends PeriodicService {
     }
     const events = await expand(this.pool, rows);
     try {
-      for (let i = 0; i < events.length; i += IN_FLIGHT) {
-        await Promise.all(events.slice(i, i + IN_FLIGHT).map((p) => this.bus.publish(p.event)));
-      }
+      for (let i = 0; i < events.length; i += IN_FLIGHT) await this.bus.publishAll(events.slice(i, i + IN_FLIGHT).map((p) => p.event));
     } catch (err) {
       this.observer.onPending(await this.countPending());
       throw err;

@@ -46,9 +46,9 @@ export function recordTransitions(entries: string, batch: string, actor: string,
  * attempt, lease_id, error; `batch`, `actor` and `reason` are SQL expressions.
  */
 function historyInsert(source: string, batch: string, actor: string, reason: string): string {
-  return `INSERT INTO orch.job_transitions (batch_id, tenant_id, actor, reason, job_ids, from_states, to_states, attempts, lease_ids, errors)
+  return `INSERT INTO orch.job_transitions (batch_id, tenant_id, actor, reason, job_ids, from_states, to_states, attempts, lease_ids, errors, job_types)
   SELECT ${batch}, tenant_id, ${actor}, ${reason}, array_agg(id), array_agg(from_state), array_agg(to_state),
-         array_agg(attempt), array_agg(lease_id), array_agg(error)
+         array_agg(attempt), array_agg(lease_id), array_agg(error), array_agg(job_type)
   FROM ${source} GROUP BY tenant_id`;
 }
 
