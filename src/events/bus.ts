@@ -37,6 +37,8 @@ export class EventBus {
   /** Where JetStream's acknowledgements of this connection's publishes arrive (`<inbox>.<n>`). */
   private acks: { inbox: string; sub: Subscription; calls: Map<string, (refused: string | null) => void> } | null = null;
   private next = 0;
+  /** A publish found no stream: create it again before the next one. */
+  private streamMissing = false;
   /** False from a disconnect until the next reconnect. */
   private up = false;
   private closed = false;
@@ -50,17 +52,19 @@ export class EventBus {
 
   private async connectLoop(): Promise<void> {
     while (!this.closed) {
+      let nc: NatsConnection | null = null;
       try {
-        const nc = await connect({ servers: this.url, name: 'orch', maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+        nc = await connect({ servers: this.url, name: 'orch', maxReconnectAttempts: -1, reconnectTimeWait: 500 });
         if (this.closed) return void (await nc.close());
-        this.watch(nc);
         await this.ensureStream(nc);
+        this.watch(nc);
         this.listenForAcks(nc);
         this.nc = nc;
         this.up = true;
         this.log.info({ url: this.url, stream: this.stream.name }, 'connected to NATS JetStream');
         return;
       } catch (err) {
+        await nc?.close().catch(() => undefined);
         this.log.warn({ err: (err as Error).message }, 'NATS unavailable; retrying (events wait in the outbox)');
         await new Promise((r) => setTimeout(r, 1000));
       }
@@ -107,9 +111,12 @@ export class EventBus {
       callback: (err, msg) => {
         if (err) return;
         const call = msg.subject.slice(inbox.length + 1, msg.subject.lastIndexOf('.'));
-        // an ack is {"stream":…,"seq":…[,"duplicate":true]}; a refusal carries "error"
+        // An ack is {"stream":…,"seq":…[,"duplicate":true]}; a refusal carries "error"; an empty
+        // 503 status means no stream listens on the subject (deleted, or NATS restarted without its store).
         const text = msg.string();
-        calls.get(call)?.(text.includes('"error"') ? text : null);
+        const refused = text === '' || text.includes('"error"');
+        if (refused && (text === '' || msg.headers?.code === 503)) this.streamMissing = true;
+        calls.get(call)?.(refused ? text || 'no stream for the subject (503 no responders)' : null);
       },
     });
     this.acks = { inbox, sub, calls };
@@ -128,6 +135,10 @@ export class EventBus {
     const acks = this.acks;
     if (!nc || !acks || !this.up) throw new Error('NATS is not connected');
     if (events.length === 0) return;
+    if (this.streamMissing) {
+      await this.ensureStream(nc);
+      this.streamMissing = false;
+    }
     const call = String(this.next++);
     let timer: NodeJS.Timeout | undefined;
     const acknowledged = new Promise<void>((resolve, reject) => {

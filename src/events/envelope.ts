@@ -29,7 +29,9 @@ export interface EventCursor { xid: string; seq: string; index: number }
 export const formatCursor = (c: EventCursor) => `${c.xid}-${c.seq}-${c.index}`;
 export function parseCursor(s: string): EventCursor | null {
   const m = /^(\d{1,20})-(\d{1,19})-(\d{1,9})$/.exec(s);
-  return m ? { xid: m[1]!, seq: m[2]!, index: Number(m[3]) } : null;
+  // xid8 is unsigned 64-bit, seq a bigint: anything larger is no position of this stream
+  if (!m || BigInt(m[1]!) > 2n ** 64n - 1n || BigInt(m[2]!) > 2n ** 63n - 1n) return null;
+  return { xid: m[1]!, seq: m[2]!, index: Number(m[3]) };
 }
 
 /** A stored outbox row: a history batch to expand, or events written inline. */
@@ -77,11 +79,12 @@ function eventId(atMs: number, c: EventCursor): string {
 }
 
 /** The event type of one job transition. */
-export function transitionEventType(from: JobState | null, to: JobState, reason: string | null, replayOf: string | null): EventType {
+export function transitionEventType(from: JobState | null, to: JobState, actor: string, reason: string | null, replayOf: string | null): EventType {
   if (from === null) return replayOf === null ? 'job.enqueued' : 'job.replayed';
   if (to === 'leased') return 'job.leased';
   if (from === 'dead_lettered' && to === 'cleared') return 'dlq.cleared';
-  if (from === 'leased' && to === 'queued') return reason === 'lease_expired' ? 'lease.expired' : 'lease.released';
+  // the reaper's own reason, not an operator's free text that happens to match it
+  if (from === 'leased' && to === 'queued') return reason === 'lease_expired' && actor.startsWith('system:') ? 'lease.expired' : 'lease.released';
   switch (to) {
     case 'succeeded': return 'job.succeeded';
     case 'failed': return 'job.retry_scheduled';
@@ -140,7 +143,7 @@ export async function expand(db: Queryable, rows: OutboxRow[]): Promise<Position
       const list = (entries.get(r.batch_id) ?? []).sort((a, b) => a.n - b.n);
       list.forEach((e, index) => {
         const cursor = { xid: r.xid, seq: r.seq, index };
-        const type = transitionEventType(e.from_state, e.to_state, e.reason, e.replay_of);
+        const type = transitionEventType(e.from_state, e.to_state, e.actor, e.reason, e.replay_of);
         out.push({
           cursor,
           event: {

@@ -89,8 +89,10 @@ export class OutboxRelay extends PeriodicService {
       throw err;
     }
     // A broken connection loses the lock with it: drop the client and elect again.
-    client.on('error', () => {
-      if (this.leader === client) this.leader = null;
+    client.on('error', (err) => {
+      if (this.leader !== client) return;
+      this.leader = null;
+      client.release(err);
     });
     this.leader = client;
     this.log.info('outbox relay is the leader');

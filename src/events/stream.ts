@@ -51,13 +51,20 @@ export class EventStream {
     };
     this.clients.add(end);
     res.once('close', end);
+    // The start is fixed before the client hears it is subscribed, so nothing committed after the 200 is skipped.
+    let cursor: EventCursor;
+    try {
+      cursor = from ?? (await this.tail());
+    } catch (err) {
+      this.clients.delete(end);
+      throw err;
+    }
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no',
     });
     res.write(': orch event stream\n\n');
     const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), this.settings.heartbeatMs);
     try {
-      let cursor = from ?? (await this.tail());
       while (open) {
         const rows = await readOutbox(this.pool, { after: cursor, limit: ROWS_PER_READ, tenantId: filter.tenantId });
         for (const p of await expand(this.pool, rows)) {

@@ -68,11 +68,19 @@ export class NatsProcess {
   private child: ChildProcess | null = null;
   private stderr = '';
 
-  private constructor(readonly port: number, readonly storeDir: string) {}
+  private constructor(readonly port: number, readonly storeDir: string, readonly monitorPort: number | null) {}
 
-  /** Picks a port and a store directory; does not start the server (call start()). */
-  static async create(): Promise<NatsProcess> {
-    return new NatsProcess(await freePort(), await mkdtemp(path.join(tmpdir(), 'orch-test-nats-')));
+  /** Picks a port and a store directory (and a monitoring port, for varz/connz); does not start the server (call start()). */
+  static async create(opts: { monitor?: boolean } = {}): Promise<NatsProcess> {
+    return new NatsProcess(await freePort(), await mkdtemp(path.join(tmpdir(), 'orch-test-nats-')), opts.monitor ? await freePort() : null);
+  }
+
+  /** The server's monitoring endpoint (/varz, /connz, ...); needs create({ monitor: true }). */
+  async monitor<T>(endpoint: string): Promise<T> {
+    if (this.monitorPort === null) throw new Error('created without a monitoring port');
+    const res = await fetch(`http://127.0.0.1:${this.monitorPort}/${endpoint}`);
+    if (!res.ok) throw new Error(`${endpoint}: ${res.status}`);
+    return (await res.json()) as T;
   }
 
   get url(): string {
@@ -87,7 +95,9 @@ export class NatsProcess {
   async start(): Promise<void> {
     if (this.running) return;
     this.stderr = '';
-    const child = spawn(NATS_SERVER_BIN, ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const args = ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir];
+    if (this.monitorPort !== null) args.push('-m', String(this.monitorPort));
+    const child = spawn(NATS_SERVER_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr!.on('data', (d) => (this.stderr += d));
     this.child = child;
     const deadline = Date.now() + 15_000;
@@ -166,6 +176,26 @@ export async function readStream<T>(nc: NatsConnection, stream: string): Promise
     }
   }
   return out;
+}
+
+/** Whether two subjects (with * and > wildcards) can match a common subject. */
+export function subjectsOverlap(a: string, b: string): boolean {
+  const x = a.split('.');
+  const y = b.split('.');
+  for (let i = 0; ; i++) {
+    if (x[i] === '>' || y[i] === '>') return true;
+    if (x[i] === undefined || y[i] === undefined) return x[i] === y[i];
+    if (x[i] !== '*' && y[i] !== '*' && x[i] !== y[i]) return false;
+  }
+}
+
+/** Streams other than `except` whose subjects overlap `subject`: while one exists, no other stream can take the subject. */
+export async function streamsCovering(jsm: JetStreamManager, subject: string, except?: string): Promise<string[]> {
+  const found: string[] = [];
+  for await (const s of jsm.streams.list()) {
+    if (s.config.name !== except && (s.config.subjects ?? []).some((x) => subjectsOverlap(x, subject))) found.push(`${s.config.name} ${JSON.stringify(s.config.subjects)}`);
+  }
+  return found;
 }
 
 /** Deletes the stream if it exists. */
