@@ -20,6 +20,7 @@ import type { HistoryEntry, Lease } from '../src/ledger/types.ts';
 import { createLogger } from '../src/logging.ts';
 import { createWorker, type Worker } from '../src/sdk/worker.ts';
 import { OrchClient } from '../src/sdk/client.ts';
+import { sample } from './helpers/metrics.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import {
   deleteStream, MACHINE_NATS_URL, NATS_SERVER_BIN, natsConnect, natsMissing, NatsProcess, readStream, skipUnlessNats, streamCount,
@@ -179,16 +180,6 @@ async function stateCounts(db: pg.Pool, tenantId: string): Promise<Record<string
   return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
 }
 
-/** Prometheus text format: the value of the series with exactly these labels, or undefined. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1]!, x[2]!]));
-    if (Object.keys(got).length === Object.keys(labels).length && Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
 
 /** orchestrator_events_published_total by event type. */
 function publishedByType(text: string): Map<string, number> {

@@ -7,6 +7,7 @@ import { defaultConfig } from '../src/config/config.ts';
 import { createWorker, OrchApiError, OrchClient, type ControlPlane, type HistoryEntry, type Lease } from '../src/index.ts';
 import { createLogger } from '../src/logging.ts';
 import type { WorkerRecord } from '../src/recovery/workers.ts';
+import { sample } from './helpers/metrics.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { kill, spawnCrashWorker } from './helpers/processes.ts';
 import { eventually, runCli, startTestServer } from './helpers/server.ts';
@@ -87,16 +88,6 @@ async function jobRow(id: string): Promise<{ state: string; attempt: number; lea
 const refOf = (l: Lease) => ({ tenantId: l.tenantId, jobId: l.jobId, leaseId: l.leaseId });
 const trail = (h: HistoryEntry[]) => h.map((e) => `${e.to}#${e.attempt}${e.reason ? `/${e.reason}` : ''}`);
 
-/** Prometheus text format: the value of the series with exactly these labels, or undefined. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1]!, x[2]!]));
-    if (Object.keys(got).length === Object.keys(labels).length && Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
 
 async function scrape(url = plane.url): Promise<string> {
   const res = await fetch(`${url}/metrics`);

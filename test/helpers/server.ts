@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig, type Config } from '../../src/config/config.ts';
 import { startControlPlane, type ControlPlane } from '../../src/control-plane.ts';
 import { createLogger } from '../../src/logging.ts';
+import { freePort } from '../../src/ledger/embedded.ts';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CLI_ENTRY = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -29,7 +30,8 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
 
 /** Spawns `orch serve` as a real process (for kill tests); resolves once /readyz answers 200. */
 export async function spawnServer(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
-  const port = env.ORCH_HTTP_PORT ?? String(20000 + Math.floor(Math.random() * 20000));
+  // a port the OS just handed out (a random pick collided with other servers of the suite)
+  const port = env.ORCH_HTTP_PORT ?? String(await freePort());
   const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, 'serve'], {
     cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'warn', ...env, ORCH_HTTP_PORT: port }, stdio: ['ignore', 'ignore', 'pipe'],
   });
