@@ -55,9 +55,11 @@ export class EventStream {
     let cursor: EventCursor;
     try {
       cursor = from ?? (await this.tail());
-    } catch (err) {
+    } catch {
+      // the response is the stream's own (hijacked): no error body can follow, so the client just sees it close and retries
       this.clients.delete(end);
-      throw err;
+      res.destroy();
+      return;
     }
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no',
