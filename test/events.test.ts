@@ -214,6 +214,17 @@ async function natsClient(end: End, url: string): Promise<{ nc: NatsConnection; 
   return c;
 }
 
+/** A test database, a stream name on the machine's NATS (or a server of the test's own), and a client; all removed after the test. */
+async function sharedBed(t: TestContext) {
+  const end = scope(t);
+  const db = end(await createTestDatabase(), (d) => d.drop());
+  const stream = streamName();
+  const natsUrl = await sharedNats(t, end);
+  const { nc, jsm } = await natsClient(end, natsUrl);
+  end(stream, (s) => deleteStream(jsm, s));
+  return { end, db, stream, natsUrl, nc, jsm };
+}
+
 /**
  * The NATS server of a test that does not stop NATS: the machine's, unless a
  * stream there (someone else's) already covers orch.events.>, in which case
@@ -399,12 +410,7 @@ function spawnOrch(end: End, env: Record<string, string>): ChildProcess {
 
 describe('one event per transition, on JetStream', { skip: machineSkip }, () => {
   test('every kind of transition, progress and control change gives exactly one event: the jobs\' history, in order, well formed', async (t) => {
-    const end = scope(t);
-    const db = end(await createTestDatabase(), (d) => d.drop());
-    const stream = streamName();
-    const natsUrl = await sharedNats(t, end);
-    const { nc, jsm } = await natsClient(end, natsUrl);
-    end(stream, (s) => deleteStream(jsm, s));
+    const { end, db, stream, natsUrl, nc, jsm } = await sharedBed(t);
     const cp = end(await startTestServer(db.url, {
       natsUrl, events: eventsConfig(stream), workerLostAfterMs: 600_000, maintenance: fastMaintenance(),
     }), (c) => c.stop());
@@ -1067,12 +1073,7 @@ describe('without NATS, and the outbox pruner', () => {
 
 describe('relay leadership', { skip: machineSkip }, () => {
   test('two servers, one database, one stream: one relay publishes, nothing twice; stop it and the other takes over within seconds', async (t) => {
-    const end = scope(t);
-    const db = end(await createTestDatabase(), (d) => d.drop());
-    const stream = streamName();
-    const natsUrl = await sharedNats(t, end);
-    const { nc, jsm } = await natsClient(end, natsUrl);
-    end(stream, (s) => deleteStream(jsm, s));
+    const { end, db, stream, natsUrl, nc, jsm } = await sharedBed(t);
     const start = () => startTestServer(db.url, { natsUrl, events: eventsConfig(stream), maintenance: fastMaintenance() });
     const planes = [end(await start(), (c) => c.stop()), end(await start(), (c) => c.stop())] as const;
     for (const p of planes) await busReady(p.url, jsm, stream);
