@@ -1,7 +1,8 @@
 /**
  * Events: the in-process drain while `orch serve` runs beside it (its own
  * process, as in production) with its outbox relay publishing to NATS
- * JetStream and a JetStream consumer reading every event, against the same
+ * JetStream and a JetStream consumer (bench/event-consumer.ts, its own
+ * process) reading every event, against the same
  * drain beside a server without NATS (the outbox rows are written either
  * way: they are part of every transition). Needs NATS with JetStream
  * (BENCH_NATS_URL, default nats://127.0.0.1:4222).
@@ -10,11 +11,12 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { connect } from '@nats-io/transport-node';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { percentile } from './anchors/util.ts';
 import { DRAIN_WORKER, drainWith, prepareDrain } from './ours.ts';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const CONSUMER = fileURLToPath(new URL('./event-consumer.ts', import.meta.url));
 
 export interface EventsResult {
   withoutRelayJobsPerSec: number;
@@ -71,22 +73,19 @@ export async function drainWithEvents(connectionString: string, jobs: number, na
       }
       // enqueued (already waiting in the outbox) + leased + succeeded, for every job
       const expected = jobs * 3;
-      const lags: number[] = [];
-      let consumed = 0;
-      const messages = await (await jetstream(nc).consumers.get(stream)).consume({ max_messages: 10_000 });
+      const consumer = spawn(process.execPath, ['--import', 'tsx', CONSUMER, natsUrl, stream, String(expected)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      consumer.stdout.on('data', (d) => (out += d));
+      while (!out.includes('ready\n')) {
+        if (consumer.exitCode !== null) throw new Error('the event consumer exited before it was ready');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const finished = new Promise<void>((resolve) => consumer.once('exit', () => resolve()));
       const start = performance.now();
-      const allRead = (async () => {
-        for await (const m of messages) {
-          const e = m.json<{ occurredAt: string; eventType: string }>();
-          // the enqueue events were committed before the drain began: their age is not the relay's lag
-          if (e.eventType !== 'job.enqueued') lags.push(Date.now() - Date.parse(e.occurredAt));
-          if (++consumed === expected) break;
-        }
-      })();
       const withRelay = await drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1);
-      await allRead;
+      await finished;
       const seconds = (performance.now() - start) / 1000;
-      await messages.close();
+      const { consumed, lags } = JSON.parse(out.slice(out.indexOf('ready\n') + 6)) as { consumed: number; lags: number[] };
       lags.sort((a, b) => a - b);
       const round = (x: number) => Math.round(x * 100) / 100;
       return {
