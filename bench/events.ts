@@ -13,9 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { percentile } from './anchors/util.ts';
-import { DRAIN_WORKER, drainWith, prepareDrain } from './ours.ts';
+import { DRAIN_WORKER, drainWith, prepareDrain, withOrchServer } from './ours.ts';
 
-const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const CONSUMER = fileURLToPath(new URL('./event-consumer.ts', import.meta.url));
 
 export interface EventsResult {
@@ -30,38 +29,16 @@ export interface EventsResult {
   lagP99Ms: number;
 }
 
-async function withServer<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
-  const port = String(30000 + Math.floor(Math.random() * 10000));
-  const server = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
-    env: { ...process.env, ...env, ORCH_HTTP_PORT: port, ORCH_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  try {
-    for (let i = 0; ; i++) {
-      if (i > 600) throw new Error('bench server did not start');
-      try {
-        if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) break;
-      } catch {
-        // not up yet
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return await fn();
-  } finally {
-    server.kill('SIGTERM');
-    await new Promise((r) => server.once('exit', r));
-  }
-}
-
 export async function drainWithEvents(connectionString: string, jobs: number, natsUrl: string): Promise<EventsResult> {
   await prepareDrain(connectionString, jobs);
-  const without = await withServer({ ORCH_DATABASE_URL: connectionString }, () => drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1));
+  const without = await withOrchServer({ ORCH_DATABASE_URL: connectionString }, () => drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1));
 
   await prepareDrain(connectionString, jobs);
   const stream = `BENCH_${randomBytes(4).toString('hex')}`;
   const nc = await connect({ servers: natsUrl });
   const jsm = await jetstreamManager(nc);
   try {
-    return await withServer({ ORCH_DATABASE_URL: connectionString, ORCH_NATS_URL: natsUrl, ORCH_EVENTS_STREAM: stream, ORCH_EVENTS_MAX_BYTES: String(4 * 1024 ** 3) }, async () => {
+    return await withOrchServer({ ORCH_DATABASE_URL: connectionString, ORCH_NATS_URL: natsUrl, ORCH_EVENTS_STREAM: stream, ORCH_EVENTS_MAX_BYTES: String(4 * 1024 ** 3) }, async () => {
       for (let i = 0; ; i++) {
         try {
           await jsm.streams.info(stream);

@@ -70,13 +70,11 @@ export async function drainInProcess(connectionString: string, jobs: number): Pr
   return drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1);
 }
 
-/** The server runs as its own process (as it would in production), the worker in this one. */
-export async function drainRemote(connectionString: string, jobs: number): Promise<DrainResult> {
-  await prepareDrain(connectionString, jobs);
+/** Runs `fn` while `orch serve` runs as its own process (as in production) with `env`, ready to serve. */
+export async function withOrchServer<T>(env: Record<string, string>, fn: (apiUrl: string) => Promise<T>): Promise<T> {
   const port = String(30000 + Math.floor(Math.random() * 10000));
   const server = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
-    env: { ...process.env, ORCH_DATABASE_URL: connectionString, ORCH_HTTP_PORT: port, ORCH_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, ...env, ORCH_HTTP_PORT: port, ORCH_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'inherit'],
   });
   const apiUrl = `http://127.0.0.1:${port}`;
   try {
@@ -89,11 +87,17 @@ export async function drainRemote(connectionString: string, jobs: number): Promi
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    return await drainWith(jobs, { ...DRAIN_WORKER, apiUrl, tenant: 'bench' }, 1);
+    return await fn(apiUrl);
   } finally {
     server.kill('SIGTERM');
     await new Promise((r) => server.once('exit', r));
   }
+}
+
+/** The server runs as its own process (as it would in production), the worker in this one. */
+export async function drainRemote(connectionString: string, jobs: number): Promise<DrainResult> {
+  await prepareDrain(connectionString, jobs);
+  return withOrchServer({ ORCH_DATABASE_URL: connectionString }, (apiUrl) => drainWith(jobs, { ...DRAIN_WORKER, apiUrl, tenant: 'bench' }, 1));
 }
 
 const TENANTS = Array.from({ length: 10 }, (_, i) => `t${i}`);

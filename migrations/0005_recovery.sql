@@ -81,7 +81,6 @@ CREATE TABLE orch.dlq_replays (
   total       integer NOT NULL,
   done        integer NOT NULL DEFAULT 0,
   created     integer NOT NULL DEFAULT 0,
-  skipped     integer NOT NULL DEFAULT 0,
   priority    integer CHECK (priority IS NULL OR priority >= 0),
   state       text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done')),
   actor       text NOT NULL,

@@ -12,7 +12,8 @@ export const JobStateSchema = Type.Union([
   Type.Literal('queued'), Type.Literal('leased'), Type.Literal('succeeded'), Type.Literal('failed'),
   Type.Literal('dead_lettered'), Type.Literal('canceled'), Type.Literal('timed_out'), Type.Literal('cleared'),
 ]);
-const IsoTime = Type.String({ format: 'date-time' });
+export const IsoTime = Type.String({ format: 'date-time' });
+export const Uuid = Type.String({ format: 'uuid' });
 /**
  * A value or null. Null first: the server's ajv coerces types, and with a number first it would
  * turn null into 0.

@@ -16,6 +16,9 @@ export function print(format: OutputFormat, value: unknown, objects: readonly ob
   for (const r of rows) process.stdout.write(line(columns.map((c) => cell(r[c]))) + '\n');
 }
 
+/** A comma-separated option value ("1,2, 3") as its items. */
+export const commaList = (v: string): string[] => v.split(',').map((s) => s.trim()).filter(Boolean);
+
 export class CliError extends Error {
   constructor(message: string, readonly exitCode = 1) {
     super(message);

@@ -1,4 +1,4 @@
-import { connect, createInbox, headers, type Subscription } from '@nats-io/transport-node';
+import { connect, createInbox, headers } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from '../logging.ts';
@@ -35,7 +35,7 @@ const ms = (n: number) => n * 1_000_000;
 export class EventBus {
   private nc: NatsConnection | null = null;
   /** Where JetStream's acknowledgements of this connection's publishes arrive (`<inbox>.<n>`). */
-  private acks: { inbox: string; sub: Subscription; calls: Map<string, (refused: string | null) => void> } | null = null;
+  private acks: { inbox: string; calls: Map<string, (refused: string | null) => void> } | null = null;
   private next = 0;
   /** A publish found no stream: create it again before the next one. */
   private streamMissing = false;
@@ -107,7 +107,7 @@ export class EventBus {
   private listenForAcks(nc: NatsConnection): void {
     const inbox = createInbox();
     const calls = new Map<string, (refused: string | null) => void>();
-    const sub = nc.subscribe(`${inbox}.>`, {
+    nc.subscribe(`${inbox}.>`, {
       callback: (err, msg) => {
         if (err) return;
         const call = msg.subject.slice(inbox.length + 1, msg.subject.lastIndexOf('.'));
@@ -119,7 +119,7 @@ export class EventBus {
         calls.get(call)?.(refused ? text || 'no stream for the subject (503 no responders)' : null);
       },
     });
-    this.acks = { inbox, sub, calls };
+    this.acks = { inbox, calls };
   }
 
   /**

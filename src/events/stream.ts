@@ -9,7 +9,7 @@ export interface StreamFilter {
   eventTypes?: string[];
 }
 
-export interface StreamSettings {
+export interface SseSettings {
   /** How often an idle stream looks for new events. */
   pollMs: number;
   /** A comment line this often keeps proxies from closing an idle stream. */
@@ -39,7 +39,7 @@ function matches(e: OrchEvent, f: StreamFilter): boolean {
 export class EventStream {
   private readonly clients = new Set<() => void>();
 
-  constructor(private readonly pool: pg.Pool, private readonly settings: StreamSettings) {}
+  constructor(private readonly pool: pg.Pool, private readonly settings: SseSettings) {}
 
   /** Streams to `res` until the client goes, is too slow, or close() is called. */
   async serve(res: ServerResponse, filter: StreamFilter, from: EventCursor | null): Promise<void> {

@@ -182,9 +182,8 @@ export class Metrics implements LedgerObserver, RelayObserver {
         count(this.jobsEnqueued, { tenant: r.tenantId, job_type: r.jobType });
       } else if (r.to === 'leased') {
         if (r.dispatchLatencyMs !== undefined) this.dispatchLatency.observe({ job_type: r.jobType }, r.dispatchLatencyMs / 1000);
-      } else if (r.from === 'dead_lettered') {
-        // cleared from the DLQ: not an attempt; the DLQ depth gauge shows it
-      } else if (r.reason !== 'released_by_worker') { // a job handed back unrun is not an attempt
+      } else if (r.from !== 'dead_lettered' && r.reason !== 'released_by_worker') {
+        // an attempt's outcome (a DLQ clear and a job handed back unrun are none)
         const outcome = r.to === 'queued' ? 'retried' : r.to;
         count(this.jobs, { tenant: r.tenantId, job_type: r.jobType, outcome });
         if (r.runMs !== undefined) this.jobDuration.observe({ job_type: r.jobType, outcome }, r.runMs / 1000);

@@ -26,7 +26,7 @@ export interface ReplayProgress {
   done: number;
   /** New jobs created. */
   created: number;
-  /** Jobs skipped: replayed before, not in a replayable state, or not found. */
+  /** Jobs worked through that made no new job (replayed before, not in a replayable state, or not found): done - created. */
   skipped: number;
   priority: number | null;
   actor: string;
@@ -114,7 +114,7 @@ export class Replays {
     const replayed = await this.ledger.replay(r.tenant_id, batch, { priority: r.priority, actor: r.actor, reason: r.reason, client });
     const created = replayed.outcomes.filter((o) => o.status === 'replayed').length;
     const upd = await client.query<ReplayRow>(
-      `UPDATE orch.dlq_replays SET done = done + $2, created = created + $3, skipped = skipped + $2 - $3, updated_at = now(),
+      `UPDATE orch.dlq_replays SET done = done + $2, created = created + $3, updated_at = now(),
          state = CASE WHEN done + $2 >= total THEN 'done' ELSE 'running' END,
          finished_at = CASE WHEN done + $2 >= total THEN now() END
        WHERE id = $1 RETURNING ${REPLAY_COLUMNS}`, [r.id, batch.length, created]);
@@ -148,13 +148,13 @@ export class ReplayRunner extends PeriodicService {
   }
 }
 
-const REPLAY_COLUMNS = 'id, tenant_id, selection, state, total, done, created, skipped, priority, actor, reason, created_at, finished_at';
+const REPLAY_COLUMNS = 'id, tenant_id, selection, state, total, done, created, priority, actor, reason, created_at, finished_at';
 interface ReplayRow {
-  id: string; tenant_id: string; selection: ReplaySelection; state: 'running' | 'done'; total: number; done: number; created: number; skipped: number;
+  id: string; tenant_id: string; selection: ReplaySelection; state: 'running' | 'done'; total: number; done: number; created: number;
   priority: number | null; actor: string; reason: string; created_at: Date; finished_at: Date | null;
 }
 const toProgress = (r: ReplayRow): ReplayProgress => ({
   id: r.id, tenantId: r.tenant_id, selection: r.selection, state: r.state, total: r.total, done: r.done, created: r.created,
-  skipped: r.skipped, priority: r.priority, actor: r.actor, reason: r.reason, createdAt: r.created_at.toISOString(),
+  skipped: r.done - r.created, priority: r.priority, actor: r.actor, reason: r.reason, createdAt: r.created_at.toISOString(),
   finishedAt: r.finished_at?.toISOString() ?? null,
 });

@@ -1,10 +1,10 @@
 import { Type } from 'typebox';
 import { listAudit } from '../../audit/audit-log.ts';
 import type { ApiContext, App } from '../context.ts';
-import { ErrorBody, Nullable, TenantId } from '../schemas.ts';
+import { ErrorBody, IsoTime, Nullable, TenantId } from '../schemas.ts';
 
 const AuditSchema = Type.Object({
-  id: Type.String(), at: Type.String({ format: 'date-time' }), actor: Type.String(), tenantId: Nullable(Type.String()),
+  id: Type.String(), at: IsoTime, actor: Type.String(), tenantId: Nullable(Type.String()),
   action: Type.String(), target: Type.String(), reason: Nullable(Type.String()), ticket: Nullable(Type.String()),
   requestId: Nullable(Type.String()), result: Type.String(), details: Type.Unknown(),
 });
@@ -18,7 +18,7 @@ export function auditRoutes(app: App, ctx: ApiContext): void {
         action: Type.Optional(Type.String({ maxLength: 64, description: 'e.g. quota.boost, dispatch.pause' })),
         actor: Type.Optional(Type.String({ maxLength: 128 })),
         tenantId: Type.Optional(TenantId),
-        since: Type.Optional(Type.String({ format: 'date-time' })),
+        since: Type.Optional(IsoTime),
         cursor: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,17}$' })),
         limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
       }, { additionalProperties: false }),

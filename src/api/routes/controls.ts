@@ -3,7 +3,7 @@ import { ALL } from '../../flow/pauses.ts';
 import { TENANT_PATTERN } from '../../ledger/validate.ts';
 import type { ApiContext, App } from '../context.ts';
 import { operatorAction } from '../operator.ts';
-import { ErrorBody, JobTypeName, OperatorHeaders, TenantId } from '../schemas.ts';
+import { ErrorBody, IsoTime, JobTypeName, OperatorHeaders, TenantId } from '../schemas.ts';
 
 const PauseSchema = Type.Object({
   tenantId: Type.String({ description: '"*" for every tenant' }),
@@ -11,7 +11,7 @@ const PauseSchema = Type.Object({
   reason: Type.String(),
   ticket: Type.Union([Type.String(), Type.Null()]),
   actor: Type.String(),
-  pausedAt: Type.String({ format: 'date-time' }),
+  pausedAt: IsoTime,
 });
 const ScopeQuery = Type.Object({
   tenantId: Type.Optional(Type.String({ pattern: TENANT_PATTERN, description: 'Only this tenant; omit for every tenant.' })),

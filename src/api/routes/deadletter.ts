@@ -4,14 +4,12 @@ import { Type, type Static } from 'typebox';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { operatorAction } from '../operator.ts';
-import { ErrorBody, HistorySchema, JobId, JobSchema, JobTypeName, Nullable, OperatorHeaders } from '../schemas.ts';
+import { ErrorBody, HistorySchema, IsoTime, JobId, JobSchema, JobTypeName, Nullable, OperatorHeaders, Uuid } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
 import type { ReplaySelection } from '../../recovery/replays.ts';
 import { REPLAYABLE_STATES } from '../../ledger/transitions/replay.ts';
 
 const tags = ['deadletter'];
-const IsoTime = Type.String({ format: 'date-time' });
-const Uuid = Type.String({ format: 'uuid' });
 const JobIds = Type.Array(JobId, { minItems: 1, maxItems: 100_000 });
 const MAX_MESSAGE = 128;
 

@@ -4,10 +4,9 @@ import { listBlockingLocks, listLeases } from '../../recovery/leases.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { operatorAction } from '../operator.ts';
-import { ErrorBody, JobId, JobTypeName, LeaseId, Nullable, OperatorHeaders, WorkerId } from '../schemas.ts';
+import { ErrorBody, IsoTime, JobId, JobTypeName, LeaseId, Nullable, OperatorHeaders, WorkerId } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
 
-const IsoTime = Type.String({ format: 'date-time' });
 /** Most leases one force release takes. */
 const MAX_RELEASE = 10_000;
 

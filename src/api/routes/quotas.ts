@@ -2,7 +2,7 @@ import { Type } from 'typebox';
 import { MAX_BOOST_MS } from '../../flow/quotas.ts';
 import type { ApiContext, App } from '../context.ts';
 import { operatorAction } from '../operator.ts';
-import { ErrorBody, Nullable, OperatorHeaders, QuotaScope } from '../schemas.ts';
+import { ErrorBody, IsoTime, Nullable, OperatorHeaders, QuotaScope } from '../schemas.ts';
 
 const Limits = {
   maxActive: Nullable(Type.Integer({ description: 'Concurrency cap: leased jobs at once.' })),
@@ -14,16 +14,16 @@ const LimitsSchema = Type.Object(Limits);
 const QuotaSchema = Type.Object({
   tenantId: Type.String(), jobType: Type.String(), ...Limits, weight: Type.Integer(), paused: Type.Boolean(),
   boost: Nullable(Type.Object({
-    ...Limits, until: Type.String({ format: 'date-time' }), reason: Nullable(Type.String()), ticket: Nullable(Type.String()), actor: Nullable(Type.String()),
+    ...Limits, until: IsoTime, reason: Nullable(Type.String()), ticket: Nullable(Type.String()), actor: Nullable(Type.String()),
   })),
-  reason: Type.String(), ticket: Nullable(Type.String()), actor: Type.String(), updatedAt: Type.String({ format: 'date-time' }),
+  reason: Type.String(), ticket: Nullable(Type.String()), actor: Type.String(), updatedAt: IsoTime,
 });
 const QuotaUseSchema = Type.Object({
-  tenantId: Type.String(), jobType: Type.String(), limits: LimitsSchema, boostedUntil: Nullable(Type.String({ format: 'date-time' })),
+  tenantId: Type.String(), jobType: Type.String(), limits: LimitsSchema, boostedUntil: Nullable(IsoTime),
   paused: Type.Boolean(), active: Type.Integer(), tokensLeft: Nullable(Type.Number()), usedThisHour: Type.Integer(),
   throttledCount: Type.Integer(),
   throttledBy: Nullable(Type.Union([Type.Literal('rate'), Type.Literal('concurrency'), Type.Literal('quota'), Type.Literal('paused')])),
-  nextEligibleAt: Nullable(Type.String({ format: 'date-time' })),
+  nextEligibleAt: Nullable(IsoTime),
 });
 const QuotaChangeBody = Type.Object({
   maxActive: Type.Optional(Limits.maxActive),

@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import type { DlqFilter } from '../../recovery/dead-letters.ts';
 import type { ReplayProgress, ReplaySelection } from '../../recovery/replays.ts';
 import type { OrchClient } from '../../sdk/client.ts';
-import { CliError, print, type OutputFormat } from '../output.ts';
+import { CliError, commaList, print, type OutputFormat } from '../output.ts';
 import { clientFor, integer } from './jobs.ts';
 
 interface FilterOptions { type?: string; errorClass?: string; since?: string; until?: string }
@@ -32,7 +32,7 @@ function filterFrom(o: FilterOptions): DlqFilter {
   return f;
 }
 
-const ids = (v: string | undefined) => (v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter(Boolean));
+const ids = (v: string | undefined) => (v === undefined ? undefined : commaList(v));
 
 /** Downloads a snapshot next to its manifest, checking the bytes against the manifest's sha256. */
 async function saveSnapshot(client: OrchClient, id: string, dir: string): Promise<{ file: string; manifestFile: string }> {

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { CliError, print } from '../output.ts';
+import { CliError, commaList, print } from '../output.ts';
 import { clientFor, duration, integer } from './jobs.ts';
 
-const ids = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** `orch leases list|release` and `orch workers list`. */
@@ -41,7 +40,7 @@ export function registerLeaseCommands(program: Command): void {
     .option('--ticket <ticket>', 'ticket reference')
     .action(async (arg: string | undefined, o: { worker?: string; stuck?: boolean; stuckAfter?: string; reason: string; ticket?: string }, cmd: Command) => {
       const { client, output } = clientFor(cmd);
-      const given = arg === undefined ? [] : ids(arg);
+      const given = arg === undefined ? [] : commaList(arg);
       if (given.length === 0 && !o.worker && !o.stuck) throw new CliError('leases release: give lease or job ids, --worker W, or --stuck');
       if (o.stuckAfter !== undefined && !o.stuck) throw new CliError('leases release: --stuck-after needs --stuck');
       const leaseIds = given.filter((v) => UUID.test(v));
