@@ -5,7 +5,7 @@ import type { ReadinessCheck } from './api/context.ts';
 import { Dispatcher } from './dispatch/dispatcher.ts';
 import { Pauses } from './flow/pauses.ts';
 import { QuotaKeeper } from './flow/quota-keeper.ts';
-import { queueDepth } from './flow/queue-depth.ts';
+import { queueDepth, queueOldestAge } from './flow/queue-depth.ts';
 import { Quotas } from './flow/quotas.ts';
 import { JobNotifier } from './dispatch/notifier.ts';
 import { createPool } from './ledger/db.ts';
@@ -57,6 +57,8 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const metrics = new Metrics();
     ledger.observe(metrics);
     metrics.watchDepth(() => queueDepth(ledger.pool));
+    metrics.watchOldest(() => queueOldestAge(ledger.pool));
+    metrics.watchQuotas(() => quotas.summary());
     metrics.watchLeases(() => leaseSamples(ledger.pool));
     const notifier = new JobNotifier(connectionString, log);
     await notifier.start();

@@ -27,6 +27,9 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   app.setErrorHandler(errorHandler);
+  app.addHook('onResponse', async (request, reply) => {
+    ctx.metrics.onHttpResponse(request.method, request.routeOptions.url, reply.statusCode, reply.elapsedTime / 1000);
+  });
   app.setNotFoundHandler((request, reply) => reply.status(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}`, field: null } }));
 
   await app.register(swagger, {

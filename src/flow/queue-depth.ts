@@ -31,3 +31,35 @@ export async function queueDepth(db: Queryable): Promise<DepthSample[]> {
     FROM counts c GROUP BY 1, 2, 3`);
   return rows.map((r) => ({ tenantId: r.tenant_id, jobType: r.job_type, state: r.state, n: Number(r.n) }));
 }
+
+/** Seconds the oldest runnable job of a tenant and type has waited, for orchestrator_queue_oldest_age_seconds. */
+export interface OldestSample {
+  tenantId: string;
+  jobType: string;
+  ageSeconds: number;
+}
+
+/**
+ * The oldest waiting job per tenant and type, measured from when it became
+ * runnable (enqueue, its delay, or its retry backoff). The claim index orders
+ * each (type, tenant) by priority, then run_after, so the head of each
+ * priority level holds that level's oldest job: a skip scan over the levels
+ * costs one index probe per level, never a scan of the queue. Pairs come from
+ * the queue counts.
+ */
+export async function queueOldestAge(db: Queryable): Promise<OldestSample[]> {
+  const head = (extra: string) => `(SELECT j.priority, j.run_after FROM orch.jobs j
+      WHERE j.job_type = p.job_type AND j.tenant_id = p.tenant_id AND j.state IN ('queued', 'failed')${extra}
+      ORDER BY j.priority DESC, j.run_after LIMIT 1)`;
+  const { rows } = await db.query<{ tenant_id: string; job_type: string; age: number }>(`
+    WITH RECURSIVE pairs AS (
+      SELECT DISTINCT tenant_id, job_type FROM ${CURRENT_COUNTS} c WHERE c.state IN ('queued', 'failed') AND c.n > 0
+    ), levels AS (
+      SELECT p.tenant_id, p.job_type, h.priority, h.run_after FROM pairs p CROSS JOIN LATERAL ${head('')} h
+      UNION ALL
+      SELECT p.tenant_id, p.job_type, h.priority, h.run_after FROM levels p CROSS JOIN LATERAL ${head(' AND j.priority < p.priority')} h
+    )
+    SELECT tenant_id, job_type, greatest(0, extract(epoch FROM now() - min(run_after)))::float8 AS age
+    FROM levels GROUP BY 1, 2`);
+  return rows.map((r) => ({ tenantId: r.tenant_id, jobType: r.job_type, ageSeconds: Math.round(r.age * 1000) / 1000 }));
+}

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { DepthSample } from '../flow/queue-depth.ts';
+import type { DepthSample, OldestSample } from '../flow/queue-depth.ts';
+import type { QuotaUse } from '../flow/quotas.ts';
 import type { LeaseSample } from '../recovery/leases.ts';
 import type { OrchEvent } from '../events/envelope.ts';
 import type { RelayObserver } from '../events/relay.ts';
@@ -34,6 +35,11 @@ export class Metrics implements LedgerObserver, RelayObserver {
     help: 'Claim rounds that found runnable work a control held back, by reason: rate (token bucket), concurrency (cap), quota (hourly count), paused.',
     labelNames: ['tenant', 'job_type', 'reason'] as const, registers: [this.registry],
   });
+  readonly boostRemaining = new Gauge({
+    name: 'orchestrator_quota_boost_remaining_seconds',
+    help: 'Seconds left of a temporary budget boost (orch quota boost); 0 when the quota runs on its own limits.',
+    labelNames: ['tenant', 'job_type'] as const, registers: [this.registry],
+  });
   readonly enqueueRefused = new Counter({
     name: 'orchestrator_enqueue_refused_total',
     help: 'Jobs refused at enqueue by backpressure (the tenant had ORCH_MAX_QUEUED_PER_TENANT jobs waiting).',
@@ -43,6 +49,11 @@ export class Metrics implements LedgerObserver, RelayObserver {
     name: 'orchestrator_queue_depth',
     help: 'Jobs by state: queued (runnable or waiting for a retry), throttled (a quota has no room now), paused, leased. From the queue counts, not the job table.',
     labelNames: ['tenant', 'job_type', 'state'] as const, registers: [this.registry],
+  });
+  readonly queueOldestAge = new Gauge({
+    name: 'orchestrator_queue_oldest_age_seconds',
+    help: 'Seconds the oldest runnable job (queued or waiting to retry) has waited since it became runnable; 0 when nothing waits.',
+    labelNames: ['tenant', 'job_type'] as const, registers: [this.registry],
   });
   readonly dlqDepth = new Gauge({
     name: 'orchestrator_dlq_depth', help: 'Dead-lettered jobs.',
@@ -75,6 +86,17 @@ export class Metrics implements LedgerObserver, RelayObserver {
     name: 'orchestrator_workers_active', help: 'Workers not marked lost, per job type they claim.',
     labelNames: ['job_type'] as const, registers: [this.registry],
   });
+
+  readonly httpRequests = new Histogram({
+    name: 'orchestrator_http_request_duration_seconds', help: 'API requests by route template, method and status code.',
+    labelNames: ['method', 'route', 'status_code'] as const, registers: [this.registry],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  });
+
+  /** Route is the template ("/jobs/:id"), or "unmatched" for 404s, so label values stay bounded. */
+  onHttpResponse(method: string, route: string | undefined, statusCode: number, seconds: number): void {
+    this.httpRequests.observe({ method, route: route ?? 'unmatched', status_code: String(statusCode) }, seconds);
+  }
 
   readonly eventsPublished = new Counter({
     name: 'orchestrator_events_published_total', help: 'Events JetStream acknowledged, by type.',
@@ -110,6 +132,24 @@ export class Metrics implements LedgerObserver, RelayObserver {
       this.setAll(this.dlqDepth, samples.filter((s) => s.state === 'dead_lettered').map((s) => [{ tenant: s.tenantId, job_type: s.jobType }, s.n]));
       this.setAll(this.queueDepth, samples.filter((s) => s.state !== 'dead_lettered')
         .map((s) => [{ tenant: s.tenantId, job_type: s.jobType, state: s.state }, s.n]));
+    });
+  }
+
+  /** Fills orchestrator_queue_oldest_age_seconds from `read` before every scrape. */
+  watchOldest(read: () => Promise<OldestSample[]>): void {
+    this.sources.push(async () => {
+      const samples = await read();
+      this.setAll(this.queueOldestAge, samples.map((s) => [{ tenant: s.tenantId, job_type: s.jobType }, s.ageSeconds]));
+    });
+  }
+
+  /** Fills orchestrator_quota_boost_remaining_seconds from the quotas (a small table) before every scrape. */
+  watchQuotas(read: () => Promise<QuotaUse[]>): void {
+    this.sources.push(async () => {
+      const quotas = await read();
+      const now = Date.now();
+      this.setAll(this.boostRemaining, quotas.map((q) => [{ tenant: q.tenantId, job_type: q.jobType },
+        q.boostedUntil ? Math.max(0, (Date.parse(q.boostedUntil) - now) / 1000) : 0]));
     });
   }
 
