@@ -7,6 +7,7 @@ import { registerLeaseCommands } from './commands/leases.ts';
 import { registerJobCommands } from './commands/jobs.ts';
 import { registerQuotaCommands } from './commands/quotas.ts';
 import { registerServerCommands } from './commands/server.ts';
+import { registerSyntheticCommands } from './commands/synthetic.ts';
 import { fail } from './output.ts';
 
 /** `orch`: the control plane and its operator CLI (verbs fixed by surface.md). */
@@ -26,5 +27,6 @@ registerQuotaCommands(program);
 registerAuditCommands(program);
 registerDlqCommands(program);
 registerLeaseCommands(program);
+registerSyntheticCommands(program);
 
 program.parseAsync(process.argv).catch(fail);
