@@ -1,0 +1,32 @@
+import { Command, Option } from 'commander';
+import { registerAuditCommands } from './commands/audit.ts';
+import { registerControlCommands } from './commands/controls.ts';
+import { registerDlqCommands } from './commands/dlq.ts';
+import { registerLeaseCommands } from './commands/leases.ts';
+import { registerJobCommands } from './commands/jobs.ts';
+import { registerQuotaCommands } from './commands/quotas.ts';
+import { registerServerCommands } from './commands/server.ts';
+import { registerSyntheticCommands } from './commands/synthetic.ts';
+
+/** `orch`: the control plane and its operator CLI (verbs fixed by surface.md). */
+export function buildProgram(): Command {
+  const program = new Command('orch')
+    .description('Job orchestrator: control plane and operator CLI')
+    .addOption(new Option('--api-url <url>', 'orchestrator API URL').env('ORCH_API_URL').default('http://127.0.0.1:8080'))
+    .addOption(new Option('--token <token>', 'bearer token').env('ORCH_TOKEN'))
+    .addOption(new Option('--tenant <tenant>', 'tenant id').env('ORCH_TENANT').default('default'))
+    .addOption(new Option('--output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .configureOutput({ outputError: (str, write) => write(`orch: ${str.replace(/^error: /, '').trim()}\n`) })
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 1));
+
+  registerServerCommands(program);
+  registerJobCommands(program);
+  registerControlCommands(program);
+  registerQuotaCommands(program);
+  registerAuditCommands(program);
+  registerDlqCommands(program);
+  registerLeaseCommands(program);
+  registerSyntheticCommands(program);
+
+  return program;
+}
