@@ -5,7 +5,7 @@
  *
  * Env: ORCH_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
  * BENCH_JOBS (default 100000), BENCH_LATENCY_SECONDS (default 10), BENCH_ONLY (comma list of scenarios:
- * drain, remote, controls, fairness, enqueue, latency, events, dlq, dlqstats), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_DLQ_ENTRIES (default 100000: snapshot
+ * drain, remote, controls, fairness, enqueue, latency, events, dlq, dlqstats, scrape), BENCH_SCRAPE_JOBS (default 1000000), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_DLQ_ENTRIES (default 100000: snapshot
  * and replay), BENCH_DLQ_STATS_ENTRIES (default 1000000: dlq stats).
  */
 import * as graphile from './anchors/graphile.ts';
@@ -13,6 +13,7 @@ import * as pgboss from './anchors/pgboss.ts';
 import type { DrainResult, EnqueueResult, LatencyResult } from './anchors/types.ts';
 import * as ours from './ours.ts';
 import * as recovery from './recovery.ts';
+import * as scrape from './scrape.ts';
 import * as events from './events.ts';
 
 const url = process.env.ORCH_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -103,6 +104,13 @@ if (wanted('dlqstats')) {
   const s = await measure(`orch dlq stats at ${n} entries`, () => recovery.dlqStats(url, n));
   figures.dlqStats = { ...s, target: 'p99 < 200 ms at 1,000,000 entries' };
   rows.push([`dlq stats at ${n} entries, p99 (ms)`, `${s.p99Ms}`, '', '', `p50 ${s.p50Ms} ms over ${s.calls} calls (target < 200)`]);
+}
+
+if (wanted('scrape')) {
+  const n = Number(process.env.BENCH_SCRAPE_JOBS ?? 1_000_000);
+  const s = await measure(`GET /metrics with ${n} jobs in the ledger`, () => scrape.scrapeAtScale(url, n));
+  figures.scrape = { ...s, target: 'p99 < 100 ms at 1,000,000 jobs' };
+  rows.push([`/metrics scrape at ${n} jobs, p99 (ms)`, `${s.p99Ms}`, '', '', `p50 ${s.p50Ms} ms, max ${s.maxMs} ms over ${s.scrapes} scrapes, ${Math.round(s.bytes / 1024)} KiB (target < 100)`]);
 }
 
 const header: [string, string, string, string, string] = ['scenario', 'orch', 'graphile-worker', 'pg-boss', 'ratio'];
