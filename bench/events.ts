@@ -68,7 +68,7 @@ export async function drainWithEvents(connectionString: string, jobs: number, na
       return {
         withoutRelayJobsPerSec: without.jobsPerSec, withRelayJobsPerSec: withRelay.jobsPerSec,
         ratio: round(withRelay.jobsPerSec / without.jobsPerSec), eventsConsumed: consumed,
-        eventsPerSec: Math.round(consumed / seconds), lagP50Ms: round(percentile(lags, 0.5)), lagP99Ms: round(percentile(lags, 0.99)),
+        eventsPerSec: Math.round(consumed / seconds), lagP50Ms: round(percentile(lags, 50)), lagP99Ms: round(percentile(lags, 99)),
       };
     });
   } finally {

@@ -101,7 +101,7 @@ export async function dlqStats(connectionString: string, n: number, calls = 50):
     }
     samples.sort((a, b) => a - b);
     const round = (x: number) => Math.round(x * 10) / 10;
-    return { entries: n, seedSeconds, p50Ms: round(percentile(samples, 0.5)), p99Ms: round(percentile(samples, 0.99)), maxMs: round(samples.at(-1)!), calls };
+    return { entries: n, seedSeconds, p50Ms: round(percentile(samples, 50)), p99Ms: round(percentile(samples, 99)), maxMs: round(samples.at(-1)!), calls };
   } finally {
     await r.close();
   }

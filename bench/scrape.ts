@@ -69,6 +69,6 @@ export async function scrapeAtScale(connectionString: string, n: number, scrapes
     }
     samples.sort((a, b) => a - b);
     const round = (x: number) => Math.round(x * 10) / 10;
-    return { jobs: n, seedSeconds, bytes, p50Ms: round(percentile(samples, 0.5)), p99Ms: round(percentile(samples, 0.99)), maxMs: round(samples.at(-1)!), scrapes };
+    return { jobs: n, seedSeconds, bytes, p50Ms: round(percentile(samples, 50)), p99Ms: round(percentile(samples, 99)), maxMs: round(samples.at(-1)!), scrapes };
   });
 }
