@@ -15,6 +15,9 @@ import { migrate, migrationsApplied } from './ledger/migrate.ts';
 import type { Logger } from './logging.ts';
 import type { PeriodicService } from './maintenance/service.ts';
 import { Metrics } from './metrics/metrics.ts';
+import { Authenticator } from './auth/authenticator.ts';
+import { JwtVerifier } from './auth/jwt.ts';
+import { ApiTokens } from './auth/tokens.ts';
 import { LeaseReaper } from './recovery/lease-reaper.ts';
 import { leaseSamples } from './recovery/leases.ts';
 import { DeadLetters } from './recovery/dead-letters.ts';
@@ -99,7 +102,12 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       return { ok: Object.values(checks).every((c) => c.ok || c.degraded), checks };
     };
     const recovery = { deadLetters, snapshots, replays, replayRunner };
-    const app = await buildApi({ config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, recovery, events: { stream }, readiness }, log);
+    const tokens = new ApiTokens(pool);
+    const authenticator = new Authenticator(config.auth, tokens, await JwtVerifier.fromConfig(config.auth));
+    if (authenticator.open) log.warn({ host: config.httpHost }, 'authentication is off (ORCH_AUTH=open): every local caller has every scope; set ORCH_AUTH=required before exposing the API');
+    const app = await buildApi({
+      config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, recovery, events: { stream }, readiness, auth: { authenticator, tokens },
+    }, log);
     await app.listen({ host: config.httpHost, port: config.httpPort });
     const addr = app.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : config.httpPort;

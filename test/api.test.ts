@@ -112,7 +112,7 @@ describe('jobs', () => {
     assert.equal(pages, 3);
     assert.deepEqual(seen, [...ids].reverse(), 'every job once, newest first');
 
-    await call('POST', `${BASE}/jobs/${ids[0]}/cancel`, { tenant: 'pager' });
+    await call('POST', `${BASE}/jobs/${ids[0]}/cancel`, { tenant: 'pager', headers: { 'x-operator-reason': 'test' } });
     const canceled = await call<{ jobs: Job[] }>('GET', `${BASE}/jobs?state=canceled`, { tenant: 'pager' });
     assert.deepEqual(canceled.body.jobs.map((j) => j.id), [ids[0]]);
     await enqueue({ jobType: 'page_other' }, 'pager');
@@ -126,14 +126,14 @@ describe('jobs', () => {
     const s = await show(ref.id, 'tenant-a');
     assert.equal(s.status, 200);
     assert.equal(s.body.job.state, 'queued');
-    assert.deepEqual(s.body.history.map((h) => [h.from, h.to, h.actor]), [[null, 'queued', 'api']]);
+    assert.deepEqual(s.body.history.map((h) => [h.from, h.to, h.actor]), [[null, 'queued', 'anonymous']]);
 
     const seenByB = await show(ref.id, 'tenant-b');
     assert.equal(seenByB.status, 404);
     assert.equal((seenByB.body as unknown as ErrorBody).error.code, 'not_found');
     const listB = await call<{ jobs: Job[] }>('GET', `${BASE}/jobs?jobType=iso`, { tenant: 'tenant-b' });
     assert.deepEqual(listB.body.jobs, []);
-    const cancelByB = await call<ErrorBody>('POST', `${BASE}/jobs/${ref.id}/cancel`, { tenant: 'tenant-b' });
+    const cancelByB = await call<ErrorBody>('POST', `${BASE}/jobs/${ref.id}/cancel`, { tenant: 'tenant-b', headers: { 'x-operator-reason': 'test' } });
     assert.equal(cancelByB.status, 404);
     assert.equal((await show(ref.id, 'tenant-a')).body.job.state, 'queued', 'B\'s cancel changed nothing');
 
@@ -142,7 +142,7 @@ describe('jobs', () => {
     assert.equal(c.body.job.state, 'canceled');
     const after = await show(ref.id, 'tenant-a');
     assert.deepEqual(after.body.history.at(-1) && [after.body.history.at(-1)!.to, after.body.history.at(-1)!.reason], ['canceled', 'customer asked']);
-    const again = await call<ErrorBody>('POST', `${BASE}/jobs/${ref.id}/cancel`, { tenant: 'tenant-a' });
+    const again = await call<ErrorBody>('POST', `${BASE}/jobs/${ref.id}/cancel`, { tenant: 'tenant-a', headers: { 'x-operator-reason': 'test' } });
     assert.equal(again.status, 409);
     assert.equal(again.body.error.code, 'conflict');
   });
@@ -225,7 +225,7 @@ describe('worker bridge', () => {
     assert.equal(leases.length, 5);
     const [a, b, c, d, e] = leases as [Lease, Lease, Lease, Lease, Lease];
     await call('POST', `${BASE}/jobs/${a.jobId}/complete`, { body: { leaseId: a.leaseId } });
-    await call('POST', `${BASE}/jobs/${e.jobId}/cancel`, {});
+    await call('POST', `${BASE}/jobs/${e.jobId}/cancel`, { headers: { 'x-operator-reason': 'test' } });
     const r = await call<{ results: AckResult[] }>('POST', `${BASE}/acks`, {
       body: {
         acks: [
@@ -354,7 +354,7 @@ describe('operations', () => {
       ['get', '/deadletter/snapshots'], ['get', '/deadletter/snapshots/{snapshotId}'], ['get', '/deadletter/snapshots/{snapshotId}/download'],
       ['post', '/deadletter/clear'], ['post', '/deadletter/replay'], ['get', '/deadletter/replays'], ['get', '/deadletter/replays/{replayId}'],
       ['post', '/jobs/{jobId}/replay'], ['get', '/leases'], ['post', '/leases/release'], ['get', '/workers'],
-      ['get', '/stream'],
+      ['get', '/stream'], ['post', '/tokens'], ['get', '/tokens'], ['delete', '/tokens/{id}'],
     ];
     for (const [method, path] of expected) {
       assert.ok(r.body.paths[BASE + path]?.[method], `${method.toUpperCase()} ${BASE}${path} is documented`);

@@ -392,7 +392,7 @@ interface Res<T> { status: number; body: T; headers: Headers }
 interface ErrorBody { error: { code: string; message: string; field: string | null } }
 
 async function call<T>(method: string, path: string, tenant: string, body?: unknown): Promise<Res<T>> {
-  const headers: Record<string, string> = { 'x-tenant-id': tenant };
+  const headers: Record<string, string> = { 'x-tenant-id': tenant, 'x-operator-reason': 'backpressure test' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   const res = await fetch(plane.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.text();

@@ -177,7 +177,7 @@ describe('tenant header', () => {
       ['POST', `${BASE}/jobs/${queuedId}/cancel`, undefined],
     ];
     for (const [method, path, json] of cases) {
-      rejected(await send(method, path, { json, tenant: null }), { status: 400, code: 'tenant_required', field: /tenant/i }, `${method} ${path} without tenant`);
+      rejected(await send(method, path, { json, tenant: null, headers: { 'x-operator-reason': 'test' } }), { status: 400, code: 'tenant_required', field: /tenant/i }, `${method} ${path} without tenant`);
     }
   }));
 

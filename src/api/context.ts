@@ -10,6 +10,8 @@ import type { DeadLetters } from '../recovery/dead-letters.ts';
 import type { Replays, ReplayRunner } from '../recovery/replays.ts';
 import type { Snapshots } from '../recovery/snapshots.ts';
 import type { EventStream } from '../events/stream.ts';
+import type { Authenticator } from '../auth/authenticator.ts';
+import type { ApiTokens } from '../auth/tokens.ts';
 
 export interface ReadinessCheck {
   ok: boolean;
@@ -28,6 +30,7 @@ export interface ApiContext {
   recovery: { deadLetters: DeadLetters; snapshots: Snapshots; replays: Replays; replayRunner: ReplayRunner };
   events: { stream: EventStream };
   readiness: () => Promise<ReadinessCheck>;
+  auth: { authenticator: Authenticator; tokens: ApiTokens };
 }
 
 export type App = FastifyInstance<

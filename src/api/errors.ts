@@ -30,7 +30,10 @@ function send(reply: FastifyReply, status: number, code: string, field: string |
  * the log, never to the client: no stack, no SQL).
  */
 export function errorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply) {
-  if (err instanceof ApiError) return send(reply, err.status, err.code, err.field, err.message);
+  if (err instanceof HttpError) {
+    if (err.status === 429) reply.header('retry-after', '60');
+    return send(reply, err.status, err.code, err.field, err.message);
+  }
   if (err instanceof LedgerError) {
     if (err.code === 'backpressure') reply.header('retry-after', String(BACKPRESSURE_RETRY_AFTER_S));
     return send(reply, LEDGER_STATUS[err.code], err.code, err.field, err.message);

@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import { checkText } from '../ledger/validate.ts';
 import type { OperatorAction } from '../audit/audit-log.ts';
 import { ApiError } from './errors.ts';
+import { actorOf } from '../auth/principal.ts';
 
 export const MAX_REASON = 256;
 export const MAX_TICKET = 128;
@@ -25,6 +26,5 @@ export function operatorAction(request: FastifyRequest, opts: { ticketRequired?:
   if (ticket !== null && ticket.length > MAX_TICKET) throw new ApiError(400, 'invalid', 'X-Operator-Ticket', `X-Operator-Ticket is over ${MAX_TICKET} characters`);
   checkText(reason, 'X-Operator-Reason');
   if (ticket !== null) checkText(ticket, 'X-Operator-Ticket');
-  // Until tokens carry a subject (authentication), the API records operators as one actor.
-  return { actor: 'operator:api', reason, ticket, requestId: request.id };
+  return { actor: actorOf(request.principal), reason, ticket, requestId: request.id };
 }

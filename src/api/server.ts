@@ -4,7 +4,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from '../logging.ts';
 import type { ApiContext, App } from './context.ts';
 import { API_BASE } from '../wire.ts';
-import { errorHandler } from './errors.ts';
+import { installAuth } from './auth.ts';
+import { ApiError, errorHandler } from './errors.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { bridgeRoutes } from './routes/bridge.ts';
 import { controlRoutes } from './routes/controls.ts';
@@ -15,6 +16,7 @@ import { jobRoutes } from './routes/jobs.ts';
 import { leaseRoutes } from './routes/leases.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { quotaRoutes } from './routes/quotas.ts';
+import { tokenRoutes } from './routes/tokens.ts';
 
 /** Builds the HTTP app: validation from the route schemas, OpenAPI 3.1 at /.well-known/openapi. */
 export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
@@ -27,6 +29,8 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   app.setErrorHandler(errorHandler);
+  installAuth(app, ctx.auth.authenticator);
+  limitJsonDepth(app, ctx.config.maxJsonDepth);
   app.addHook('onResponse', async (request, reply) => {
     ctx.metrics.onHttpResponse(request.method, request.routeOptions.url, reply.statusCode, reply.elapsedTime / 1000);
   });
@@ -55,6 +59,33 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     deadLetterRoutes(scoped, ctx);
     leaseRoutes(scoped, ctx);
     eventRoutes(scoped, ctx);
+    tokenRoutes(scoped, ctx);
   }, { prefix: API_BASE });
   return app;
+}
+
+/**
+ * JSON bodies nested deeper than `maxDepth` are refused before they are
+ * parsed (a deep body costs the parser and every schema walk after it);
+ * parsing itself is Fastify's (prototype poisoning refused).
+ */
+function limitJsonDepth(app: App, maxDepth: number): void {
+  const parse = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body as string;
+    let depth = 0;
+    let inString = false;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (inString) {
+        if (c === 92) i++; // backslash: skip the escaped character
+        else if (c === 34) inString = false;
+      } else if (c === 34) inString = true;
+      else if (c === 123 || c === 91) {
+        if (++depth > maxDepth) return done(new ApiError(400, 'too_deep', 'body', `JSON nested deeper than ${maxDepth} levels`), undefined);
+      } else if (c === 125 || c === 93) depth--;
+    }
+    parse(request, text, done);
+  });
 }

@@ -1,18 +1,34 @@
 import type { FastifyRequest } from 'fastify';
 import { validateTenant } from '../ledger/validate.ts';
+import { authorizeTenant } from './auth.ts';
 import { ApiError } from './errors.ts';
 
-/** The caller's tenant from X-Tenant-Id (or the original's X-Stella-Tenant); undefined when neither is sent. */
+/**
+ * The caller's tenant from X-Tenant-Id (or the original's X-Stella-Tenant),
+ * refused (403) when the caller's token does not cover it; undefined when
+ * neither header is sent.
+ */
 export function optionalTenant(request: FastifyRequest): string | undefined {
   const raw = request.headers['x-tenant-id'] ?? request.headers['x-stella-tenant'];
   if (raw === undefined) return undefined;
   const value = (Array.isArray(raw) ? raw[0] : raw) ?? '';
   validateTenant(value, 'X-Tenant-Id');
-  return value;
+  return authorizeTenant(request, value);
 }
 
+/** The tenant a request acts for: the header's, or the token's when it names exactly one. */
 export function requireTenant(request: FastifyRequest): string {
   const tenant = optionalTenant(request);
-  if (tenant === undefined) throw new ApiError(400, 'tenant_required', 'X-Tenant-Id', 'the X-Tenant-Id header is required');
-  return tenant;
+  if (tenant !== undefined) return tenant;
+  const own = request.principal.tenants;
+  if (own !== '*' && own.length === 1) return own[0]!;
+  throw new ApiError(400, 'tenant_required', 'X-Tenant-Id', 'the X-Tenant-Id header is required');
+}
+
+/** The tenants a request may reach: the header's one, else every tenant of the token (undefined = all). */
+export function reachableTenants(request: FastifyRequest): string[] | undefined {
+  const tenant = optionalTenant(request);
+  if (tenant !== undefined) return [tenant];
+  const own = request.principal.tenants;
+  return own === '*' ? undefined : [...own];
 }

@@ -7,6 +7,7 @@ import { registerJobCommands } from './commands/jobs.ts';
 import { registerQuotaCommands } from './commands/quotas.ts';
 import { registerServerCommands } from './commands/server.ts';
 import { registerSyntheticCommands } from './commands/synthetic.ts';
+import { registerTokenCommands } from './commands/tokens.ts';
 
 /** `orch`: the control plane and its operator CLI (verbs fixed by surface.md). */
 export function buildProgram(): Command {
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerDlqCommands(program);
   registerLeaseCommands(program);
   registerSyntheticCommands(program);
+  registerTokenCommands(program);
 
   return program;
 }

@@ -22,6 +22,23 @@ export const ConfigSchema = Type.Object({
     sseHeartbeatMs: Type.Integer({ minimum: 100, maximum: 300_000 }),
     sseMaxBufferBytes: Type.Integer({ minimum: 16 * 1024 }),
   }),
+  /**
+   * Authentication. "open" (no tokens; every caller has every scope) is allowed only on a
+   * loopback address; "required" checks bearer tokens: API tokens (orch tokens create), and
+   * JWTs when a secret or JWKS is set.
+   */
+  auth: Type.Object({
+    mode: Type.Union([Type.Literal('open'), Type.Literal('required')]),
+    jwtSecret: Type.Optional(Type.String({ minLength: 32 })),
+    jwksUrl: Type.Optional(Type.String({ pattern: '^https?://' })),
+    jwksFile: Type.Optional(Type.String({ minLength: 1 })),
+    issuer: Type.Optional(Type.String({ minLength: 1 })),
+    audience: Type.Optional(Type.String({ minLength: 1 })),
+    /** Failed authentications per client address per minute before it gets 429s. */
+    failedPerMinute: Type.Integer({ minimum: 1, maximum: 100_000 }),
+  }),
+  /** Largest nesting of a JSON request body (objects and arrays). */
+  maxJsonDepth: Type.Integer({ minimum: 2, maximum: 1000 }),
   dataDir: Type.String({ minLength: 1 }),
   httpHost: Type.String({ minLength: 1 }),
   httpPort: Type.Integer({ minimum: 0, maximum: 65535 }),
@@ -68,6 +85,8 @@ export const ConfigSchema = Type.Object({
 export type Config = Static<typeof ConfigSchema>;
 
 export const defaultConfig: Config = {
+  auth: { mode: 'open', failedPerMinute: 30 },
+  maxJsonDepth: 32,
   dataDir: './.orch',
   httpHost: '127.0.0.1',
   httpPort: 8080,
@@ -130,6 +149,21 @@ function num(env: Env, name: string, fallback: number, integer = false): number 
 
 const int = (env: Env, name: string, fallback: number) => num(env, name, fallback, true);
 
+/** ORCH_AUTH defaults to "required" as soon as a JWT secret or JWKS is configured, else "open". */
+function authFrom(env: Env): Config['auth'] {
+  const jwt = {
+    jwtSecret: env.ORCH_AUTH_JWT_SECRET || undefined, jwksUrl: env.ORCH_AUTH_JWKS_URL || undefined, jwksFile: env.ORCH_AUTH_JWKS_FILE || undefined,
+    issuer: env.ORCH_AUTH_ISSUER || undefined, audience: env.ORCH_AUTH_AUDIENCE || undefined,
+  };
+  const mode = env.ORCH_AUTH || (jwt.jwtSecret || jwt.jwksUrl || jwt.jwksFile ? 'required' : defaultConfig.auth.mode);
+  if (mode !== 'open' && mode !== 'required') throw new ConfigError(`ORCH_AUTH must be "open" or "required", got "${mode}"`);
+  const defined = Object.fromEntries(Object.entries(jwt).filter(([, v]) => v !== undefined));
+  return { mode, ...defined, failedPerMinute: int(env, 'ORCH_AUTH_FAILED_PER_MINUTE', defaultConfig.auth.failedPerMinute) };
+}
+
+/** Loopback addresses: the only ones an unauthenticated server may listen on. */
+export const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+
 /** Builds the configuration from ORCH_* variables over the defaults, then validates it. */
 export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
   const d = defaultConfig;
@@ -149,6 +183,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       sseHeartbeatMs: int(env, 'ORCH_SSE_HEARTBEAT_MS', d.events.sseHeartbeatMs),
       sseMaxBufferBytes: int(env, 'ORCH_SSE_MAX_BUFFER_BYTES', d.events.sseMaxBufferBytes),
     },
+    auth: authFrom(env),
+    maxJsonDepth: int(env, 'ORCH_MAX_JSON_DEPTH', d.maxJsonDepth),
     dataDir: env.ORCH_DATA_DIR || d.dataDir,
     httpHost: env.ORCH_HTTP_HOST || d.httpHost,
     httpPort: int(env, 'ORCH_HTTP_PORT', d.httpPort),
@@ -191,6 +227,12 @@ export function validateConfig(config: Config): Config {
   if (errors.length > 0) {
     const e = errors[0]!;
     throw new ConfigError(`invalid configuration at ${e.instancePath || '/'}: ${e.message}`);
+  }
+  if (config.auth.mode === 'open' && !isLoopback(config.httpHost)) {
+    throw new ConfigError(`ORCH_HTTP_HOST=${config.httpHost} is not a loopback address: set ORCH_AUTH=required (API tokens, and ORCH_AUTH_JWT_SECRET or ORCH_AUTH_JWKS_URL for JWTs) before listening on it`);
+  }
+  if ([config.auth.jwtSecret, config.auth.jwksUrl, config.auth.jwksFile].filter(Boolean).length > 1) {
+    throw new ConfigError('set one of ORCH_AUTH_JWT_SECRET, ORCH_AUTH_JWKS_URL, ORCH_AUTH_JWKS_FILE');
   }
   if (config.jobTypeDefaults.backoffMaxMs < config.jobTypeDefaults.backoffBaseMs) {
     throw new ConfigError('ORCH_DEFAULT_BACKOFF_MAX_MS must be >= ORCH_DEFAULT_BACKOFF_BASE_MS');

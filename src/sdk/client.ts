@@ -1,4 +1,5 @@
 import type { AuditRecord } from '../audit/audit-log.ts';
+import type { ApiTokenInfo, NewToken } from '../auth/tokens.ts';
 import type { Pause } from '../flow/pauses.ts';
 import type { Quota, QuotaChange, QuotaUse } from '../flow/quotas.ts';
 import type { EnqueueResult, HistoryEntry, Job, JobState, JobTypeDefinition } from '../ledger/types.ts';
@@ -46,9 +47,9 @@ export class OrchClient {
     return this.http.request('GET', `/jobs${queryString(filter)}`);
   }
 
-  async cancel(id: string, reason?: string): Promise<Job> {
-    const headers = reason ? { 'x-operator-reason': reason } : undefined;
-    return (await this.http.request<{ job: Job }>('POST', `/jobs/${encodeURIComponent(id)}/cancel`, undefined, { headers })).job;
+  /** Cancels a job (scope orch:operate); `reason` is recorded in its history. */
+  async cancel(id: string, reason: string): Promise<Job> {
+    return (await this.http.request<{ job: Job }>('POST', `/jobs/${encodeURIComponent(id)}/cancel`, undefined, { headers: { 'x-operator-reason': reason } })).job;
   }
 
   /**
@@ -151,6 +152,18 @@ export class OrchClient {
 
   listWorkers(): Promise<{ workers: WorkerRecord[]; lostAfterMs: number }> {
     return this.http.request('GET', '/workers');
+  }
+
+  createToken(t: NewToken): Promise<{ token: string; info: ApiTokenInfo }> {
+    return this.http.request('POST', '/tokens', t);
+  }
+
+  async listTokens(includeRevoked = false): Promise<ApiTokenInfo[]> {
+    return (await this.http.request<{ tokens: ApiTokenInfo[] }>('GET', `/tokens${includeRevoked ? '?revoked=true' : ''}`)).tokens;
+  }
+
+  revokeToken(id: string): Promise<ApiTokenInfo> {
+    return this.http.request('DELETE', `/tokens/${encodeURIComponent(id)}`);
   }
 
   defineJobType(name: string, settings: JobTypeSettings): Promise<JobTypeDefinition> {

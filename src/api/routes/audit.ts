@@ -1,5 +1,6 @@
 import { Type } from 'typebox';
 import { listAudit } from '../../audit/audit-log.ts';
+import { asTenantReader } from '../../auth/tenant-scope.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ErrorBody, IsoTime, Nullable, TenantId } from '../schemas.ts';
 
@@ -12,6 +13,7 @@ const AuditSchema = Type.Object({
 /** The audit log of operator actions (append-only; see src/audit/audit-log.ts). */
 export function auditRoutes(app: App, ctx: ApiContext): void {
   app.get('/audit', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'Operator actions, newest first', tags: ['audit'],
       querystring: Type.Object({
@@ -26,9 +28,10 @@ export function auditRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const q = request.query;
-    return listAudit(ctx.ledger.pool, {
+    // row-level security keeps a tenant's token to its tenants' entries (and entries of no tenant to tokens for every tenant)
+    return asTenantReader(ctx.ledger.pool, request.principal.tenants, (db) => listAudit(db, {
       action: q.action, actor: q.actor, tenantId: q.tenantId, since: q.since ? new Date(q.since) : undefined,
       cursor: q.cursor, limit: q.limit ?? 100,
-    });
+    }));
   });
 }

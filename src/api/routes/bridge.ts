@@ -7,7 +7,9 @@ import {
   AckOutcomeSchema, AcksBody, ClaimBody, CompleteBody, ErrorBody, FailBody, HeartbeatBody, HeartbeatOutcomeSchema,
   HeartbeatsBody, JobId, LeaseId, LeaseSchema, TenantId,
 } from '../schemas.ts';
-import { optionalTenant, requireTenant } from '../tenant.ts';
+import { optionalTenant, reachableTenants, requireTenant } from '../tenant.ts';
+import { actorOf, allowsJobType } from '../../auth/principal.ts';
+import { authorizeTenant } from '../auth.ts';
 
 const JobParams = Type.Object({ jobId: JobId });
 const AckResponse = Type.Object({ jobId: Type.String(), status: Type.String(), state: Type.Union([Type.String(), Type.Null()]) });
@@ -25,7 +27,7 @@ function itemTenant(request: FastifyRequest, list: string) {
   return (own: string | undefined, i: number): string => {
     const tenant = own ?? fallback;
     if (tenant === undefined) throw new ApiError(400, 'tenant_required', `${list}[${i}].tenantId`, `${list}[${i}] names no tenant: give tenantId or X-Tenant-Id`);
-    return tenant;
+    return authorizeTenant(request, tenant);
   };
 }
 
@@ -43,6 +45,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
   const { ledger, dispatcher, config } = ctx;
 
   app.post('/claim', {
+    config: { scope: 'orch:worker' },
     schema: {
       summary: 'Claim up to `limit` jobs of the given types, long-polling up to `waitMs`', tags: ['workers'],
       body: ClaimBody,
@@ -50,14 +53,15 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request, reply) => {
     const b = request.body;
-    const tenant = optionalTenant(request);
+    const denied = b.jobTypes.find((t) => !allowsJobType(request.principal, t));
+    if (denied !== undefined) throw new ApiError(403, 'forbidden', 'jobTypes', `this token may not claim ${denied} jobs`);
     // Stop waiting when the client goes away ("close" on the request fires once its body is read, so watch the response).
     const ac = new AbortController();
     reply.raw.once('close', () => {
       if (!reply.raw.writableEnded) ac.abort();
     });
     const leases = await dispatcher.claim(
-      { workerId: b.workerId, jobTypes: b.jobTypes, limit: b.limit ?? 1, tenantIds: tenant ? [tenant] : undefined, leaseMs: b.leaseMs, host: b.host, version: b.version },
+      { workerId: b.workerId, jobTypes: b.jobTypes, limit: b.limit ?? 1, tenantIds: reachableTenants(request), leaseMs: b.leaseMs, host: b.host, version: b.version },
       Math.min(b.waitMs ?? 0, config.maxClaimWaitMs),
       ac.signal,
     );
@@ -65,6 +69,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.post('/jobs/:jobId/heartbeat', {
+    config: { scope: 'orch:worker' },
     schema: {
       summary: 'Renew a lease and report progress', tags: ['workers'], params: JobParams, body: HeartbeatBody,
       response: { 200: Type.Object({ jobId: Type.String(), leaseUntil: Type.String() }), 400: ErrorBody, 404: ErrorBody, 409: ErrorBody },
@@ -76,6 +81,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.post('/jobs/:jobId/complete', {
+    config: { scope: 'orch:worker' },
     bodyLimit: config.maxPayloadBytes + 64 * 1024,
     schema: {
       summary: 'Ack success, with a result and artifact references', tags: ['workers'], params: JobParams, body: CompleteBody,
@@ -83,22 +89,24 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const b = request.body;
-    const [o] = await ledger.complete([{ tenantId: requireTenant(request), jobId: request.params.jobId, leaseId: b.leaseId, result: b.result, artifacts: b.artifacts }], 'worker:api');
+    const [o] = await ledger.complete([{ tenantId: requireTenant(request), jobId: request.params.jobId, leaseId: b.leaseId, result: b.result, artifacts: b.artifacts }], actorOf(request.principal));
     return single(o!);
   });
 
   app.post('/jobs/:jobId/fail', {
+    config: { scope: 'orch:worker' },
     schema: {
       summary: 'Ack failure; retryable failures retry with backoff until attempts are spent', tags: ['workers'],
       params: JobParams, body: FailBody,
       response: { 200: AckResponse, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody },
     },
   }, async (request) => {
-    const [o] = await ledger.fail([{ tenantId: requireTenant(request), jobId: request.params.jobId, leaseId: request.body.leaseId, error: request.body.error }], 'worker:api');
+    const [o] = await ledger.fail([{ tenantId: requireTenant(request), jobId: request.params.jobId, leaseId: request.body.leaseId, error: request.body.error }], actorOf(request.principal));
     return single(o!);
   });
 
   app.post('/acks', {
+    config: { scope: 'orch:worker' },
     bodyLimit: Math.min(256 * 1024 * 1024, config.maxPayloadBytes * 64),
     schema: {
       summary: 'Ack many leases in one request; each gets its own outcome', tags: ['workers'], body: AcksBody,
@@ -114,7 +122,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
       if (a.outcome === 'succeeded') completes.push({ tenantId, jobId: a.jobId, leaseId: a.leaseId, result: a.result, artifacts: a.artifacts });
       else fails.push({ tenantId, jobId: a.jobId, leaseId: a.leaseId, error: a.error });
     });
-    const [c, f] = await Promise.all([ledger.complete(completes, 'worker:api'), ledger.fail(fails, 'worker:api')]);
+    const [c, f] = await Promise.all([ledger.complete(completes, actorOf(request.principal)), ledger.fail(fails, actorOf(request.principal))]);
     // Answer in request order: each statement returns its outcomes in its input order.
     let ci = 0;
     let fi = 0;
@@ -122,6 +130,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.post('/releases', {
+    config: { scope: 'orch:worker' },
     schema: {
       summary: 'Hand back leases the worker will not run (e.g. on shutdown); the attempt is not counted', tags: ['workers'],
       body: Type.Object({ leases: Type.Array(Type.Object({ tenantId: Type.Optional(TenantId), jobId: JobId, leaseId: LeaseId }, { additionalProperties: false }), { minItems: 1, maxItems: 10_000 }) }, { additionalProperties: false }),
@@ -129,10 +138,11 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const tenantOf = itemTenant(request, 'leases');
-    return { results: await ledger.release(request.body.leases.map((l, i) => ({ ...l, tenantId: tenantOf(l.tenantId, i) })), 'worker:api') };
+    return { results: await ledger.release(request.body.leases.map((l, i) => ({ ...l, tenantId: tenantOf(l.tenantId, i) })), actorOf(request.principal)) };
   });
 
   app.post('/heartbeats', {
+    config: { scope: 'orch:worker' },
     schema: {
       summary: 'Renew many leases in one request', tags: ['workers'], body: HeartbeatsBody,
       response: { 200: Type.Object({ results: Type.Array(HeartbeatOutcomeSchema) }), 400: ErrorBody },

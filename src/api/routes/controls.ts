@@ -2,6 +2,8 @@ import { Type } from 'typebox';
 import { ALL } from '../../flow/pauses.ts';
 import { TENANT_PATTERN } from '../../ledger/validate.ts';
 import type { ApiContext, App } from '../context.ts';
+import { authorizeTenant } from '../auth.ts';
+import { allowsTenant } from '../../auth/principal.ts';
 import { operatorAction } from '../operator.ts';
 import { ErrorBody, IsoTime, JobTypeName, OperatorHeaders, TenantId } from '../schemas.ts';
 
@@ -26,20 +28,23 @@ export function controlRoutes(app: App, ctx: ApiContext): void {
   const { pauses } = ctx;
 
   app.get('/pauses', {
+    config: { scope: 'orch:read' },
     schema: { summary: 'Dispatch pauses in force', tags: ['controls'], response: { 200: Type.Object({ pauses: Type.Array(PauseSchema) }) } },
-  }, async () => ({ pauses: await pauses.list() }));
+  }, async (request) => ({ pauses: (await pauses.list()).filter((p) => p.tenantId === ALL || allowsTenant(request.principal, p.tenantId)) }));
 
   for (const action of ['pause', 'resume'] as const) {
     const change = action === 'pause' ? pauses.pause.bind(pauses) : pauses.resume.bind(pauses);
     const verb = action === 'pause' ? 'Pause' : 'Resume';
     app.post(`/jobtypes/:name/${action}`, {
+      config: { scope: 'orch:operate' },
       schema: {
         summary: `${verb} dispatch of a job type`, tags: ['controls'], headers: OperatorHeaders,
         params: Type.Object({ name: JobTypeName }), querystring: ScopeQuery, response: Responses,
       },
-    }, async (request) => change(request.query.tenantId ?? ALL, request.params.name, operatorAction(request)));
+    }, async (request) => change(authorizeTenant(request, request.query.tenantId ?? ALL), request.params.name, operatorAction(request)));
 
     app.post(`/tenants/:tenantId/${action}`, {
+      config: { scope: 'orch:operate' },
       schema: {
         summary: `${verb} dispatch of every job type for a tenant`, tags: ['controls'], headers: OperatorHeaders,
         params: Type.Object({ tenantId: TenantId }), response: Responses,

@@ -6,6 +6,7 @@ import { ApiError } from '../errors.ts';
 import { operatorAction } from '../operator.ts';
 import { ErrorBody, HistorySchema, IsoTime, JobId, JobSchema, JobTypeName, Nullable, OperatorHeaders, Uuid } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
+import { actorOf } from '../../auth/principal.ts';
 import type { ReplaySelection } from '../../recovery/replays.ts';
 import { REPLAYABLE_STATES } from '../../ledger/transitions/replay.ts';
 
@@ -57,6 +58,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   const { deadLetters, snapshots, replays, replayRunner } = ctx.recovery;
 
   app.get('/deadletter/stats', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'DLQ depth per job type, oldest entry, top error clusters', tags,
       querystring: Type.Object({ clusters: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 20 })) }, { additionalProperties: false }),
@@ -65,6 +67,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   }, async (request) => deadLetters.stats(requireTenant(request), request.query.clusters ?? 20));
 
   app.get('/deadletter/summary', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'One line per job type: depth, oldest entry, its largest error cluster', tags,
       response: {
@@ -84,6 +87,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.get('/deadletter', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'Dead-lettered jobs, newest first', tags,
       querystring: Type.Object({
@@ -103,6 +107,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.post('/deadletter/snapshots', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'Snapshot dead letters (job, payload, history, last error) as NDJSON with a manifest', tags,
       description: 'Returns the manifest; download the file from /deadletter/snapshots/{id}/download. The same entries always give the same bytes.',
@@ -111,11 +116,12 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request, reply) => {
     checkRange(request.body);
-    const manifest = await snapshots.create(requireTenant(request), request.body, 'operator:api');
+    const manifest = await snapshots.create(requireTenant(request), request.body, actorOf(request.principal));
     return reply.status(201).send(manifest);
   });
 
   app.get('/deadletter/snapshots', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'Snapshots, newest first', tags,
       querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 50 })) }, { additionalProperties: false }),
@@ -124,10 +130,12 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   }, async (request) => ({ snapshots: await snapshots.list(requireTenant(request), request.query.limit ?? 50) }));
 
   app.get('/deadletter/snapshots/:snapshotId', {
+    config: { scope: 'orch:read' },
     schema: { summary: 'A snapshot\'s manifest', tags, params: Type.Object({ snapshotId: Uuid }), response: { 200: Manifest, 400: ErrorBody, 404: ErrorBody } },
   }, async (request) => snapshots.get(requireTenant(request), request.params.snapshotId));
 
   app.get('/deadletter/snapshots/:snapshotId/download', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'A snapshot\'s NDJSON file (one dead letter per line)', tags, params: Type.Object({ snapshotId: Uuid }),
       produces: ['application/x-ndjson'], response: { 200: Type.String({ description: 'NDJSON' }), 400: ErrorBody, 404: ErrorBody },
@@ -144,6 +152,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.post('/deadletter/clear', {
+    config: { scope: 'orch:operate' },
     schema: {
       summary: 'Remove from the DLQ the entries a snapshot holds (all, or the given ones); nothing else', tags, headers: OperatorHeaders,
       description: 'Needs X-Operator-Reason; recorded in the audit log and each job\'s history. Cleared jobs keep their rows and history (state cleared).',
@@ -160,6 +169,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.post('/deadletter/replay', {
+    config: { scope: 'orch:operate' },
     schema: {
       summary: 'Replay jobs as new jobs (by ids, by DLQ filter, or by snapshot id)', tags, headers: OperatorHeaders, body: ReplayBody,
       description: 'Give exactly one of jobIds, filter, snapshotId. Each job is replayed at most once, ever. '
@@ -180,6 +190,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.get('/deadletter/replays', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'Replays, newest first', tags,
       querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 50 })) }, { additionalProperties: false }),
@@ -188,10 +199,12 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
   }, async (request) => ({ replays: await replays.list(requireTenant(request), request.query.limit ?? 50) }));
 
   app.get('/deadletter/replays/:replayId', {
+    config: { scope: 'orch:read' },
     schema: { summary: 'A replay\'s progress', tags, params: Type.Object({ replayId: Uuid }), response: { 200: Replay, 400: ErrorBody, 404: ErrorBody } },
   }, async (request) => replays.get(requireTenant(request), request.params.replayId));
 
   app.post('/jobs/:jobId/replay', {
+    config: { scope: 'orch:operate' },
     schema: {
       summary: 'Replay one ended job (dead-lettered, cleared, canceled or timed out) as a new job', tags: ['jobs'], headers: OperatorHeaders,
       description: 'Idempotent: replaying a job again returns the job its first replay created (200 both times).',

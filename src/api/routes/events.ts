@@ -8,6 +8,7 @@ import { requireTenant } from '../tenant.ts';
 /** The live event stream (Server-Sent Events) of the caller's tenant. */
 export function eventRoutes(app: App, ctx: ApiContext): void {
   app.get('/stream', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'Live events (Server-Sent Events), resumable with Last-Event-ID', tags: ['events'],
       description: 'Each SSE message: id = the event\'s outbox position, event = its type, data = the orch.event.v1 envelope. '

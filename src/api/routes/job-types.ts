@@ -7,10 +7,12 @@ export function jobTypeRoutes(app: App, ctx: ApiContext): void {
   const { ledger } = ctx;
 
   app.get('/jobtypes', {
+    config: { scope: 'orch:read' },
     schema: { summary: 'Job types and their defaults', tags: ['jobtypes'], response: { 200: Type.Object({ jobTypes: Type.Array(JobTypeSchema) }) } },
   }, async () => ({ jobTypes: await ledger.jobTypes.list(ledger.pool) }));
 
   app.get('/jobtypes/:name', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'One job type', tags: ['jobtypes'], params: Type.Object({ name: JobTypeName }),
       response: { 200: JobTypeSchema, 400: ErrorBody, 404: ErrorBody },
@@ -22,6 +24,7 @@ export function jobTypeRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.put('/jobtypes/:name', {
+    config: { scope: 'orch:operate' },
     schema: {
       summary: 'Define a job type or change its defaults (retry policy, lease length, run-time limit)', tags: ['jobtypes'],
       params: Type.Object({ name: JobTypeName }), body: JobTypeSettingsBody,

@@ -6,6 +6,9 @@ import {
   EnqueueBody, EnqueuedRef, ErrorBody, HistorySchema, JobId, JobSchema, JobStateSchema, JobTypeName,
 } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
+import { actorOf } from '../../auth/principal.ts';
+import { asTenantReader } from '../../auth/tenant-scope.ts';
+import { getHistory, getJob, listJobs } from '../../ledger/queries.ts';
 
 function toInput(tenantId: string, b: EnqueueBody, field = ''): EnqueueInput {
   if (b.runAfter !== undefined && b.delayMs !== undefined) {
@@ -24,6 +27,7 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
   const { ledger, config } = ctx;
 
   app.post('/jobs', {
+    config: { scope: 'orch:write' },
     bodyLimit: config.maxPayloadBytes + 64 * 1024,
     schema: {
       summary: 'Enqueue a job', tags: ['jobs'], headers: TenantHeaders, body: EnqueueBody,
@@ -32,11 +36,12 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request, reply) => {
     const tenantId = requireTenant(request);
-    const [r] = await ledger.enqueue([toInput(tenantId, request.body)], { actor: 'api' });
+    const [r] = await ledger.enqueue([toInput(tenantId, request.body)], { actor: actorOf(request.principal) });
     return reply.status(r!.created ? 201 : 200).send(r!);
   });
 
   app.post('/jobs/batch', {
+    config: { scope: 'orch:write' },
     bodyLimit: Math.min(256 * 1024 * 1024, config.maxPayloadBytes * 64),
     schema: {
       summary: 'Enqueue many jobs in one transaction', tags: ['jobs'], headers: TenantHeaders,
@@ -46,10 +51,11 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
   }, async (request) => {
     const tenantId = requireTenant(request);
     const inputs = request.body.jobs.map((b, i) => toInput(tenantId, b, `jobs[${i}].`));
-    return { jobs: await ledger.enqueue(inputs, { actor: 'api' }) };
+    return { jobs: await ledger.enqueue(inputs, { actor: actorOf(request.principal) }) };
   });
 
   app.get('/jobs', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'List jobs, newest first', tags: ['jobs'], headers: TenantHeaders,
       querystring: Type.Object({
@@ -62,10 +68,12 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const q = request.query;
-    return ledger.listJobs({ tenantId: requireTenant(request), state: q.state, jobType: q.jobType, cursor: q.cursor, limit: q.limit ?? 50 });
+    const filter = { tenantId: requireTenant(request), state: q.state, jobType: q.jobType, cursor: q.cursor, limit: q.limit ?? 50 };
+    return asTenantReader(ledger.pool, request.principal.tenants, (db) => listJobs(db, filter));
   });
 
   app.get('/jobs/:jobId', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'A job with its full history', tags: ['jobs'], headers: TenantHeaders,
       params: Type.Object({ jobId: JobId }),
@@ -73,12 +81,15 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const tenantId = requireTenant(request);
-    const job = await ledger.getJob(tenantId, request.params.jobId);
-    if (!job) throw new ApiError(404, 'not_found', 'jobId', `job ${request.params.jobId} not found`);
-    return { job, history: await ledger.getHistory(tenantId, job.id) };
+    return asTenantReader(ledger.pool, request.principal.tenants, async (db) => {
+      const job = await getJob(db, tenantId, request.params.jobId);
+      if (!job) throw new ApiError(404, 'not_found', 'jobId', `job ${request.params.jobId} not found`);
+      return { job, history: await getHistory(db, tenantId, job.id) };
+    });
   });
 
   app.post('/jobs/:jobId/cancel', {
+    config: { scope: 'orch:operate' },
     schema: {
       summary: 'Cancel a queued or running job', tags: ['jobs'], headers: TenantHeaders,
       description: 'A running job\'s worker learns at its next heartbeat; its late ack is refused.',
@@ -88,7 +99,7 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
   }, async (request) => {
     const tenantId = requireTenant(request);
     const reason = request.headers['x-operator-reason'];
-    await ledger.cancel(tenantId, request.params.jobId, 'api', typeof reason === 'string' ? reason.slice(0, 256) : null);
+    await ledger.cancel(tenantId, request.params.jobId, actorOf(request.principal), typeof reason === 'string' ? reason.slice(0, 256) : null);
     return { job: (await ledger.getJob(tenantId, request.params.jobId))! };
   });
 }

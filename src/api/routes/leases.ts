@@ -4,6 +4,7 @@ import { listBlockingLocks, listLeases } from '../../recovery/leases.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { operatorAction } from '../operator.ts';
+import { asTenantReader } from '../../auth/tenant-scope.ts';
 import { ErrorBody, IsoTime, JobId, JobTypeName, LeaseId, Nullable, OperatorHeaders, WorkerId } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
 
@@ -30,6 +31,7 @@ export function leaseRoutes(app: App, ctx: ApiContext): void {
   const { ledger, config } = ctx;
 
   app.get('/leases', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'Active leases, stuck ones first, and the PostgreSQL lock waits on the ledger', tags: ['leases'],
       querystring: Type.Object({
@@ -47,13 +49,14 @@ export function leaseRoutes(app: App, ctx: ApiContext): void {
     const q = request.query;
     const stuckAfterMs = q.stuckAfterMs ?? config.leaseStuckAfterMs;
     const [leases, locks] = await Promise.all([
-      listLeases(ledger.pool, { tenantId: requireTenant(request), jobType: q.jobType, workerId: q.workerId, stuckAfterMs, limit: q.limit ?? 100 }),
+      asTenantReader(ledger.pool, request.principal.tenants, (db) => listLeases(db, { tenantId: requireTenant(request), jobType: q.jobType, workerId: q.workerId, stuckAfterMs, limit: q.limit ?? 100 })),
       listBlockingLocks(ledger.pool),
     ]);
     return { leases, stuck: leases.filter((l) => l.stuck).length, stuckAfterMs, locks };
   });
 
   app.post('/leases/release', {
+    config: { scope: 'orch:operate' },
     schema: {
       summary: 'Force release leases: the jobs go back to the queue (or dead-letter when attempts are spent)', tags: ['leases'], headers: OperatorHeaders,
       description: 'Select by leaseIds, jobIds, workerIds and/or stuck (heartbeat older than stuckAfterMs); a lease matching any is released. '
@@ -89,6 +92,7 @@ export function leaseRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.get('/workers', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'Workers seen: job types, host, version, last heartbeat, leases held; lost ones marked', tags: ['workers'],
       response: { 200: Type.Object({ workers: Type.Array(WorkerView), lostAfterMs: Type.Integer() }), 400: ErrorBody },

@@ -1,3 +1,5 @@
+import type { FastifyRequest } from 'fastify';
+import { allowsTenant } from '../../auth/principal.ts';
 import { Type } from 'typebox';
 import { MAX_BOOST_MS } from '../../flow/quotas.ts';
 import type { ApiContext, App } from '../context.ts';
@@ -47,26 +49,33 @@ const params = QuotaScope;
  * count, weight; pause/resume; temporary boosts. Every change needs
  * X-Operator-Reason and X-Operator-Ticket and is audited.
  */
+/** Quotas of the caller's tenants, and those covering every tenant. */
+const visible = (request: FastifyRequest, tenantId: string) => tenantId === '*' || allowsTenant(request.principal, tenantId);
+
 export function quotaRoutes(app: App, ctx: ApiContext): void {
   const { quotas } = ctx;
   const tags = ['quotas'];
 
   app.get('/quotas', {
+    config: { scope: 'orch:read' },
     schema: { summary: 'Quotas and their limits', tags, response: { 200: Type.Object({ quotas: Type.Array(QuotaSchema) }) } },
-  }, async () => ({ quotas: await quotas.list() }));
+  }, async (request) => ({ quotas: (await quotas.list()).filter((q) => visible(request, q.tenantId)) }));
 
   app.get('/quotas/summary', {
+    config: { scope: 'orch:read' },
     schema: {
       summary: 'What each quota is using now: active leases, tokens left, throttled count, next eligible time', tags,
       response: { 200: Type.Object({ quotas: Type.Array(QuotaUseSchema) }) },
     },
-  }, async () => ({ quotas: await quotas.summary() }));
+  }, async (request) => ({ quotas: (await quotas.summary()).filter((q) => visible(request, q.tenantId)) }));
 
   app.get('/quotas/:tenantId/:jobType', {
+    config: { scope: 'orch:read' },
     schema: { summary: 'One quota', tags, params, response: Responses },
   }, async (request) => quotas.get(request.params.tenantId, request.params.jobType));
 
   app.put('/quotas/:tenantId/:jobType', {
+    config: { scope: 'orch:quota' },
     schema: { summary: 'Create a quota or change its limits', tags, params, headers: OperatorHeaders, body: QuotaChangeBody, response: Responses },
   }, async (request) => {
     const op = operatorAction(request, { ticketRequired: true });
@@ -74,16 +83,19 @@ export function quotaRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.delete('/quotas/:tenantId/:jobType', {
+    config: { scope: 'orch:quota' },
     schema: { summary: 'Remove a quota', tags, params, headers: OperatorHeaders, response: Responses },
   }, async (request) => quotas.remove(request.params.tenantId, request.params.jobType, operatorAction(request, { ticketRequired: true })));
 
   for (const action of ['pause', 'resume'] as const) {
     app.post(`/quotas/:tenantId/:jobType/${action}`, {
+      config: { scope: 'orch:quota' },
       schema: { summary: `${action === 'pause' ? 'Hold back' : 'Release'} all work the quota covers`, tags, params, headers: OperatorHeaders, response: Responses },
     }, async (request) => quotas.setPaused(request.params.tenantId, request.params.jobType, action === 'pause', operatorAction(request, { ticketRequired: true })));
   }
 
   app.post('/quotas/:tenantId/:jobType/boost', {
+    config: { scope: 'orch:quota' },
     schema: {
       summary: 'Raise rate and/or concurrency for a bounded time; the previous limits return by themselves', tags, params,
       headers: OperatorHeaders, body: BoostBody, response: Responses,
@@ -95,6 +107,7 @@ export function quotaRoutes(app: App, ctx: ApiContext): void {
   });
 
   app.post('/quotas/:tenantId/:jobType/restore', {
+    config: { scope: 'orch:quota' },
     schema: { summary: 'End a boost early', tags, params, headers: OperatorHeaders, response: Responses },
   }, async (request) => quotas.restore(request.params.tenantId, request.params.jobType, operatorAction(request, { ticketRequired: true })));
 }

@@ -109,8 +109,8 @@ export function registerJobCommands(program: Command): void {
     .command('cancel')
     .description('cancel a queued or running job')
     .argument('<id>', 'job id')
-    .option('--reason <text>', 'why (recorded in the job history)')
-    .action(async (id: string, o: { reason?: string }, cmd: Command) => {
+    .requiredOption('--reason <text>', 'why (recorded in the job history)')
+    .action(async (id: string, o: { reason: string }, cmd: Command) => {
       const { client, output } = clientFor(cmd);
       const job = await client.cancel(id, o.reason);
       print(output, job, [job], ['id', 'jobType', 'state', 'attempt']);

@@ -1,0 +1,49 @@
+import { readFile } from 'node:fs/promises';
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { Config } from '../config/config.ts';
+import { isScope, type Principal } from './principal.ts';
+
+/**
+ * JWT bearer tokens, verified with jose against a shared HS256 secret or a
+ * JWKS (URL or file), checking signature, issuer and audience when configured,
+ * expiry and not-before. Claims: `sub`; `tenants` (array, "*" for all) or
+ * `tenant`; `scope` (space-separated, as OAuth 2 issues it) or `scopes`;
+ * `job_types` for worker tokens.
+ */
+export class JwtVerifier {
+  private constructor(
+    private readonly key: Uint8Array | JWTVerifyGetKey,
+    private readonly options: { issuer?: string; audience?: string; algorithms?: string[] },
+  ) {}
+
+  /** null when no JWT source is configured. */
+  static async fromConfig(auth: Config['auth']): Promise<JwtVerifier | null> {
+    const options = { issuer: auth.issuer, audience: auth.audience };
+    if (auth.jwtSecret) return new JwtVerifier(new TextEncoder().encode(auth.jwtSecret), { ...options, algorithms: ['HS256'] });
+    if (auth.jwksUrl) return new JwtVerifier(createRemoteJWKSet(new URL(auth.jwksUrl)), options);
+    if (auth.jwksFile) return new JwtVerifier(createLocalJWKSet(JSON.parse(await readFile(auth.jwksFile, 'utf8'))), options);
+    return null;
+  }
+
+  /** The principal of a valid token; throws (with jose's reason) when it is not. */
+  async verify(token: string): Promise<Principal> {
+    const { payload } = typeof this.key === 'function'
+      ? await jwtVerify(token, this.key, { ...this.options, requiredClaims: ['sub', 'exp'] })
+      : await jwtVerify(token, this.key, { ...this.options, requiredClaims: ['sub', 'exp'] });
+    return principalOf(payload);
+  }
+}
+
+function strings(v: unknown): string[] {
+  if (typeof v === 'string') return v.split(' ').filter(Boolean);
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+}
+
+function principalOf(p: JWTPayload): Principal {
+  const tenants = p.tenants !== undefined ? strings(p.tenants) : strings(p.tenant);
+  const jobTypes = p.job_types === undefined ? null : strings(p.job_types);
+  return {
+    kind: 'jwt', subject: p.sub!, tenants: tenants.includes('*') ? '*' : tenants,
+    scopes: new Set(strings(p.scope ?? p.scopes).filter(isScope)), jobTypes, tokenId: null,
+  };
+}
