@@ -245,7 +245,7 @@ describe('orch jobs', () => {
     const last = (await plane.ledger.getHistory(TENANT, e!.id)).find((h) => h.to === 'canceled');
     assert.equal(last?.reason, 'no longer needed');
 
-    const again = await orch('jobs', 'cancel', e!.id);
+    const again = await orch('jobs', 'cancel', e!.id, '--reason', 'again');
     assert.equal(again.code, 1);
     assert.match(oneErrorLine(again.stderr), /cannot be canceled.*HTTP 409/);
   });

@@ -466,9 +466,9 @@ describe('DLQ clear', () => {
     // Audited: one entry per clear call, with the reason, ticket and counts.
     const entries = await audit(T, 'dlq.clear');
     assert.deepEqual(entries.map((e) => [e.target, e.actor, e.reason, e.result]), [
-      [`snapshot:${snap.id}`, 'operator:api', 'bad batch, subset', 'ok'],
-      [`snapshot:${snap.id}`, 'operator:api', 'bad batch, rest', 'ok'],
-      [`snapshot:${snap.id}`, 'operator:api', 'again', 'ok'],
+      [`snapshot:${snap.id}`, 'anonymous', 'bad batch, subset', 'ok'],
+      [`snapshot:${snap.id}`, 'anonymous', 'bad batch, rest', 'ok'],
+      [`snapshot:${snap.id}`, 'anonymous', 'again', 'ok'],
     ]);
     assert.equal(entries[0]!.ticket, 'OPS-42');
     assert.deepEqual(entries[0]!.details, { cleared: 2, alreadyGone: 0, notInSnapshot: 1 });
@@ -481,7 +481,7 @@ describe('DLQ clear', () => {
     assert.deepEqual(job.lastError, { class: 'E', message: 'e 0', retryable: true });
     const h = await plane.ledger.getHistory(T, ids[0]!);
     assert.deepEqual(h.map((e) => `${e.from}>${e.to}`), ['null>queued', 'queued>leased', 'leased>dead_lettered', 'dead_lettered>cleared']);
-    assert.deepEqual([h[3]!.actor, h[3]!.reason], ['operator:api', 'bad batch, subset']);
+    assert.deepEqual([h[3]!.actor, h[3]!.reason], ['anonymous', 'bad batch, subset']);
     const h5 = await plane.ledger.getHistory(T, ids[5]!);
     assert.deepEqual([h5.at(-1)!.to, h5.at(-1)!.reason], ['cleared', 'bad batch, rest']);
     assert.equal(h5.filter((e) => e.to === 'cleared').length, 1, 'clearing again adds no history');
@@ -613,7 +613,7 @@ describe('DLQ replay', () => {
     assert.equal(r1.status, 200);
     assert.equal(r1.body.status, 'replayed');
     assert.deepEqual([r1.body.job.replayOf, r1.body.job.state, r1.body.job.attempt, r1.body.job.priority], [y[1], 'queued', 0, 1000], 'priority capped at 1000');
-    assert.deepEqual(r1.body.history.map((h) => [h.from, h.to, h.actor, h.reason]), [[null, 'queued', 'operator:api', 'one job']]);
+    assert.deepEqual(r1.body.history.map((h) => [h.from, h.to, h.actor, h.reason]), [[null, 'queued', 'anonymous', 'one job']]);
     const r2 = await one(y[1]!);
     assert.equal(r2.status, 200);
     assert.equal(r2.body.status, 'already_replayed');

@@ -532,7 +532,7 @@ describe('one event per transition, on JetStream', { skip: machineSkip }, () => 
     assert.deepEqual(of(fatal, 'job.dead_lettered')[0]!.data, { error: { class: 'Invalid', message: 'bad input', retryable: false } });
     assert.equal(of(replayed, 'job.replayed')[0]!.data?.replayOf, retry, 'job.replayed names the job it replays');
     assert.equal(of(expiring, 'lease.expired')[0]!.actor.subject, 'system:lease-reaper');
-    assert.deepEqual(of(expiring, 'lease.released').map((e) => [e.job!.reason, e.actor.subject]), [['worker wedged', 'operator:api']]);
+    assert.deepEqual(of(expiring, 'lease.released').map((e) => [e.job!.reason, e.actor.subject]), [['worker wedged', 'anonymous']]);
     assert.deepEqual(of(released, 'lease.released').map((e) => [e.job!.reason, e.actor.subject, e.job!.status]), [['released_by_worker', W, 'queued']]);
     assert.deepEqual(of(timing, 'job.timed_out').map((e) => e.actor.subject), ['system:lease-reaper']);
 
@@ -545,7 +545,7 @@ describe('one event per transition, on JetStream', { skip: machineSkip }, () => 
       [quota, 'quota.create', 'cap', 'OPS-2', T], [boost, 'quota.boost', 'backlog', 'OPS-3', T],
     ] as const) {
       assert.equal(e.tenantId, tenant, `${e.eventType}: tenant`);
-      assert.equal(e.actor.subject, 'operator:api');
+      assert.equal(e.actor.subject, 'anonymous');
       assert.equal(e.data?.reason, reason);
       assert.equal(e.data?.ticket, ticket);
       assert.equal(e.data?.action, action, `${e.eventType}: the audited action`);
@@ -983,7 +983,7 @@ describe('SSE and event types: smaller defects', () => {
     const sse = end(await SseClient.open(cp.url, T, { lastEventId: '0-0-0' }), (c) => c.close());
     await sse.waitFor((c) => c.messages.length >= 3, 'three events');
     const last = sse.messages[2]!.data;
-    assert.deepEqual([last.actor.subject, last.job?.reason], ['operator:api', 'lease_expired']);
+    assert.deepEqual([last.actor.subject, last.job?.reason], ['anonymous', 'lease_expired']);
     assert.equal(last.eventType, 'lease.released');
   });
 });

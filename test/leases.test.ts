@@ -239,12 +239,12 @@ describe('POST /leases/release', () => {
     const { history } = await client('acme').getJob(l1!.jobId);
     const last = history.at(-1)!;
     assert.deepEqual({ from: last.from, to: last.to, attempt: last.attempt, actor: last.actor, reason: last.reason, leaseId: last.leaseId },
-      { from: 'leased', to: 'queued', attempt: 1, actor: 'operator:api', reason: REASON, leaseId: l1!.leaseId });
+      { from: 'leased', to: 'queued', attempt: 1, actor: 'anonymous', reason: REASON, leaseId: l1!.leaseId });
 
     const audit = await lastAudit('acme');
     assert.ok(audit);
     assert.deepEqual({ action: audit.action, actor: audit.actor, tenantId: audit.tenantId, reason: audit.reason, ticket: audit.ticket, result: audit.result },
-      { action: 'lease.release', actor: 'operator:api', tenantId: 'acme', reason: REASON, ticket: 'OPS-77', result: 'ok' });
+      { action: 'lease.release', actor: 'anonymous', tenantId: 'acme', reason: REASON, ticket: 'OPS-77', result: 'ok' });
     assert.equal((audit.details as { released: number }).released, 1);
 
     await assertOldHolderRefused(l1!, 'queued');
@@ -317,7 +317,7 @@ describe('POST /leases/release', () => {
     assert.ok(job.finishedAt);
     assert.equal(job.lastError?.class, 'LeaseReleased');
     assert.deepEqual({ to: history.at(-1)!.to, reason: history.at(-1)!.reason, actor: history.at(-1)!.actor },
-      { to: 'dead_lettered', reason: REASON, actor: 'operator:api' });
+      { to: 'dead_lettered', reason: REASON, actor: 'anonymous' });
     await assertOldHolderRefused(l!, 'dead_lettered');
   });
 
@@ -482,7 +482,7 @@ describe('orch leases / orch workers', () => {
     assert.equal((await jobRow(stuck!.jobId)).state, 'queued');
     assert.equal((await jobRow(ok!.jobId)).state, 'leased');
     const last = (await client('cli-co').getJob(stuck!.jobId)).history.at(-1)!;
-    assert.deepEqual([last.to, last.reason, last.actor], ['queued', 'r', 'operator:api']);
+    assert.deepEqual([last.to, last.reason, last.actor], ['queued', 'r', 'anonymous']);
   });
 });
 

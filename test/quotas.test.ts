@@ -709,7 +709,7 @@ describe('audit log', () => {
       const [a] = rows;
       assert.deepEqual(
         [a!.action, a!.tenant_id, a!.target, a!.reason, a!.ticket, a!.actor, a!.result],
-        [s.action, s.tenant, s.target, why.reason, why.ticket, 'operator:api', 'ok']);
+        [s.action, s.tenant, s.target, why.reason, why.ticket, 'anonymous', 'ok']);
     }
   });
 

@@ -15,7 +15,7 @@ mkdir -p "$out_dir"
 
 if [ -n "${ORCH_DATABASE_URL:-}" ]; then
   file="$out_dir/orch-$stamp.dump"
-  pg_dump --format=custom --no-owner --no-privileges --file="$file" "$ORCH_DATABASE_URL"
+  pg_dump --format=custom --no-owner --file="$file" "$ORCH_DATABASE_URL"
   psql "$ORCH_DATABASE_URL" -AtF' ' -c "SELECT 'jobs', state, count(*) FROM orch.jobs GROUP BY state ORDER BY state" >&2
 else
   data_dir="${ORCH_DATA_DIR:-./.orch}"

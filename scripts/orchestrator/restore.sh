@@ -19,7 +19,9 @@ case "$file" in
     if [ "$(psql "$ORCH_DATABASE_URL" -Atc "SELECT count(*) FROM pg_namespace WHERE nspname = 'orch'")" != "0" ]; then
       echo "restore: the database already has an orch schema; restore into an empty database" >&2; exit 1
     fi
-    pg_restore --exit-on-error --no-owner --no-privileges --dbname="$ORCH_DATABASE_URL" "$file"
+    # the dump grants reads to orch_tenant_reader (row-level security); roles live outside databases
+    psql "$ORCH_DATABASE_URL" -q -v ON_ERROR_STOP=1 -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'orch_tenant_reader') THEN CREATE ROLE orch_tenant_reader NOLOGIN NOSUPERUSER NOBYPASSRLS; END IF; END \$\$" -c "GRANT orch_tenant_reader TO CURRENT_USER" >/dev/null
+    pg_restore --exit-on-error --no-owner --dbname="$ORCH_DATABASE_URL" "$file"
     psql "$ORCH_DATABASE_URL" -AtF' ' -c "SELECT 'jobs', state, count(*) FROM orch.jobs GROUP BY state ORDER BY state" >&2
     ;;
   *.tar.gz)

@@ -51,6 +51,8 @@ export async function runSmoke(o: SmokeOptions): Promise<SmokeResult> {
     if (o.natsUrl) {
       nc = await connect({ servers: o.natsUrl, timeout: Math.min(5000, o.timeoutMs), name: 'orch-smoke', reconnect: false });
       event = nextEvent(nc.subscribe(`${SUBJECT_PREFIX}.${o.tenant}.${SMOKE_JOB_TYPE}.job.succeeded`), () => jobId);
+      // awaited only after the job ends: a failure before then must not leave it rejecting unheard
+      event.catch(() => undefined);
       await nc.flush();
     }
 
@@ -69,7 +71,7 @@ export async function runSmoke(o: SmokeOptions): Promise<SmokeResult> {
     steps.push('a worker completed it');
 
     if (event) {
-      const e = await Promise.race([event, sleep(deadline - Date.now()).then(() => { throw new Error('no job.succeeded event on NATS'); })]);
+      const e = await withDeadline(event, deadline, 'no job.succeeded event on NATS');
       steps.push(`event ${e.eventId} arrived on NATS`);
     }
 
@@ -114,6 +116,16 @@ async function until<T>(deadline: number, failure: string, probe: () => Promise<
     if (v !== null) return v;
     if (Date.now() > deadline) throw new Error(failure);
     await sleep(100);
+  }
+}
+
+/** `p`, or a rejection with `failure` at the deadline; the timer never outlives the race. */
+async function withDeadline<T>(p: Promise<T>, deadline: number, failure: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(failure)), Math.max(0, deadline - Date.now()))))]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -1,4 +1,5 @@
 import { Type } from 'typebox';
+import { authorizeTenant } from '../auth.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { ErrorBody, JobTypeName, JobTypeSchema, JobTypeSettingsBody } from '../schemas.ts';
@@ -23,12 +24,16 @@ export function jobTypeRoutes(app: App, ctx: ApiContext): void {
     return t;
   });
 
+  // Producers define their job types (orch:write), but a type is shared by every tenant: changing it takes a token for every tenant.
   app.put('/jobtypes/:name', {
-    config: { scope: 'orch:operate' },
+    config: { scope: 'orch:write' },
     schema: {
       summary: 'Define a job type or change its defaults (retry policy, lease length, run-time limit)', tags: ['jobtypes'],
       params: Type.Object({ name: JobTypeName }), body: JobTypeSettingsBody,
       response: { 200: JobTypeSchema, 400: ErrorBody, 422: ErrorBody },
     },
-  }, async (request) => ledger.jobTypes.define(request.params.name, request.body));
+  }, async (request) => {
+    authorizeTenant(request, '*');
+    return ledger.jobTypes.define(request.params.name, request.body);
+  });
 }
