@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import Fastify, { LogController } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -26,9 +27,14 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     bodyLimit: 1024 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
     return503OnClosing: true,
+    // request ids name audit entries and log lines: unique across restarts, and returned to the caller
+    genReqId: () => randomUUID(),
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   app.setErrorHandler(errorHandler);
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
   installAuth(app, ctx.auth.authenticator);
   limitJsonDepth(app, ctx.config.maxJsonDepth);
   app.addHook('onResponse', async (request, reply) => {

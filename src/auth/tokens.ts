@@ -121,7 +121,9 @@ export class ApiTokens {
       scopes: new Set(row.scopes.filter(isScope)), jobTypes: row.job_types, tokenId: row.id,
     } : null;
     if (this.cache.size > 10_000) this.cache.clear();
-    this.cache.set(key, { principal, until: Date.now() + TOKEN_CACHE_MS });
+    // trusted for the cache time, but never past the token's own expiry
+    const until = Math.min(Date.now() + TOKEN_CACHE_MS, row?.expires_at?.getTime() ?? Infinity);
+    this.cache.set(key, { principal, until });
     return principal;
   }
 }

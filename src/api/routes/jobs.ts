@@ -2,6 +2,7 @@ import { Type } from 'typebox';
 import type { EnqueueInput } from '../../ledger/types.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
+import { operatorAction } from '../operator.ts';
 import {
   EnqueueBody, EnqueuedRef, ErrorBody, HistorySchema, JobId, JobSchema, JobStateSchema, JobTypeName,
 } from '../schemas.ts';
@@ -98,8 +99,8 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const tenantId = requireTenant(request);
-    const reason = request.headers['x-operator-reason'];
-    await ledger.cancel(tenantId, request.params.jobId, actorOf(request.principal), typeof reason === 'string' ? reason.slice(0, 256) : null);
+    const op = operatorAction(request);
+    await ledger.cancel(tenantId, request.params.jobId, op.actor, op.reason);
     return { job: (await ledger.getJob(tenantId, request.params.jobId))! };
   });
 }

@@ -1,5 +1,7 @@
 import { Type } from 'typebox';
-import { actorOf, SCOPES } from '../../auth/principal.ts';
+import type { FastifyRequest } from 'fastify';
+import { actorOf, allowsTenant, SCOPES } from '../../auth/principal.ts';
+import type { ApiTokenInfo } from '../../auth/tokens.ts';
 import { authorizeTenant } from '../auth.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
@@ -9,6 +11,9 @@ const TokenInfo = Type.Object({
   id: Uuid, subject: Type.String(), tenants: Type.Array(Type.String()), scopes: Type.Array(Type.String()),
   jobTypes: Nullable(Type.Array(Type.String())), createdAt: IsoTime, createdBy: Type.String(), expiresAt: Nullable(IsoTime), revokedAt: Nullable(IsoTime),
 });
+
+/** An admin sees and revokes only tokens confined to tenants its own token covers. */
+const manages = (request: FastifyRequest, t: ApiTokenInfo) => t.tenants.every((tenant) => allowsTenant(request.principal, tenant));
 
 /** API tokens (orch tokens create|list|revoke); the secret is returned once, at creation. */
 export function tokenRoutes(app: App, ctx: ApiContext): void {
@@ -32,6 +37,10 @@ export function tokenRoutes(app: App, ctx: ApiContext): void {
     for (const t of request.body.tenants) authorizeTenant(request, t);
     const missing = request.body.scopes.find((s) => !request.principal.scopes.has(s));
     if (missing) throw new ApiError(403, 'forbidden', 'scopes', `a token cannot grant ${missing}, which yours does not hold`);
+    const own = request.principal.jobTypes;
+    if (own !== null && (!request.body.jobTypes?.length || request.body.jobTypes.some((t) => !own.includes(t)))) {
+      throw new ApiError(403, 'forbidden', 'jobTypes', `a token cannot reach job types beyond yours (${own.join(', ')})`);
+    }
     const created = await tokens.create(request.body, actorOf(request.principal), request.id);
     return reply.status(201).send(created);
   });
@@ -43,7 +52,7 @@ export function tokenRoutes(app: App, ctx: ApiContext): void {
       querystring: Type.Object({ revoked: Type.Optional(Type.Boolean({ description: 'include revoked tokens' })) }, { additionalProperties: false }),
       response: { 200: Type.Object({ tokens: Type.Array(TokenInfo) }), 400: ErrorBody },
     },
-  }, async (request) => ({ tokens: await tokens.list(request.query.revoked ?? false) }));
+  }, async (request) => ({ tokens: (await tokens.list(request.query.revoked ?? false)).filter((t) => manages(request, t)) }));
 
   app.delete('/tokens/:id', {
     config: { scope: 'orch:admin' },
@@ -52,6 +61,8 @@ export function tokenRoutes(app: App, ctx: ApiContext): void {
       params: Type.Object({ id: Uuid }), response: { 200: TokenInfo, 400: ErrorBody, 404: ErrorBody },
     },
   }, async (request) => {
+    const target = (await tokens.list(true)).find((t) => t.id === request.params.id);
+    if (!target || !manages(request, target)) throw new ApiError(404, 'not_found', 'id', `no token ${request.params.id}`);
     return tokens.revoke(request.params.id, actorOf(request.principal), request.id);
   });
 }
