@@ -23,8 +23,7 @@ import { OrchClient } from '../src/sdk/client.ts';
 import { sample } from './helpers/metrics.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import {
-  deleteStream, MACHINE_NATS_URL, NATS_SERVER_BIN, natsConnect, natsMissing, NatsProcess, readStream, skipUnlessNats, streamCount,
-  streamsCovering, type StoredMessage,
+  deleteStream, natsConnect, NatsProcess, readStream, sharedNats, skipUnlessNats, streamCount, type StoredMessage,
 } from './helpers/nats.ts';
 import { kill } from './helpers/processes.ts';
 import { CLI_ENTRY, eventually, REPO_ROOT, spawnServer, startTestServer } from './helpers/server.ts';
@@ -225,28 +224,6 @@ async function sharedBed(t: TestContext) {
   return { end, db, stream, natsUrl, nc, jsm };
 }
 
-/**
- * The NATS server of a test that does not stop NATS: the machine's, unless a
- * stream there (someone else's) already covers orch.events.>, in which case
- * no other stream can be created on it: the test then runs on a nats-server
- * of its own, and says so.
- */
-async function sharedNats(t: TestContext, end: End): Promise<string> {
-  const { nc, jsm } = await natsConnect(MACHINE_NATS_URL);
-  try {
-    const blocking = await streamsCovering(jsm, 'orch.events.>');
-    if (blocking.length === 0) return MACHINE_NATS_URL;
-    const msg = `streams on ${MACHINE_NATS_URL} already cover orch.events.> (${blocking.join(', ')}): this test uses a nats-server of its own`;
-    if (await natsMissing({ binary: true })) throw new Error(`${msg}, but there is no ${NATS_SERVER_BIN}`);
-    process.stderr.write(`\n*** ${msg} ***\n\n`);
-    t.diagnostic(msg);
-    const own = end(await NatsProcess.create(), (n) => n.destroy());
-    await own.start();
-    return own.url;
-  } finally {
-    await nc.close();
-  }
-}
 
 /** Resolves after the service's next `n` runs (finished or failed). */
 function runs(service: OutboxRelay, n: number): Promise<void> {

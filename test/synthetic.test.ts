@@ -18,7 +18,7 @@ import { HttpTransport } from '../src/sdk/transport.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import { sample } from './helpers/metrics.ts';
 import {
-  deleteStream, MACHINE_NATS_URL, NATS_SERVER_BIN, natsConnect, natsMissing, NatsProcess, skipUnlessNats, streamsCovering,
+  deleteStream, MACHINE_NATS_URL, natsConnect, sharedNats, skipUnlessNats,
 } from './helpers/nats.ts';
 import { eventually, REPO_ROOT, runCli, startTestServer } from './helpers/server.ts';
 
@@ -204,29 +204,12 @@ describe('probe.sh', { skip: natsSkip }, () => {
 // =============================================================================================================
 // smoke.sh
 
-/** The machine's NATS, unless a stream there already covers orch.events.> (then no test stream can exist): a nats-server of the test's own. */
-async function natsForServer(t: TestContext, end: End): Promise<string> {
-  const { nc, jsm } = await natsConnect(MACHINE_NATS_URL);
-  try {
-    const blocking = await streamsCovering(jsm, 'orch.events.>');
-    if (blocking.length === 0) return MACHINE_NATS_URL;
-    const msg = `streams on ${MACHINE_NATS_URL} already cover orch.events.> (${blocking.join(', ')}): smoke runs on a nats-server of its own`;
-    if (await natsMissing({ binary: true })) throw new Error(`${msg}, but there is no ${NATS_SERVER_BIN}`);
-    process.stderr.write(`\n*** ${msg} ***\n\n`);
-    t.diagnostic(msg);
-    const own = end(await NatsProcess.create(), (n) => n.destroy());
-    await own.start();
-    return own.url;
-  } finally {
-    await nc.close();
-  }
-}
 
 describe('smoke.sh', { skip: natsSkip }, () => {
   test('READY on a healthy stack (job succeeded, event on NATS, metrics counted); NOT READY with orch-smoke paused', async (t) => {
     const end = scope(t);
     const db = end(await createTestDatabase(), (d) => d.drop());
-    const natsUrl = await natsForServer(t, end);
+    const natsUrl = await sharedNats(t, end);
     const { nc, jsm } = await natsConnect(natsUrl);
     end(nc, (c) => c.close());
     const stream = end(`T_${randomBytes(5).toString('hex')}`, (s) => deleteStream(jsm, s));

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
+import type { TestContext } from 'node:test';
 import { freePort } from '../../src/ledger/embedded.ts';
 import { alive, kill } from './processes.ts';
 
@@ -204,5 +205,28 @@ export async function deleteStream(jsm: JetStreamManager, stream: string): Promi
     await jsm.streams.delete(stream);
   } catch (err) {
     if (!/not found/i.test((err as Error).message)) throw err;
+  }
+}
+
+/**
+ * The NATS server of a test that does not stop NATS: the machine's, unless a
+ * stream there (someone else's) already covers orch.events.>, in which case
+ * no other stream can be created on it: the test then runs on a nats-server
+ * of its own, and says so.
+ */
+export async function sharedNats(t: TestContext, end: <T>(value: T, cleanup: (v: T) => Promise<unknown>) => T): Promise<string> {
+  const { nc, jsm } = await natsConnect(MACHINE_NATS_URL);
+  try {
+    const blocking = await streamsCovering(jsm, 'orch.events.>');
+    if (blocking.length === 0) return MACHINE_NATS_URL;
+    const msg = `streams on ${MACHINE_NATS_URL} already cover orch.events.> (${blocking.join(', ')}): this test uses a nats-server of its own`;
+    if (await natsMissing({ binary: true })) throw new Error(`${msg}, but there is no ${NATS_SERVER_BIN}`);
+    process.stderr.write(`\n*** ${msg} ***\n\n`);
+    t.diagnostic(msg);
+    const own = end(await NatsProcess.create(), (n) => n.destroy());
+    await own.start();
+    return own.url;
+  } finally {
+    await nc.close();
   }
 }
