@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { LogController } from 'fastify';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+import Fastify, { LogController, type FastifyReply } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from '../logging.ts';
@@ -25,13 +27,18 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     loggerInstance: log.child({ component: 'http' }),
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
     return503OnClosing: true,
     // request ids name audit entries and log lines: unique across restarts, and returned to the caller
     genReqId: () => randomUUID(),
+    // errors of the router itself (bad URL encoding, an overlong path parameter) in the API's error shape, without echoing the URL
+    frameworkErrors: (error, _request, reply) => {
+      const status = typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400;
+      void (reply as unknown as FastifyReply).code(status).type('application/json').send(JSON.stringify({ error: { code: 'bad_url', message: 'the request URL is malformed or a path parameter is too long', field: 'url' } }));
+    },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   app.setErrorHandler(errorHandler);
+  useStrictValidation(app);
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
@@ -95,3 +102,30 @@ function limitJsonDepth(app: App, maxDepth: number): void {
     parse(request, text, done);
   });
 }
+
+/**
+ * Two validators: JSON bodies are taken as typed (no coercion: "Infinity" is
+ * a string, not a number that passes every maximum); query strings, params
+ * and headers are text, coerced to their schema's types, and a numeric text
+ * that is not finite ("Infinity", "1e400") is refused before coercion.
+ */
+function useStrictValidation(app: App): void {
+  const options = { removeAdditional: false, useDefaults: true, addUsedSchema: false, allErrors: false } as const;
+  const body = new Ajv({ ...options, coerceTypes: false });
+  const text = new Ajv({ ...options, coerceTypes: 'array' });
+  for (const ajv of [body, text]) addFormats.default(ajv);
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? body : text).compile(schema));
+  app.addHook('preValidation', async (request) => {
+    for (const [part, values] of [['querystring', request.query], ['params', request.params]] as const) {
+      for (const [key, value] of Object.entries((values ?? {}) as Record<string, unknown>)) {
+        for (const v of Array.isArray(value) ? value : [value]) {
+          if (typeof v === 'string' && NON_FINITE.test(v.trim()) && !Number.isFinite(Number(v))) {
+            throw new ApiError(400, 'invalid', `${part}.${key}`, `${part} field "${key}": not a finite number`);
+          }
+        }
+      }
+    }
+  });
+}
+
+const NON_FINITE = /^[+-]?(infinity|[0-9.]+e[+-]?[0-9]+)$/i;
