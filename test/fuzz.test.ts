@@ -112,7 +112,10 @@ const BAD_IDS = ['abc', '0', '-1', '1.5', '1e3', '99999999999999999999', '922337
 
 type G = fc.GeneratorValue;
 const uniform = (c: { min: number; max: number }) => fc.noBias(fc.integer(c));
-const int = (g: G, min: number, max: number): number => g(uniform, { min, max });
+const int = (g: G, min: number, max: number): number => {
+  if (max < min) throw new Error(`int(${min}, ${max}): empty range`);
+  return g(uniform, { min, max });
+};
 const pick = <T>(g: G, xs: readonly T[]): T => xs[int(g, 0, xs.length - 1)]!;
 const chance = (g: G, percent: number): boolean => int(g, 0, 99) < percent;
 const chars = (g: G, alphabet: string, n: number): string => Array.from({ length: n }, () => alphabet[int(g, 0, alphabet.length - 1)]).join('');
@@ -241,7 +244,7 @@ function mutate(g: G, v: Json): Json {
 /** Breaks the JSON text itself (or keeps it): truncated, trailing garbage, single quotes, prototype keys, raw literals, deep nesting. */
 function mangleText(g: G, text: string): string {
   switch (int(g, 0, 8)) {
-    case 0: return text.slice(0, Math.max(0, int(g, 0, text.length - 1)));
+    case 0: return text.length === 0 ? text : text.slice(0, int(g, 0, text.length - 1));
     case 1: return text + pick(g, [' trailing', '}', ',', '\u0000', ';--']);
     case 2: return text.replace(/"/g, "'");
     case 3: return text.replace(/^\{/, '{"__proto__":{"isAdmin":true},');
