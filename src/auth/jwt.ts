@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose';
 import type { Config } from '../config/config.ts';
 import { isScope, type Principal } from './principal.ts';
 
@@ -11,26 +11,24 @@ import { isScope, type Principal } from './principal.ts';
  * `job_types` for worker tokens.
  */
 export class JwtVerifier {
-  private constructor(
-    private readonly key: Uint8Array | JWTVerifyGetKey,
-    private readonly options: { issuer?: string; audience?: string; algorithms?: string[] },
-  ) {}
+  private constructor(private readonly check: (token: string) => Promise<JWTVerifyResult>) {}
 
   /** null when no JWT source is configured. */
   static async fromConfig(auth: Config['auth']): Promise<JwtVerifier | null> {
-    const options = { issuer: auth.issuer, audience: auth.audience };
-    if (auth.jwtSecret) return new JwtVerifier(new TextEncoder().encode(auth.jwtSecret), { ...options, algorithms: ['HS256'] });
-    if (auth.jwksUrl) return new JwtVerifier(createRemoteJWKSet(new URL(auth.jwksUrl)), options);
-    if (auth.jwksFile) return new JwtVerifier(createLocalJWKSet(JSON.parse(await readFile(auth.jwksFile, 'utf8'))), options);
+    const options: JWTVerifyOptions = { issuer: auth.issuer, audience: auth.audience, requiredClaims: ['sub', 'exp'] };
+    const withKeys = (keys: JWTVerifyGetKey) => new JwtVerifier((token) => jwtVerify(token, keys, options));
+    if (auth.jwtSecret) {
+      const secret = new TextEncoder().encode(auth.jwtSecret);
+      return new JwtVerifier((token) => jwtVerify(token, secret, { ...options, algorithms: ['HS256'] }));
+    }
+    if (auth.jwksUrl) return withKeys(createRemoteJWKSet(new URL(auth.jwksUrl)));
+    if (auth.jwksFile) return withKeys(createLocalJWKSet(JSON.parse(await readFile(auth.jwksFile, 'utf8'))));
     return null;
   }
 
   /** The principal of a valid token; throws (with jose's reason) when it is not. */
   async verify(token: string): Promise<Principal> {
-    const { payload } = typeof this.key === 'function'
-      ? await jwtVerify(token, this.key, { ...this.options, requiredClaims: ['sub', 'exp'] })
-      : await jwtVerify(token, this.key, { ...this.options, requiredClaims: ['sub', 'exp'] });
-    return principalOf(payload);
+    return principalOf((await this.check(token)).payload);
   }
 }
 
