@@ -3,12 +3,12 @@
  * on the same PostgreSQL, through the public entry points (Ledger.enqueue,
  * createWorker in-process, createWorker over the HTTP bridge).
  */
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { defaultConfig } from '../src/config/config.ts';
 import { createPool } from '../src/ledger/db.ts';
 import { QuotaKeeper } from '../src/flow/quota-keeper.ts';
 import { Quotas } from '../src/flow/quotas.ts';
+import { spawnOrchServer } from '../src/synthetic/server-process.ts';
 import { Ledger } from '../src/ledger/ledger.ts';
 import { DeltaRollup } from '../src/maintenance/delta-rollup.ts';
 import { createLogger } from '../src/logging.ts';
@@ -72,25 +72,11 @@ export async function drainInProcess(connectionString: string, jobs: number): Pr
 
 /** Runs `fn` while `orch serve` runs as its own process (as in production) with `env`, ready to serve. */
 export async function withOrchServer<T>(env: Record<string, string>, fn: (apiUrl: string) => Promise<T>): Promise<T> {
-  const port = String(30000 + Math.floor(Math.random() * 10000));
-  const server = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
-    env: { ...process.env, ...env, ORCH_HTTP_PORT: port, ORCH_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const apiUrl = `http://127.0.0.1:${port}`;
+  const server = await spawnOrchServer(['--import', 'tsx', CLI], { ...process.env, ...env, ORCH_LOG_LEVEL: 'warn' }, 60_000);
   try {
-    for (let i = 0; ; i++) {
-      if (i > 600) throw new Error('bench server did not start');
-      try {
-        if ((await fetch(`${apiUrl}/readyz`)).ok) break;
-      } catch {
-        // not up yet
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return await fn(apiUrl);
+    return await fn(server.url);
   } finally {
-    server.kill('SIGTERM');
-    await new Promise((r) => server.once('exit', r));
+    await server.stop();
   }
 }
 

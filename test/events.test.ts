@@ -20,7 +20,7 @@ import type { HistoryEntry, Lease } from '../src/ledger/types.ts';
 import { createLogger } from '../src/logging.ts';
 import { createWorker, type Worker } from '../src/sdk/worker.ts';
 import { OrchClient } from '../src/sdk/client.ts';
-import { sample } from './helpers/metrics.ts';
+import { sample } from '../src/metrics/exposition.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import {
   deleteStream, natsConnect, NatsProcess, readStream, sharedNats, skipUnlessNats, streamCount, type StoredMessage,

@@ -7,7 +7,7 @@ import { defaultConfig } from '../src/config/config.ts';
 import { createWorker, OrchApiError, OrchClient, type ControlPlane, type HistoryEntry, type Lease } from '../src/index.ts';
 import { createLogger } from '../src/logging.ts';
 import type { WorkerRecord } from '../src/recovery/workers.ts';
-import { sample } from './helpers/metrics.ts';
+import { sample } from '../src/metrics/exposition.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { kill, spawnCrashWorker } from './helpers/processes.ts';
 import { eventually, runCli, startTestServer } from './helpers/server.ts';

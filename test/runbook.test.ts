@@ -10,7 +10,7 @@ import type { Job } from '../src/ledger/types.ts';
 import { OrchClient } from '../src/sdk/client.ts';
 import { createWorker, type Worker } from '../src/sdk/worker.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { sample } from './helpers/metrics.ts';
+import { sample } from '../src/metrics/exposition.ts';
 import { eventually, REPO_ROOT, runCli, startTestServer } from './helpers/server.ts';
 
 /**

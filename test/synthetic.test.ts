@@ -16,7 +16,7 @@ import type { Lease } from '../src/ledger/types.ts';
 import { OrchClient } from '../src/sdk/client.ts';
 import { HttpTransport } from '../src/sdk/transport.ts';
 import { createTestDatabase } from './helpers/db.ts';
-import { sample } from './helpers/metrics.ts';
+import { sample } from '../src/metrics/exposition.ts';
 import {
   deleteStream, MACHINE_NATS_URL, natsConnect, sharedNats, skipUnlessNats,
 } from './helpers/nats.ts';

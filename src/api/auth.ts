@@ -4,6 +4,7 @@ import { allowsTenant, REASON_SCOPES, TICKET_SCOPES, type Principal, type Scope 
 import { API_BASE } from '../wire.ts';
 import type { App } from './context.ts';
 import { ApiError } from './errors.ts';
+import { operatorAction } from './operator.ts';
 import { optionalTenant } from './tenant.ts';
 
 declare module 'fastify' {
@@ -26,6 +27,7 @@ declare module 'fastify' {
  */
 export function installAuth(app: App, authenticator: Authenticator): void {
   app.decorateRequest('principal', null as unknown as Principal);
+  app.decorateRequest('operator', null);
 
   app.addHook('onRoute', (route) => {
     if (!route.url.startsWith(API_BASE)) return;
@@ -53,18 +55,8 @@ export function installAuth(app: App, authenticator: Authenticator): void {
       const tenantId = (source as { tenantId?: unknown } | undefined)?.tenantId;
       if (typeof tenantId === 'string') authorizeTenant(request, tenantId);
     }
-    if (REASON_SCOPES.has(scope) && !header(request, 'x-operator-reason')?.trim()) {
-      throw new ApiError(400, 'reason_required', 'X-Operator-Reason', 'this action needs an X-Operator-Reason header');
-    }
-    if (TICKET_SCOPES.has(scope) && !header(request, 'x-operator-ticket')?.trim()) {
-      throw new ApiError(400, 'ticket_required', 'X-Operator-Ticket', 'this action needs an X-Operator-Ticket header');
-    }
+    request.operator = operatorAction(request, scope);
   });
-}
-
-function header(request: FastifyRequest, name: string): string | undefined {
-  const v = request.headers[name];
-  return Array.isArray(v) ? v[0] : v;
 }
 
 /** Refuses a tenant the caller's token does not cover ("*", every tenant, needs a token for every tenant). */

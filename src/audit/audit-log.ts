@@ -27,7 +27,7 @@ export interface AuditEntry {
  * a control event in the outbox.
  */
 export async function recordAudit(db: Queryable, e: AuditEntry): Promise<void> {
-  const eventType = e.result === 'ok' ? CONTROL_EVENTS[e.action.split('.')[0] === 'quota' ? 'quota' : e.action] : undefined;
+  const eventType = e.result === 'ok' ? CONTROL_EVENTS.get(e.action) ?? CONTROL_EVENTS.get(e.action.split('.')[0]!) : undefined;
   await db.query(
     `WITH audit AS (
        INSERT INTO orch.audit_log (actor, tenant_id, action, target, reason, ticket, request_id, result, details)
@@ -41,8 +41,8 @@ export async function recordAudit(db: Queryable, e: AuditEntry): Promise<void> {
   );
 }
 
-/** Operator actions that are also events (src/events/envelope.ts), written in the same statement as their audit entry. */
-const CONTROL_EVENTS: Record<string, string> = { 'dispatch.pause': 'jobtype.paused', 'dispatch.resume': 'jobtype.resumed', quota: 'quota.changed' };
+/** Operator actions that are also events (src/events/envelope.ts), by action or by its family ("quota" for every quota.*), written in the same statement as their audit entry. */
+const CONTROL_EVENTS = new Map([['dispatch.pause', 'jobtype.paused'], ['dispatch.resume', 'jobtype.resumed'], ['quota', 'quota.changed']]);
 
 /** The audit record of an operator's change to a control. */
 export function auditAction(db: Queryable, op: OperatorAction, action: string, tenantId: string | null, target: string, details: Record<string, unknown>): Promise<void> {

@@ -37,6 +37,9 @@ export const OPEN_PRINCIPAL: Principal = { kind: 'open', subject: 'anonymous', t
 
 export const allowsTenant = (p: Principal, tenantId: string): boolean => p.tenants === '*' || p.tenants.includes(tenantId);
 
+/** Whether a row of `tenantId` is the caller's to see: its own tenants' rows, and rows that apply to every tenant ("*"). */
+export const sees = (p: Principal, tenantId: string): boolean => tenantId === '*' || allowsTenant(p, tenantId);
+
 export const allowsJobType = (p: Principal, jobType: string): boolean => p.jobTypes === null || p.jobTypes.includes(jobType);
 
 /** "kind:subject" ("token:ci-deployer", "jwt:alice"), or "anonymous" on an open server, as history, audit log and events record actors. */

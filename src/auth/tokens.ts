@@ -90,6 +90,12 @@ export class ApiTokens {
     return rows.map(toInfo);
   }
 
+  /** One token, revoked or not; null when there is none with that id. */
+  async get(id: string): Promise<ApiTokenInfo | null> {
+    const { rows } = await this.pool.query<TokenRow>('SELECT * FROM orch.api_tokens WHERE id = $1', [id]);
+    return rows[0] ? toInfo(rows[0]) : null;
+  }
+
   /** Revokes a token (idempotent), with its audit entry; not_found when there is none with that id. */
   async revoke(id: string, revokedBy: string, requestId: string | null = null): Promise<ApiTokenInfo> {
     const info = await withTransaction(this.pool, async (tx) => {

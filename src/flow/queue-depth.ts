@@ -40,26 +40,34 @@ export interface OldestSample {
 }
 
 /**
- * The oldest waiting job per tenant and type, measured from when it became
- * runnable (enqueue, its delay, or its retry backoff). The claim index orders
- * each (type, tenant) by priority, then run_after, so the head of each
+ * The oldest waiting job of each given tenant and type, measured from when it
+ * became runnable (enqueue, its delay, or its retry backoff). The claim index
+ * orders each (type, tenant) by priority, then run_after, so the head of each
  * priority level holds that level's oldest job: a skip scan over the levels
- * costs one index probe per level, never a scan of the queue. Pairs come from
- * the queue counts.
+ * costs one index probe per level, never a scan of the queue.
  */
-export async function queueOldestAge(db: Queryable): Promise<OldestSample[]> {
+export async function queueOldestAge(db: Queryable, pairs: { tenantId: string; jobType: string }[]): Promise<OldestSample[]> {
+  if (pairs.length === 0) return [];
   const head = (extra: string) => `(SELECT j.priority, j.run_after FROM orch.jobs j
       WHERE j.job_type = p.job_type AND j.tenant_id = p.tenant_id AND j.state IN ('queued', 'failed')${extra}
       ORDER BY j.priority DESC, j.run_after LIMIT 1)`;
   const { rows } = await db.query<{ tenant_id: string; job_type: string; age: number }>(`
     WITH RECURSIVE pairs AS (
-      SELECT DISTINCT tenant_id, job_type FROM ${CURRENT_COUNTS} c WHERE c.state IN ('queued', 'failed') AND c.n > 0
+      SELECT * FROM unnest($1::text[], $2::text[]) AS p(tenant_id, job_type)
     ), levels AS (
       SELECT p.tenant_id, p.job_type, h.priority, h.run_after FROM pairs p CROSS JOIN LATERAL ${head('')} h
       UNION ALL
       SELECT p.tenant_id, p.job_type, h.priority, h.run_after FROM levels p CROSS JOIN LATERAL ${head(' AND j.priority < p.priority')} h
     )
     SELECT tenant_id, job_type, greatest(0, extract(epoch FROM now() - min(run_after)))::float8 AS age
-    FROM levels GROUP BY 1, 2`);
+    FROM levels GROUP BY 1, 2`, [pairs.map((p) => p.tenantId), pairs.map((p) => p.jobType)]);
   return rows.map((r) => ({ tenantId: r.tenant_id, jobType: r.job_type, ageSeconds: Math.round(r.age * 1000) / 1000 }));
+}
+
+/** What the queue gauges show: depth by state, and the oldest waiting job of every tenant and type with work waiting. */
+export async function queueGauges(db: Queryable): Promise<{ depth: DepthSample[]; oldest: OldestSample[] }> {
+  const depth = await queueDepth(db);
+  const waiting = new Map(depth.filter((d) => d.n > 0 && d.state !== 'leased' && d.state !== 'dead_lettered')
+    .map((d) => [`${d.tenantId}\u0000${d.jobType}`, { tenantId: d.tenantId, jobType: d.jobType }]));
+  return { depth, oldest: await queueOldestAge(db, [...waiting.values()]) };
 }

@@ -5,7 +5,7 @@ import type { Queryable } from './db.ts';
 import { JobTypes } from './job-types.ts';
 import { QueueCounts } from './queue-counts.ts';
 import { Tenants } from './tenants.ts';
-import { getHistory, getJob, listJobs, type JobFilter } from './queries.ts';
+import { getHistory, getJob } from './queries.ts';
 import { cancel } from './transitions/cancel.ts';
 import { clear } from './transitions/clear.ts';
 import { claim } from './transitions/claim.ts';
@@ -160,9 +160,5 @@ export class Ledger {
 
   getHistory(tenantId: string, id: string): Promise<HistoryEntry[]> {
     return getHistory(this.pool, tenantId, id);
-  }
-
-  listJobs(filter: JobFilter): Promise<{ jobs: Job[]; nextCursor: string | null }> {
-    return listJobs(this.pool, filter);
   }
 }

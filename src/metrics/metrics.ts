@@ -123,23 +123,17 @@ export class Metrics implements LedgerObserver, RelayObserver {
   }
 
   /**
-   * Fills the ledger gauges from `read` before every scrape. Series of a
-   * tenant and type whose count fell to zero report 0 until the process restarts.
+   * Fills the queue gauges (depth, DLQ depth, oldest waiting age) from `read`
+   * before every scrape. Series of a tenant and type whose count fell to zero
+   * report 0 until the process restarts.
    */
-  watchDepth(read: () => Promise<DepthSample[]>): void {
+  watchQueues(read: () => Promise<{ depth: DepthSample[]; oldest: OldestSample[] }>): void {
     this.sources.push(async () => {
-      const samples = await read();
-      this.setAll(this.dlqDepth, samples.filter((s) => s.state === 'dead_lettered').map((s) => [{ tenant: s.tenantId, job_type: s.jobType }, s.n]));
-      this.setAll(this.queueDepth, samples.filter((s) => s.state !== 'dead_lettered')
+      const { depth, oldest } = await read();
+      this.setAll(this.dlqDepth, depth.filter((s) => s.state === 'dead_lettered').map((s) => [{ tenant: s.tenantId, job_type: s.jobType }, s.n]));
+      this.setAll(this.queueDepth, depth.filter((s) => s.state !== 'dead_lettered')
         .map((s) => [{ tenant: s.tenantId, job_type: s.jobType, state: s.state }, s.n]));
-    });
-  }
-
-  /** Fills orchestrator_queue_oldest_age_seconds from `read` before every scrape. */
-  watchOldest(read: () => Promise<OldestSample[]>): void {
-    this.sources.push(async () => {
-      const samples = await read();
-      this.setAll(this.queueOldestAge, samples.map((s) => [{ tenant: s.tenantId, job_type: s.jobType }, s.ageSeconds]));
+      this.setAll(this.queueOldestAge, oldest.map((s) => [{ tenant: s.tenantId, job_type: s.jobType }, s.ageSeconds]));
     });
   }
 
@@ -194,7 +188,7 @@ export class Metrics implements LedgerObserver, RelayObserver {
   /** Error classes come from workers; cap them per job type so a buggy worker cannot explode label cardinality. */
   private readonly errorClasses = new Map<string, Set<string>>();
   static readonly MAX_ERROR_CLASSES_PER_TYPE = 20;
-  /** Refresh the ledger gauges before a scrape (watchDepth, watchLeases). */
+  /** Refresh the ledger gauges before a scrape (watchQueues, watchQuotas, watchLeases). */
   private readonly sources: (() => Promise<void>)[] = [];
   /** Label sets each gauge has reported, so a series that disappears reads 0 instead of its last value. */
   private readonly reported = new Map<Gauge<string>, Map<string, object>>();

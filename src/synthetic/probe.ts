@@ -5,6 +5,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { MongoClient } from 'mongodb';
 import pg from 'pg';
+import { withDeadline } from './smoke.ts';
 
 /** What the probe checks; a check whose setting is absent reports "skipped". */
 export interface ProbeTargets {
@@ -65,15 +66,11 @@ export async function writeStatus(r: ProbeReport, file: string): Promise<void> {
 async function check(name: string, target: string | undefined, timeoutMs: number, run: (target: string) => Promise<string>, skipped: string): Promise<CheckResult> {
   if (!target) return { name, status: 'skipped', latencyMs: 0, detail: skipped };
   const started = performance.now();
-  let timer: NodeJS.Timeout | undefined;
   try {
-    const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs}ms`)), timeoutMs)));
-    const detail = await Promise.race([run(target), timeout]);
+    const detail = await withDeadline(run(target), Date.now() + timeoutMs, `no answer within ${timeoutMs}ms`);
     return { name, status: 'ok', latencyMs: Math.round(performance.now() - started), detail };
   } catch (err) {
     return { name, status: 'fail', latencyMs: Math.round(performance.now() - started), detail: (err as Error).message || String(err) };
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -1,10 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { freePort } from '../ledger/embedded.ts';
 import type { OrchEvent } from '../events/envelope.ts';
 import type { Lease, LeaseRef } from '../ledger/types.ts';
 import { OrchClient } from '../sdk/client.ts';
 import { HttpTransport } from '../sdk/transport.ts';
+import { spawnOrchServer } from './server-process.ts';
 import { runSmoke, type SmokeResult } from './smoke.ts';
 
 /** Job types the drill writes; kept apart from the smoke type and real work. */
@@ -41,13 +40,15 @@ export async function runReplaySmoke(o: ReplaySmokeOptions): Promise<ReplaySmoke
   const problems: string[] = [];
   const port = String(await freePort());
   const apiUrl = `http://127.0.0.1:${port}`;
-  const env: NodeJS.ProcessEnv = { ...o.env, ORCH_HTTP_PORT: port, ORCH_HTTP_HOST: '127.0.0.1' };
+  const env: NodeJS.ProcessEnv = { ...o.env, ORCH_HTTP_PORT: port };
   const client = new OrchClient({ apiUrl, token: env.ORCH_TOKEN, tenant: o.tenant });
   const bridge = new HttpTransport({ apiUrl, token: env.ORCH_TOKEN, tenant: o.tenant });
   const workerId = `orch-replay-smoke-${process.pid}`;
   const why = { reason: 'replay-smoke drill' };
 
-  let server = await startServer(env, apiUrl, o.timeoutMs);
+  // the same CLI this process runs (the built one, or the sources through tsx)
+  const cli = [...process.execArgv, process.argv[1]!];
+  let server = await spawnOrchServer(cli, env, o.timeoutMs);
   try {
     o.log(`orchestrator up at ${apiUrl}`);
     await client.defineJobType(HELD, { leaseMs: 10 * 60_000 });
@@ -71,9 +72,9 @@ export async function runReplaySmoke(o: ReplaySmokeOptions): Promise<ReplaySmoke
     const events = tap.ids;
     o.log(`wrote ${jobs.length} jobs: ${count(before, 'queued')} queued, ${count(before, 'leased')} leased, ${count(before, 'dead_lettered')} dead-lettered; ${events.length} events`);
 
-    await stopServer(server);
+    await server.stop();
     o.log('orchestrator stopped (with the embedded PostgreSQL, when it owns one); starting it again');
-    server = await startServer(env, apiUrl, o.timeoutMs);
+    server = await spawnOrchServer(cli, env, o.timeoutMs);
 
     const after = await ledgerState(client, jobs.map((j) => j.id));
     for (const [id, was] of before) {
@@ -107,31 +108,8 @@ export async function runReplaySmoke(o: ReplaySmokeOptions): Promise<ReplaySmoke
     }
     return { ok: problems.length === 0, problems, smoke };
   } finally {
-    await stopServer(server);
+    await server.stop();
   }
-}
-
-async function startServer(env: NodeJS.ProcessEnv, apiUrl: string, timeoutMs: number): Promise<ChildProcess> {
-  // the same CLI this process runs (the built one, or the sources through tsx)
-  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, 'serve'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`orch serve exited with ${child.exitCode}: ${stderr.trim()}`);
-    const ok = await fetch(`${apiUrl}/readyz`).then((r) => r.ok, () => false);
-    if (ok) return child;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  child.kill('SIGKILL');
-  throw new Error(`orch serve was not ready within ${timeoutMs}ms: ${stderr.trim()}`);
-}
-
-async function stopServer(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  await exited;
 }
 
 async function claim(bridge: HttpTransport, workerId: string, jobType: string, n: number): Promise<Lease[]> {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { SUBJECT_PREFIX } from '../events/bus.ts';
+import { sample } from '../metrics/exposition.ts';
 import type { OrchEvent } from '../events/envelope.ts';
 import { OrchClient } from '../sdk/client.ts';
 import { createWorker } from '../sdk/worker.ts';
@@ -90,13 +91,7 @@ export async function runSmoke(o: SmokeOptions): Promise<SmokeResult> {
 async function succeededCount(apiUrl: string, tenant: string): Promise<number> {
   const res = await fetch(new URL('/metrics', apiUrl));
   if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
-  for (const line of (await res.text()).split('\n')) {
-    const m = /^orchestrator_jobs_total\{(.*)\} (\S+)$/.exec(line);
-    if (!m) continue;
-    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((l) => [l[1], l[2]]));
-    if (labels.tenant === tenant && labels.job_type === SMOKE_JOB_TYPE && labels.outcome === 'succeeded') return Number(m[2]);
-  }
-  return 0;
+  return sample(await res.text(), 'orchestrator_jobs_total', { tenant, job_type: SMOKE_JOB_TYPE, outcome: 'succeeded' }) ?? 0;
 }
 
 async function nextEvent(sub: Subscription, jobId: () => string | null): Promise<OrchEvent> {
@@ -119,8 +114,8 @@ async function until<T>(deadline: number, failure: string, probe: () => Promise<
   }
 }
 
-/** `p`, or a rejection with `failure` at the deadline; the timer never outlives the race. */
-async function withDeadline<T>(p: Promise<T>, deadline: number, failure: string): Promise<T> {
+/** `p`, or a rejection with `failure` at the deadline (a time in ms); the timer never outlives the race. */
+export async function withDeadline<T>(p: Promise<T>, deadline: number, failure: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(failure)), Math.max(0, deadline - Date.now()))))]);

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig, type Config } from '../../src/config/config.ts';
 import { startControlPlane, type ControlPlane } from '../../src/control-plane.ts';
 import { createLogger } from '../../src/logging.ts';
-import { freePort } from '../../src/ledger/embedded.ts';
+import { spawnOrchServer } from '../../src/synthetic/server-process.ts';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CLI_ENTRY = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -30,27 +30,8 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
 
 /** Spawns `orch serve` as a real process (for kill tests); resolves once /readyz answers 200. */
 export async function spawnServer(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
-  // a port the OS just handed out (a random pick collided with other servers of the suite)
-  const port = env.ORCH_HTTP_PORT ?? String(await freePort());
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, 'serve'], {
-    cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'warn', ...env, ORCH_HTTP_PORT: port }, stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`orch serve exited with ${child.exitCode}: ${stderr}`);
-    try {
-      const res = await fetch(`${url}/readyz`);
-      if (res.status === 200) return { child, url };
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  child.kill('SIGKILL');
-  throw new Error(`orch serve did not become ready: ${stderr}`);
+  const { child, url } = await spawnOrchServer(['--import', 'tsx', CLI_ENTRY], { ...process.env, ORCH_LOG_LEVEL: 'warn', ...env }, 60_000);
+  return { child, url };
 }
 
 /** Polls until fn returns a truthy value (for conditions reached by other processes), failing after timeoutMs. */

@@ -3,8 +3,8 @@ import { ALL } from '../../flow/pauses.ts';
 import { TENANT_PATTERN } from '../../ledger/validate.ts';
 import type { ApiContext, App } from '../context.ts';
 import { authorizeTenant } from '../auth.ts';
-import { allowsTenant } from '../../auth/principal.ts';
-import { operatorAction } from '../operator.ts';
+import { sees } from '../../auth/principal.ts';
+import { operatorOf } from '../operator.ts';
 import { ErrorBody, IsoTime, JobTypeName, OperatorHeaders, TenantId } from '../schemas.ts';
 
 const PauseSchema = Type.Object({
@@ -30,7 +30,7 @@ export function controlRoutes(app: App, ctx: ApiContext): void {
   app.get('/pauses', {
     config: { scope: 'orch:read' },
     schema: { summary: 'Dispatch pauses in force', tags: ['controls'], response: { 200: Type.Object({ pauses: Type.Array(PauseSchema) }) } },
-  }, async (request) => ({ pauses: (await pauses.list()).filter((p) => p.tenantId === ALL || allowsTenant(request.principal, p.tenantId)) }));
+  }, async (request) => ({ pauses: (await pauses.list()).filter((p) => sees(request.principal, p.tenantId)) }));
 
   for (const action of ['pause', 'resume'] as const) {
     const change = action === 'pause' ? pauses.pause.bind(pauses) : pauses.resume.bind(pauses);
@@ -41,7 +41,7 @@ export function controlRoutes(app: App, ctx: ApiContext): void {
         summary: `${verb} dispatch of a job type`, tags: ['controls'], headers: OperatorHeaders,
         params: Type.Object({ name: JobTypeName }), querystring: ScopeQuery, response: Responses,
       },
-    }, async (request) => change(authorizeTenant(request, request.query.tenantId ?? ALL), request.params.name, operatorAction(request)));
+    }, async (request) => change(authorizeTenant(request, request.query.tenantId ?? ALL), request.params.name, operatorOf(request)));
 
     app.post(`/tenants/:tenantId/${action}`, {
       config: { scope: 'orch:operate' },
@@ -49,6 +49,6 @@ export function controlRoutes(app: App, ctx: ApiContext): void {
         summary: `${verb} dispatch of every job type for a tenant`, tags: ['controls'], headers: OperatorHeaders,
         params: Type.Object({ tenantId: TenantId }), response: Responses,
       },
-    }, async (request) => change(request.params.tenantId, ALL, operatorAction(request)));
+    }, async (request) => change(request.params.tenantId, ALL, operatorOf(request)));
   }
 }

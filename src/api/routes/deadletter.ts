@@ -3,7 +3,7 @@ import type { FastifyReply } from 'fastify';
 import { Type, type Static } from 'typebox';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
-import { operatorAction } from '../operator.ts';
+import { operatorOf } from '../operator.ts';
 import { ErrorBody, HistorySchema, IsoTime, JobId, JobSchema, JobTypeName, Nullable, OperatorHeaders, Uuid } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
 import { actorOf } from '../../auth/principal.ts';
@@ -164,7 +164,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const tenantId = requireTenant(request);
-    const op = operatorAction(request);
+    const op = operatorOf(request);
     return snapshots.clear(tenantId, request.body.snapshotId, request.body.jobIds, op);
   });
 
@@ -182,7 +182,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
     const given = [jobIds && { jobIds }, filter && { filter }, snapshotId && { snapshotId }].filter((s) => s !== undefined);
     if (given.length !== 1) throw new ApiError(400, 'invalid', 'body', 'give exactly one of jobIds, filter, snapshotId');
     checkRange(filter, 'filter.');
-    const op = operatorAction(request);
+    const op = operatorOf(request);
     const { replay } = await replays.create(tenantId, given[0] as ReplaySelection, priority ?? null, op);
     if (replay.state === 'done') return reply.status(200).send(replay);
     replayRunner.nudge();
@@ -217,7 +217,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const tenantId = requireTenant(request);
-    const op = operatorAction(request);
+    const op = operatorOf(request);
     const { jobId } = request.params;
     // Checked first so that a refused request leaves no replay record or audit entry behind.
     const original = await ctx.ledger.getJob(tenantId, jobId);

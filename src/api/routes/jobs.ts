@@ -2,7 +2,7 @@ import { Type } from 'typebox';
 import type { EnqueueInput } from '../../ledger/types.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
-import { operatorAction } from '../operator.ts';
+import { operatorOf } from '../operator.ts';
 import {
   EnqueueBody, EnqueuedRef, ErrorBody, HistorySchema, JobId, JobSchema, JobStateSchema, JobTypeName,
 } from '../schemas.ts';
@@ -99,7 +99,7 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const tenantId = requireTenant(request);
-    const op = operatorAction(request);
+    const op = operatorOf(request);
     await ledger.cancel(tenantId, request.params.jobId, op.actor, op.reason);
     return { job: (await ledger.getJob(tenantId, request.params.jobId))! };
   });

@@ -3,7 +3,7 @@ import { auditAction } from '../../audit/audit-log.ts';
 import { listBlockingLocks, listLeases } from '../../recovery/leases.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
-import { operatorAction } from '../operator.ts';
+import { operatorOf } from '../operator.ts';
 import { asTenantReader } from '../../auth/tenant-scope.ts';
 import { ErrorBody, IsoTime, JobId, JobTypeName, LeaseId, Nullable, OperatorHeaders, WorkerId } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
@@ -80,7 +80,7 @@ export function leaseRoutes(app: App, ctx: ApiContext): void {
       throw new ApiError(400, 'invalid', 'body', 'select leases: give leaseIds, jobIds, workerIds or stuck: true');
     }
     if (b.stuckAfterMs !== undefined && !b.stuck) throw new ApiError(400, 'invalid', 'stuckAfterMs', 'stuckAfterMs needs stuck: true');
-    const op = operatorAction(request);
+    const op = operatorOf(request);
     const records = await ledger.forceRelease({
       tenantId, leaseIds: b.leaseIds, jobIds: b.jobIds, workerIds: b.workerIds,
       stuckAfterMs: b.stuck ? b.stuckAfterMs ?? config.leaseStuckAfterMs : undefined,

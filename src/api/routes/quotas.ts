@@ -1,9 +1,8 @@
-import type { FastifyRequest } from 'fastify';
-import { allowsTenant } from '../../auth/principal.ts';
 import { Type } from 'typebox';
+import { sees } from '../../auth/principal.ts';
 import { MAX_BOOST_MS } from '../../flow/quotas.ts';
 import type { ApiContext, App } from '../context.ts';
-import { operatorAction } from '../operator.ts';
+import { operatorOf } from '../operator.ts';
 import { ErrorBody, IsoTime, Nullable, OperatorHeaders, QuotaScope } from '../schemas.ts';
 
 const Limits = {
@@ -49,9 +48,6 @@ const params = QuotaScope;
  * count, weight; pause/resume; temporary boosts. Every change needs
  * X-Operator-Reason and X-Operator-Ticket and is audited.
  */
-/** Quotas of the caller's tenants, and those covering every tenant. */
-const visible = (request: FastifyRequest, tenantId: string) => tenantId === '*' || allowsTenant(request.principal, tenantId);
-
 export function quotaRoutes(app: App, ctx: ApiContext): void {
   const { quotas } = ctx;
   const tags = ['quotas'];
@@ -59,7 +55,7 @@ export function quotaRoutes(app: App, ctx: ApiContext): void {
   app.get('/quotas', {
     config: { scope: 'orch:read' },
     schema: { summary: 'Quotas and their limits', tags, response: { 200: Type.Object({ quotas: Type.Array(QuotaSchema) }) } },
-  }, async (request) => ({ quotas: (await quotas.list()).filter((q) => visible(request, q.tenantId)) }));
+  }, async (request) => ({ quotas: (await quotas.list()).filter((q) => sees(request.principal, q.tenantId)) }));
 
   app.get('/quotas/summary', {
     config: { scope: 'orch:read' },
@@ -67,7 +63,7 @@ export function quotaRoutes(app: App, ctx: ApiContext): void {
       summary: 'What each quota is using now: active leases, tokens left, throttled count, next eligible time', tags,
       response: { 200: Type.Object({ quotas: Type.Array(QuotaUseSchema) }) },
     },
-  }, async (request) => ({ quotas: (await quotas.summary()).filter((q) => visible(request, q.tenantId)) }));
+  }, async (request) => ({ quotas: (await quotas.summary()).filter((q) => sees(request.principal, q.tenantId)) }));
 
   app.get('/quotas/:tenantId/:jobType', {
     config: { scope: 'orch:read' },
@@ -78,20 +74,20 @@ export function quotaRoutes(app: App, ctx: ApiContext): void {
     config: { scope: 'orch:quota' },
     schema: { summary: 'Create a quota or change its limits', tags, params, headers: OperatorHeaders, body: QuotaChangeBody, response: Responses },
   }, async (request) => {
-    const op = operatorAction(request, { ticketRequired: true });
+    const op = operatorOf(request);
     return quotas.set(request.params.tenantId, request.params.jobType, request.body, op);
   });
 
   app.delete('/quotas/:tenantId/:jobType', {
     config: { scope: 'orch:quota' },
     schema: { summary: 'Remove a quota', tags, params, headers: OperatorHeaders, response: Responses },
-  }, async (request) => quotas.remove(request.params.tenantId, request.params.jobType, operatorAction(request, { ticketRequired: true })));
+  }, async (request) => quotas.remove(request.params.tenantId, request.params.jobType, operatorOf(request)));
 
   for (const action of ['pause', 'resume'] as const) {
     app.post(`/quotas/:tenantId/:jobType/${action}`, {
       config: { scope: 'orch:quota' },
       schema: { summary: `${action === 'pause' ? 'Hold back' : 'Release'} all work the quota covers`, tags, params, headers: OperatorHeaders, response: Responses },
-    }, async (request) => quotas.setPaused(request.params.tenantId, request.params.jobType, action === 'pause', operatorAction(request, { ticketRequired: true })));
+    }, async (request) => quotas.setPaused(request.params.tenantId, request.params.jobType, action === 'pause', operatorOf(request)));
   }
 
   app.post('/quotas/:tenantId/:jobType/boost', {
@@ -101,7 +97,7 @@ export function quotaRoutes(app: App, ctx: ApiContext): void {
       headers: OperatorHeaders, body: BoostBody, response: Responses,
     },
   }, async (request) => {
-    const op = operatorAction(request, { ticketRequired: true });
+    const op = operatorOf(request);
     const { durationSeconds, ...rest } = request.body;
     return quotas.boost(request.params.tenantId, request.params.jobType, { ...rest, durationMs: durationSeconds * 1000 }, op);
   });
@@ -109,5 +105,5 @@ export function quotaRoutes(app: App, ctx: ApiContext): void {
   app.post('/quotas/:tenantId/:jobType/restore', {
     config: { scope: 'orch:quota' },
     schema: { summary: 'End a boost early', tags, params, headers: OperatorHeaders, response: Responses },
-  }, async (request) => quotas.restore(request.params.tenantId, request.params.jobType, operatorAction(request, { ticketRequired: true })));
+  }, async (request) => quotas.restore(request.params.tenantId, request.params.jobType, operatorOf(request)));
 }

@@ -61,7 +61,7 @@ export function tokenRoutes(app: App, ctx: ApiContext): void {
       params: Type.Object({ id: Uuid }), response: { 200: TokenInfo, 400: ErrorBody, 404: ErrorBody },
     },
   }, async (request) => {
-    const target = (await tokens.list(true)).find((t) => t.id === request.params.id);
+    const target = await tokens.get(request.params.id);
     if (!target || !manages(request, target)) throw new ApiError(404, 'not_found', 'id', `no token ${request.params.id}`);
     return tokens.revoke(request.params.id, actorOf(request.principal), request.id);
   });

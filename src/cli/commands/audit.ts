@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CliError, print } from '../output.ts';
-import { clientFor } from './jobs.ts';
+import { clientFor, type GlobalOptions } from './jobs.ts';
 
 const AUDIT_COLUMNS = ['id', 'at', 'actor', 'action', 'target', 'reason', 'ticket', 'result'];
 
@@ -67,7 +67,7 @@ export function registerAuditCommands(program: Command): void {
       } while (cursor);
       out.end();
       await once(out, 'finish');
-      const manifest = { file: `${base}.ndjson`, entries, bytes, sha256: hash.digest('hex'), newestId: first, oldestId: last, filter, exportedAt, apiUrl: cmd.optsWithGlobals<{ apiUrl: string }>().apiUrl };
+      const manifest = { file: `${base}.ndjson`, entries, bytes, sha256: hash.digest('hex'), newestId: first, oldestId: last, filter, exportedAt, apiUrl: cmd.optsWithGlobals<GlobalOptions>().apiUrl };
       await writeFile(join(o.out, `${base}.manifest.json`), `${JSON.stringify(manifest, null, 2)}\n`);
       if (output === 'json') print(output, manifest, [], []);
       else process.stdout.write(`${entries} entries to ${file} (sha256 ${manifest.sha256})\n`);

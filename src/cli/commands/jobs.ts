@@ -5,7 +5,8 @@ import type { JobState } from '../../ledger/types.ts';
 import { OrchClient, type SubmitJob } from '../../sdk/client.ts';
 import { CliError, print, type OutputFormat } from '../output.ts';
 
-interface GlobalOptions { apiUrl: string; token?: string; tenant: string; output: OutputFormat }
+/** The options every command takes (src/cli/program.ts). */
+export interface GlobalOptions { apiUrl: string; token?: string; tenant: string; output: OutputFormat }
 
 export function clientFor(cmd: Command): { client: OrchClient; output: OutputFormat } {
   const g = cmd.optsWithGlobals<GlobalOptions>();

@@ -5,10 +5,7 @@ import { Option, type Command } from 'commander';
 import { PROBE_STATUS_FILE, formatStatus, runProbe, writeStatus } from '../../synthetic/probe.ts';
 import { runReplaySmoke } from '../../synthetic/replay-smoke.ts';
 import { runSmoke } from '../../synthetic/smoke.ts';
-import type { OutputFormat } from '../output.ts';
-import { duration, integer } from './jobs.ts';
-
-interface GlobalOptions { apiUrl: string; token?: string; tenant: string; output: OutputFormat }
+import { duration, integer, type GlobalOptions } from './jobs.ts';
 
 /** `orch probe` and `orch smoke`: what scripts/orchestrator/probe.sh and smoke.sh run. */
 export function registerSyntheticCommands(program: Command): void {

@@ -30,10 +30,8 @@ export function registerTokenCommands(program: Command): void {
         jobTypes: o.jobTypes ? commaList(o.jobTypes) : undefined,
         ttlSeconds: o.ttl === undefined ? undefined : Math.ceil(duration(o.ttl, '--ttl') / 1000),
       };
-      const created = o.databaseUrl
-        ? await direct(o.databaseUrl, (store) => store.create(t, 'cli:tokens'))
-        : await clientFor(cmd).client.createToken(t);
-      const { output } = clientFor(cmd);
+      const { client, output } = clientFor(cmd);
+      const created = o.databaseUrl ? await direct(o.databaseUrl, (store) => store.create(t, 'cli:tokens')) : await client.createToken(t);
       if (output === 'json') return print(output, created, [], []);
       process.stdout.write(`${created.token}\n`);
       process.stderr.write(`token ${created.info.id} for ${created.info.subject}: store it now, it is not shown again\n`);

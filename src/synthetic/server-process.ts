@@ -1,0 +1,40 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { freePort } from '../ledger/embedded.ts';
+
+export interface ServerProcess {
+  child: ChildProcess;
+  url: string;
+  /** SIGTERM (a graceful stop) and wait for the exit; at once when it already exited. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawns `orch serve` as a process of its own, as production runs it, and
+ * resolves once its /readyz answers 200. `cli` is what node runs for the CLI
+ * (["--import", "tsx", "src/cli/main.ts"], or the built dist/cli/main.js);
+ * the port is ORCH_HTTP_PORT from `env`, else one the OS just handed out.
+ */
+export async function spawnOrchServer(cli: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<ServerProcess> {
+  const port = env.ORCH_HTTP_PORT ?? String(await freePort());
+  const child = spawn(process.execPath, [...cli, 'serve'], {
+    env: { ...env, ORCH_HTTP_PORT: port, ORCH_HTTP_HOST: '127.0.0.1' }, stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
+    child.kill('SIGTERM');
+    await exited;
+  };
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`orch serve exited with ${child.exitCode}: ${stderr.trim()}`);
+    if (await fetch(`${url}/readyz`).then((r) => r.ok, () => false)) return { child, url, stop };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`orch serve was not ready within ${timeoutMs}ms: ${stderr.trim()}`);
+}
