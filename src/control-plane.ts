@@ -39,6 +39,9 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
+export { createPool } from './ledger/db.ts';
+export { migrate } from './ledger/migrate.ts';
+
 /** Opens the configured database, or starts the embedded one under dataDir. */
 export async function openDatabase(config: Config, log: Logger): Promise<{ connectionString: string; embedded: EmbeddedDatabase | null }> {
   if (config.databaseUrl) return { connectionString: config.databaseUrl, embedded: null };
@@ -79,7 +82,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     bus?.start();
     const stream = new EventStream(pool, { pollMs: ev.ssePollMs, heartbeatMs: ev.sseHeartbeatMs, maxBufferBytes: ev.sseMaxBufferBytes });
     const services: PeriodicService[] = [
-      new LeaseReaper(ledger, { batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs }, m.leaseReaperIntervalMs, log),
+      new LeaseReaper(ledger, { batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs, graceMs: m.leaseGraceMs }, m.leaseReaperIntervalMs, log),
       new QuotaKeeper(quotas, m.quotaKeeperIntervalMs, log),
       new DeltaRollup([ledger.counts, deadLetters.clusterFold], m.queueCountRollupIntervalMs, log),
       replayRunner,

@@ -299,20 +299,20 @@ describe('claim', () => {
 });
 
 describe('leases and acks', () => {
-  test('heartbeat extends the lease and stores progress; the job outlives its first lease', async () => {
-    await ledger.jobTypes.define('hb', { leaseMs: 5000 });
+  test('heartbeat extends the lease by the claim\'s length and stores progress; the job outlives the type\'s lease', async () => {
+    await ledger.jobTypes.define('hb', { leaseMs: 1000 });
     const id = await enqueueOne('hb');
-    const lease = await claimOne('hb', 'w1', 1000);
-    assert.equal(lease.leaseMs, 1000);
+    const lease = await claimOne('hb', 'w1', 5000);
+    assert.equal(lease.leaseMs, 5000);
     const [o] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: lease.leaseId, progress: 0.5, message: 'half way' }]);
     assert.ok(o && o.status === 'ok');
-    assert.ok(Date.parse(o.leaseUntil) - Date.parse(lease.leaseUntil) >= 3000, 'renewed by the type lease length (5 s) from now');
+    assert.ok(Date.parse(o.leaseUntil) - Date.now() >= 3500, 'renewed by the claim\'s lease length (5 s), not the type\'s (1 s)');
     const j = await job(id);
     assert.equal(j.progress, 0.5);
     assert.equal(j.progressMessage, 'half way');
     assert.equal(j.leaseUntil, o.leaseUntil);
-    // past the original 1 s lease the reaper must leave it alone
-    await eventually(async () => Date.now() > Date.parse(lease.leaseUntil) + 200, 5000);
+    // past the type's 1 s lease the reaper must leave it alone
+    await new Promise((r) => setTimeout(r, 1200));
     const reaped = await ledger.expireLeases(1000, 'system:test');
     assert.ok(!reaped.some((r) => r.jobId === id));
     assert.equal((await job(id)).state, 'leased');
@@ -362,20 +362,41 @@ describe('leases and acks', () => {
     assert.deepEqual(await job(id), before);
   });
 
-  test('an ack after the lease ran out is refused (lease_expired) and the job is unchanged', async () => {
+  test('a lapsed lease nobody reaped is still the holder\'s: heartbeat renews it, the ack completes the job', async () => {
     await ledger.jobTypes.define('late', { leaseMs: 1000 });
     const id = await enqueueOne('late');
     const lease = await claimOne('late');
     await leaseLapsed(id);
-    const before = await job(id);
-    const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: lease.leaseId, result: 'too late' }], 'worker:w1');
-    assert.deepEqual(c, { jobId: id, status: 'refused', reason: 'lease_expired', state: 'leased' });
-    const [f] = await ledger.fail([{ tenantId: T, jobId: id, leaseId: lease.leaseId, error: { class: 'E', message: 'm' } }], 'worker:w1');
-    assert.equal(f?.status === 'refused' && f.reason, 'lease_expired');
     const [hb] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: lease.leaseId }]);
-    assert.equal(hb?.status === 'refused' && hb.reason, 'lease_expired');
+    assert.equal(hb?.status, 'ok', 'a worker cut off by an outage keeps its job');
+    const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: lease.leaseId, result: 'late but mine' }], 'worker:w1');
+    assert.equal(c?.status, 'ok');
+    assert.equal((await job(id)).state, 'succeeded');
+  });
+
+  test('a lapsed lease that the reaper re-queued is refused (lease_lost) and the job is unchanged', async () => {
+    await ledger.jobTypes.define('late2', { leaseMs: 1000, maxAttempts: 3 });
+    const id = await enqueueOne('late2');
+    const lease = await claimOne('late2');
+    await leaseLapsed(id);
+    await ledger.expireLeases(1000, 'system:test');
+    const before = await job(id);
+    assert.equal(before.state, 'queued');
+    const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: lease.leaseId, result: 'too late' }], 'worker:w1');
+    assert.equal(c?.status === 'refused' && c.reason, 'lease_lost');
+    const [hb] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: lease.leaseId }]);
+    assert.equal(hb?.status === 'refused' && hb.reason, 'lease_lost');
     assert.deepEqual(await job(id), before);
-    assert.equal((await ledger.getHistory(T, id)).length, 2, 'queued and leased only');
+  });
+
+  test('a heartbeat renews by the lease length the claim was granted, not the job type\'s', async () => {
+    await ledger.jobTypes.define('long', { leaseMs: 30_000 });
+    const id = await enqueueOne('long');
+    const lease = await claimOne('long', 'w1', 600_000);
+    const [hb] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: lease.leaseId }]);
+    assert.ok(hb?.status === 'ok');
+    const left = new Date(hb.leaseUntil).getTime() - Date.now();
+    assert.ok(left > 500_000, `renewed by 600 s, not 30 s (${left} ms left)`);
   });
 });
 

@@ -1,4 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { isDatabaseUnavailable } from '../ledger/db.ts';
 import { LedgerError } from '../ledger/errors.ts';
 import { HttpError } from '../wire.ts';
 
@@ -8,6 +9,11 @@ export class ApiError extends HttpError {}
 const LEDGER_STATUS = { invalid: 400, not_found: 404, conflict: 409, limit: 422, backpressure: 429 } as const;
 /** Seconds a refused producer should wait: a few rollups of the queue counts, enough for workers to make room. */
 const BACKPRESSURE_RETRY_AFTER_S = 5;
+/** Seconds a caller should wait while the database is unreachable: a restart usually takes a few. */
+const UNAVAILABLE_RETRY_AFTER_S = 2;
+/** An outage fails every request: log it once a while, not once per request. */
+const UNAVAILABLE_LOG_EVERY_MS = 10_000;
+let unavailableLoggedAt = 0;
 
 /** Field of a schema validation failure, as the client named it ("body.jobs[3].priority"-like). */
 function validationField(err: FastifyError): string | null {
@@ -54,9 +60,14 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
   if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
     return send(reply, err.statusCode, 'bad_request', null, err.message);
   }
-  const unavailable = pgCode === 'ECONNREFUSED' || pgCode === '57P01' || pgCode === '57P03' || /timeout|terminat/i.test(err.message);
+  if (isDatabaseUnavailable(err)) {
+    if (Date.now() - unavailableLoggedAt > UNAVAILABLE_LOG_EVERY_MS) {
+      unavailableLoggedAt = Date.now();
+      request.log.warn({ err: err.message }, 'the database is unavailable: answering 503');
+    }
+    reply.header('retry-after', String(UNAVAILABLE_RETRY_AFTER_S));
+    return send(reply, 503, 'unavailable', null, 'the ledger database is unavailable; retry later');
+  }
   request.log.error({ err }, 'request failed');
-  return unavailable
-    ? send(reply, 503, 'unavailable', null, 'the ledger database is unavailable; retry later')
-    : send(reply, 500, 'internal', null, 'internal error');
+  return send(reply, 500, 'internal', null, 'internal error');
 }

@@ -75,6 +75,12 @@ export const ConfigSchema = Type.Object({
   maintenance: Type.Object({
     leaseReaperIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     leaseReaperBatchSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    /**
+     * After the server starts and after a database outage, the reaper takes no lease back for this
+     * long, so workers cut off meanwhile can heartbeat first. At least the SDK's longest heartbeat
+     * pause (10 s) plus a margin.
+     */
+    leaseGraceMs: Type.Integer({ minimum: 0, maximum: 600_000 }),
     quotaKeeperIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     queueCountRollupIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     replayRunnerIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
@@ -125,6 +131,7 @@ export const defaultConfig: Config = {
   maintenance: {
     leaseReaperIntervalMs: 1000,
     leaseReaperBatchSize: 1000,
+    leaseGraceMs: 15_000,
     quotaKeeperIntervalMs: 5000,
     queueCountRollupIntervalMs: 1000,
     replayRunnerIntervalMs: 1000,
@@ -211,6 +218,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     maintenance: {
       leaseReaperIntervalMs: int(env, 'ORCH_LEASE_REAPER_INTERVAL_MS', d.maintenance.leaseReaperIntervalMs),
       leaseReaperBatchSize: int(env, 'ORCH_LEASE_REAPER_BATCH_SIZE', d.maintenance.leaseReaperBatchSize),
+      leaseGraceMs: int(env, 'ORCH_LEASE_GRACE_MS', d.maintenance.leaseGraceMs),
       quotaKeeperIntervalMs: int(env, 'ORCH_QUOTA_KEEPER_INTERVAL_MS', d.maintenance.quotaKeeperIntervalMs),
       queueCountRollupIntervalMs: int(env, 'ORCH_QUEUE_COUNT_ROLLUP_INTERVAL_MS', d.maintenance.queueCountRollupIntervalMs),
       replayRunnerIntervalMs: int(env, 'ORCH_REPLAY_RUNNER_INTERVAL_MS', d.maintenance.replayRunnerIntervalMs),

@@ -13,6 +13,27 @@ export function prepared(name: string, text: string) {
   return <R extends pg.QueryResultRow>(db: Queryable, values: unknown[]) => db.query<R>({ name: `orch_${name}`, text, values });
 }
 
+/**
+ * Whether an error means the database cannot be reached right now (down, restarting, shutting
+ * down, the connection cut or refused), as opposed to a statement that failed: callers answer
+ * 503 and retry instead of treating it as a bug.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown; errors?: unknown } | null;
+  if (!e || typeof e !== 'object') return false;
+  if (typeof e.code === 'string' && UNAVAILABLE_CODES.has(e.code)) return true;
+  // Connection class errors (08xxx) and a refused connection to every address (AggregateError)
+  if (typeof e.code === 'string' && e.code.startsWith('08')) return true;
+  if (Array.isArray(e.errors) && e.errors.length > 0 && e.errors.every(isDatabaseUnavailable)) return true;
+  return typeof e.message === 'string' && UNAVAILABLE_MESSAGE.test(e.message);
+}
+
+const UNAVAILABLE_CODES = new Set([
+  '57P01', '57P02', '57P03', '53300', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
+]);
+// pg reports a dead connection by message only
+const UNAVAILABLE_MESSAGE = /Connection terminated|connection error and is not queryable|timeout exceeded when trying to connect|Client was closed and is not queryable/i;
+
 export function createPool(connectionString: string, max: number): pg.Pool {
   // JIT off: the transition statements are short OLTP queries whose cost estimates (CTEs, LATERAL
   // limits) can cross jit_above_cost; compiling then takes ~100 ms for a 1 ms statement.
@@ -20,9 +41,18 @@ export function createPool(connectionString: string, max: number): pg.Pool {
   // to plan and workers claim one job at a time when idle: planning it on every call made dispatch
   // fall behind at 500 jobs/s (p50 212 ms; generic: 3.6 ms). Its access paths come from its shape
   // (index ranges, LATERAL limits, TID scan), not from parameter values.
-  const pool = new pg.Pool({ connectionString, max, application_name: 'orch', options: '-c jit=off -c plan_cache_mode=force_generic_plan' });
-  // An idle client's error (e.g. the server restarting) must not crash the process; the pool discards it.
+  // A connection that cannot be made (or a free one found) within the timeout fails the request (503)
+  // instead of holding it while the database is unreachable.
+  const pool = new pg.Pool({
+    connectionString, max, application_name: 'orch', connectionTimeoutMillis: 10_000,
+    options: '-c jit=off -c plan_cache_mode=force_generic_plan',
+  });
+  // A connection that dies (the server restarting, shutting down) emits 'error' on its client; with no
+  // listener that would crash the process. Idle clients are the pool's (it discards them); a client
+  // checked out at that moment gets its own listener here: its query in flight rejects, and release()
+  // destroys it because it is no longer queryable.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 

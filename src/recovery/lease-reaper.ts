@@ -14,21 +14,50 @@ const FORGET_EVERY_MS = 3_600_000;
  * Safe on every replica at once: the transitions skip rows another reaper
  * has locked. (If a reaper dies between marking a worker lost and releasing
  * its leases, those leases still expire at their deadline.)
+ *
+ * Silence is only evidence while workers could have spoken: after the
+ * server starts, and after the database comes back from an outage, leases
+ * and worker records went stale because nobody could reach the ledger. The
+ * reaper then takes nothing back for `graceMs`, long enough for every live
+ * worker to heartbeat (a lapsed lease nobody reaped is renewed by its
+ * holder's next heartbeat).
  */
 export class LeaseReaper extends PeriodicService {
   readonly name = 'lease-reaper';
   private forgotAt = 0;
+  /** No lease is taken back before this time (ms since the epoch). */
+  private holdUntil = 0;
 
   constructor(
     private readonly ledger: Ledger,
-    private readonly config: { batchSize: number; workerLostAfterMs: number },
+    private readonly config: { batchSize: number; workerLostAfterMs: number; graceMs: number },
     intervalMs: number,
     log: Logger,
   ) {
     super(intervalMs, log);
   }
 
+  override start(): void {
+    this.holdUntil = Date.now() + this.config.graceMs;
+    super.start();
+  }
+
+  protected override onRecovered(): void {
+    this.holdUntil = Date.now() + this.config.graceMs;
+    this.log.info({ graceMs: this.config.graceMs }, 'lease reaper: the database is back; workers get the grace period to heartbeat before leases are reclaimed');
+  }
+
+  /** Whether the reaper is in a grace period (after start or an outage) and takes nothing back. */
+  get holding(): boolean {
+    return Date.now() < this.holdUntil;
+  }
+
   protected async runOnce(): Promise<RunResult> {
+    // one probe of the database even while holding, so an outage is noticed (and the grace restarted after it)
+    if (this.holding) {
+      await this.ledger.pool.query('SELECT 1');
+      return { count: 0, more: false };
+    }
     const { batchSize } = this.config;
     const timedOut = await this.ledger.timeoutJobs(batchSize, ACTOR);
     const expired = await this.ledger.expireLeases(batchSize, ACTOR);

@@ -128,6 +128,8 @@ const PULSE_MS = 10_000;
 /** Sent with claims for the worker registry; a host name outside the API's pattern is left out. */
 const HOST = /^[A-Za-z0-9._:-]{1,255}$/.test(hostname()) ? hostname() : undefined;
 
+const jobKey = (l: Lease) => `${l.tenantId}\u0000${l.jobId}`;
+
 function errorInfo(err: unknown): FailInput['error'] {
   const e = err instanceof Error ? err : new Error(String(err));
   const cls = (e as { errorClass?: unknown }).errorClass;
@@ -156,7 +158,14 @@ export class Worker<P = unknown> extends EventEmitter {
   private readonly shutdownTimeoutMs: number;
   /** Claimed, not yet started: renewed by heartbeats like running jobs. */
   private readonly buffer = new FairBuffer<RunningJob<P>>();
+  /**
+   * Running handlers by lease id, not job id: after a force release or a lost lease the same job can
+   * come back to this worker under a new lease while the old run still unwinds, and the two runs'
+   * bookkeeping must never touch each other.
+   */
   private readonly running = new Map<string, RunningJob<P>>();
+  /** The newest lease this worker holds of each job (tenant and id), buffered or running. */
+  private readonly newest = new Map<string, RunningJob<P>>();
   private completes: CompleteInput[] = [];
   private fails: FailInput[] = [];
   private readonly flushes = new Set<Promise<void>>();
@@ -223,9 +232,7 @@ export class Worker<P = unknown> extends EventEmitter {
         ).finally(() => (this.reserved -= want));
         backoff = 0;
         const now = Date.now();
-        for (const l of leases) {
-          this.buffer.push(new RunningJob<P>(l, now)); // if stop() began meanwhile, it hands these back
-        }
+        for (const l of leases) this.accept(new RunningJob<P>(l, now)); // if stop() began meanwhile, it hands these back
         this.pump();
       } catch (err) {
         if (this.stopping) break;
@@ -237,12 +244,31 @@ export class Worker<P = unknown> extends EventEmitter {
     }
   }
 
+  /**
+   * Takes a new lease into the buffer. Holding an older lease of the same job means that lease is gone
+   * (released by force, or lapsed and claimed again): its run is aborted at once and whatever it does
+   * later is refused by the server, which checks the lease id.
+   */
+  private accept(job: RunningJob<P>): void {
+    const key = jobKey(job.lease);
+    const older = this.newest.get(key);
+    if (older) this.loseLease(older, 'lease_lost');
+    this.newest.set(key, job);
+    this.buffer.push(job);
+  }
+
   private pump(): void {
     while (this.running.size < this.concurrency && this.buffer.length > 0 && !this.stopping) {
       const job = this.buffer.shift()!;
-      this.running.set(job.id, job);
+      this.running.set(job.leaseId, job);
       void this.run(job);
     }
+  }
+
+  /** Forgets a lease that ended (acked, lost, handed back); a newer lease of the same job stays. */
+  private forget(job: RunningJob<P>): void {
+    const key = jobKey(job.lease);
+    if (this.newest.get(key) === job) this.newest.delete(key);
   }
 
   private async run(job: RunningJob<P>): Promise<void> {
@@ -259,7 +285,8 @@ export class Worker<P = unknown> extends EventEmitter {
         this.emit('failed', lease, err);
       }
     } finally {
-      this.running.delete(lease.jobId);
+      this.running.delete(lease.leaseId);
+      this.forget(job);
       this.scheduleFlush();
       this.pump();
       if (this.running.size === 0) this.idleWaiters.splice(0).forEach((r) => r());
@@ -297,9 +324,11 @@ export class Worker<P = unknown> extends EventEmitter {
     this.fails = [];
     try {
       const [c, f] = await Promise.all([this.transport.complete(completes), this.transport.fail(fails)]);
-      for (const o of [...c, ...f]) {
-        if (o.status === 'refused') this.emit('lost', { jobId: o.jobId }, o.reason);
-      }
+      // outcomes come back in the order of the acks sent
+      const sent: LeaseRef[] = [...completes, ...fails];
+      [...c, ...f].forEach((o, i) => {
+        if (o.status === 'refused') this.emit('lost', sent[i], o.reason);
+      });
     } catch (err) {
       // Keep the acks: a refused-later ack is harmless, a dropped one would re-run the job.
       this.completes.unshift(...completes);
@@ -320,23 +349,25 @@ export class Worker<P = unknown> extends EventEmitter {
     if (this.heartbeating) return;
     const now = Date.now();
     const due: HeartbeatInput[] = [];
-    const sent = new Map<string, RunningJob<P>>();
+    const sent: RunningJob<P>[] = [];
     for (const a of [...this.running.values(), ...this.buffer.values()]) {
       if (a.lost) continue;
       if (a.progressDirty || now - a.renewedAt >= Math.min(a.lease.leaseMs / 3, PULSE_MS)) {
         due.push({ tenantId: a.tenantId, jobId: a.id, leaseId: a.leaseId, progress: a.progressValue, message: a.message });
         a.progressDirty = false;
-        sent.set(a.id, a);
+        sent.push(a);
       }
     }
     if (due.length === 0) return;
     this.heartbeating = true;
     try {
+      // outcomes come back in the order of the heartbeats sent
       const outcomes = await this.transport.heartbeat(due);
-      for (const o of outcomes) {
-        if (o.status === 'ok') sent.get(o.jobId)!.renewedAt = now;
-        else this.loseLease(o.jobId, o.reason);
-      }
+      outcomes.forEach((o, i) => {
+        const a = sent[i]!;
+        if (o.status === 'ok') a.renewedAt = now;
+        else this.loseLease(a, o.reason);
+      });
     } catch (err) {
       this.emit('transportError', err);
     } finally {
@@ -344,18 +375,14 @@ export class Worker<P = unknown> extends EventEmitter {
     }
   }
 
-  private loseLease(jobId: string, reason: RefusalReason): void {
-    const a = this.running.get(jobId);
-    if (a) {
-      a.lose(`lease lost: ${reason}`);
-      this.emit('lost', a.lease, reason);
-      return;
-    }
-    const job = this.buffer.remove((b) => b.id === jobId);
-    if (job) {
-      this.emit('lost', job.lease, reason);
-      this.wakeFetcher();
-    }
+  /** The lease is gone: a running handler's signal fires (its outcome will not be acked); a buffered job is dropped. */
+  private loseLease(job: RunningJob<P>, reason: RefusalReason): void {
+    if (job.lost) return;
+    job.lose(`lease lost: ${reason}`);
+    this.emit('lost', job.lease, reason);
+    if (this.running.get(job.leaseId) === job) return; // run() forgets it when the handler returns
+    this.forget(job);
+    if (this.buffer.remove((b) => b === job)) this.wakeFetcher();
   }
 
   /**
@@ -375,7 +402,10 @@ export class Worker<P = unknown> extends EventEmitter {
     this.wakeFetcher();
     await Promise.all(this.fetchLoops);
     // Prefetched leases go back first: waiting for running handlers could outlast their leases.
-    await this.handBack(this.buffer.takeAll().map((b) => ({ tenantId: b.tenantId, jobId: b.id, leaseId: b.leaseId })));
+    await this.handBack(this.buffer.takeAll().map((b) => {
+      this.forget(b);
+      return { tenantId: b.tenantId, jobId: b.id, leaseId: b.leaseId };
+    }));
     if (this.running.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
@@ -384,7 +414,7 @@ export class Worker<P = unknown> extends EventEmitter {
       ]);
       clearTimeout(timer);
     }
-    const interrupted = [...this.running.values()].map((a) => {
+    const interrupted = [...this.running.values()].filter((a) => !a.lost).map((a) => {
       a.lose('worker shutting down');
       return { tenantId: a.lease.tenantId, jobId: a.lease.jobId, leaseId: a.lease.leaseId };
     });

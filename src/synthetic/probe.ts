@@ -3,7 +3,6 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { MongoClient } from 'mongodb';
 import pg from 'pg';
 import { withDeadline } from './smoke.ts';
 
@@ -86,6 +85,8 @@ async function pingPostgres(url: string, timeoutMs: number): Promise<string> {
 }
 
 async function pingMongo(url: string, timeoutMs: number): Promise<string> {
+  // the driver takes most of a second to load: only a probe with ORCH_MONGO_URL pays for it
+  const { MongoClient } = await import('mongodb');
   const client = new MongoClient(url, { serverSelectionTimeoutMS: timeoutMs, connectTimeoutMS: timeoutMs });
   try {
     await client.connect();

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/config.ts';
-import { openDatabase, startControlPlane } from '../../control-plane.ts';
-import { createPool } from '../../ledger/db.ts';
-import { migrate } from '../../ledger/migrate.ts';
 import { createLogger } from '../../logging.ts';
+
+/** The server's modules (Fastify, pg, NATS) load only for the verbs that run it, not for every CLI call. */
+const server = () => import('../../control-plane.ts');
 
 export function registerServerCommands(program: Command): void {
   program
@@ -12,6 +12,7 @@ export function registerServerCommands(program: Command): void {
     .action(async () => {
       const config = loadConfig();
       const log = createLogger(config.logLevel);
+      const { startControlPlane } = await server();
       const plane = await startControlPlane(config, log);
       let stopping = false;
       const shutdown = (signal: string) => {
@@ -33,6 +34,7 @@ export function registerServerCommands(program: Command): void {
     .action(async () => {
       const config = loadConfig();
       const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+      const { openDatabase, createPool, migrate } = await server();
       const { connectionString, embedded } = await openDatabase(config, log);
       const pool = createPool(connectionString, 2);
       try {

@@ -105,7 +105,7 @@ WITH RECURSIVE heads AS (
 ), upd AS (
   UPDATE orch.jobs j SET
     state = 'leased', attempt = j.attempt + 1, lease_id = gen_random_uuid(),
-    lease_until = now() + make_interval(secs => coalesce($5::integer, jt.lease_ms) / 1000.0),
+    lease_ms = coalesce($5::integer, jt.lease_ms), lease_until = now() + make_interval(secs => coalesce($5::integer, jt.lease_ms) / 1000.0),
     worker_id = $3, heartbeat_at = now(), started_at = now(),
     deadline_at = now() + make_interval(secs => jt.timeout_ms / 1000.0),
     acked = NULL, progress = NULL, progress_message = NULL, updated_at = now(), ${appendHistory('$7')}

@@ -6,18 +6,21 @@ import type { AckOutcome, Actor, CompleteInput, TransitionRecord } from '../type
 import { LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
 /**
- * leased -> succeeded, for a batch of leases, in one statement. Only a live
- * lease (right lease id, not expired) applies; the current row of every named
- * job comes back so each refusal can say why.
+ * leased -> succeeded, for a batch of leases, in one statement. The lease
+ * must still be the job's (right lease id, still leased): one that lapsed but
+ * that nobody reaped or claimed again is still the holder's, so its work
+ * counts. The current row of every named job comes back, in input order, so
+ * each refusal can say why.
  */
 const completeStatement = prepared('complete', `
 WITH input AS (
-  SELECT * FROM json_to_recordset($1::json) AS i(tenant_id text, job_id bigint, lease_id uuid, result jsonb, artifacts jsonb)
+  SELECT * FROM ROWS FROM (json_to_recordset($1::json) AS (tenant_id text, job_id bigint, lease_id uuid, result jsonb, artifacts jsonb))
+    WITH ORDINALITY AS i(tenant_id, job_id, lease_id, result, artifacts, ord)
 ), upd AS (
   UPDATE orch.jobs j SET state = 'succeeded', acked = 'succeeded', result = i.result, artifacts = i.artifacts,
     progress = 1, lease_until = NULL, finished_at = now(), updated_at = now(), ${appendHistory('$3')}
   FROM input i
-  WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+  WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased'
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id,
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
 ), entries AS (
@@ -26,7 +29,8 @@ WITH input AS (
 ), ${recordTransitions('entries', '$3::uuid', '$2', 'NULL')}
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms,
   'succeeded'::orch.job_state AS new_state, NULL AS error_class
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL
+ORDER BY i.ord`);
 
 export async function complete(db: Queryable, inputs: CompleteInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };

@@ -12,7 +12,8 @@ import { LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease
  */
 const failStatement = prepared('fail', `
 WITH input AS (
-  SELECT * FROM json_to_recordset($1::json) AS i(tenant_id text, job_id bigint, lease_id uuid, error jsonb, retryable boolean)
+  SELECT * FROM ROWS FROM (json_to_recordset($1::json) AS (tenant_id text, job_id bigint, lease_id uuid, error jsonb, retryable boolean))
+    WITH ORDINALITY AS i(tenant_id, job_id, lease_id, error, retryable, ord)
 ), upd AS (
   UPDATE orch.jobs j SET
     state = CASE WHEN i.retryable AND j.attempt < j.max_attempts THEN 'failed' ELSE 'dead_lettered' END::orch.job_state,
@@ -23,7 +24,7 @@ WITH input AS (
     finished_at = CASE WHEN i.retryable AND j.attempt < j.max_attempts THEN NULL ELSE now() END,
     acked = 'failed', last_error = i.error, lease_until = NULL, updated_at = now(), ${appendHistory('$3')}
   FROM input i, orch.job_types jt
-  WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+  WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased'
     AND jt.name = j.job_type
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.state AS new_state, i.error,
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
@@ -31,7 +32,8 @@ WITH input AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id, error FROM upd
 ), ${recordTransitions('entries', '$3::uuid', '$2', "'worker_failed'")}
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms, u.new_state, u.error->>'class' AS error_class
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL
+ORDER BY i.ord`);
 
 export async function fail(db: Queryable, inputs: FailInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };

@@ -7,13 +7,12 @@ export interface LeaseCheckRow {
   state: JobState | null;
   same_lease: boolean | null;
   acked: 'succeeded' | 'failed' | null;
-  expired: boolean | null;
   overdue: boolean | null;
 }
 
 /** SQL fragment: the columns of LeaseCheckRow for input i, update result u and current row j. */
 export const LEASE_CHECK_COLUMNS = `i.job_id::text AS job_id, (u.id IS NOT NULL) AS applied, j.state,
-  (j.lease_id = i.lease_id) AS same_lease, j.acked, (j.lease_until < now()) AS expired, (j.deadline_at < now()) AS overdue`;
+  (j.lease_id = i.lease_id) AS same_lease, j.acked, (j.deadline_at < now()) AS overdue`;
 
 /** An ack settles a lease with an outcome; a renewal (heartbeat, release) needs the lease still live. */
 export type LeaseAction = 'succeeded' | 'failed' | 'renew';

@@ -12,11 +12,12 @@ import { LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease
  */
 const releaseStatement = prepared('release', `
 WITH input AS (
-  SELECT * FROM json_to_recordset($1::json) AS i(tenant_id text, job_id bigint, lease_id uuid)
+  SELECT * FROM ROWS FROM (json_to_recordset($1::json) AS (tenant_id text, job_id bigint, lease_id uuid))
+    WITH ORDINALITY AS i(tenant_id, job_id, lease_id, ord)
 ), upd AS (
   UPDATE orch.jobs j SET state = 'queued', attempt = j.attempt - 1, lease_until = NULL, updated_at = now(), ${appendHistory('$3')}
   FROM input i
-  WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased' AND j.lease_until >= now()
+  WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased'
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, attempt, lease_id,
@@ -26,7 +27,8 @@ WITH input AS (
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, 'queued'::orch.job_state AS new_state,
   NULL AS run_ms, NULL AS error_class, (SELECT count(*) FROM wake) AS woken
-FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL`);
+FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL
+ORDER BY i.ord`);
 
 export async function release(db: Queryable, inputs: LeaseRef[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
