@@ -10,7 +10,7 @@ import addFormats from 'ajv-formats';
 import type pg from 'pg';
 import { defaultConfig, type Config } from '../src/config/config.ts';
 import type { ControlPlane } from '../src/control-plane.ts';
-import type { OrchEvent } from '../src/events/envelope.ts';
+import { expand, readOutbox, type OrchEvent } from '../src/events/envelope.ts';
 import { OutboxPruner } from '../src/events/pruner.ts';
 import { OutboxRelay } from '../src/events/relay.ts';
 import { freePort } from '../src/ledger/embedded.ts';
@@ -962,6 +962,27 @@ describe('SSE and event types: smaller defects', () => {
     const last = sse.messages[2]!.data;
     assert.deepEqual([last.actor.subject, last.job?.reason], ['anonymous', 'lease_expired']);
     assert.equal(last.eventType, 'lease.released');
+  });
+
+  test('a claim that leases jobs of two tenants in one batch: each tenant\'s outbox row expands to its own events only (relay and SSE)', async (t) => {
+    const end = scope(t);
+    const db = end(await createTestDatabase(), (d) => d.drop());
+    const cp = end(await startTestServer(db.url, { events: eventsConfig('UNUSED', { ssePollMs: 50, sseHeartbeatMs: 200 }) }), (c) => c.stop());
+    const [a] = await cp.ledger.enqueue([{ tenantId: 'left', jobType: 'xt', payload: {} }]);
+    const [b] = await cp.ledger.enqueue([{ tenantId: 'right', jobType: 'xt', payload: {} }]);
+    const leases = await cp.ledger.claim({ workerId: 'w', jobTypes: ['xt'], tenantIds: ['left', 'right'], limit: 2 });
+    assert.equal(leases.length, 2, 'one claim, one batch, two tenants');
+    // The relay reads every tenant's rows at once: each event must keep its own tenant, once.
+    const all = await expand(db.pool, await readOutbox(db.pool, { limit: 100 }));
+    assert.deepEqual(all.map((p) => [p.event.tenantId, p.event.job?.id, p.event.eventType]).sort(), [
+      ['left', a!.id, 'job.enqueued'], ['left', a!.id, 'job.leased'], ['right', b!.id, 'job.enqueued'], ['right', b!.id, 'job.leased'],
+    ].sort());
+    for (const [tenant, own] of [['left', a!.id], ['right', b!.id]] as const) {
+      const sse = end(await SseClient.open(cp.url, tenant, { lastEventId: '0-0-0' }), (c) => c.close());
+      await sse.waitFor((c) => c.messages.length >= 2, `${tenant}: enqueued and leased`);
+      assert.deepEqual(sse.messages.map((m) => [m.data.tenantId, m.data.job?.id, m.data.eventType]),
+        [[tenant, own, 'job.enqueued'], [tenant, own, 'job.leased']], `${tenant} sees only its own job`);
+    }
   });
 });
 

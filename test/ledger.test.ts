@@ -374,7 +374,7 @@ describe('leases and acks', () => {
     assert.equal((await job(id)).state, 'succeeded');
   });
 
-  test('a lapsed lease that the reaper re-queued is refused (lease_lost) and the job is unchanged', async () => {
+  test('a lapsed lease that the reaper re-queued is refused (lease_expired) and the job is unchanged', async () => {
     await ledger.jobTypes.define('late2', { leaseMs: 1000, maxAttempts: 3 });
     const id = await enqueueOne('late2');
     const lease = await claimOne('late2');
@@ -383,9 +383,9 @@ describe('leases and acks', () => {
     const before = await job(id);
     assert.equal(before.state, 'queued');
     const [c] = await ledger.complete([{ tenantId: T, jobId: id, leaseId: lease.leaseId, result: 'too late' }], 'worker:w1');
-    assert.equal(c?.status === 'refused' && c.reason, 'lease_lost');
+    assert.equal(c?.status === 'refused' && c.reason, 'lease_expired');
     const [hb] = await ledger.heartbeat([{ tenantId: T, jobId: id, leaseId: lease.leaseId }]);
-    assert.equal(hb?.status === 'refused' && hb.reason, 'lease_lost');
+    assert.equal(hb?.status === 'refused' && hb.reason, 'lease_expired');
     assert.deepEqual(await job(id), before);
   });
 

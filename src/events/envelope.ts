@@ -99,10 +99,17 @@ export function transitionEventType(from: JobState | null, to: JobState, actor: 
 const actorOf = (actor: string) => ({ subject: actor, scopes: [] as string[] });
 
 interface TransitionEntry {
-  batch_id: string; job_id: string; from_state: JobState | null; to_state: JobState; attempt: number; lease_id: string | null;
+  batch_id: string; tenant_id: string; job_id: string; from_state: JobState | null; to_state: JobState; attempt: number; lease_id: string | null;
   actor: string; reason: string | null; error: { class?: string } | null; job_type: string; correlation_id: string | null; replay_of: string | null;
   n: number;
 }
+
+/**
+ * One batch (one statement's transitions) can touch several tenants; each
+ * tenant's outbox row names the batch and must expand to that tenant's
+ * entries only, or one tenant's events show in another's stream.
+ */
+const batchKey = (batchId: string, tenantId: string) => `${batchId}/${tenantId}`;
 
 /**
  * Expands outbox rows into events, in row order and, within a row, in the
@@ -122,7 +129,7 @@ export async function expand(db: Queryable, rows: OutboxRow[]): Promise<Position
          CROSS JOIN LATERAL unnest(t.job_ids, t.from_states, t.to_states, t.attempts, t.lease_ids, t.errors, t.job_types)
            WITH ORDINALITY AS e(job_id, from_state, to_state, attempt, lease_id, error, job_type, n)
        )
-       SELECT e.batch_id, e.job_id, e.from_state, e.to_state, e.attempt, e.lease_id, e.actor, e.reason, e.error, e.job_type, e.n,
+       SELECT e.batch_id, e.tenant_id, e.job_id, e.from_state, e.to_state, e.attempt, e.lease_id, e.actor, e.reason, e.error, e.job_type, e.n,
               x.correlation_id, x.replay_of
        FROM e LEFT JOIN LATERAL (
          -- a probe of the partial index holding only jobs with a correlation id or a replay origin
@@ -131,8 +138,9 @@ export async function expand(db: Queryable, rows: OutboxRow[]): Promise<Position
        ) x ON true`,
       [batched.map((r) => r.batch_id), batched.map((r) => r.tenant_id)]);
     for (const e of es) {
-      let list = entries.get(e.batch_id);
-      if (!list) entries.set(e.batch_id, (list = []));
+      const key = batchKey(e.batch_id, e.tenant_id);
+      let list = entries.get(key);
+      if (!list) entries.set(key, (list = []));
       list.push(e);
     }
   }
@@ -140,7 +148,7 @@ export async function expand(db: Queryable, rows: OutboxRow[]): Promise<Position
   for (const r of rows) {
     const atMs = r.at.getTime();
     if (r.batch_id !== null) {
-      const list = (entries.get(r.batch_id) ?? []).sort((a, b) => a.n - b.n);
+      const list = (entries.get(batchKey(r.batch_id, r.tenant_id)) ?? []).sort((a, b) => a.n - b.n);
       list.forEach((e, index) => {
         const cursor = { xid: r.xid, seq: r.seq, index };
         const type = transitionEventType(e.from_state, e.to_state, e.actor, e.reason, e.replay_of);

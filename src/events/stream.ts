@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type pg from 'pg';
+import { isDatabaseUnavailable } from '../ledger/db.ts';
 import { expand, formatCursor, readOutbox, type EventCursor, type OrchEvent } from './envelope.ts';
 
 export interface StreamFilter {
@@ -19,6 +20,8 @@ export interface SseSettings {
 }
 
 const ROWS_PER_READ = 500;
+/** How often a stream tries the database again while it is unreachable. */
+const OUTAGE_RETRY_MS = 1000;
 
 const after = (a: EventCursor, b: EventCursor) =>
   BigInt(a.xid) !== BigInt(b.xid) ? BigInt(a.xid) > BigInt(b.xid) : BigInt(a.seq) !== BigInt(b.seq) ? BigInt(a.seq) > BigInt(b.seq) : a.index > b.index;
@@ -68,31 +71,45 @@ export class EventStream {
     const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), this.settings.heartbeatMs);
     try {
       while (open) {
-        const rows = await readOutbox(this.pool, { after: cursor, limit: ROWS_PER_READ, tenantId: filter.tenantId });
-        for (const p of await expand(this.pool, rows)) {
-          if (!after(p.cursor, cursor)) continue;
-          cursor = p.cursor;
-          if (!matches(p.event, filter)) continue;
-          res.write(`id: ${formatCursor(p.cursor)}\nevent: ${p.event.eventType}\ndata: ${JSON.stringify(p.event)}\n\n`);
+        let rows: Awaited<ReturnType<typeof readOutbox>>;
+        try {
+          rows = await readOutbox(this.pool, { after: cursor, limit: ROWS_PER_READ, tenantId: filter.tenantId });
+          for (const p of await expand(this.pool, rows)) {
+            if (!after(p.cursor, cursor)) continue;
+            cursor = p.cursor;
+            if (!matches(p.event, filter)) continue;
+            res.write(`id: ${formatCursor(p.cursor)}\nevent: ${p.event.eventType}\ndata: ${JSON.stringify(p.event)}\n\n`);
+          }
+        } catch (err) {
+          // The database is away (restart, failover): the client keeps its stream and its heartbeats, and the
+          // events it missed follow once the database is back. Anything else ends the stream; the client resumes.
+          if (!isDatabaseUnavailable(err)) break;
+          await this.pause(OUTAGE_RETRY_MS, (w) => (wake = w));
+          continue;
         }
         const last = rows.at(-1);
         // a row that expanded to no events must not hold the cursor back
         if (last && !after(cursor, { xid: last.xid, seq: last.seq, index: -1 })) cursor = { xid: last.xid, seq: last.seq, index: Number.MAX_SAFE_INTEGER };
         if (res.writableLength > this.settings.maxBufferBytes) break;
         if (rows.length === ROWS_PER_READ) continue;
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, this.settings.pollMs);
-          wake = () => {
-            clearTimeout(t);
-            resolve();
-          };
-        });
+        await this.pause(this.settings.pollMs, (w) => (wake = w));
       }
     } finally {
       clearInterval(heartbeat);
       this.clients.delete(end);
       res.end();
     }
+  }
+
+  /** Waits `ms`, or less when the stream is ended (its wake function, handed to `setWake`, is called). */
+  private pause(ms: number, setWake: (wake: () => void) => void): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      setWake(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
 
   /** Ends every stream (server shutdown). */
