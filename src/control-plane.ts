@@ -8,7 +8,7 @@ import { QuotaKeeper } from './flow/quota-keeper.ts';
 import { queueGauges } from './flow/queue-depth.ts';
 import { Quotas } from './flow/quotas.ts';
 import { JobNotifier } from './dispatch/notifier.ts';
-import { createPool } from './ledger/db.ts';
+import { createPool, isDatabaseUnavailable } from './ledger/db.ts';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './ledger/embedded.ts';
 import { Ledger } from './ledger/ledger.ts';
 import { migrate, migrationsApplied } from './ledger/migrate.ts';
@@ -49,6 +49,24 @@ export async function openDatabase(config: Config, log: Logger): Promise<{ conne
   return { connectionString: embedded.connectionString, embedded };
 }
 
+/** Waits until the database answers, logging once; fails after waitMs or on any other error. */
+async function databaseReachable(pool: pg.Pool, waitMs: number, log: Logger): Promise<void> {
+  const until = Date.now() + waitMs;
+  for (let logged = false; ; logged = true) {
+    try {
+      await pool.query('SELECT 1');
+      if (logged) log.info('database reachable');
+      return;
+    } catch (err) {
+      if (!isDatabaseUnavailable(err) || Date.now() > until) {
+        throw new Error(`the database is not reachable: ${(err as Error).message}`, { cause: err });
+      }
+      if (!logged) log.warn({ err: (err as Error).message }, `database not reachable: waiting up to ${waitMs / 1000} s`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
 /** Starts everything `orch serve` runs: database, migrations, background services, HTTP API. */
 export async function startControlPlane(config: Config, log: Logger): Promise<ControlPlane> {
   const { connectionString, embedded } = await openDatabase(config, log);
@@ -56,6 +74,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
   let bus: EventBus | null = null;
   try {
     pool = createPool(connectionString, config.dbPoolSize);
+    await databaseReachable(pool, config.databaseWaitMs, log);
     const applied = await migrate(pool);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
 
@@ -89,8 +108,6 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       new OutboxPruner(pool, ev.outboxRetentionMs, bus !== null, m.outboxPrunerIntervalMs, log),
       ...(bus ? [new OutboxRelay(pool, bus, ev.relayBatchRows, m.outboxRelayIntervalMs, log, metrics)] : []),
     ];
-    services.forEach((s) => s.start());
-
     const db = pool;
     const readiness = async (): Promise<ReadinessCheck> => {
       const checks: ReadinessCheck['checks'] = {};
@@ -110,7 +127,14 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const app = await buildApi({
       config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, recovery, events: { stream }, readiness, auth: { authenticator, tokens },
     }, log);
-    await app.listen({ host: config.httpHost, port: config.httpPort });
+    await app.listen({ host: config.httpHost, port: config.httpPort }).catch(async (err: unknown) => {
+      await app.close().catch(() => undefined);
+      await notifier.stop().catch(() => undefined);
+      throw err;
+    });
+    // The services start once the API listens: the lease reaper's grace period is counted from the
+    // moment workers can heartbeat again, not from when the process began.
+    services.forEach((s) => s.start());
     const addr = app.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : config.httpPort;
     const url = `http://${config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost}:${port}`;

@@ -57,6 +57,8 @@ export const ConfigSchema = Type.Object({
    * heartbeats every 10 s while it holds leases, and the registry records a worker at most every 2 s.
    */
   workerLostAfterMs: Type.Integer({ minimum: 15_000, maximum: 24 * 3600 * 1000 }),
+  /** How long a starting server waits for its database to answer (restarted together, or started before it). */
+  databaseWaitMs: Type.Integer({ minimum: 0, maximum: 3600 * 1000 }),
   /** `orch leases list` flags a lease stuck when its last heartbeat is older than this. */
   leaseStuckAfterMs: Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 }),
   /** Jobs replayed per transaction by the replay runner. */
@@ -105,6 +107,7 @@ export const defaultConfig: Config = {
   maxClaimWaitMs: 60_000,
   claimPollIntervalMs: 1000,
   workerLostAfterMs: 30_000,
+  databaseWaitMs: 30_000,
   leaseStuckAfterMs: 60_000,
   replayBatchSize: 5000,
   dlqMaxSelection: 1_000_000,
@@ -204,6 +207,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     maxQueuedPerTenant: int(env, 'ORCH_MAX_QUEUED_PER_TENANT', d.maxQueuedPerTenant),
     claimPollIntervalMs: int(env, 'ORCH_CLAIM_POLL_INTERVAL_MS', d.claimPollIntervalMs),
     workerLostAfterMs: int(env, 'ORCH_WORKER_LOST_AFTER_MS', d.workerLostAfterMs),
+    databaseWaitMs: int(env, 'ORCH_DATABASE_WAIT_MS', d.databaseWaitMs),
     leaseStuckAfterMs: int(env, 'ORCH_LEASE_STUCK_AFTER_MS', d.leaseStuckAfterMs),
     replayBatchSize: int(env, 'ORCH_REPLAY_BATCH_SIZE', d.replayBatchSize),
     dlqMaxSelection: int(env, 'ORCH_DLQ_MAX_SELECTION', d.dlqMaxSelection),

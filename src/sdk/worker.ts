@@ -167,6 +167,8 @@ export class Worker<P = unknown> extends EventEmitter {
   /** The newest lease this worker holds of each job (tenant and id), buffered or running. */
   private readonly newest = new Map<string, RunningJob<P>>();
   private completes: CompleteInput[] = [];
+  /** Set when stop() gave up delivering acks: no flush is scheduled again. */
+  private acksAbandoned = false;
   private fails: FailInput[] = [];
   private readonly flushes = new Set<Promise<void>>();
   private flushQueued = false;
@@ -300,7 +302,7 @@ export class Worker<P = unknown> extends EventEmitter {
    */
   private scheduleFlush(): void {
     const pending = this.completes.length + this.fails.length;
-    if (pending === 0 || this.flushQueued) return;
+    if (pending === 0 || this.flushQueued || this.acksAbandoned) return;
     const inFlight = this.flushes.size;
     if (inFlight >= Math.max(1, this.opts.ackers ?? 2) || (inFlight > 0 && pending < this.batchSize)) return;
     this.flushQueued = true;
@@ -418,7 +420,16 @@ export class Worker<P = unknown> extends EventEmitter {
       a.lose('worker shutting down');
       return { tenantId: a.lease.tenantId, jobId: a.lease.jobId, leaseId: a.lease.leaseId };
     });
+    // Acks are retried while the orchestrator is unreachable, but not forever: a worker told to stop
+    // stops. Undelivered acks leave their jobs leased; they run again once the leases expire.
+    const giveUpAt = Date.now() + this.shutdownTimeoutMs;
     while (this.flushes.size > 0 || this.completes.length + this.fails.length > 0) {
+      if (Date.now() > giveUpAt) {
+        this.log.warn({ workerId: this.id, acks: this.completes.length + this.fails.length },
+          'stopping with acks the orchestrator did not take; those jobs run again when their leases expire');
+        this.acksAbandoned = true;
+        break;
+      }
       if (this.flushes.size === 0) this.scheduleFlush();
       await Promise.all(this.flushes);
     }

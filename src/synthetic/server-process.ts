@@ -7,6 +7,8 @@ export interface ServerProcess {
   url: string;
   /** SIGTERM (a graceful stop) and wait for the exit; at once when it already exited. */
   stop(): Promise<void>;
+  /** The last 64 KiB the process wrote to stderr (its logs). */
+  stderr(): string;
 }
 
 /**
@@ -21,7 +23,7 @@ export async function spawnOrchServer(cli: string[], env: NodeJS.ProcessEnv, tim
     env: { ...env, ORCH_HTTP_PORT: port, ORCH_HTTP_HOST: '127.0.0.1' }, stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
-  child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
+  child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-65_536)));
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -31,10 +33,10 @@ export async function spawnOrchServer(cli: string[], env: NodeJS.ProcessEnv, tim
   };
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`orch serve exited with ${child.exitCode}: ${stderr.trim()}`);
-    if (await fetch(`${url}/readyz`).then((r) => r.ok, () => false)) return { child, url, stop };
+    if (child.exitCode !== null) throw new Error(`orch serve exited with ${child.exitCode}: ${stderr.trim().slice(-4000)}`);
+    if (await fetch(`${url}/readyz`).then((r) => r.ok, () => false)) return { child, url, stop, stderr: () => stderr };
     await new Promise((r) => setTimeout(r, 100));
   }
   child.kill('SIGKILL');
-  throw new Error(`orch serve was not ready within ${timeoutMs}ms: ${stderr.trim()}`);
+  throw new Error(`orch serve was not ready within ${timeoutMs}ms: ${stderr.trim().slice(-4000)}`);
 }

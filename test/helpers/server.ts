@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type Config } from '../../src/config/config.ts';
 import { startControlPlane, type ControlPlane } from '../../src/control-plane.ts';
 import { createLogger } from '../../src/logging.ts';
-import { spawnOrchServer } from '../../src/synthetic/server-process.ts';
+import { spawnOrchServer, type ServerProcess } from '../../src/synthetic/server-process.ts';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CLI_ENTRY = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -29,9 +29,8 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
 }
 
 /** Spawns `orch serve` as a real process (for kill tests); resolves once /readyz answers 200. */
-export async function spawnServer(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
-  const { child, url } = await spawnOrchServer(['--import', 'tsx', CLI_ENTRY], { ...process.env, ORCH_LOG_LEVEL: 'warn', ...env }, 60_000);
-  return { child, url };
+export function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
+  return spawnOrchServer(['--import', 'tsx', CLI_ENTRY], { ...process.env, ORCH_LOG_LEVEL: 'warn', ...env }, 60_000);
 }
 
 /** Polls until fn returns a truthy value (for conditions reached by other processes), failing after timeoutMs. */

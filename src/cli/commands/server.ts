@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/config.ts';
 import { createLogger } from '../../logging.ts';
+import { CliError } from '../output.ts';
 
 /** The server's modules (Fastify, pg, NATS) load only for the verbs that run it, not for every CLI call. */
 const server = () => import('../../control-plane.ts');
@@ -12,20 +13,26 @@ export function registerServerCommands(program: Command): void {
     .action(async () => {
       const config = loadConfig();
       const log = createLogger(config.logLevel);
-      const { startControlPlane } = await server();
-      const plane = await startControlPlane(config, log);
+      // Signals are handled from the first moment: a Ctrl-C while the embedded database starts must
+      // still stop it (it runs in its own process group and would outlive us).
       let stopping = false;
+      const starting = server().then(({ startControlPlane }) => startControlPlane(config, log));
       const shutdown = (signal: string) => {
         if (stopping) return;
         stopping = true;
         log.info({ signal }, 'shutting down');
-        plane.stop().then(() => process.exit(0), (err) => {
+        starting.then((plane) => plane.stop()).then(() => process.exit(0), (err: unknown) => {
           log.error({ err }, 'shutdown failed');
           process.exit(1);
         });
       };
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
+      try {
+        await starting;
+      } catch (err) {
+        throw new CliError(`cannot start the control plane: ${(err as Error).message}`);
+      }
     });
 
   program

@@ -1,0 +1,58 @@
+import net from 'node:net';
+import { once } from 'node:events';
+
+/**
+ * A TCP proxy in front of a real server (PostgreSQL here), so a test can take
+ * the server away from one process — refuse new connections and reset open
+ * ones, as a restart or a network cut does — without stopping the machine's
+ * server that other tests use.
+ */
+export class TcpProxy {
+  private server: net.Server | null = null;
+  private readonly sockets = new Set<net.Socket>();
+  private constructor(private readonly target: { host: string; port: number }, readonly port: number) {}
+
+  static async start(target: { host: string; port: number }): Promise<TcpProxy> {
+    const probe = net.createServer();
+    probe.listen(0, '127.0.0.1');
+    await once(probe, 'listening');
+    const port = (probe.address() as net.AddressInfo).port;
+    probe.close();
+    const proxy = new TcpProxy(target, port);
+    await proxy.restore();
+    return proxy;
+  }
+
+  /** Accepts connections again (after cut()). */
+  async restore(): Promise<void> {
+    if (this.server) return;
+    const server = net.createServer((client) => {
+      const upstream = net.connect(this.target.port, this.target.host);
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => {
+          this.sockets.delete(s);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    server.listen(this.port, '127.0.0.1');
+    await once(server, 'listening');
+    this.server = server;
+  }
+
+  /** Resets every open connection and refuses new ones until restore(). */
+  async cut(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    for (const s of this.sockets) s.resetAndDestroy();
+    if (server) await new Promise<void>((r) => server.close(() => r()));
+  }
+
+  async close(): Promise<void> {
+    await this.cut();
+  }
+}
