@@ -240,6 +240,48 @@ for (const mode of ['remote', 'in-process'] as const satisfies readonly Mode[]) 
       assert.equal(completedEvents, 0);
     });
 
+    test('force release, then the same worker claims the job again: the old run is aborted at once, its late end touches nothing, the new run succeeds', async () => {
+      const type = t('frelease');
+      await plane.ledger.jobTypes.define(type, { leaseMs: 3000, maxAttempts: 3 });
+      const [id] = await enqueue(type, [{}]);
+      const runs: { leaseId: string; abortedAt?: number }[] = [];
+      const firstStarted = deferred();
+      const secondStarted = deferred();
+      const w = await startWorker({
+        jobTypes: [type],
+        handler: async (j: JobContext) => {
+          const run: { leaseId: string; abortedAt?: number } = { leaseId: j.leaseId };
+          runs.push(run);
+          j.signal.addEventListener('abort', () => (run.abortedAt = Date.now()), { once: true });
+          if (runs.length === 1) {
+            firstStarted.resolve();
+            // ignores its signal and ends while the second run is still going: its end must not disturb it
+            await secondStarted.promise;
+            await new Promise((r) => setTimeout(r, 200));
+            return 'first, too late';
+          }
+          secondStarted.resolve();
+          await new Promise((r) => setTimeout(r, 1500));
+          return 'second';
+        },
+      });
+      await firstStarted.promise;
+      const t0 = Date.now();
+      const released = await plane.ledger.forceRelease({ tenantId: TENANT, jobIds: [id!] }, 10, 'operator:test', 'INC-1 force release');
+      assert.equal(released.length, 1);
+      await secondStarted.promise;
+      await eventually(async () => runs[0]!.abortedAt !== undefined, 2000, 'the first run to be aborted');
+      assert.ok(runs[0]!.abortedAt! - t0 < 2000, `first run aborted ${runs[0]!.abortedAt! - t0} ms after the release`);
+      const done = await waitForState(id!, 'succeeded');
+      assert.equal(done.result, 'second');
+      assert.equal(runs.length, 2, 'ran twice: once per lease, never a third time');
+      assert.notEqual(runs[0]!.leaseId, runs[1]!.leaseId);
+      assert.equal(runs[1]!.abortedAt, undefined, 'the successor run was never aborted');
+      const h = await history(id!);
+      assert.deepEqual(h.map((e) => e.to), ['queued', 'leased', 'queued', 'leased', 'succeeded']);
+      await eventually(async () => w.held === 0, 5000, 'worker to hold nothing');
+    });
+
     test('a handler running longer than leaseMs keeps its lease via heartbeats and is not re-run', async () => {
       const type = t('long');
       await plane.ledger.jobTypes.define(type, { leaseMs: 1000 });
