@@ -1,6 +1,7 @@
 import { FairBuffer } from './fair-buffer.ts';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { Artifact, CompleteInput, FailInput, HeartbeatInput, Lease, LeaseRef, RefusalReason } from '../ledger/types.ts';
@@ -238,10 +239,11 @@ export class Worker<P = unknown> extends EventEmitter {
         this.pump();
       } catch (err) {
         if (this.stopping) break;
-        backoff = Math.min(5000, backoff * 2 || 100);
+        // an outage fails every claim: say so once, and try again soon after it ends (at most 2 s late)
+        if (backoff === 0) this.log.warn({ err, workerId: this.id }, 'claim failed; retrying until the orchestrator answers');
+        backoff = Math.min(2000, backoff * 2 || 100);
         this.emit('transportError', err);
-        this.log.warn({ err, workerId: this.id }, 'claim failed; retrying');
-        await new Promise((r) => setTimeout(r, backoff));
+        await sleep(backoff, undefined, { signal: this.claimAbort.signal }).catch(() => undefined);
       }
     }
   }
