@@ -5,6 +5,9 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import pg from 'pg';
 import { withDeadline } from './smoke.ts';
+import { PROBE_STATUS_FILE } from './status-file.ts';
+
+export { PROBE_STATUS_FILE };
 
 /** What the probe checks; a check whose setting is absent reports "skipped". */
 export interface ProbeTargets {
@@ -35,7 +38,6 @@ export interface ProbeReport {
 }
 
 /** Where `orch probe` and scripts/orchestrator/probe.sh write their result (surface.md). */
-export const PROBE_STATUS_FILE = path.join('out', 'orchestrator-probe', 'status.txt');
 
 /** Runs every check (each bounded by the timeout); fails only on configured checks that fail. */
 export async function runProbe(t: ProbeTargets): Promise<ProbeReport> {

@@ -1,18 +1,23 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../config/config.ts';
-import { createLogger } from '../../logging.ts';
 import { CliError } from '../output.ts';
 
-/** The server's modules (Fastify, pg, NATS) load only for the verbs that run it, not for every CLI call. */
+/**
+ * The server's modules (config schema, logger, Fastify, pg, NATS) load only for the verbs that
+ * run it: `orch --help` and the API verbs start without them.
+ */
 const server = () => import('../../control-plane.ts');
+async function setup(level: (configured: string) => string) {
+  const [{ loadConfig }, { createLogger }] = await Promise.all([import('../../config/config.ts'), import('../../logging.ts')]);
+  const config = loadConfig();
+  return { config, log: createLogger(level(config.logLevel) as typeof config.logLevel) };
+}
 
 export function registerServerCommands(program: Command): void {
   program
     .command('serve')
     .description('run the control plane (HTTP API, lease reaper) on ORCH_DATABASE_URL or an embedded PostgreSQL')
     .action(async () => {
-      const config = loadConfig();
-      const log = createLogger(config.logLevel);
+      const { config, log } = await setup((l) => l);
       // Signals are handled from the first moment: a Ctrl-C while the embedded database starts must
       // still stop it (it runs in its own process group and would outlive us).
       let stopping = false;
@@ -39,8 +44,7 @@ export function registerServerCommands(program: Command): void {
     .command('migrate')
     .description('apply pending database migrations and exit')
     .action(async () => {
-      const config = loadConfig();
-      const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+      const { config, log } = await setup((l) => (l === 'info' ? 'warn' : l));
       const { openDatabase, createPool, migrate } = await server();
       const { connectionString, embedded } = await openDatabase(config, log);
       const pool = createPool(connectionString, 2);

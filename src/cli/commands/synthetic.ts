@@ -2,9 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import { PROBE_STATUS_FILE, formatStatus, runProbe, writeStatus } from '../../synthetic/probe.ts';
-import { runReplaySmoke } from '../../synthetic/replay-smoke.ts';
-import { runSmoke } from '../../synthetic/smoke.ts';
+import { PROBE_STATUS_FILE } from '../../synthetic/status-file.ts';
 import { duration, integer, type GlobalOptions } from './jobs.ts';
 
 /** `orch probe` and `orch smoke`: what scripts/orchestrator/probe.sh and smoke.sh run. */
@@ -19,6 +17,7 @@ export function registerSyntheticCommands(program: Command): void {
     .option('--timeout <duration>', 'per check', '5s')
     .action(async (o: { databaseUrl?: string; mongoUrl?: string; natsUrl?: string; stream: string; out: string; timeout: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
+      const { formatStatus, runProbe, writeStatus } = await import('../../synthetic/probe.ts');
       const report = await runProbe({
         databaseUrl: o.databaseUrl || undefined, mongoUrl: o.mongoUrl || undefined, natsUrl: o.natsUrl || undefined,
         eventStream: o.stream, apiUrl: g.apiUrl, timeoutMs: duration(o.timeout, '--timeout'),
@@ -34,6 +33,7 @@ export function registerSyntheticCommands(program: Command): void {
     .option('--timeout <duration>', 'for the whole run', '30s')
     .action(async (o: { natsUrl?: string; timeout: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
+      const { runSmoke } = await import('../../synthetic/smoke.ts');
       const r = await runSmoke({ apiUrl: g.apiUrl, token: g.token, tenant: g.tenant, natsUrl: o.natsUrl || undefined, timeoutMs: duration(o.timeout, '--timeout') });
       if (g.output === 'json') process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
       else process.stdout.write(`${r.steps.map((s) => `  ok  ${s}\n`).join('')}${r.ready ? 'READY' : `NOT READY: ${r.reason}`}\n`);
@@ -53,6 +53,7 @@ export function registerSyntheticCommands(program: Command): void {
       const ownDir = !process.env.ORCH_DATABASE_URL && !o.dataDir ? await mkdtemp(path.join(tmpdir(), 'orch-replay-smoke-')) : null;
       const env = { ...process.env, ...(ownDir ?? o.dataDir ? { ORCH_DATA_DIR: ownDir ?? o.dataDir } : {}), ...(g.token ? { ORCH_TOKEN: g.token } : {}) };
       try {
+        const { runReplaySmoke } = await import('../../synthetic/replay-smoke.ts');
         const r = await runReplaySmoke({ env, tenant: g.tenant, ...counts, timeoutMs: duration(o.timeout, '--timeout'), log: (l) => process.stdout.write(`  ${l}\n`) });
         for (const p of r.problems) process.stdout.write(`  FAIL ${p}\n`);
         process.stdout.write(r.ok ? 'READY (replay-smoke: everything survived the restart)\n' : `NOT READY: ${r.problems[0]}\n`);

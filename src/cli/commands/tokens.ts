@@ -1,7 +1,5 @@
 import { Option, type Command } from 'commander';
-import { ApiTokens, type ApiTokenInfo, type NewToken } from '../../auth/tokens.ts';
-import { createPool } from '../../ledger/db.ts';
-import { migrate } from '../../ledger/migrate.ts';
+import type { ApiTokenInfo, ApiTokens, NewToken } from '../../auth/tokens.ts';
 import { CliError, commaList, print } from '../output.ts';
 import { clientFor, duration } from './jobs.ts';
 
@@ -59,7 +57,11 @@ export function registerTokenCommands(program: Command): void {
     });
 }
 
+/** --database-url: straight to the token table (the first admin token); pg and the ledger load only here. */
 async function direct<T>(url: string, fn: (store: ApiTokens) => Promise<T>): Promise<T> {
+  const [{ createPool }, { migrate }, { ApiTokens }] = await Promise.all([
+    import('../../ledger/db.ts'), import('../../ledger/migrate.ts'), import('../../auth/tokens.ts'),
+  ]);
   const pool = createPool(url, 2);
   try {
     await migrate(pool);
