@@ -227,19 +227,19 @@ describe('POST /leases/release', () => {
     assert.equal(j.result, null);
   }
 
-  test('by job id: back to the queue with the attempt counted, the old holder refused, reason in history and audit', async () => {
+  test('by job id, a healthy lease: back to the queue with the attempt given back, the old holder refused, reason in history and audit', async () => {
     const [l1, l2] = await leased('acme', 'lz_rel_job', 2, 'w-rel-job');
     const r = await client('acme').releaseLeases({ jobIds: [l1!.jobId] }, { reason: REASON, ticket: 'OPS-77' });
     assert.deepEqual(r, { released: 1, jobs: [{ jobId: l1!.jobId, jobType: 'lz_rel_job', state: 'queued' }] });
 
     const row = await jobRow(l1!.jobId);
-    assert.deepEqual({ state: row.state, attempt: row.attempt, leaseUntil: row.lease_until }, { state: 'queued', attempt: 1, leaseUntil: null });
+    assert.deepEqual({ state: row.state, attempt: row.attempt, leaseUntil: row.lease_until }, { state: 'queued', attempt: 0, leaseUntil: null });
     assert.equal((await jobRow(l2!.jobId)).state, 'leased', 'the other lease is untouched');
 
     const { history } = await client('acme').getJob(l1!.jobId);
     const last = history.at(-1)!;
     assert.deepEqual({ from: last.from, to: last.to, attempt: last.attempt, actor: last.actor, reason: last.reason, leaseId: last.leaseId },
-      { from: 'leased', to: 'queued', attempt: 1, actor: 'anonymous', reason: REASON, leaseId: l1!.leaseId });
+      { from: 'leased', to: 'queued', attempt: 0, actor: 'anonymous', reason: REASON, leaseId: l1!.leaseId });
 
     const audit = await lastAudit('acme');
     assert.ok(audit);
@@ -249,14 +249,14 @@ describe('POST /leases/release', () => {
 
     await assertOldHolderRefused(l1!, 'queued');
 
-    // The next claim is attempt 2: the released attempt was counted.
+    // The next claim is attempt 1 again: the holder was heartbeating, so the release was no failure of the job.
     const [again] = await plane.ledger.claim({ workerId: 'w-rel-job-2', jobTypes: ['lz_rel_job'], limit: 5, tenantIds: ['acme'] });
     assert.equal(again!.jobId, l1!.jobId);
-    assert.equal(again!.attempt, 2);
+    assert.equal(again!.attempt, 1);
     assert.notEqual(again!.leaseId, l1!.leaseId);
     assert.equal((await plane.ledger.complete([refOf(again!)], 'worker:w-rel-job-2'))[0]!.status, 'ok');
     assert.deepEqual(trail((await client('acme').getJob(l1!.jobId)).history),
-      ['queued#0', 'leased#1', `queued#1/${REASON}`, 'leased#2', 'succeeded#2']);
+      ['queued#0', 'leased#1', `queued#0/${REASON}`, 'leased#1', 'succeeded#1']);
   });
 
   test('by lease id: only that lease is taken', async () => {
@@ -264,7 +264,7 @@ describe('POST /leases/release', () => {
     const r = await client('acme').releaseLeases({ leaseIds: [l2!.leaseId] }, { reason: REASON });
     assert.deepEqual(r.jobs.map((j) => [j.jobId, j.state]), [[l2!.jobId, 'queued']]);
     assert.equal((await jobRow(l1!.jobId)).state, 'leased');
-    assert.equal((await jobRow(l2!.jobId)).attempt, 1);
+    assert.equal((await jobRow(l2!.jobId)).attempt, 0);
     await assertOldHolderRefused(l2!, 'queued');
     // The holder of the untouched lease can still finish it.
     assert.equal((await plane.ledger.complete([refOf(l1!)], 'worker:w-rel-lease'))[0]!.status, 'ok');
@@ -307,8 +307,18 @@ describe('POST /leases/release', () => {
     await assertOldHolderRefused(old!, 'queued');
   });
 
-  test('a job whose attempts are spent is dead-lettered', async () => {
+  test('a healthy lease on its last attempt goes back to the queue, never to the DLQ', async () => {
+    const [l] = await leased('acme', 'lz_rel_last', 1, 'w-rel-last', { maxAttempts: 1 });
+    const r = await client('acme').releaseLeases({ jobIds: [l!.jobId] }, { reason: REASON });
+    assert.deepEqual(r.jobs, [{ jobId: l!.jobId, jobType: 'lz_rel_last', state: 'queued' }]);
+    const row = await jobRow(l!.jobId);
+    assert.deepEqual([row.state, row.attempt], ['queued', 0]);
+    await assertOldHolderRefused(l!, 'queued');
+  });
+
+  test('a stuck lease (silent past the threshold) keeps its attempt counted: spent, it is dead-lettered', async () => {
     const [l] = await leased('acme', 'lz_rel_dead', 1, 'w-rel-dead', { maxAttempts: 1 });
+    await backdate([l!.jobId], STUCK_AFTER_MS / 1000 + 30);
     const r = await client('acme').releaseLeases({ jobIds: [l!.jobId] }, { reason: REASON });
     assert.deepEqual(r.jobs, [{ jobId: l!.jobId, jobType: 'lz_rel_dead', state: 'dead_lettered' }]);
     const { job, history } = await client('acme').getJob(l!.jobId);

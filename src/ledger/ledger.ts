@@ -25,7 +25,7 @@ import type {
 import { prepareJob } from './validate.ts';
 import { Workers } from '../recovery/workers.ts';
 
-export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes' | 'maxQueuedPerTenant'>;
+export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes' | 'maxQueuedPerTenant' | 'leaseStuckAfterMs'>;
 
 /**
  * The one door to the job table. Each method is one transition from
@@ -128,7 +128,7 @@ export class Ledger {
 
   /** Takes leases from their holders before their deadline (operator force release, lost workers); see LeaseSelector. */
   async forceRelease(selector: LeaseSelector, limit: number, actor: Actor, reason: string, cause: ReleaseCause = 'force_released'): Promise<TransitionRecord[]> {
-    const records = await forceRelease(this.pool, selector, limit, actor, reason, cause);
+    const records = await forceRelease(this.pool, selector, limit, actor, reason, cause, this.config.leaseStuckAfterMs);
     this.emit(records);
     return records;
   }

@@ -7,8 +7,10 @@ import { JOBS_CHANNEL } from '../channel.ts';
 /**
  * SQL of a statement that takes leases away from their holders: leased ->
  * queued (attempts left) or leased -> dead_lettered (attempts spent) for the
- * rows of `picked` (tenant_id, id; locked by it). The attempt was counted at
- * claim. Re-queued jobs keep their run_after, so they keep their place in
+ * rows of `picked` (tenant_id, id, charged; locked by it). The attempt was
+ * counted at claim; a row `picked` marks not charged (a healthy lease an
+ * operator took) gets it back and always returns to the queue: taking a
+ * lease from a worker that is doing its job is no failure of the job. Re-queued jobs keep their run_after, so they keep their place in
  * line, and waiting claimers are woken. The holder's late ack or heartbeat
  * is refused: the job is no longer leased, or leased under a new lease id.
  * $2 is the actor, $3 the batch id; `reason` and the dead-letter error are SQL.
@@ -19,9 +21,10 @@ WITH picked AS (
   ${picked}
 ), upd AS (
   UPDATE orch.jobs j SET
-    state = CASE WHEN j.attempt < j.max_attempts THEN 'queued' ELSE 'dead_lettered' END::orch.job_state,
-    finished_at = CASE WHEN j.attempt < j.max_attempts THEN NULL ELSE now() END,
-    last_error = CASE WHEN j.attempt < j.max_attempts THEN j.last_error
+    attempt = CASE WHEN p.charged THEN j.attempt ELSE j.attempt - 1 END,
+    state = CASE WHEN NOT p.charged OR j.attempt < j.max_attempts THEN 'queued' ELSE 'dead_lettered' END::orch.job_state,
+    finished_at = CASE WHEN NOT p.charged OR j.attempt < j.max_attempts THEN NULL ELSE now() END,
+    last_error = CASE WHEN NOT p.charged OR j.attempt < j.max_attempts THEN j.last_error
       ELSE jsonb_build_object('class', '${error.class}', 'message', '${error.message}', 'retryable', true) END,
     lease_until = NULL, updated_at = now(), ${appendHistory('$3')}
   FROM picked p WHERE j.tenant_id = p.tenant_id AND j.id = p.id
@@ -47,7 +50,7 @@ export const takenRecords = (rows: TakenLeaseRow[], reason: string): TransitionR
 
 /** Up to `limit` leases whose deadline passed without a heartbeat. */
 const expireStatement = prepared('expire', takeLeasesStatement(`
-  SELECT tenant_id, id FROM orch.jobs WHERE state = 'leased' AND lease_until < now()
+  SELECT tenant_id, id, true AS charged FROM orch.jobs WHERE state = 'leased' AND lease_until < now()
   ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED`,
   "'lease_expired'", { class: 'LeaseExpired', message: 'lease expired without heartbeat' }));
 

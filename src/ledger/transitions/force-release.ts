@@ -22,7 +22,9 @@ export interface LeaseSelector {
  * locked is skipped (the lease view's lock list shows who holds it).
  */
 const forceReleaseStatement = prepared('force_release', takeLeasesStatement(`
-  SELECT tenant_id, id FROM orch.jobs
+  SELECT tenant_id, id,
+    coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $10::float8 / 1000) OR lease_until < now() AS charged
+  FROM orch.jobs
   WHERE state = 'leased' AND ($4::text IS NULL OR tenant_id = $4)
     AND (id = ANY($5::bigint[]) OR lease_id = ANY($6::uuid[]) OR worker_id = ANY($7::text[])
       OR coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $8::float8 / 1000) OR ($8 IS NOT NULL AND lease_until < now()))
@@ -32,13 +34,17 @@ const forceReleaseStatement = prepared('force_release', takeLeasesStatement(`
 /** Why leases are taken: an operator's force release, or the reaper acting on a lost worker. */
 export type ReleaseCause = 'force_released' | 'worker_lost';
 
-/** `reason` is recorded in the history (the operator's X-Operator-Reason); `cause` labels the transition records. */
+/**
+ * `reason` is recorded in the history (the operator's X-Operator-Reason); `cause` labels the transition records.
+ * An operator's release of a lease heartbeated within `healthyWithinMs` (and not past its deadline) gives the
+ * attempt back; a stuck lease's attempt stays counted, as at its expiry. A lost worker's leases are all charged.
+ */
 export async function forceRelease(
-  db: Queryable, selector: LeaseSelector, limit: number, actor: Actor, reason: string, cause: ReleaseCause,
+  db: Queryable, selector: LeaseSelector, limit: number, actor: Actor, reason: string, cause: ReleaseCause, healthyWithinMs: number,
 ): Promise<TransitionRecord[]> {
   const { rows } = await forceReleaseStatement<TakenLeaseRow>(db, [
     limit, actor, randomUUID(), selector.tenantId, selector.jobIds ?? [], selector.leaseIds ?? [], selector.workerIds ?? [],
-    selector.stuckAfterMs ?? null, reason,
+    selector.stuckAfterMs ?? null, reason, cause === 'worker_lost' ? 0 : healthyWithinMs,
   ]);
   return takenRecords(rows, cause);
 }
