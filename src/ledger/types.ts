@@ -1,6 +1,10 @@
 export const JOB_STATES = ['queued', 'leased', 'succeeded', 'failed', 'dead_lettered', 'canceled', 'timed_out', 'cleared'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
+/** Orders of a job list: newest/oldest by creation (id); priority is the claim order of waiting work. */
+export const JOB_SORTS = ['newest', 'oldest', 'priority'] as const;
+export type JobSort = (typeof JOB_SORTS)[number];
+
 /** Who caused a transition: "api", "worker:<id>", "system:<service>", "operator:<subject>". */
 export type Actor = string;
 
