@@ -188,7 +188,8 @@ export interface LedgerObserver {
   onEnqueueRefused?(tenantId: string, jobs: number): void;
 }
 
-export type ThrottleReason = 'rate' | 'concurrency' | 'quota' | 'paused';
+export const THROTTLE_REASONS = ['rate', 'concurrency', 'quota', 'paused'] as const;
+export type ThrottleReason = (typeof THROTTLE_REASONS)[number];
 
 /** Work of one tenant and type that a claim round found but a control held back. */
 export interface Throttle {
