@@ -334,6 +334,15 @@ test('every command line of the runbook runs against a live server and does what
   };
   let blocker: pg.Client | null = null;
   let waiter: { client: pg.Client; done: Promise<unknown> } | null = null;
+  /** Ends the LeaseStall sessions: an open transaction would hold back the outbox relay, and every event after it. */
+  const endLockSessions = async () => {
+    await waiter?.client.query('ROLLBACK').catch(() => undefined);
+    await waiter?.client.end().catch(() => undefined);
+    await blocker?.end().catch(() => undefined);
+    waiter = null;
+    blocker = null;
+  };
+  cleanups.push(endLockSessions);
 
   /** A new incident in `type`: fresh jobs fail (with `errorClass` for the first `n`), along with whatever else is runnable. */
   const incident = async (n: number, errorClass: string) => {
@@ -524,11 +533,10 @@ test('every command line of the runbook runs against a live server and does what
     psql: async (text) => {
       const r = await ok(fill(text));
       assert.match(r.stdout, /\n t\n/, r.stdout);
-      assert.deepEqual(await q('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [ctx.pid]), [], 'the blocking session ended');
+      // pg_terminate_backend signals the backend; it exits a moment later
+      await eventually(async () => (await q('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [ctx.pid])).length === 0, 10_000, 'the blocking session to end');
       await waiter!.done; // the statement it blocked ran
-      await waiter!.client.query('ROLLBACK');
-      await waiter!.client.end();
-      await blocker!.end().catch(() => undefined);
+      await endLockSessions();
     },
     'orch leases release': async (text) => {
       const filled = fill(text);
