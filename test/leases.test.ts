@@ -6,7 +6,7 @@ import pg from 'pg';
 import { defaultConfig } from '../src/config/config.ts';
 import { createWorker, OrchApiError, OrchClient, type ControlPlane, type HistoryEntry, type Lease } from '../src/index.ts';
 import { createLogger } from '../src/logging.ts';
-import type { WorkerRecord } from '../src/recovery/workers.ts';
+import type { WorkerRecord } from '../src/ledger/workers.ts';
 import { sample } from '../src/metrics/exposition.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { kill, spawnCrashWorker } from './helpers/processes.ts';

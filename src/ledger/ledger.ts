@@ -23,7 +23,7 @@ import type {
   HeartbeatOutcome, HistoryEntry, Job, Lease, LeaseRef, LedgerObserver, TransitionRecord,
 } from './types.ts';
 import { prepareJob } from './validate.ts';
-import { Workers } from '../recovery/workers.ts';
+import { Workers } from './workers.ts';
 
 export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes' | 'maxQueuedPerTenant' | 'leaseStuckAfterMs'>;
 
@@ -91,20 +91,21 @@ export class Ledger {
     return heartbeat(this.pool, inputs);
   }
 
-  async complete(inputs: CompleteInput[], actor: Actor): Promise<AckOutcome[]> {
+  /** Acks of lease holders; `actor` null records each lease's holder (`worker:<id>`). */
+  async complete(inputs: CompleteInput[], actor: Actor | null): Promise<AckOutcome[]> {
     const { outcomes, records } = await complete(this.pool, inputs, actor);
     this.emit(records);
     return outcomes;
   }
 
-  async fail(inputs: FailInput[], actor: Actor): Promise<AckOutcome[]> {
+  async fail(inputs: FailInput[], actor: Actor | null): Promise<AckOutcome[]> {
     const { outcomes, records } = await fail(this.pool, inputs, actor);
     this.emit(records);
     return outcomes;
   }
 
   /** The lease holder hands back leases it will not run; the attempt is not counted. */
-  async release(inputs: LeaseRef[], actor: Actor): Promise<AckOutcome[]> {
+  async release(inputs: LeaseRef[], actor: Actor | null): Promise<AckOutcome[]> {
     const { outcomes, records } = await release(this.pool, inputs, actor);
     this.emit(records);
     return outcomes;

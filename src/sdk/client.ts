@@ -7,7 +7,7 @@ import type { DlqEntry, DlqFilter, DlqStats } from '../recovery/dead-letters.ts'
 import type { LeaseView, LockView } from '../recovery/leases.ts';
 import type { ReplayProgress, ReplaySelection } from '../recovery/replays.ts';
 import type { ClearResult, SnapshotManifest } from '../recovery/snapshots.ts';
-import type { WorkerRecord } from '../recovery/workers.ts';
+import type { WorkerRecord } from '../ledger/workers.ts';
 import { HttpClient, type HttpOptions } from './http.ts';
 
 export interface SubmitJob {

@@ -25,6 +25,8 @@ export interface WorkerTransport {
   complete(items: CompleteInput[]): Promise<AckOutcome[]>;
   fail(items: FailInput[]): Promise<AckOutcome[]>;
   release(items: LeaseRef[]): Promise<AckOutcome[]>;
+  /** The worker stopped cleanly (its leases handed back): the registry shows it stopped, not lost. */
+  reportStopped(workerId: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -53,6 +55,10 @@ export class HttpTransport implements WorkerTransport {
 
   async release(items: LeaseRef[]): Promise<AckOutcome[]> {
     return (await this.http.request<{ results: AckOutcome[] }>('POST', '/releases', { leases: items })).results;
+  }
+
+  async reportStopped(workerId: string): Promise<void> {
+    await this.http.request('POST', `/workers/${encodeURIComponent(workerId)}/stopped`, {});
   }
 
   private async acks(acks: unknown[]): Promise<AckOutcome[]> {
@@ -103,6 +109,10 @@ export class InProcessTransport implements WorkerTransport {
 
   release(items: LeaseRef[]): Promise<AckOutcome[]> {
     return this.ledger.release(items, `worker:${this.workerId}`);
+  }
+
+  async reportStopped(workerId: string): Promise<void> {
+    await this.ledger.workers.stopped(workerId, undefined);
   }
 
   async close(): Promise<void> {

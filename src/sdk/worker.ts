@@ -437,6 +437,8 @@ export class Worker<P = unknown> extends EventEmitter {
     }
     await this.handBack(interrupted);
     if (this.ticker) clearInterval(this.ticker);
+    // Said last, once nothing is held: a stopped worker is never reported lost (nor pages through LeaseStall).
+    await this.transport.reportStopped(this.id).catch((err: unknown) => this.log.warn({ err }, 'could not report the stop; the worker will show as lost'));
     await this.transport.close();
     this.emit('stopped');
   }
