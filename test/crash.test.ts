@@ -136,7 +136,7 @@ describe('the server dies under load', () => {
     const type = 'crash_load';
     const total = 2000;
     const client = new OrchClient({ apiUrl: url, tenant: TENANT });
-    await client.defineJobType(type, { leaseMs: 3000 });
+    await client.defineJobType(type, { leaseMs: 3000 }, { reason: 'test setup' });
     const enqueued = await client.enqueueBatch(Array.from({ length: total }, (_, n) => ({ jobType: type, payload: { n } })));
     assert.equal(enqueued.length, total);
 

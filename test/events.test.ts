@@ -558,7 +558,7 @@ describe('NATS goes away and comes back', { skip: binarySkip }, () => {
     const T = 'nd';
     const type = 'nd_work';
     const api = new OrchClient({ apiUrl: cp.url, tenant: T });
-    await api.defineJobType(type, { leaseMs: 30_000 });
+    await api.defineJobType(type, { leaseMs: 30_000 }, { reason: 'test setup' });
     const worker: Worker<{ n: number }> = end(await createWorker<{ n: number }>({
       apiUrl: cp.url, tenant: T, jobTypes: [type], concurrency: 2, waitMs: 200, handleSignals: false, log: createLogger('silent'),
       handler: async (j) => {
@@ -673,7 +673,7 @@ describe('the server dies between commit and publish', { skip: binarySkip }, () 
     const T = 'kill1';
     const type = 'k_work';
     const api = new OrchClient({ apiUrl: first.url, tenant: T });
-    await api.defineJobType(type, { leaseMs: 30_000, maxAttempts: 2, backoffBaseMs: 0, backoffMaxMs: 0 });
+    await api.defineJobType(type, { leaseMs: 30_000, maxAttempts: 2, backoffBaseMs: 0, backoffMaxMs: 0 }, { reason: 'test setup' });
     const jobs = await api.enqueueBatch(Array.from({ length: 12 }, (_, n) => ({ jobType: type, payload: { n }, correlationId: `c-${n}` })));
     await api.cancel(jobs[11]!.id, 'changed my mind');
     const worker = end(await createWorker<{ n: number }>({

@@ -518,7 +518,7 @@ describe('a worker process killed mid-job', () => {
     });
     cleanups.push(() => cp.stop());
     const c = client(TENANT, cp.url);
-    await c.defineJobType(type, { leaseMs: LONG_LEASE_MS, maxAttempts: 3 });
+    await c.defineJobType(type, { leaseMs: LONG_LEASE_MS, maxAttempts: 3 }, { reason: 'test setup' });
     const ids = (await c.enqueueBatch(Array.from({ length: total }, (_, n) => ({ jobType: type, payload: { n } })))).map((r) => r.id);
     const count = async (state: string, workerId?: string) => Number((await db2.pool.query<{ n: string }>(
       `SELECT count(*) AS n FROM orch.jobs WHERE job_type = $1 AND state = $2::orch.job_state AND ($3::text IS NULL OR worker_id = $3)`,

@@ -10,8 +10,9 @@ import { registerServerCommands } from './commands/server.ts';
 import { registerSyntheticCommands } from './commands/synthetic.ts';
 import { registerTokenCommands } from './commands/tokens.ts';
 
+/** --tenant: a tenant id, or empty for none (the server then asks for one). */
 function tenantId(value: string): string {
-  if (!isTenantId(value)) throw new InvalidArgumentError(`not a tenant id (${TENANT_PATTERN})`);
+  if (value !== '' && !isTenantId(value)) throw new InvalidArgumentError(`not a tenant id (${TENANT_PATTERN})`);
   return value;
 }
 

@@ -25,6 +25,12 @@ import type {
 import { prepareJob } from './validate.ts';
 import { Workers } from './workers.ts';
 
+/**
+ * A caller's transaction (an operator action: the change and its audit entry commit together):
+ * statements run on `client`; observers are told in `afterCommit`, once it committed.
+ */
+export interface Tx { client: Queryable; afterCommit: (() => void)[] }
+
 export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes' | 'maxQueuedPerTenant' | 'leaseStuckAfterMs'>;
 
 /**
@@ -56,6 +62,12 @@ export class Ledger {
 
   private emit(records: TransitionRecord[]): void {
     if (records.length > 0) for (const o of this.observers) o.onTransitions(records);
+  }
+
+  /** Observers hear of a transition inside a caller's transaction only once it commits. */
+  private emitIn(tx: Tx | undefined, records: TransitionRecord[]): void {
+    if (tx) tx.afterCommit.push(() => this.emit(records));
+    else this.emit(records);
   }
 
   /**
@@ -111,8 +123,8 @@ export class Ledger {
     return outcomes;
   }
 
-  async cancel(tenantId: string, jobId: string, actor: Actor, reason: string | null = null): Promise<void> {
-    this.emit([await cancel(this.pool, tenantId, jobId, actor, reason)]);
+  async cancel(tenantId: string, jobId: string, actor: Actor, reason: string | null = null, tx?: Tx): Promise<void> {
+    this.emitIn(tx, [await cancel(tx?.client ?? this.pool, tenantId, jobId, actor, reason)]);
   }
 
   async expireLeases(limit: number, actor: Actor): Promise<TransitionRecord[]> {
@@ -128,16 +140,18 @@ export class Ledger {
   }
 
   /** Takes leases from their holders before their deadline (operator force release, lost workers); see LeaseSelector. */
-  async forceRelease(selector: LeaseSelector, limit: number, actor: Actor, reason: string, cause: ReleaseCause = 'force_released'): Promise<TransitionRecord[]> {
-    const records = await forceRelease(this.pool, selector, limit, actor, reason, cause, this.config.leaseStuckAfterMs);
-    this.emit(records);
+  async forceRelease(
+    selector: LeaseSelector, limit: number, actor: Actor, reason: string, cause: ReleaseCause = 'force_released', tx?: Tx,
+  ): Promise<TransitionRecord[]> {
+    const records = await forceRelease(tx?.client ?? this.pool, selector, limit, actor, reason, cause, this.config.leaseStuckAfterMs);
+    this.emitIn(tx, records);
     return records;
   }
 
   /** Removes dead letters from the DLQ (dead_lettered -> cleared); returns how many were. Callers check a snapshot holds them. */
-  async clear(tenantId: string, jobIds: string[], actor: Actor, reason: string): Promise<number> {
-    const records = await clear(this.pool, tenantId, jobIds, actor, reason);
-    this.emit(records);
+  async clear(tenantId: string, jobIds: string[], actor: Actor, reason: string, tx?: Tx): Promise<number> {
+    const records = await clear(tx?.client ?? this.pool, tenantId, jobIds, actor, reason);
+    this.emitIn(tx, records);
     return records.length;
   }
 

@@ -166,8 +166,9 @@ export class OrchClient {
     return this.http.request('DELETE', `/tokens/${encodeURIComponent(id)}`);
   }
 
-  defineJobType(name: string, settings: JobTypeSettings): Promise<JobTypeDefinition> {
-    return this.http.request('PUT', `/jobtypes/${encodeURIComponent(name)}`, settings);
+  /** Job type defaults apply to every tenant: an operator action, with a reason, in the audit log. */
+  defineJobType(name: string, settings: JobTypeSettings, why: OperatorWhy): Promise<JobTypeDefinition> {
+    return this.http.request('PUT', `/jobtypes/${encodeURIComponent(name)}`, settings, { headers: operatorHeaders(why) });
   }
 
   async listJobTypes(): Promise<JobTypeDefinition[]> {

@@ -1,5 +1,5 @@
 import { Type } from 'typebox';
-import { auditAction } from '../../audit/audit-log.ts';
+import { runOperatorAction } from '../../audit/operator-action.ts';
 import { listBlockingLocks, listLeases } from '../../recovery/leases.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
@@ -84,12 +84,13 @@ export function leaseRoutes(app: App, ctx: ApiContext): void {
     }
     if (b.stuckAfterMs !== undefined && !b.stuck) throw new ApiError(400, 'invalid', 'stuckAfterMs', 'stuckAfterMs needs stuck: true');
     const op = operatorOf(request);
-    const records = await ledger.forceRelease({
-      tenantId, leaseIds: b.leaseIds, jobIds: b.jobIds, workerIds: b.workerIds,
-      stuckAfterMs: b.stuck ? b.stuckAfterMs ?? config.leaseStuckAfterMs : undefined,
-    }, MAX_RELEASE, op.actor, op.reason);
-    await auditAction(ledger.pool, op, 'lease.release', tenantId, 'leases', {
-      selector: { leaseIds: b.leaseIds?.length, jobIds: b.jobIds?.length, workerIds: b.workerIds, stuck: b.stuck ?? false }, released: records.length,
+    const records = await runOperatorAction(ledger.pool, op, { action: 'lease.release', tenantId, target: 'leases' }, async (tx) => {
+      const taken = await ledger.forceRelease({
+        tenantId, leaseIds: b.leaseIds, jobIds: b.jobIds, workerIds: b.workerIds,
+        stuckAfterMs: b.stuck ? b.stuckAfterMs ?? config.leaseStuckAfterMs : undefined,
+      }, MAX_RELEASE, op.actor, op.reason, 'force_released', tx);
+      const selector = { leaseIds: b.leaseIds?.length, jobIds: b.jobIds?.length, workerIds: b.workerIds, stuck: b.stuck ?? false };
+      return { result: taken, details: { selector, released: taken.length } };
     });
     return { released: records.length, jobs: records.map((r) => ({ jobId: r.jobId, jobType: r.jobType, state: r.to })) };
   });
