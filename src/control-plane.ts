@@ -67,6 +67,17 @@ async function databaseReachable(pool: pg.Pool, waitMs: number, log: Logger): Pr
   }
 }
 
+/** Applies migrations as the schema owner when a migration URL is given (the server's own role owns nothing), else on the server's pool. */
+async function migrateWith(migrationUrl: string | undefined, pool: pg.Pool): Promise<string[]> {
+  if (!migrationUrl) return migrate(pool);
+  const owner = createPool(migrationUrl, 1);
+  try {
+    return await migrate(owner);
+  } finally {
+    await owner.end();
+  }
+}
+
 /** Starts everything `orch serve` runs: database, migrations, background services, HTTP API. */
 export async function startControlPlane(config: Config, log: Logger): Promise<ControlPlane> {
   const { connectionString, embedded } = await openDatabase(config, log);
@@ -75,7 +86,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
   try {
     pool = createPool(connectionString, config.dbPoolSize);
     await databaseReachable(pool, config.databaseWaitMs, log);
-    const applied = await migrate(pool);
+    const applied = await migrateWith(config.migrationDatabaseUrl, pool);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
 
     const ledger = new Ledger(pool, config);
