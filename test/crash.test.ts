@@ -39,7 +39,7 @@ describe('a worker process dies', () => {
   before(async () => {
     db = await createTestDatabase();
     cleanups.push(() => db.drop());
-    plane = await startTestServer(db.url, { maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 100 } });
+    plane = await startTestServer(db.url, { maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 100, leaseGraceMs: 0 } });
     cleanups.push(() => plane.stop());
   });
 

@@ -203,7 +203,7 @@ async function readyz(url: string): Promise<{ code: number; body: Readiness }> {
 const streamName = () => `T_${randomBytes(5).toString('hex')}`;
 const eventsConfig = (stream: string, over: Partial<Config['events']> = {}): Config['events'] => ({ ...defaultConfig.events, stream, ...over });
 const fastMaintenance = (over: Partial<Config['maintenance']> = {}): Config['maintenance'] => ({
-  ...defaultConfig.maintenance, leaseReaperIntervalMs: 100, ...over,
+  ...defaultConfig.maintenance, leaseReaperIntervalMs: 100, leaseGraceMs: 0, ...over,
 });
 
 /** A NATS client for the test (closed when it ends). */

@@ -34,7 +34,7 @@ before(async () => {
   plane = await startTestServer(db.url, {
     workerLostAfterMs: 600_000,
     leaseStuckAfterMs: STUCK_AFTER_MS,
-    maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 600_000 },
+    maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 600_000, leaseGraceMs: 0 },
   });
 });
 
