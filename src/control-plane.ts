@@ -99,6 +99,8 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const dispatcher = new Dispatcher(ledger, notifier, config.claimPollIntervalMs);
     const quotas = new Quotas(pool, ledger.tenants);
     metrics.watchQuotas(() => quotas.summary());
+    // Every tenant and job type in the ledger gets its refusal counters at 0 before any claim can throttle it.
+    await metrics.refresh();
     const deadLetters = new DeadLetters(pool);
     const snapshots = new Snapshots(pool, ledger, deadLetters, config.dlqMaxSelection);
     const replays = new Replays(pool, ledger, deadLetters, snapshots, { batchSize: config.replayBatchSize, maxJobs: config.dlqMaxSelection });

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { constants } from 'node:fs';
-import { access, readFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +26,7 @@ const RULE_TESTS = path.join(DIR, 'tests/alerts.test.yaml');
 const ALERTMANAGER = path.join(DIR, 'alertmanager.yaml');
 const PROMTOOL = process.env.ORCH_TEST_PROMTOOL ?? '/usr/bin/promtool';
 const AMTOOL = process.env.ORCH_TEST_AMTOOL ?? '/usr/bin/amtool';
+const ALERTMANAGER_BIN = process.env.ORCH_TEST_ALERTMANAGER ?? '/usr/bin/prometheus-alertmanager';
 
 /** The alert names of the public surface (../shared/reference/surface.md). */
 const SURFACE_ALERTS = [
@@ -44,13 +48,13 @@ async function run(file: string, args: string[]): Promise<{ code: number; out: s
   }
 }
 
-/** false when promtool and amtool can run; else a reason (printed loudly); a failure in CI. */
+/** false when promtool, amtool and Alertmanager can run; else a reason (printed loudly); a failure in CI. */
 async function toolsSkip(): Promise<string | false> {
   const absent: string[] = [];
-  for (const f of [PROMTOOL, AMTOOL]) if (!(await access(f, constants.X_OK).then(() => true, () => false))) absent.push(f);
+  for (const f of [PROMTOOL, AMTOOL, ALERTMANAGER_BIN]) if (!(await access(f, constants.X_OK).then(() => true, () => false))) absent.push(f);
   if (absent.length === 0) return false;
-  if (process.env.CI === 'true') throw new Error(`alerts test: promtool and amtool are required in CI but there is no executable ${absent.join(', ')}`);
-  const reason = `no executable ${absent.join(', ')}: skipping the promtool/amtool alerting tests`;
+  if (process.env.CI === 'true') throw new Error(`alerts test: promtool, amtool and Alertmanager are required in CI but there is no executable ${absent.join(', ')}`);
+  const reason = `no executable ${absent.join(', ')}: skipping the promtool/amtool/Alertmanager alerting tests`;
   process.stderr.write(`\n*** ${reason} ***\n\n`);
   return reason;
 }
@@ -88,6 +92,74 @@ test('Alertmanager routes page to the pager, critical to chat, warning to ticket
     assert.equal(out.split('\n').filter((l) => l && !l.startsWith('Warning:')).join('\n'), receiver);
   }
 });
+
+/** A free local port (the listener is closed again at once). */
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+interface AmAlert { labels: Record<string, string>; status: { state: string; inhibitedBy: string[] } }
+
+test('Alertmanager: FailuresHigh mutes the burn-rate alert (and its persistent page) of its job type only', { skip }, async () => {
+  const storage = await mkdtemp(path.join(tmpdir(), 'orch-am-'));
+  const port = await freePort();
+  const url = `--alertmanager.url=http://127.0.0.1:${port}`;
+  const am = spawn(ALERTMANAGER_BIN, [`--config.file=${ALERTMANAGER}`, `--storage.path=${storage}`, `--web.listen-address=127.0.0.1:${port}`, '--cluster.listen-address='], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  am.stderr.on('data', (d) => (log += d));
+  try {
+    await poll(async () => (await fetch(`http://127.0.0.1:${port}/-/ready`).then((r) => r.ok, () => false)), `Alertmanager to start:\n${log}`);
+    const alerts = [
+      ['alertname=OrchestratorFailuresHigh', 'severity=critical', 'job_type=render', 'tenant=t1'],
+      ['alertname=OrchestratorFailureBurnRateHigh', 'severity=critical', 'job_type=render', 'long_window=1h'],
+      ['alertname=OrchestratorFailureBurnRateHigh', 'severity=warning', 'job_type=render', 'long_window=6h'],
+      ['alertname=OrchestratorFailureBurnRateHigh', 'severity=critical', 'job_type=thumb', 'long_window=1h'],
+      ['alertname=OrchestratorCriticalPersistent', 'severity=page', 'critical_alert=OrchestratorFailuresHigh', 'job_type=render', 'tenant=t1'],
+      ['alertname=OrchestratorCriticalPersistent', 'severity=page', 'critical_alert=OrchestratorFailureBurnRateHigh', 'job_type=render', 'long_window=1h'],
+      ['alertname=OrchestratorCriticalPersistent', 'severity=page', 'critical_alert=OrchestratorFailureBurnRateHigh', 'job_type=mail', 'long_window=1h'],
+    ];
+    for (const labels of alerts) {
+      const { code, out } = await run(AMTOOL, ['alert', 'add', url, ...labels]);
+      assert.equal(code, 0, out);
+    }
+    const key = (a: AmAlert) => [a.labels.alertname, a.labels.critical_alert, a.labels.job_type, a.labels.severity].filter(Boolean).join(' ');
+    const states = await poll(async () => {
+      const { code, out } = await run(AMTOOL, ['alert', 'query', url, '--inhibited', '--active', '-o', 'json']);
+      if (code !== 0) return null;
+      const got = JSON.parse(out) as AmAlert[];
+      // the inhibitor sees alerts shortly after they arrive: wait until every alert is in and has settled
+      return got.length === alerts.length && got.every((a) => a.status.state !== 'unprocessed') ? new Map(got.map((a) => [key(a), a.status.state])) : null;
+    }, 'Alertmanager to hold every alert');
+    assert.deepEqual(Object.fromEntries([...states].sort()), {
+      'OrchestratorCriticalPersistent OrchestratorFailureBurnRateHigh render page': 'suppressed',
+      'OrchestratorCriticalPersistent OrchestratorFailureBurnRateHigh mail page': 'active',
+      'OrchestratorCriticalPersistent OrchestratorFailuresHigh render page': 'active',
+      'OrchestratorFailureBurnRateHigh render critical': 'suppressed',
+      'OrchestratorFailureBurnRateHigh render warning': 'suppressed',
+      'OrchestratorFailureBurnRateHigh thumb critical': 'active',
+      'OrchestratorFailuresHigh render critical': 'suppressed', // by its own page (CriticalPersistent), not new
+    });
+  } finally {
+    am.kill('SIGTERM');
+    if (am.exitCode === null && am.signalCode === null) await once(am, 'exit');
+    await rm(storage, { recursive: true, force: true });
+  }
+});
+
+/** Polls fn every 100 ms until it returns a truthy value; fails after 15 s naming what it waited for. */
+async function poll<T>(fn: () => Promise<T | null | false>, what: string): Promise<T> {
+  for (const deadline = Date.now() + 15_000; ;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 interface Rule { alert?: string; record?: string; expr: string; labels?: Record<string, string>; annotations?: Record<string, string> }
 

@@ -4,8 +4,9 @@ import { loadConfig } from '../src/config/config.ts';
 import { Ledger } from '../src/ledger/ledger.ts';
 import type { Lease } from '../src/ledger/types.ts';
 import { Metrics } from '../src/metrics/metrics.ts';
+import { sample } from '../src/metrics/exposition.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { eventually } from './helpers/server.ts';
+import { eventually, startTestServer } from './helpers/server.ts';
 
 /** Metrics are fed from transitions in batches: the counts must still be exact per label set. */
 
@@ -88,4 +89,40 @@ test('error classes past the cap per job type are folded into "other"', async ()
   const classes = failures.values.filter((v) => v.labels.job_type === 'm_classes');
   assert.equal(classes.length, Metrics.MAX_ERROR_CLASSES_PER_TYPE + 1);
   assert.equal(await value('orchestrator_job_failures_total', { job_type: 'm_classes', error_class: 'other' }), 5);
+});
+
+test('refusal counters are exported at 0 before the first refusal, so increase() sees that refusal', async () => {
+  // Known before the server starts: the ledger has its jobs.
+  await ledger.enqueue([{ tenantId: 'm_early', jobType: 'm_known', payload: 1 }]);
+  const plane = await startTestServer(db.url, { maxQueuedPerTenant: 2 });
+  try {
+    const scrape = async () => (await fetch(`${plane.url}/metrics`)).text();
+    const api = (path: string, init: RequestInit & { tenant: string }) => fetch(`${plane.url}/api/v1/orchestrator${path}`, {
+      ...init, headers: { 'content-type': 'application/json', 'x-tenant-id': init.tenant, ...init.headers as Record<string, string> },
+    });
+    let text = await scrape();
+    for (const reason of ['rate', 'concurrency', 'quota', 'paused']) {
+      assert.equal(sample(text, 'orchestrator_throttled_total', { tenant: 'm_early', job_type: 'm_known', reason }), 0, `throttled ${reason} at startup`);
+    }
+    assert.equal(sample(text, 'orchestrator_enqueue_refused_total', { tenant: 'm_early' }), 0, 'refused at startup');
+
+    // Known when a quota names it, before any job of that type exists.
+    const put = await api('/quotas/m_early/m_quota', { method: 'PUT', tenant: 'm_early', body: JSON.stringify({ maxActive: 1 }), headers: { 'x-operator-reason': 'test', 'x-operator-ticket': 'T-1' } });
+    assert.equal(put.status, 200, await put.text());
+    assert.equal(sample(await scrape(), 'orchestrator_throttled_total', { tenant: 'm_early', job_type: 'm_quota', reason: 'concurrency' }), 0);
+
+    // Known at its first enqueue; the refusal that follows is a step from 0 to 1.
+    const enqueue = () => api('/jobs', { method: 'POST', tenant: 'm_new', body: JSON.stringify({ jobType: 'm_fresh', payload: {} }) });
+    assert.equal((await enqueue()).status, 201);
+    text = await scrape();
+    assert.equal(sample(text, 'orchestrator_enqueue_refused_total', { tenant: 'm_new' }), 0, 'refused before any refusal');
+    assert.equal(sample(text, 'orchestrator_throttled_total', { tenant: 'm_new', job_type: 'm_fresh', reason: 'quota' }), 0);
+    await eventually(async () => {
+      const r = await enqueue();
+      return r.status === 429;
+    }, 10_000, 'the tenant to reach ORCH_MAX_QUEUED_PER_TENANT');
+    assert.equal(sample(await scrape(), 'orchestrator_enqueue_refused_total', { tenant: 'm_new' }), 1);
+  } finally {
+    await plane.stop();
+  }
 });

@@ -1,16 +1,22 @@
 import type { Queryable } from './db.ts';
 import { notPaused } from '../flow/pauses.ts';
+import { LedgerError } from './errors.ts';
 import { JOB_COLUMNS, toHistory, toJob, type HistoryRow, type JobRow } from './rows.ts';
 
 /** Whole jobs, plus whether a dispatch pause holds them back. */
 const JOB_VIEW = `${JOB_COLUMNS}, (state IN ('queued', 'failed') AND NOT ${notPaused('tenant_id', 'job_type')}) AS paused`;
-import type { HistoryEntry, Job, JobState } from './types.ts';
+import type { HistoryEntry, Job, JobSort, JobState } from './types.ts';
+
+/** The states `priority` can list: the claim index holds only these rows. */
+export const WAITING_STATES: readonly JobState[] = ['queued', 'failed'];
 
 export interface JobFilter {
   tenantId: string;
   state?: JobState;
   jobType?: string;
-  /** Return jobs with id below this (the previous page's nextCursor). */
+  /** Default newest. */
+  sort?: JobSort;
+  /** Continue after this job (the previous page's nextCursor), in the same sort. */
   cursor?: string;
   limit: number;
 }
@@ -35,15 +41,42 @@ export async function getHistory(db: Queryable, tenantId: string, id: string): P
   return rows.map(toHistory);
 }
 
-/** Newest first, keyset-paginated on id so deep pages cost the same as the first. */
+/**
+ * Keyset-paginated so deep pages cost the same as the first. newest/oldest
+ * walk the primary key (tenant_id, id) either way. priority lists waiting
+ * jobs in the order workers will claim them (priority, then run_after, then
+ * id) from the claim index, one ordered range per job type merged here; the
+ * cursor job's own position bounds the next page, split into "same priority,
+ * later in line" and "lower priority" so both halves are index ranges.
+ */
 export async function listJobs(db: Queryable, f: JobFilter): Promise<{ jobs: Job[]; nextCursor: string | null }> {
-  const { rows } = await db.query<JobRow>(
-    `SELECT ${JOB_VIEW} FROM orch.jobs
-     WHERE tenant_id = $1 AND ($2::orch.job_state IS NULL OR state = $2) AND ($3::text IS NULL OR job_type = $3)
-       AND ($4::bigint IS NULL OR id < $4)
-     ORDER BY id DESC LIMIT $5`,
-    [f.tenantId, f.state ?? null, f.jobType ?? null, f.cursor ?? null, f.limit],
-  );
+  const sort = f.sort ?? 'newest';
+  if (sort === 'priority' && !(f.state && WAITING_STATES.includes(f.state))) {
+    throw new LedgerError('invalid', 'sort', `sort=priority orders waiting work: give state=${WAITING_STATES.join(' or state=')}`);
+  }
+  const { rows } = sort === 'priority'
+    ? await db.query<JobRow>(
+      `WITH c AS (SELECT priority, run_after, id FROM orch.jobs WHERE tenant_id = $1 AND id = $4::bigint)
+       SELECT x.* FROM orch.job_types t CROSS JOIN LATERAL (
+         (SELECT ${JOB_VIEW} FROM orch.jobs j
+          WHERE j.job_type = t.name AND j.tenant_id = $1 AND j.state IN ('queued', 'failed') AND j.state = $2
+            AND $4::bigint IS NOT NULL AND j.priority = (SELECT priority FROM c) AND (j.run_after, j.id) > ((SELECT run_after FROM c), $4::bigint)
+          ORDER BY j.priority DESC, j.run_after, j.id LIMIT $5)
+         UNION ALL
+         (SELECT ${JOB_VIEW} FROM orch.jobs j
+          WHERE j.job_type = t.name AND j.tenant_id = $1 AND j.state IN ('queued', 'failed') AND j.state = $2
+            AND ($4::bigint IS NULL OR j.priority < (SELECT priority FROM c))
+          ORDER BY j.priority DESC, j.run_after, j.id LIMIT $5)
+       ) x
+       WHERE ($3::text IS NULL OR t.name = $3)
+       ORDER BY x.priority DESC, x.run_after, x.id LIMIT $5`,
+      [f.tenantId, f.state, f.jobType ?? null, f.cursor ?? null, f.limit])
+    : await db.query<JobRow>(
+      `SELECT ${JOB_VIEW} FROM orch.jobs
+       WHERE tenant_id = $1 AND ($2::orch.job_state IS NULL OR state = $2) AND ($3::text IS NULL OR job_type = $3)
+         AND ($4::bigint IS NULL OR ${sort === 'oldest' ? 'id > $4' : 'id < $4'})
+       ORDER BY id ${sort === 'oldest' ? 'ASC' : 'DESC'} LIMIT $5`,
+      [f.tenantId, f.state ?? null, f.jobType ?? null, f.cursor ?? null, f.limit]);
   const jobs = rows.map(toJob);
   return { jobs, nextCursor: jobs.length === f.limit ? jobs[jobs.length - 1]!.id : null };
 }

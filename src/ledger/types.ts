@@ -1,6 +1,10 @@
 export const JOB_STATES = ['queued', 'leased', 'succeeded', 'failed', 'dead_lettered', 'canceled', 'timed_out', 'cleared'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
+/** Orders of a job list: newest/oldest by creation (id); priority is the claim order of waiting work. */
+export const JOB_SORTS = ['newest', 'oldest', 'priority'] as const;
+export type JobSort = (typeof JOB_SORTS)[number];
+
 /** Who caused a transition: "api", "worker:<id>", "system:<service>", "operator:<subject>". */
 export type Actor = string;
 
@@ -184,7 +188,8 @@ export interface LedgerObserver {
   onEnqueueRefused?(tenantId: string, jobs: number): void;
 }
 
-export type ThrottleReason = 'rate' | 'concurrency' | 'quota' | 'paused';
+export const THROTTLE_REASONS = ['rate', 'concurrency', 'quota', 'paused'] as const;
+export type ThrottleReason = (typeof THROTTLE_REASONS)[number];
 
 /** Work of one tenant and type that a claim round found but a control held back. */
 export interface Throttle {

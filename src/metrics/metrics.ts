@@ -4,7 +4,7 @@ import type { QuotaUse } from '../flow/quotas.ts';
 import type { LeaseSample } from '../recovery/leases.ts';
 import type { OrchEvent } from '../events/envelope.ts';
 import type { RelayObserver } from '../events/relay.ts';
-import type { LedgerObserver, Throttle, TransitionRecord } from '../ledger/types.ts';
+import { THROTTLE_REASONS, type LedgerObserver, type Throttle, type TransitionRecord } from '../ledger/types.ts';
 
 /**
  * The process's Prometheus registry. Counters and histograms are fed from
@@ -130,6 +130,7 @@ export class Metrics implements LedgerObserver, RelayObserver {
   watchQueues(read: () => Promise<{ depth: DepthSample[]; oldest: OldestSample[] }>): void {
     this.sources.push(async () => {
       const { depth, oldest } = await read();
+      this.knowPairs(depth);
       this.setAll(this.dlqDepth, depth.filter((s) => s.state === 'dead_lettered').map((s) => [{ tenant: s.tenantId, job_type: s.jobType }, s.n]));
       this.setAll(this.queueDepth, depth.filter((s) => s.state !== 'dead_lettered')
         .map((s) => [{ tenant: s.tenantId, job_type: s.jobType, state: s.state }, s.n]));
@@ -141,6 +142,7 @@ export class Metrics implements LedgerObserver, RelayObserver {
   watchQuotas(read: () => Promise<QuotaUse[]>): void {
     this.sources.push(async () => {
       const quotas = await read();
+      this.knowPairs(quotas);
       const now = Date.now();
       this.setAll(this.boostRemaining, quotas.map((q) => [{ tenant: q.tenantId, job_type: q.jobType },
         q.boostedUntil ? Math.max(0, (Date.parse(q.boostedUntil) - now) / 1000) : 0]));
@@ -157,9 +159,14 @@ export class Metrics implements LedgerObserver, RelayObserver {
     });
   }
 
+  /** Brings the ledger gauges (and the tenants and job types they name) up to date. */
+  async refresh(): Promise<void> {
+    await Promise.all(this.sources.map((refresh) => refresh()));
+  }
+
   /** The registry's text, with the ledger gauges brought up to date first. */
   async scrape(): Promise<string> {
-    await Promise.all(this.sources.map((refresh) => refresh()));
+    await this.refresh();
     return this.registry.metrics();
   }
 
@@ -177,6 +184,25 @@ export class Metrics implements LedgerObserver, RelayObserver {
     for (const [key, labels] of reported) if (!now.has(key)) gauge.set(labels as Partial<Record<L, string>>, 0);
   }
 
+  /**
+   * Exports every refusal counter of these tenants and job types at 0 from
+   * the moment they are known (their first enqueue, a quota naming them, the
+   * ledger at startup and at each scrape). prom-client creates a labelled
+   * series only at its first increment, and increase() over a series that
+   * first appears at 1 sees no increase: a tenant's first refusal would never
+   * fire OrchestratorBackpressure. Scopes with "*" name no series.
+   */
+  knowPairs(pairs: Iterable<{ tenantId: string; jobType: string }>): void {
+    for (const { tenantId, jobType } of pairs) {
+      if (tenantId === '*' || jobType === '*') continue;
+      const key = `${tenantId}\u0000${jobType}`;
+      if (this.knownPairs.has(key)) continue;
+      this.knownPairs.add(key);
+      for (const reason of THROTTLE_REASONS) this.throttled.inc({ tenant: tenantId, job_type: jobType, reason }, 0);
+      this.enqueueRefused.inc({ tenant: tenantId }, 0);
+    }
+  }
+
   onThrottled(throttles: Throttle[]): void {
     for (const t of throttles) this.throttled.inc({ tenant: t.tenantId, job_type: t.jobType, reason: t.reason });
   }
@@ -190,6 +216,8 @@ export class Metrics implements LedgerObserver, RelayObserver {
   static readonly MAX_ERROR_CLASSES_PER_TYPE = 20;
   /** Refresh the ledger gauges before a scrape (watchQueues, watchQuotas, watchLeases). */
   private readonly sources: (() => Promise<void>)[] = [];
+  /** Tenant and job type pairs whose refusal counters exist (knowPairs). */
+  private readonly knownPairs = new Set<string>();
   /** Label sets each gauge has reported, so a series that disappears reads 0 instead of its last value. */
   private readonly reported = new Map<Gauge<string>, Map<string, object>>();
 
@@ -213,6 +241,7 @@ export class Metrics implements LedgerObserver, RelayObserver {
     };
     for (const r of records) {
       if (r.from === null && r.to === 'queued') {
+        this.knowPairs([r]);
         count(this.jobsEnqueued, { tenant: r.tenantId, job_type: r.jobType });
       } else if (r.to === 'leased') {
         if (r.dispatchLatencyMs !== undefined) this.dispatchLatency.observe({ job_type: r.jobType }, r.dispatchLatencyMs / 1000);

@@ -2,7 +2,7 @@ import type { AuditRecord } from '../audit/audit-log.ts';
 import type { ApiTokenInfo, NewToken } from '../auth/tokens.ts';
 import type { Pause } from '../flow/pauses.ts';
 import type { Quota, QuotaChange, QuotaUse } from '../flow/quotas.ts';
-import type { EnqueueResult, HistoryEntry, Job, JobState, JobTypeDefinition } from '../ledger/types.ts';
+import type { EnqueueResult, HistoryEntry, Job, JobSort, JobState, JobTypeDefinition } from '../ledger/types.ts';
 import type { DlqEntry, DlqFilter, DlqStats } from '../recovery/dead-letters.ts';
 import type { LeaseView, LockView } from '../recovery/leases.ts';
 import type { ReplayProgress, ReplaySelection } from '../recovery/replays.ts';
@@ -43,7 +43,8 @@ export class OrchClient {
     return this.http.request('GET', `/jobs/${encodeURIComponent(id)}`);
   }
 
-  listJobs(filter: { state?: JobState; jobType?: string; cursor?: string; limit?: number } = {}): Promise<{ jobs: Job[]; nextCursor: string | null }> {
+  /** Jobs of the tenant, newest first unless `sort` says oldest or priority (claim order; needs state queued or failed). */
+  listJobs(filter: { state?: JobState; jobType?: string; sort?: JobSort; cursor?: string; limit?: number } = {}): Promise<{ jobs: Job[]; nextCursor: string | null }> {
     return this.http.request('GET', `/jobs${queryString(filter)}`);
   }
 

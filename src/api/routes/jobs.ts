@@ -1,6 +1,6 @@
 import { runOperatorAction } from '../../audit/operator-action.ts';
 import { Type } from 'typebox';
-import type { EnqueueInput } from '../../ledger/types.ts';
+import { JOB_SORTS, type EnqueueInput } from '../../ledger/types.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { operatorOf } from '../operator.ts';
@@ -59,10 +59,13 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
   app.get('/jobs', {
     config: { scope: 'orch:read' },
     schema: {
-      summary: 'List jobs, newest first', tags: ['jobs'], headers: TenantHeaders,
+      summary: 'List jobs, newest first unless sorted otherwise', tags: ['jobs'], headers: TenantHeaders,
       querystring: Type.Object({
         state: Type.Optional(JobStateSchema),
         jobType: Type.Optional(JobTypeName),
+        sort: Type.Optional(Type.Union(JOB_SORTS.map((s) => Type.Literal(s)), {
+          description: 'newest (default) or oldest: by creation; priority: waiting jobs (state queued or failed) in claim order',
+        })),
         cursor: Type.Optional(JobId),
         limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 50 })),
       }, { additionalProperties: false }),
@@ -70,7 +73,7 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const q = request.query;
-    const filter = { tenantId: requireTenant(request), state: q.state, jobType: q.jobType, cursor: q.cursor, limit: q.limit ?? 50 };
+    const filter = { tenantId: requireTenant(request), state: q.state, jobType: q.jobType, sort: q.sort, cursor: q.cursor, limit: q.limit ?? 50 };
     return asTenantReader(ledger.pool, request.principal.tenants, (db) => listJobs(db, filter));
   });
 

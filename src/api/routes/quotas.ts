@@ -49,7 +49,7 @@ const params = QuotaScope;
  * X-Operator-Reason and X-Operator-Ticket and is audited.
  */
 export function quotaRoutes(app: App, ctx: ApiContext): void {
-  const { quotas } = ctx;
+  const { quotas, metrics } = ctx;
   const tags = ['quotas'];
 
   app.get('/quotas', {
@@ -75,7 +75,9 @@ export function quotaRoutes(app: App, ctx: ApiContext): void {
     schema: { summary: 'Create a quota or change its limits', tags, params, headers: OperatorHeaders, body: QuotaChangeBody, response: Responses },
   }, async (request) => {
     const op = operatorOf(request);
-    return quotas.set(request.params.tenantId, request.params.jobType, request.body, op);
+    const quota = await quotas.set(request.params.tenantId, request.params.jobType, request.body, op);
+    metrics.knowPairs([quota]);
+    return quota;
   });
 
   app.delete('/quotas/:tenantId/:jobType', {

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import ms from 'ms';
-import type { JobState } from '../../ledger/types.ts';
+import { JOB_SORTS, type JobSort, type JobState } from '../../ledger/types.ts';
 import { OrchClient, type SubmitJob } from '../../sdk/client.ts';
 import { CliError, print, type OutputFormat } from '../output.ts';
 
@@ -75,15 +75,17 @@ export function registerJobCommands(program: Command): void {
   const jobs = program.command('jobs').description('inspect and act on jobs');
   jobs
     .command('list')
-    .description('jobs of the tenant, newest first')
+    .description('jobs of the tenant, newest first unless --sort says otherwise')
     .option('--state <state>', 'queued|leased|succeeded|failed|dead_lettered|canceled|timed_out|cleared')
     .option('--type <jobType>', 'only this job type')
+    .addOption(new Option('--sort <order>', 'newest|oldest (by creation), priority (waiting jobs in claim order; with --state queued or failed)')
+      .choices(JOB_SORTS).default('newest'))
     .option('--limit <n>', 'page size', '50')
     .option('--cursor <id>', 'continue after this id (printed as nextCursor)')
     .action(async (o: Record<string, string | undefined>, cmd: Command) => {
       const { client, output } = clientFor(cmd);
       const page = await client.listJobs({
-        state: o.state as JobState | undefined, jobType: o.type, cursor: o.cursor, limit: integer(o.limit ?? '50', '--limit'),
+        state: o.state as JobState | undefined, jobType: o.type, sort: o.sort as JobSort, cursor: o.cursor, limit: integer(o.limit ?? '50', '--limit'),
       });
       print(output, page, page.jobs, JOB_COLUMNS);
       if (output === 'table' && page.nextCursor) process.stdout.write(`next page: --cursor ${page.nextCursor}\n`);
