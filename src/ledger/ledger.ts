@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Config } from '../config/config.ts';
-import { Backpressure } from '../flow/backpressure.ts';
+import { Backpressure } from './backpressure.ts';
 import type { Queryable } from './db.ts';
 import { JobTypes } from './job-types.ts';
 import { QueueCounts } from './queue-counts.ts';

@@ -7,9 +7,8 @@ import {
   AckOutcomeSchema, AcksBody, ClaimBody, CompleteBody, ErrorBody, FailBody, HeartbeatBody, HeartbeatOutcomeSchema,
   HeartbeatsBody, JobId, LeaseId, LeaseSchema, TenantId,
 } from '../schemas.ts';
-import { optionalTenant, reachableTenants, requireTenant } from '../tenant.ts';
+import { authorizeTenant, optionalTenant, reachableTenants, requireTenant } from '../tenant.ts';
 import { ackActorOf, allowsJobType } from '../../auth/principal.ts';
-import { authorizeTenant } from '../auth.ts';
 
 const JobParams = Type.Object({ jobId: JobId });
 const AckResponse = Type.Object({ jobId: Type.String(), status: Type.String(), state: Type.Union([Type.String(), Type.Null()]) });

@@ -1,7 +1,7 @@
 import { runOperatorAction } from '../../audit/operator-action.ts';
 import { operatorOf } from '../operator.ts';
 import { Type } from 'typebox';
-import { authorizeTenant } from '../auth.ts';
+import { authorizeTenant } from '../tenant.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { ErrorBody, JobTypeName, JobTypeSchema, JobTypeSettingsBody, OperatorHeaders } from '../schemas.ts';

@@ -1,4 +1,4 @@
-import { freeQuotaSlots } from '../../flow/quota-sql.ts';
+import { freeQuotaSlots } from '../flow-sql.ts';
 
 /** The states counted in orch.queue_counts: the live ones (terminal states only grow, and nobody pages on them). */
 export const COUNTED_STATES = ['queued', 'failed', 'leased', 'dead_lettered'] as const;
