@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { Artifact, CompleteInput, FailInput, HeartbeatInput, Lease, LeaseRef, RefusalReason } from '../ledger/types.ts';
 import { createLogger, type Logger } from '../logging.ts';
-import { HttpTransport, InProcessTransport, type WorkerTransport } from './transport.ts';
+import { HttpTransport, type WorkerTransport } from './transport.ts';
 
 export interface JobContext<P = unknown> {
   readonly id: string;
@@ -465,6 +465,8 @@ export async function createWorker<P = unknown>(opts: WorkerOptions<P>): Promise
   const id = opts.workerId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   let transport = opts.transport;
   if (!transport && opts.connectionString) {
+    // the in-process transport brings pg and the ledger: loaded only by workers that use it
+    const { InProcessTransport } = await import('./in-process.ts');
     transport = await InProcessTransport.open({ connectionString: opts.connectionString, pool: opts.pool, workerId: id, log, poolSize: 4 });
   } else if (!transport && opts.apiUrl) {
     transport = new HttpTransport({ apiUrl: opts.apiUrl, token: opts.token, tenant: opts.tenant });
