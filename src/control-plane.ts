@@ -13,7 +13,7 @@ import { startEmbeddedDatabase, type EmbeddedDatabase } from './ledger/embedded.
 import { Ledger } from './ledger/ledger.ts';
 import { migrate, migrationsApplied } from './ledger/migrate.ts';
 import type { Logger } from './logging.ts';
-import type { PeriodicService } from './maintenance/service.ts';
+import { ServiceGroup, type PeriodicService } from './maintenance/service.ts';
 import { Metrics } from './metrics/metrics.ts';
 import { Authenticator } from './auth/authenticator.ts';
 import { JwtVerifier } from './auth/jwt.ts';
@@ -35,7 +35,7 @@ export interface ControlPlane {
   connectionString: string;
   ledger: Ledger;
   metrics: Metrics;
-  services: PeriodicService[];
+  services: readonly PeriodicService[];
   stop(): Promise<void>;
 }
 
@@ -67,6 +67,17 @@ async function databaseReachable(pool: pg.Pool, waitMs: number, log: Logger): Pr
   }
 }
 
+/** Applies migrations as the schema owner when a migration URL is given (the server's own role owns nothing), else on the server's pool. */
+async function migrateWith(migrationUrl: string | undefined, pool: pg.Pool): Promise<string[]> {
+  if (!migrationUrl) return migrate(pool);
+  const owner = createPool(migrationUrl, 1);
+  try {
+    return await migrate(owner);
+  } finally {
+    await owner.end();
+  }
+}
+
 /** Starts everything `orch serve` runs: database, migrations, background services, HTTP API. */
 export async function startControlPlane(config: Config, log: Logger): Promise<ControlPlane> {
   const { connectionString, embedded } = await openDatabase(config, log);
@@ -75,7 +86,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
   try {
     pool = createPool(connectionString, config.dbPoolSize);
     await databaseReachable(pool, config.databaseWaitMs, log);
-    const applied = await migrate(pool);
+    const applied = await migrateWith(config.migrationDatabaseUrl, pool);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
 
     const ledger = new Ledger(pool, config);
@@ -102,14 +113,14 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     }, log) : null;
     bus?.start();
     const stream = new EventStream(pool, { pollMs: ev.ssePollMs, heartbeatMs: ev.sseHeartbeatMs, maxBufferBytes: ev.sseMaxBufferBytes });
-    const services: PeriodicService[] = [
+    const group = new ServiceGroup([
       new LeaseReaper(ledger, { batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs, graceMs: m.leaseGraceMs }, m.leaseReaperIntervalMs, log),
       new QuotaKeeper(quotas, m.quotaKeeperIntervalMs, log),
       new DeltaRollup([ledger.counts, deadLetters.clusterFold], m.queueCountRollupIntervalMs, log),
       replayRunner,
       new OutboxPruner(pool, ev.outboxRetentionMs, bus !== null, m.outboxPrunerIntervalMs, log),
       ...(bus ? [new OutboxRelay(pool, bus, ev.relayBatchRows, m.outboxRelayIntervalMs, log, metrics)] : []),
-    ];
+    ]);
     const db = pool;
     const readiness = async (): Promise<ReadinessCheck> => {
       const checks: ReadinessCheck['checks'] = {};
@@ -136,27 +147,40 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     });
     // The services start once the API listens: the lease reaper's grace period is counted from the
     // moment workers can heartbeat again, not from when the process began.
-    services.forEach((s) => s.start());
+    group.start();
     const addr = app.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : config.httpPort;
     const url = `http://${config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost}:${port}`;
     log.info({ url }, 'orchestrator listening');
 
     return {
-      url, connectionString, ledger, metrics, services,
+      url, connectionString, ledger, metrics, services: group.services,
       async stop() {
-        dispatcher.close();
-        stream.close();
+        // In order, each step whatever the one before did, so a failing step cannot leave the
+        // database (or the embedded server's process) running; the first error is reported.
+        let failure: unknown = null;
+        const step = async (f: () => unknown) => {
+          try {
+            await f();
+          } catch (err) {
+            failure ??= err;
+          }
+        };
+        await step(() => {
+          dispatcher.close();
+          stream.close();
+        });
         // In-flight requests get a grace period; connections still open after it (e.g. a client
         // that connected and never spoke) are cut so shutdown cannot hang.
         const cut = setTimeout(() => app.server.closeAllConnections(), 3000);
-        await app.close();
+        await step(() => app.close());
         clearTimeout(cut);
-        await Promise.all(services.map((s) => s.stop()));
-        await notifier.stop();
-        await bus?.close();
-        await db.end();
-        await embedded?.stop();
+        await step(() => group.stop());
+        await step(() => notifier.stop());
+        await step(() => bus?.close());
+        await step(() => db.end());
+        await step(() => embedded?.stop());
+        if (failure) throw failure;
       },
     };
   } catch (err) {

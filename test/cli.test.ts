@@ -253,7 +253,7 @@ describe('orch jobs', () => {
 
 describe('orch jobtypes', () => {
   test('jobtypes set NAME --max-attempts 3 --lease 10s, then jobtypes list', async () => {
-    const set = await orch('jobtypes', 'set', 'cli_typed', '--max-attempts', '3', '--lease', '10s');
+    const set = await orch('jobtypes', 'set', 'cli_typed', '--max-attempts', '3', '--lease', '10s', '--reason', 'cli test');
     assert.equal(set.code, 0, set.stderr);
     const rows = table(set.stdout);
     assert.deepEqual(rows[0], ['NAME', 'MAXATTEMPTS', 'BACKOFFBASEMS', 'BACKOFFMAXMS', 'LEASEMS', 'TIMEOUTMS']);
@@ -274,7 +274,7 @@ describe('orch jobtypes', () => {
     const [e] = await plane.ledger.enqueue([{ tenantId: TENANT, jobType: 'cli_typed', payload: {} }]);
     assert.equal((await getJob(e!.id)).maxAttempts, 3);
 
-    const bad = await orch('jobtypes', 'set', 'cli_typed', '--lease', 'soon');
+    const bad = await orch('jobtypes', 'set', 'cli_typed', '--lease', 'soon', '--reason', 'cli test');
     assert.equal(bad.code, 1);
     assert.match(oneErrorLine(bad.stderr), /--lease/);
   });

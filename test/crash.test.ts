@@ -39,7 +39,7 @@ describe('a worker process dies', () => {
   before(async () => {
     db = await createTestDatabase();
     cleanups.push(() => db.drop());
-    plane = await startTestServer(db.url, { maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 100 } });
+    plane = await startTestServer(db.url, { maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 100, leaseGraceMs: 0 } });
     cleanups.push(() => plane.stop());
   });
 
@@ -136,7 +136,7 @@ describe('the server dies under load', () => {
     const type = 'crash_load';
     const total = 2000;
     const client = new OrchClient({ apiUrl: url, tenant: TENANT });
-    await client.defineJobType(type, { leaseMs: 3000 });
+    await client.defineJobType(type, { leaseMs: 3000 }, { reason: 'test setup' });
     const enqueued = await client.enqueueBatch(Array.from({ length: total }, (_, n) => ({ jobType: type, payload: { n } })));
     assert.equal(enqueued.length, total);
 

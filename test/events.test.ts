@@ -203,7 +203,7 @@ async function readyz(url: string): Promise<{ code: number; body: Readiness }> {
 const streamName = () => `T_${randomBytes(5).toString('hex')}`;
 const eventsConfig = (stream: string, over: Partial<Config['events']> = {}): Config['events'] => ({ ...defaultConfig.events, stream, ...over });
 const fastMaintenance = (over: Partial<Config['maintenance']> = {}): Config['maintenance'] => ({
-  ...defaultConfig.maintenance, leaseReaperIntervalMs: 100, ...over,
+  ...defaultConfig.maintenance, leaseReaperIntervalMs: 100, leaseGraceMs: 0, ...over,
 });
 
 /** A NATS client for the test (closed when it ends). */
@@ -558,7 +558,7 @@ describe('NATS goes away and comes back', { skip: binarySkip }, () => {
     const T = 'nd';
     const type = 'nd_work';
     const api = new OrchClient({ apiUrl: cp.url, tenant: T });
-    await api.defineJobType(type, { leaseMs: 30_000 });
+    await api.defineJobType(type, { leaseMs: 30_000 }, { reason: 'test setup' });
     const worker: Worker<{ n: number }> = end(await createWorker<{ n: number }>({
       apiUrl: cp.url, tenant: T, jobTypes: [type], concurrency: 2, waitMs: 200, handleSignals: false, log: createLogger('silent'),
       handler: async (j) => {
@@ -673,7 +673,7 @@ describe('the server dies between commit and publish', { skip: binarySkip }, () 
     const T = 'kill1';
     const type = 'k_work';
     const api = new OrchClient({ apiUrl: first.url, tenant: T });
-    await api.defineJobType(type, { leaseMs: 30_000, maxAttempts: 2, backoffBaseMs: 0, backoffMaxMs: 0 });
+    await api.defineJobType(type, { leaseMs: 30_000, maxAttempts: 2, backoffBaseMs: 0, backoffMaxMs: 0 }, { reason: 'test setup' });
     const jobs = await api.enqueueBatch(Array.from({ length: 12 }, (_, n) => ({ jobType: type, payload: { n }, correlationId: `c-${n}` })));
     await api.cancel(jobs[11]!.id, 'changed my mind');
     const worker = end(await createWorker<{ n: number }>({

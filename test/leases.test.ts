@@ -6,7 +6,7 @@ import pg from 'pg';
 import { defaultConfig } from '../src/config/config.ts';
 import { createWorker, OrchApiError, OrchClient, type ControlPlane, type HistoryEntry, type Lease } from '../src/index.ts';
 import { createLogger } from '../src/logging.ts';
-import type { WorkerRecord } from '../src/recovery/workers.ts';
+import type { WorkerRecord } from '../src/ledger/workers.ts';
 import { sample } from '../src/metrics/exposition.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { kill, spawnCrashWorker } from './helpers/processes.ts';
@@ -34,7 +34,7 @@ before(async () => {
   plane = await startTestServer(db.url, {
     workerLostAfterMs: 600_000,
     leaseStuckAfterMs: STUCK_AFTER_MS,
-    maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 600_000 },
+    maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 600_000, leaseGraceMs: 0 },
   });
 });
 
@@ -518,7 +518,7 @@ describe('a worker process killed mid-job', () => {
     });
     cleanups.push(() => cp.stop());
     const c = client(TENANT, cp.url);
-    await c.defineJobType(type, { leaseMs: LONG_LEASE_MS, maxAttempts: 3 });
+    await c.defineJobType(type, { leaseMs: LONG_LEASE_MS, maxAttempts: 3 }, { reason: 'test setup' });
     const ids = (await c.enqueueBatch(Array.from({ length: total }, (_, n) => ({ jobType: type, payload: { n } })))).map((r) => r.id);
     const count = async (state: string, workerId?: string) => Number((await db2.pool.query<{ n: string }>(
       `SELECT count(*) AS n FROM orch.jobs WHERE job_type = $1 AND state = $2::orch.job_state AND ($3::text IS NULL OR worker_id = $3)`,

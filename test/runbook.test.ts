@@ -88,7 +88,7 @@ test('every alert in alerts.yaml has its section in the runbook, and every runbo
 
 test('the drill: failures in one job type climb, pause stops it, the DLQ is snapshotted, replayed after the fix and cleared; every job succeeds', async () => {
   let broken = true;
-  await client.defineJobType('render', { maxAttempts: 2, backoffBaseMs: 10, backoffMaxMs: 20, backoffJitter: 0 });
+  await client.defineJobType('render', { maxAttempts: 2, backoffBaseMs: 10, backoffMaxMs: 20, backoffJitter: 0 }, { reason: 'test setup' });
   const handler = (job: { jobType: string }) => {
     if (job.jobType === 'render' && broken) throw Object.assign(new Error('upstream timed out after 30s'), { name: 'UpstreamTimeout' });
     return { ok: true };

@@ -1,11 +1,10 @@
-import type { FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { allowsTenant, REASON_SCOPES, TICKET_SCOPES, type Principal, type Scope } from '../auth/principal.ts';
+import { REASON_SCOPES, TICKET_SCOPES, type Principal, type Scope } from '../auth/principal.ts';
 import { API_BASE } from '../wire.ts';
 import type { App } from './context.ts';
 import { ApiError } from './errors.ts';
 import { operatorAction } from './operator.ts';
-import { optionalTenant } from './tenant.ts';
+import { authorizeTenant, optionalTenant } from './tenant.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -59,10 +58,3 @@ export function installAuth(app: App, authenticator: Authenticator): void {
   });
 }
 
-/** Refuses a tenant the caller's token does not cover ("*", every tenant, needs a token for every tenant). */
-export function authorizeTenant(request: FastifyRequest, tenantId: string): string {
-  if (!allowsTenant(request.principal, tenantId)) {
-    throw new ApiError(403, 'tenant_forbidden', 'X-Tenant-Id', tenantId === '*' ? 'acting on every tenant needs a token for every tenant' : `this token does not cover tenant ${tenantId}`);
-  }
-  return tenantId;
-}

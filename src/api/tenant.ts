@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import { validateTenant } from '../ledger/validate.ts';
-import { authorizeTenant } from './auth.ts';
+import { allowsTenant } from '../auth/principal.ts';
 import { ApiError } from './errors.ts';
 
 /**
@@ -31,4 +31,12 @@ export function reachableTenants(request: FastifyRequest): string[] | undefined 
   if (tenant !== undefined) return [tenant];
   const own = request.principal.tenants;
   return own === '*' ? undefined : [...own];
+}
+
+/** Refuses a tenant the caller's token does not cover ("*", every tenant, needs a token for every tenant). */
+export function authorizeTenant(request: FastifyRequest, tenantId: string): string {
+  if (!allowsTenant(request.principal, tenantId)) {
+    throw new ApiError(403, 'tenant_forbidden', 'X-Tenant-Id', tenantId === '*' ? 'acting on every tenant needs a token for every tenant' : `this token does not cover tenant ${tenantId}`);
+  }
+  return tenantId;
 }

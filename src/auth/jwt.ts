@@ -1,3 +1,4 @@
+import { isTenantId, TENANT_PATTERN } from '../wire.ts';
 import { readFile } from 'node:fs/promises';
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose';
 import type { Config } from '../config/config.ts';
@@ -39,6 +40,9 @@ function strings(v: unknown): string[] {
 
 function principalOf(p: JWTPayload): Principal {
   const tenants = p.tenants !== undefined ? strings(p.tenants) : strings(p.tenant);
+  // A claim like "A,B" is no tenant: refused whole, never read as two tenants anywhere downstream.
+  const bad = tenants.find((t) => t !== '*' && !isTenantId(t));
+  if (bad !== undefined) throw new Error(`the token's tenant claim "${bad.slice(0, 80)}" is not a tenant id (${TENANT_PATTERN})`);
   const jobTypes = p.job_types === undefined ? null : strings(p.job_types);
   return {
     kind: 'jwt', subject: p.sub!, tenants: tenants.includes('*') ? '*' : tenants,

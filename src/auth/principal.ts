@@ -44,3 +44,6 @@ export const allowsJobType = (p: Principal, jobType: string): boolean => p.jobTy
 
 /** "kind:subject" ("token:ci-deployer", "jwt:alice"), or "anonymous" on an open server, as history, audit log and events record actors. */
 export const actorOf = (p: Principal): string => (p.kind === 'open' ? p.subject : `${p.kind}:${p.subject}`);
+
+/** Who an ack is recorded as: the caller's token, or (no authentication) null, which the ledger records as the lease's holder. */
+export const ackActorOf = (p: Principal): string | null => (p.kind === 'open' ? null : actorOf(p));

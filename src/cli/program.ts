@@ -1,4 +1,5 @@
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { isTenantId, TENANT_PATTERN } from '../wire.ts';
 import { registerAuditCommands } from './commands/audit.ts';
 import { registerControlCommands } from './commands/controls.ts';
 import { registerDlqCommands } from './commands/dlq.ts';
@@ -9,13 +10,19 @@ import { registerServerCommands } from './commands/server.ts';
 import { registerSyntheticCommands } from './commands/synthetic.ts';
 import { registerTokenCommands } from './commands/tokens.ts';
 
+/** --tenant: a tenant id, or empty for none (the server then asks for one). */
+function tenantId(value: string): string {
+  if (value !== '' && !isTenantId(value)) throw new InvalidArgumentError(`not a tenant id (${TENANT_PATTERN})`);
+  return value;
+}
+
 /** `orch`: the control plane and its operator CLI (verbs fixed by surface.md). */
 export function buildProgram(): Command {
   const program = new Command('orch')
     .description('Job orchestrator: control plane and operator CLI')
     .addOption(new Option('--api-url <url>', 'orchestrator API URL').env('ORCH_API_URL').default('http://127.0.0.1:8080'))
     .addOption(new Option('--token <token>', 'bearer token').env('ORCH_TOKEN'))
-    .addOption(new Option('--tenant <tenant>', 'tenant id').env('ORCH_TENANT').default('default'))
+    .addOption(new Option('--tenant <tenant>', 'tenant id').env('ORCH_TENANT').default('default').argParser(tenantId))
     .addOption(new Option('--output <format>', 'output format').choices(['table', 'json']).default('table'))
     .configureOutput({ outputError: (str, write) => write(`orch: ${str.replace(/^error: /, '').trim()}\n`) })
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 1));

@@ -7,6 +7,11 @@ import { Value } from 'typebox/value';
  */
 export const ConfigSchema = Type.Object({
   databaseUrl: Type.Optional(Type.String({ minLength: 1 })),
+  /**
+   * Migrations run with this URL (the schema owner) when set; the server itself then uses
+   * databaseUrl, a role without ownership (a member of orch_service: migrations/0010_service_role.sql).
+   */
+  migrationDatabaseUrl: Type.Optional(Type.String({ minLength: 1 })),
   /** NATS server for JetStream events; unset: events go to the outbox and the SSE stream only. */
   natsUrl: Type.Optional(Type.String({ minLength: 1 })),
   events: Type.Object({
@@ -180,6 +185,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const timeout = env.ORCH_DEFAULT_TIMEOUT_MS;
   const config: Config = {
     databaseUrl: env.ORCH_DATABASE_URL || undefined,
+    migrationDatabaseUrl: env.ORCH_MIGRATION_DATABASE_URL || undefined,
     natsUrl: env.ORCH_NATS_URL || undefined,
     events: {
       stream: env.ORCH_EVENTS_STREAM || d.events.stream,

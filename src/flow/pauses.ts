@@ -24,14 +24,6 @@ const toPause = (r: PauseRow): Pause => ({
   tenantId: r.tenant_id, jobType: r.job_type, reason: r.reason, ticket: r.ticket, actor: r.actor, pausedAt: r.paused_at.toISOString(),
 });
 
-/**
- * SQL for "no pause covers a job of this tenant and type". The claim
- * statement applies it to every candidate row; the uncorrelated first test
- * runs once per statement, so without any pause the rows cost nothing.
- */
-export const notPaused = (tenant: string, jobType: string) =>
-  `(NOT (SELECT EXISTS (SELECT 1 FROM orch.dispatch_pauses)) OR NOT EXISTS (SELECT 1 FROM orch.dispatch_pauses dp WHERE dp.tenant_id IN (${tenant}, '*') AND dp.job_type IN (${jobType}, '*')))`;
-
 const target = (tenantId: string, jobType: string) => `dispatch:${tenantId}/${jobType}`;
 
 function validateScope(tenantId: string, jobType: string): void {

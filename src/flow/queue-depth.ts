@@ -1,7 +1,7 @@
 import type { Queryable } from '../ledger/db.ts';
 import { CURRENT_COUNTS } from '../ledger/queue-counts.ts';
-import { notPaused } from './pauses.ts';
-import { covers, pendingReleases, quotaInForce, quotaRoom } from './quota-sql.ts';
+import { notPaused } from '../ledger/flow-sql.ts';
+import { covers, pendingReleases, quotaInForce, quotaRoom } from '../ledger/flow-sql.ts';
 
 /** Jobs per tenant, type and what they are doing, for orchestrator_queue_depth and orchestrator_dlq_depth. */
 export interface DepthSample {

@@ -8,7 +8,7 @@ import type { Tenants } from '../ledger/tenants.ts';
 import { JOBS_CHANNEL } from '../ledger/channel.ts';
 import { validateTenant } from '../ledger/validate.ts';
 import { ALL } from './pauses.ts';
-import { covers, pendingReleases, quotaInForce, quotaRoom } from './quota-sql.ts';
+import { covers, pendingReleases, quotaInForce, quotaRoom } from '../ledger/flow-sql.ts';
 
 /** Limits of a quota; null means no limit of that kind. */
 export interface QuotaLimits {

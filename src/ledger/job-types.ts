@@ -57,15 +57,15 @@ export class JobTypes {
   }
 
   /** Creates or updates a job type's defaults; unspecified settings keep their current (or default) values. */
-  async define(name: string, settings: JobTypeSettings): Promise<JobTypeDefinition> {
+  async define(name: string, settings: JobTypeSettings, db: Queryable = this.pool): Promise<JobTypeDefinition> {
     JobTypes.validateName(name, 'name');
     await this.ensure([name]);
-    const cur = (await this.get(this.pool, name))!;
+    const cur = (await this.get(db, name))!;
     const next = { ...cur, ...Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined)) };
     if (next.backoffMaxMs < next.backoffBaseMs) {
       throw new LedgerError('invalid', 'backoffMaxMs', 'backoffMaxMs must be >= backoffBaseMs');
     }
-    const { rows } = await this.pool.query<JobTypeRow>(
+    const { rows } = await db.query<JobTypeRow>(
       `UPDATE orch.job_types SET max_attempts = $2, backoff_base_ms = $3, backoff_max_ms = $4, backoff_jitter = $5,
          lease_ms = $6, timeout_ms = $7, implicit = false, updated_at = now()
        WHERE name = $1 RETURNING *`,

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Config } from '../config/config.ts';
-import { Backpressure } from '../flow/backpressure.ts';
+import { Backpressure } from './backpressure.ts';
 import type { Queryable } from './db.ts';
 import { JobTypes } from './job-types.ts';
 import { QueueCounts } from './queue-counts.ts';
@@ -23,7 +23,13 @@ import type {
   HeartbeatOutcome, HistoryEntry, Job, Lease, LeaseRef, LedgerObserver, TransitionRecord,
 } from './types.ts';
 import { prepareJob } from './validate.ts';
-import { Workers } from '../recovery/workers.ts';
+import { Workers } from './workers.ts';
+
+/**
+ * A caller's transaction (an operator action: the change and its audit entry commit together):
+ * statements run on `client`; observers are told in `afterCommit`, once it committed.
+ */
+export interface Tx { client: Queryable; afterCommit: (() => void)[] }
 
 export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes' | 'maxQueuedPerTenant' | 'leaseStuckAfterMs'>;
 
@@ -56,6 +62,12 @@ export class Ledger {
 
   private emit(records: TransitionRecord[]): void {
     if (records.length > 0) for (const o of this.observers) o.onTransitions(records);
+  }
+
+  /** Observers hear of a transition inside a caller's transaction only once it commits. */
+  private emitIn(tx: Tx | undefined, records: TransitionRecord[]): void {
+    if (tx) tx.afterCommit.push(() => this.emit(records));
+    else this.emit(records);
   }
 
   /**
@@ -91,27 +103,28 @@ export class Ledger {
     return heartbeat(this.pool, inputs);
   }
 
-  async complete(inputs: CompleteInput[], actor: Actor): Promise<AckOutcome[]> {
+  /** Acks of lease holders; `actor` null records each lease's holder (`worker:<id>`). */
+  async complete(inputs: CompleteInput[], actor: Actor | null): Promise<AckOutcome[]> {
     const { outcomes, records } = await complete(this.pool, inputs, actor);
     this.emit(records);
     return outcomes;
   }
 
-  async fail(inputs: FailInput[], actor: Actor): Promise<AckOutcome[]> {
+  async fail(inputs: FailInput[], actor: Actor | null): Promise<AckOutcome[]> {
     const { outcomes, records } = await fail(this.pool, inputs, actor);
     this.emit(records);
     return outcomes;
   }
 
   /** The lease holder hands back leases it will not run; the attempt is not counted. */
-  async release(inputs: LeaseRef[], actor: Actor): Promise<AckOutcome[]> {
+  async release(inputs: LeaseRef[], actor: Actor | null): Promise<AckOutcome[]> {
     const { outcomes, records } = await release(this.pool, inputs, actor);
     this.emit(records);
     return outcomes;
   }
 
-  async cancel(tenantId: string, jobId: string, actor: Actor, reason: string | null = null): Promise<void> {
-    this.emit([await cancel(this.pool, tenantId, jobId, actor, reason)]);
+  async cancel(tenantId: string, jobId: string, actor: Actor, reason: string | null = null, tx?: Tx): Promise<void> {
+    this.emitIn(tx, [await cancel(tx?.client ?? this.pool, tenantId, jobId, actor, reason)]);
   }
 
   async expireLeases(limit: number, actor: Actor): Promise<TransitionRecord[]> {
@@ -127,16 +140,18 @@ export class Ledger {
   }
 
   /** Takes leases from their holders before their deadline (operator force release, lost workers); see LeaseSelector. */
-  async forceRelease(selector: LeaseSelector, limit: number, actor: Actor, reason: string, cause: ReleaseCause = 'force_released'): Promise<TransitionRecord[]> {
-    const records = await forceRelease(this.pool, selector, limit, actor, reason, cause, this.config.leaseStuckAfterMs);
-    this.emit(records);
+  async forceRelease(
+    selector: LeaseSelector, limit: number, actor: Actor, reason: string, cause: ReleaseCause = 'force_released', tx?: Tx,
+  ): Promise<TransitionRecord[]> {
+    const records = await forceRelease(tx?.client ?? this.pool, selector, limit, actor, reason, cause, this.config.leaseStuckAfterMs);
+    this.emitIn(tx, records);
     return records;
   }
 
   /** Removes dead letters from the DLQ (dead_lettered -> cleared); returns how many were. Callers check a snapshot holds them. */
-  async clear(tenantId: string, jobIds: string[], actor: Actor, reason: string): Promise<number> {
-    const records = await clear(this.pool, tenantId, jobIds, actor, reason);
-    this.emit(records);
+  async clear(tenantId: string, jobIds: string[], actor: Actor, reason: string, tx?: Tx): Promise<number> {
+    const records = await clear(tx?.client ?? this.pool, tenantId, jobIds, actor, reason);
+    this.emitIn(tx, records);
     return records.length;
   }
 

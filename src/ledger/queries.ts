@@ -1,5 +1,5 @@
 import type { Queryable } from './db.ts';
-import { notPaused } from '../flow/pauses.ts';
+import { notPaused } from './flow-sql.ts';
 import { LedgerError } from './errors.ts';
 import { JOB_COLUMNS, toHistory, toJob, type HistoryRow, type JobRow } from './rows.ts';
 

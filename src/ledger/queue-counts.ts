@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { DeltaFold } from '../maintenance/delta-rollup.ts';
+import { DeltaFold } from './delta-fold.ts';
 import type { Queryable } from './db.ts';
 import type { JobState } from './types.ts';
 

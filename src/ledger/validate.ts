@@ -2,14 +2,14 @@ import { LedgerError } from './errors.ts';
 import { JobTypes } from './job-types.ts';
 import type { EnqueueInput } from './types.ts';
 
-/** Tenants become metric labels and NATS subject tokens too. */
-export const TENANT_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$';
-const TENANT_RE = new RegExp(TENANT_PATTERN);
+import { isTenantId, TENANT_PATTERN } from '../wire.ts';
+
+export { TENANT_PATTERN };
 export const MAX_PRIORITY = 1000;
 export const MAX_KEY_LENGTH = 255;
 
 export function validateTenant(tenantId: string, field = 'tenantId'): void {
-  if (!TENANT_RE.test(tenantId)) throw new LedgerError('invalid', field, `${field} must match ${TENANT_PATTERN}`);
+  if (!isTenantId(tenantId)) throw new LedgerError('invalid', field, `${field} must match ${TENANT_PATTERN}`);
 }
 
 /** An enqueue input that passed validation, with its payload already serialised once. */

@@ -112,3 +112,27 @@ export abstract class PeriodicService extends EventEmitter {
   /** Called at the first successful run after failed ones (e.g. the database is back). */
   protected onRecovered(): void {}
 }
+
+/**
+ * The background services of one server, started together in order once the
+ * API listens and stopped in reverse order, each stop awaited (a run in
+ * flight finishes first), so shutdown leaves no loop touching a closed pool.
+ */
+export class ServiceGroup {
+  private started: PeriodicService[] = [];
+
+  constructor(readonly services: readonly PeriodicService[]) {}
+
+  start(): void {
+    for (const s of this.services) {
+      s.start();
+      this.started.push(s);
+    }
+  }
+
+  async stop(): Promise<void> {
+    const running = this.started.reverse();
+    this.started = [];
+    for (const s of running) await s.stop();
+  }
+}

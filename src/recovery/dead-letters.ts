@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { DeltaFold } from '../maintenance/delta-rollup.ts';
+import { DeltaFold } from '../ledger/delta-fold.ts';
 import { CURRENT_COUNTS } from '../ledger/queue-counts.ts';
 import { JOB_COLUMNS, toJob, type JobRow } from '../ledger/rows.ts';
 import type { Job } from '../ledger/types.ts';

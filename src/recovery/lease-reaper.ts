@@ -1,3 +1,4 @@
+import { ALL_TENANTS } from '../ledger/workers.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import type { Logger } from '../logging.ts';
 import { PeriodicService, type RunResult } from '../maintenance/service.ts';
@@ -64,8 +65,14 @@ export class LeaseReaper extends PeriodicService {
     const lost = await this.ledger.workers.markLost(this.config.workerLostAfterMs);
     let released = 0;
     if (lost.length > 0) {
-      for (let n = batchSize; n === batchSize; released += n) {
-        n = (await this.ledger.forceRelease({ tenantId: null, workerIds: lost }, batchSize, ACTOR, 'worker_lost', 'worker_lost')).length;
+      // a worker's leases in its own tenant; those of a worker claiming for every tenant, everywhere
+      const byTenant = new Map<string, string[]>();
+      for (const w of lost) byTenant.set(w.tenantId, [...(byTenant.get(w.tenantId) ?? []), w.workerId]);
+      for (const [tenantId, workerIds] of byTenant) {
+        const selector = { tenantId: tenantId === ALL_TENANTS ? null : tenantId, workerIds };
+        for (let n = batchSize; n === batchSize; released += n) {
+          n = (await this.ledger.forceRelease(selector, batchSize, ACTOR, 'worker_lost', 'worker_lost')).length;
+        }
       }
       this.log.warn({ workers: lost, released }, 'workers lost: leases released');
     }

@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { auditAction, type OperatorAction } from '../audit/audit-log.ts';
+import type { OperatorAction } from '../audit/audit-log.ts';
+import { runOperatorAction } from '../audit/operator-action.ts';
 import { LedgerError } from '../ledger/errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import type { DeadLetters, DlqFilter } from './dead-letters.ts';
@@ -103,13 +104,14 @@ export class Snapshots {
       ids = [...new Set(jobIds)].filter((j) => inSnapshot.has(j));
       notInSnapshot = jobIds.filter((j) => !inSnapshot.has(j));
     }
-    let cleared = 0;
-    for (let i = 0; i < ids.length; i += CLEAR_CHUNK) {
-      cleared += await this.ledger.clear(tenantId, ids.slice(i, i + CLEAR_CHUNK), op.actor, op.reason);
-    }
-    const result = { snapshotId, cleared, alreadyGone: ids.length - cleared, notInSnapshot };
-    await auditAction(this.pool, op, 'dlq.clear', tenantId, `snapshot:${snapshotId}`, { cleared, alreadyGone: result.alreadyGone, notInSnapshot: notInSnapshot.length });
-    return result;
+    return runOperatorAction(this.pool, op, { action: 'dlq.clear', tenantId, target: `snapshot:${snapshotId}` }, async (tx) => {
+      let cleared = 0;
+      for (let i = 0; i < ids.length; i += CLEAR_CHUNK) {
+        cleared += await this.ledger.clear(tenantId, ids.slice(i, i + CLEAR_CHUNK), op.actor, op.reason, tx);
+      }
+      const result = { snapshotId, cleared, alreadyGone: ids.length - cleared, notInSnapshot };
+      return { result, details: { cleared, alreadyGone: result.alreadyGone, notInSnapshot: notInSnapshot.length } };
+    });
   }
 
   /** The NDJSON of `ids`, a chunk at a time; the next chunk is read while the current one is rendered and sent. */

@@ -7,7 +7,7 @@ import type { DlqEntry, DlqFilter, DlqStats } from '../recovery/dead-letters.ts'
 import type { LeaseView, LockView } from '../recovery/leases.ts';
 import type { ReplayProgress, ReplaySelection } from '../recovery/replays.ts';
 import type { ClearResult, SnapshotManifest } from '../recovery/snapshots.ts';
-import type { WorkerRecord } from '../recovery/workers.ts';
+import type { WorkerRecord } from '../ledger/workers.ts';
 import { HttpClient, type HttpOptions } from './http.ts';
 
 export interface SubmitJob {
@@ -167,8 +167,9 @@ export class OrchClient {
     return this.http.request('DELETE', `/tokens/${encodeURIComponent(id)}`);
   }
 
-  defineJobType(name: string, settings: JobTypeSettings): Promise<JobTypeDefinition> {
-    return this.http.request('PUT', `/jobtypes/${encodeURIComponent(name)}`, settings);
+  /** Job type defaults apply to every tenant: an operator action, with a reason, in the audit log. */
+  defineJobType(name: string, settings: JobTypeSettings, why: OperatorWhy): Promise<JobTypeDefinition> {
+    return this.http.request('PUT', `/jobtypes/${encodeURIComponent(name)}`, settings, { headers: operatorHeaders(why) });
   }
 
   async listJobTypes(): Promise<JobTypeDefinition[]> {

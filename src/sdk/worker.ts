@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { Artifact, CompleteInput, FailInput, HeartbeatInput, Lease, LeaseRef, RefusalReason } from '../ledger/types.ts';
 import { createLogger, type Logger } from '../logging.ts';
-import { HttpTransport, InProcessTransport, type WorkerTransport } from './transport.ts';
+import { HttpTransport, type WorkerTransport } from './transport.ts';
 
 export interface JobContext<P = unknown> {
   readonly id: string;
@@ -437,6 +437,8 @@ export class Worker<P = unknown> extends EventEmitter {
     }
     await this.handBack(interrupted);
     if (this.ticker) clearInterval(this.ticker);
+    // Said last, once nothing is held: a stopped worker is never reported lost (nor pages through LeaseStall).
+    await this.transport.reportStopped(this.id).catch((err: unknown) => this.log.warn({ err }, 'could not report the stop; the worker will show as lost'));
     await this.transport.close();
     this.emit('stopped');
   }
@@ -463,6 +465,8 @@ export async function createWorker<P = unknown>(opts: WorkerOptions<P>): Promise
   const id = opts.workerId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   let transport = opts.transport;
   if (!transport && opts.connectionString) {
+    // the in-process transport brings pg and the ledger: loaded only by workers that use it
+    const { InProcessTransport } = await import('./in-process.ts');
     transport = await InProcessTransport.open({ connectionString: opts.connectionString, pool: opts.pool, workerId: id, log, poolSize: 4 });
   } else if (!transport && opts.apiUrl) {
     transport = new HttpTransport({ apiUrl: opts.apiUrl, token: opts.token, tenant: opts.tenant });

@@ -51,8 +51,8 @@ export async function runReplaySmoke(o: ReplaySmokeOptions): Promise<ReplaySmoke
   let server = await spawnOrchServer(cli, env, o.timeoutMs);
   try {
     o.log(`orchestrator up at ${apiUrl}`);
-    await client.defineJobType(HELD, { leaseMs: 10 * 60_000 });
-    await client.defineJobType(DOOMED, { leaseMs: 10 * 60_000, maxAttempts: 1 });
+    await client.defineJobType(HELD, { leaseMs: 10 * 60_000 }, why);
+    await client.defineJobType(DOOMED, { leaseMs: 10 * 60_000, maxAttempts: 1 }, why);
     const jobIds = new Set<string>();
     const tap = await EventTap.open(apiUrl, o.tenant, env.ORCH_TOKEN, jobIds);
     const jobs = await client.enqueueBatch([

@@ -8,9 +8,12 @@ import { spawnOrchServer, type ServerProcess } from '../../src/synthetic/server-
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CLI_ENTRY = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
-/** The control plane in this process on a free port, against the given database. */
+/**
+ * The control plane in this process on a free port, against the given database. The lease
+ * reaper's start-up grace is off (tests of expiry would wait it out); test/outage.test.ts tests it.
+ */
 export async function startTestServer(databaseUrl: string, overrides: Partial<Config> = {}): Promise<ControlPlane> {
-  const config = loadConfig({ ORCH_DATABASE_URL: databaseUrl, ORCH_HTTP_PORT: '0', ORCH_LOG_LEVEL: 'silent' }, overrides);
+  const config = loadConfig({ ORCH_DATABASE_URL: databaseUrl, ORCH_HTTP_PORT: '0', ORCH_LOG_LEVEL: 'silent', ORCH_LEASE_GRACE_MS: '0' }, overrides);
   return startControlPlane(config, createLogger(config.logLevel));
 }
 

@@ -7,9 +7,8 @@ import {
   AckOutcomeSchema, AcksBody, ClaimBody, CompleteBody, ErrorBody, FailBody, HeartbeatBody, HeartbeatOutcomeSchema,
   HeartbeatsBody, JobId, LeaseId, LeaseSchema, TenantId,
 } from '../schemas.ts';
-import { optionalTenant, reachableTenants, requireTenant } from '../tenant.ts';
-import { actorOf, allowsJobType } from '../../auth/principal.ts';
-import { authorizeTenant } from '../auth.ts';
+import { authorizeTenant, optionalTenant, reachableTenants, requireTenant } from '../tenant.ts';
+import { ackActorOf, allowsJobType } from '../../auth/principal.ts';
 
 const JobParams = Type.Object({ jobId: JobId });
 const AckResponse = Type.Object({ jobId: Type.String(), status: Type.String(), state: Type.Union([Type.String(), Type.Null()]) });
@@ -89,7 +88,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const b = request.body;
-    const [o] = await ledger.complete([{ tenantId: requireTenant(request), jobId: request.params.jobId, leaseId: b.leaseId, result: b.result, artifacts: b.artifacts }], actorOf(request.principal));
+    const [o] = await ledger.complete([{ tenantId: requireTenant(request), jobId: request.params.jobId, leaseId: b.leaseId, result: b.result, artifacts: b.artifacts }], ackActorOf(request.principal));
     return single(o!);
   });
 
@@ -101,7 +100,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
       response: { 200: AckResponse, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody },
     },
   }, async (request) => {
-    const [o] = await ledger.fail([{ tenantId: requireTenant(request), jobId: request.params.jobId, leaseId: request.body.leaseId, error: request.body.error }], actorOf(request.principal));
+    const [o] = await ledger.fail([{ tenantId: requireTenant(request), jobId: request.params.jobId, leaseId: request.body.leaseId, error: request.body.error }], ackActorOf(request.principal));
     return single(o!);
   });
 
@@ -122,7 +121,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
       if (a.outcome === 'succeeded') completes.push({ tenantId, jobId: a.jobId, leaseId: a.leaseId, result: a.result, artifacts: a.artifacts });
       else fails.push({ tenantId, jobId: a.jobId, leaseId: a.leaseId, error: a.error });
     });
-    const [c, f] = await Promise.all([ledger.complete(completes, actorOf(request.principal)), ledger.fail(fails, actorOf(request.principal))]);
+    const [c, f] = await Promise.all([ledger.complete(completes, ackActorOf(request.principal)), ledger.fail(fails, ackActorOf(request.principal))]);
     // Answer in request order: each statement returns its outcomes in its input order.
     let ci = 0;
     let fi = 0;
@@ -138,7 +137,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request) => {
     const tenantOf = itemTenant(request, 'leases');
-    return { results: await ledger.release(request.body.leases.map((l, i) => ({ ...l, tenantId: tenantOf(l.tenantId, i) })), actorOf(request.principal)) };
+    return { results: await ledger.release(request.body.leases.map((l, i) => ({ ...l, tenantId: tenantOf(l.tenantId, i) })), ackActorOf(request.principal)) };
   });
 
   app.post('/heartbeats', {

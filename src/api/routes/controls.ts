@@ -2,7 +2,7 @@ import { Type } from 'typebox';
 import { ALL } from '../../flow/pauses.ts';
 import { TENANT_PATTERN } from '../../ledger/validate.ts';
 import type { ApiContext, App } from '../context.ts';
-import { authorizeTenant } from '../auth.ts';
+import { authorizeTenant } from '../tenant.ts';
 import { sees } from '../../auth/principal.ts';
 import { operatorOf } from '../operator.ts';
 import { ErrorBody, IsoTime, JobTypeName, OperatorHeaders, TenantId } from '../schemas.ts';

@@ -1,8 +1,10 @@
+import { runOperatorAction } from '../../audit/operator-action.ts';
+import { operatorOf } from '../operator.ts';
 import { Type } from 'typebox';
-import { authorizeTenant } from '../auth.ts';
+import { authorizeTenant } from '../tenant.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
-import { ErrorBody, JobTypeName, JobTypeSchema, JobTypeSettingsBody } from '../schemas.ts';
+import { ErrorBody, JobTypeName, JobTypeSchema, JobTypeSettingsBody, OperatorHeaders } from '../schemas.ts';
 
 export function jobTypeRoutes(app: App, ctx: ApiContext): void {
   const { ledger } = ctx;
@@ -26,14 +28,19 @@ export function jobTypeRoutes(app: App, ctx: ApiContext): void {
 
   // Producers define their job types (orch:write), but a type is shared by every tenant: changing it takes a token for every tenant.
   app.put('/jobtypes/:name', {
-    config: { scope: 'orch:write' },
+    config: { scope: 'orch:operate' },
     schema: {
       summary: 'Define a job type or change its defaults (retry policy, lease length, run-time limit)', tags: ['jobtypes'],
-      params: Type.Object({ name: JobTypeName }), body: JobTypeSettingsBody,
+      description: 'Defaults apply to every tenant: an operator action (X-Operator-Reason), recorded in the audit log with the settings.',
+      params: Type.Object({ name: JobTypeName }), body: JobTypeSettingsBody, headers: OperatorHeaders,
       response: { 200: JobTypeSchema, 400: ErrorBody, 422: ErrorBody },
     },
   }, async (request) => {
     authorizeTenant(request, '*');
-    return ledger.jobTypes.define(request.params.name, request.body);
+    const name = request.params.name;
+    return runOperatorAction(ledger.pool, operatorOf(request), { action: 'jobtype.define', tenantId: null, target: `jobtype:${name}` }, async (tx) => {
+      const defined = await ledger.jobTypes.define(name, request.body, tx.client);
+      return { result: defined, details: { settings: request.body } };
+    });
   });
 }

@@ -1,3 +1,4 @@
+import { runOperatorAction } from '../../audit/operator-action.ts';
 import { Type } from 'typebox';
 import { JOB_SORTS, type EnqueueInput } from '../../ledger/types.ts';
 import type { ApiContext, App } from '../context.ts';
@@ -103,7 +104,11 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
   }, async (request) => {
     const tenantId = requireTenant(request);
     const op = operatorOf(request);
-    await ledger.cancel(tenantId, request.params.jobId, op.actor, op.reason);
-    return { job: (await ledger.getJob(tenantId, request.params.jobId))! };
+    const jobId = request.params.jobId;
+    await runOperatorAction(ledger.pool, op, { action: 'job.cancel', tenantId, target: `job:${jobId}` }, async (tx) => {
+      await ledger.cancel(tenantId, jobId, op.actor, op.reason, tx);
+      return { result: undefined, details: {} };
+    });
+    return { job: (await ledger.getJob(tenantId, jobId))! };
   });
 }

@@ -1,12 +1,12 @@
 import { Type } from 'typebox';
-import { auditAction } from '../../audit/audit-log.ts';
+import { runOperatorAction } from '../../audit/operator-action.ts';
 import { listBlockingLocks, listLeases } from '../../recovery/leases.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { operatorOf } from '../operator.ts';
 import { asTenantReader } from '../../auth/tenant-scope.ts';
 import { ErrorBody, IsoTime, JobId, JobTypeName, LeaseId, Nullable, OperatorHeaders, WorkerId } from '../schemas.ts';
-import { requireTenant } from '../tenant.ts';
+import { reachableTenants, requireTenant } from '../tenant.ts';
 
 /** Most leases one force release takes. */
 const MAX_RELEASE = 10_000;
@@ -22,8 +22,11 @@ const LockView = Type.Object({
   relations: Type.Array(Type.String()), query: Nullable(Type.String()),
 });
 const WorkerView = Type.Object({
-  workerId: Type.String(), host: Nullable(Type.String()), version: Nullable(Type.String()), jobTypes: Type.Array(Type.String()),
-  firstSeen: IsoTime, lastSeen: IsoTime, silentSeconds: Type.Number(), status: Type.String(), lostAt: Nullable(IsoTime), inFlight: Type.Integer(),
+  workerId: Type.String(), tenantId: Type.String({ description: 'The tenant it claims for; "*" for a worker claiming for every tenant.' }),
+  host: Nullable(Type.String()), version: Nullable(Type.String()), jobTypes: Type.Array(Type.String()),
+  firstSeen: IsoTime, lastSeen: IsoTime, silentSeconds: Type.Number(),
+  status: Type.Union([Type.Literal('active'), Type.Literal('stopped'), Type.Literal('lost')]),
+  lostAt: Nullable(IsoTime), stoppedAt: Nullable(IsoTime), inFlight: Type.Integer(),
 });
 
 /** Leases (stuck first, with the PostgreSQL locks that block the ledger), force release, and the worker registry. */
@@ -81,12 +84,13 @@ export function leaseRoutes(app: App, ctx: ApiContext): void {
     }
     if (b.stuckAfterMs !== undefined && !b.stuck) throw new ApiError(400, 'invalid', 'stuckAfterMs', 'stuckAfterMs needs stuck: true');
     const op = operatorOf(request);
-    const records = await ledger.forceRelease({
-      tenantId, leaseIds: b.leaseIds, jobIds: b.jobIds, workerIds: b.workerIds,
-      stuckAfterMs: b.stuck ? b.stuckAfterMs ?? config.leaseStuckAfterMs : undefined,
-    }, MAX_RELEASE, op.actor, op.reason);
-    await auditAction(ledger.pool, op, 'lease.release', tenantId, 'leases', {
-      selector: { leaseIds: b.leaseIds?.length, jobIds: b.jobIds?.length, workerIds: b.workerIds, stuck: b.stuck ?? false }, released: records.length,
+    const records = await runOperatorAction(ledger.pool, op, { action: 'lease.release', tenantId, target: 'leases' }, async (tx) => {
+      const taken = await ledger.forceRelease({
+        tenantId, leaseIds: b.leaseIds, jobIds: b.jobIds, workerIds: b.workerIds,
+        stuckAfterMs: b.stuck ? b.stuckAfterMs ?? config.leaseStuckAfterMs : undefined,
+      }, MAX_RELEASE, op.actor, op.reason, 'force_released', tx);
+      const selector = { leaseIds: b.leaseIds?.length, jobIds: b.jobIds?.length, workerIds: b.workerIds, stuck: b.stuck ?? false };
+      return { result: taken, details: { selector, released: taken.length } };
     });
     return { released: records.length, jobs: records.map((r) => ({ jobId: r.jobId, jobType: r.jobType, state: r.to })) };
   });
@@ -97,5 +101,18 @@ export function leaseRoutes(app: App, ctx: ApiContext): void {
       summary: 'Workers seen: job types, host, version, last heartbeat, leases held; lost ones marked', tags: ['workers'],
       response: { 200: Type.Object({ workers: Type.Array(WorkerView), lostAfterMs: Type.Integer() }), 400: ErrorBody },
     },
-  }, async () => ({ workers: await ledger.workers.list(), lostAfterMs: config.workerLostAfterMs }));
+  }, async (request) => {
+    const tenants = reachableTenants(request);
+    const workers = await asTenantReader(ledger.pool, tenants ?? '*', (db) => ledger.workers.list(db, tenants));
+    return { workers, lostAfterMs: config.workerLostAfterMs };
+  });
+
+  app.post('/workers/:workerId/stopped', {
+    config: { scope: 'orch:worker' },
+    schema: {
+      summary: 'A worker says it stopped (its leases handed back): shown as stopped, never reported lost', tags: ['workers'],
+      params: Type.Object({ workerId: WorkerId }),
+      response: { 200: Type.Object({ stopped: Type.Integer({ description: 'Registry records marked stopped.' }) }), 400: ErrorBody },
+    },
+  }, async (request) => ({ stopped: await ledger.workers.stopped(request.params.workerId, reachableTenants(request)) }));
 }

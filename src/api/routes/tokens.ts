@@ -2,7 +2,7 @@ import { Type } from 'typebox';
 import type { FastifyRequest } from 'fastify';
 import { actorOf, allowsTenant, SCOPES } from '../../auth/principal.ts';
 import type { ApiTokenInfo } from '../../auth/tokens.ts';
-import { authorizeTenant } from '../auth.ts';
+import { authorizeTenant } from '../tenant.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { ErrorBody, IsoTime, JobTypeName, Nullable, Uuid } from '../schemas.ts';

@@ -150,8 +150,11 @@ export function registerJobCommands(program: Command): void {
     .option('--jitter <fraction>', '0..1')
     .option('--lease <duration>', 'lease length a heartbeat renews')
     .option('--timeout <duration>', 'run-time limit ("none" to clear)')
+    .requiredOption('--reason <text>', 'why (the defaults apply to every tenant; recorded in the audit log)')
+    .option('--ticket <id>', 'change ticket (recorded in the audit log)')
     .action(async (name: string, o: Record<string, string | undefined>, cmd: Command) => {
       const { client, output } = clientFor(cmd);
+      const why = { reason: o.reason!, ...(o.ticket ? { ticket: o.ticket } : {}) };
       const t = await client.defineJobType(name, {
         maxAttempts: o.maxAttempts === undefined ? undefined : integer(o.maxAttempts, '--max-attempts'),
         backoffBaseMs: o.backoffBase === undefined ? undefined : duration(o.backoffBase, '--backoff-base'),
@@ -159,7 +162,7 @@ export function registerJobCommands(program: Command): void {
         backoffJitter: o.jitter === undefined ? undefined : Number(o.jitter),
         leaseMs: o.lease === undefined ? undefined : duration(o.lease, '--lease'),
         timeoutMs: o.timeout === undefined ? undefined : o.timeout === 'none' ? null : duration(o.timeout, '--timeout'),
-      });
+      }, why);
       print(output, t, [t], ['name', 'maxAttempts', 'backoffBaseMs', 'backoffMaxMs', 'leaseMs', 'timeoutMs']);
     });
 }

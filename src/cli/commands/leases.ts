@@ -62,6 +62,6 @@ export function registerLeaseCommands(program: Command): void {
     .action(async (_o: unknown, cmd: Command) => {
       const { client, output } = clientFor(cmd);
       const r = await client.listWorkers();
-      print(output, r, r.workers, ['workerId', 'status', 'jobTypes', 'host', 'version', 'inFlight', 'silentSeconds', 'lastSeen']);
+      print(output, r, r.workers, ['workerId', 'tenantId', 'status', 'jobTypes', 'host', 'version', 'inFlight', 'silentSeconds', 'lastSeen']);
     });
 }

@@ -47,7 +47,7 @@ export function registerServerCommands(program: Command): void {
       const { config, log } = await setup((l) => (l === 'info' ? 'warn' : l));
       const { openDatabase, createPool, migrate } = await server();
       const { connectionString, embedded } = await openDatabase(config, log);
-      const pool = createPool(connectionString, 2);
+      const pool = createPool(config.migrationDatabaseUrl ?? connectionString, 2);
       try {
         const applied = await migrate(pool);
         process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { notPaused } from '../../flow/pauses.ts';
-import { covers, hourUsed, limitInForce, pendingReleases, quotaInForce, quotaRoom, tokensNow } from '../../flow/quota-sql.ts';
+import { notPaused } from '../flow-sql.ts';
+import { covers, hourUsed, limitInForce, pendingReleases, quotaInForce, quotaRoom, tokensNow } from '../flow-sql.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, TransitionRecord } from '../types.ts';
 
@@ -13,7 +13,7 @@ import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, Transit
  * - The tenants with claimable work of each type are found by skipping
  *   through the claim index (one probe per tenant, never a scan of a queue).
  * - Dispatch pauses (src/flow/pauses.ts) hold back what they cover.
- * - Quotas covering the work (src/flow/quota-sql.ts) give the room left:
+ * - Quotas covering the work (src/ledger/flow-sql.ts) give the room left:
  *   concurrency (net of slots acks released), tokens, hourly count. They are
  *   locked in key order and spent from in the same statement (see the two
  *   forms below), so two claimers never spend the same room.

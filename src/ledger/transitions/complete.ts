@@ -3,7 +3,7 @@ import { prepared, type Queryable } from '../db.ts';
 import { toStorableJson } from '../validate.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { AckOutcome, Actor, CompleteInput, TransitionRecord } from '../types.ts';
-import { LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
+import { ACK_ACTOR, LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
 /**
  * leased -> succeeded, for a batch of leases, in one statement. The lease
@@ -21,18 +21,18 @@ WITH input AS (
     progress = 1, lease_until = NULL, finished_at = now(), updated_at = now(), ${appendHistory('$3')}
   FROM input i
   WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased'
-  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id,
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.worker_id,
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
 ), entries AS (
-  SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'succeeded'::orch.job_state AS to_state, attempt, lease_id,
+  SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'succeeded'::orch.job_state AS to_state, attempt, lease_id, worker_id,
          NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', '$2', 'NULL')}
+), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, 'NULL')}
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms,
   'succeeded'::orch.job_state AS new_state, NULL AS error_class
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL
 ORDER BY i.ord`);
 
-export async function complete(db: Queryable, inputs: CompleteInput[], actor: Actor): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
+export async function complete(db: Queryable, inputs: CompleteInput[], actor: Actor | null): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
   const field = (i: number) => (inputs.length > 1 ? `acks[${i}].result` : 'result');
   // Results are checked (and serialised) one by one so a bad one is named; then spliced into the batch.

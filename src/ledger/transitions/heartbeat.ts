@@ -1,6 +1,6 @@
 import { prepared, type Queryable } from '../db.ts';
 import { checkText } from '../validate.ts';
-import { WORKER_REFRESH_MS } from '../../recovery/workers.ts';
+import { WORKER_REFRESH_MS } from '../workers.ts';
 import type { HeartbeatInput, HeartbeatOutcome } from '../types.ts';
 import { LEASE_CHECK_COLUMNS, refusalReason, type LeaseCheckRow } from './lease-check.ts';
 
@@ -35,9 +35,11 @@ WITH input AS (
     'data', jsonb_build_object('progress', progress, 'message', progress_message)) ORDER BY id)
   FROM upd WHERE reported GROUP BY tenant_id
 ), seen AS (
-  -- the worker registry (src/recovery/workers.ts): a worker that heartbeats is alive
-  UPDATE orch.workers w SET last_seen = now(), lost_at = NULL
-  WHERE w.worker_id IN (SELECT DISTINCT worker_id FROM upd) AND w.last_seen < now() - interval '${WORKER_REFRESH_MS} milliseconds'
+  -- the worker registry (src/ledger/workers.ts): a worker that heartbeats is alive
+  UPDATE orch.workers w SET last_seen = now(), lost_at = NULL, stopped_at = NULL
+  FROM (SELECT DISTINCT tenant_id, worker_id FROM upd) u
+  WHERE w.worker_id = u.worker_id AND w.tenant_id IN (u.tenant_id, '*')
+    AND w.last_seen < now() - interval '${WORKER_REFRESH_MS} milliseconds'
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.lease_until AS new_lease_until
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL

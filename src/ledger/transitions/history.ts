@@ -1,4 +1,4 @@
-import { freeQuotaSlots } from '../../flow/quota-sql.ts';
+import { freeQuotaSlots } from '../flow-sql.ts';
 
 /** The states counted in orch.queue_counts: the live ones (terminal states only grow, and nobody pages on them). */
 export const COUNTED_STATES = ['queued', 'failed', 'leased', 'dead_lettered'] as const;
@@ -44,12 +44,14 @@ export function recordTransitions(entries: string, batch: string, actor: string,
  *
  * `source` names a CTE with columns id, tenant_id, from_state, to_state,
  * attempt, lease_id, error; `batch`, `actor` and `reason` are SQL expressions.
+ * The actor may read the entry's columns (an ack's holder): one row per
+ * tenant and actor then (GROUP BY 3 is the actor column).
  */
 function historyInsert(source: string, batch: string, actor: string, reason: string): string {
   return `INSERT INTO orch.job_transitions (batch_id, tenant_id, actor, reason, job_ids, from_states, to_states, attempts, lease_ids, errors, job_types)
   SELECT ${batch}, tenant_id, ${actor}, ${reason}, array_agg(id), array_agg(from_state), array_agg(to_state),
          array_agg(attempt), array_agg(lease_id), array_agg(error), array_agg(job_type)
-  FROM ${source} GROUP BY tenant_id`;
+  FROM ${source} GROUP BY tenant_id, 3`;
 }
 
 /** SQL for the jobs.history column after a transition of batch `batch`. */

@@ -63,3 +63,9 @@ export function leaseEndOutcomes(rows: LeaseEndRow[], action: LeaseAction, reaso
   }
   return { outcomes, records };
 }
+
+/**
+ * The actor an ack's history records: the caller's ($2), or when the caller has no identity of its
+ * own (the server runs without authentication) the lease's holder, `worker:<id>`, never "anonymous".
+ */
+export const ACK_ACTOR = "coalesce($2, 'worker:' || worker_id)";

@@ -1,4 +1,4 @@
-import { JOBS_CHANNEL } from '../ledger/channel.ts';
+import { JOBS_CHANNEL } from './channel.ts';
 
 /**
  * The SQL both sides of a quota share: what a quota allows right now (claim
@@ -84,3 +84,11 @@ ended_leases AS (
 /** SQL: slots released to quota `q` by acks and not yet folded into q.active. */
 export const pendingReleases = (q: string) =>
   `coalesce((SELECT sum(r.n) FROM orch.quota_releases r WHERE r.tenant_id = ${q}.tenant_id AND r.job_type = ${q}.job_type), 0)`;
+
+/**
+ * SQL for "no pause covers a job of this tenant and type". The claim
+ * statement applies it to every candidate row; the uncorrelated first test
+ * runs once per statement, so without any pause the rows cost nothing.
+ */
+export const notPaused = (tenant: string, jobType: string) =>
+  `(NOT (SELECT EXISTS (SELECT 1 FROM orch.dispatch_pauses)) OR NOT EXISTS (SELECT 1 FROM orch.dispatch_pauses dp WHERE dp.tenant_id IN (${tenant}, '*') AND dp.job_type IN (${jobType}, '*')))`;

@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import { LedgerError } from '../ledger/errors.ts';
-import type { QueueCounts } from '../ledger/queue-counts.ts';
-import { withoutExisting } from '../ledger/transitions/enqueue.ts';
-import type { PreparedJob } from '../ledger/validate.ts';
+import { LedgerError } from './errors.ts';
+import type { QueueCounts } from './queue-counts.ts';
+import { withoutExisting } from './transitions/enqueue.ts';
+import type { PreparedJob } from './validate.ts';
 
 const countByTenant = (jobs: PreparedJob[]) => {
   const byTenant = new Map<string, number>();

@@ -1,0 +1,34 @@
+import type pg from 'pg';
+import { withTransaction } from '../ledger/db.ts';
+import type { Tx } from '../ledger/ledger.ts';
+import { auditAction, type OperatorAction } from './audit-log.ts';
+
+/** What an operator action touched, for its audit entry. */
+export interface ActionTarget {
+  /** e.g. "job.cancel", "lease.release", "dlq.clear", "jobtype.define" */
+  action: string;
+  tenantId: string | null;
+  target: string;
+}
+
+/**
+ * The one path of an operator action: the change and its audit entry (and
+ * the control event the entry implies) are written in one transaction, so
+ * an action is recorded exactly when it happened. If the audit entry cannot
+ * be written, the change is rolled back; observers (metrics) hear of the
+ * change only after the commit. `change` returns its result and the details
+ * the audit entry keeps.
+ */
+export async function runOperatorAction<T>(
+  pool: pg.Pool, op: OperatorAction, what: ActionTarget,
+  change: (tx: Tx) => Promise<{ result: T; details: Record<string, unknown> }>,
+): Promise<T> {
+  const afterCommit: (() => void)[] = [];
+  const result = await withTransaction(pool, async (client) => {
+    const done = await change({ client, afterCommit });
+    await auditAction(client, op, what.action, what.tenantId, what.target, done.details);
+    return done.result;
+  });
+  for (const f of afterCommit) f();
+  return result;
+}

@@ -1,0 +1,86 @@
+/**
+ * The server's database role owns nothing (migrations/0010_service_role.sql):
+ * run as a member of orch_service, with migrations run by the owner
+ * (ORCH_MIGRATION_DATABASE_URL), the product works, and the app's
+ * credentials cannot make the audit log forget or stop recording.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import type { ControlPlane } from '../src/control-plane.ts';
+import { createWorker } from '../src/sdk/worker.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { eventually, startTestServer } from './helpers/server.ts';
+
+const BASE = '/api/v1/orchestrator';
+const T = 'roles';
+const APP_ROLE = `orch_app_${randomBytes(4).toString('hex')}`;
+
+let db: TestDatabase;
+let appUrl: string;
+let plane: ControlPlane;
+let app: pg.Client;
+
+before(async () => {
+  db = await createTestDatabase();
+  // the machine's server trusts local connections: the login role needs no password here
+  await db.pool.query(`CREATE ROLE ${APP_ROLE} LOGIN IN ROLE orch_service`);
+  const u = new URL(db.url);
+  u.username = APP_ROLE;
+  appUrl = u.toString();
+  plane = await startTestServer(appUrl, { migrationDatabaseUrl: db.url });
+  app = new pg.Client({ connectionString: appUrl });
+  await app.connect();
+});
+
+after(async () => {
+  await app?.end();
+  await plane?.stop();
+  await db?.drop();
+  await db?.pool.query(`DROP ROLE IF EXISTS ${APP_ROLE}`).catch(() => undefined);
+});
+
+async function refused(sql: string): Promise<string> {
+  try {
+    await app.query(sql);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  assert.fail(`the app's role could run: ${sql}`);
+}
+
+describe('the server runs as a role that owns nothing', () => {
+  test('enqueue, run, pause and audit work as orch_service', async () => {
+    const r = await fetch(`${plane.url}${BASE}/jobs`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': T }, body: JSON.stringify({ jobType: 'role_t', payload: {} }),
+    });
+    assert.equal(r.status, 201);
+    const { id } = (await r.json()) as { id: string };
+    const w = await createWorker({ apiUrl: plane.url, tenant: T, jobTypes: ['role_t'], handleSignals: false, waitMs: 500, handler: async () => 'ok' });
+    try {
+      await eventually(async () => (await plane.ledger.getJob(T, id))?.state === 'succeeded', 15_000, 'the job to succeed');
+    } finally {
+      await w.stop();
+    }
+    const p = await fetch(`${plane.url}${BASE}/jobtypes/role_t/pause`, { method: 'POST', headers: { 'x-tenant-id': T, 'x-operator-reason': 'role test' } });
+    assert.equal(p.status, 200);
+    const a = await fetch(`${plane.url}${BASE}/audit?action=dispatch.pause`, { headers: { 'x-tenant-id': T } });
+    assert.equal(((await a.json()) as { entries: unknown[] }).entries.length, 1);
+    const { rows } = await app.query<{ current_user: string }>('SELECT current_user');
+    assert.equal(rows[0]!.current_user, APP_ROLE);
+  });
+
+  test('with the app\'s credentials the audit log cannot be altered, emptied or switched off', async () => {
+    assert.match(await refused('ALTER TABLE orch.audit_log DISABLE TRIGGER audit_log_append_only'), /owner|permission/);
+    assert.match(await refused('DROP TRIGGER audit_log_append_only ON orch.audit_log'), /owner|permission/);
+    assert.match(await refused('UPDATE orch.audit_log SET reason = \'rewritten\''), /permission/);
+    assert.match(await refused('DELETE FROM orch.audit_log'), /permission/);
+    assert.match(await refused('TRUNCATE orch.audit_log'), /permission/);
+    assert.match(await refused('DROP TABLE orch.audit_log'), /owner|permission/);
+    assert.match(await refused('SET session_replication_role = replica'), /permission/);
+    assert.match(await refused('ALTER TABLE orch.jobs DISABLE ROW LEVEL SECURITY'), /owner|permission/);
+    const { rows } = await db.pool.query<{ n: string }>('SELECT count(*) AS n FROM orch.audit_log');
+    assert.ok(Number(rows[0]!.n) >= 1, 'the entries are all still there');
+  });
+});

@@ -1,0 +1,191 @@
+/**
+ * Tenant isolation holes (issue 14, items 4-8 and 10): the worker registry
+ * per tenant, tenant ids that cannot be split, row-level security on every
+ * table holding a tenant's data, clean worker stops, and who an ack was.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { SignJWT } from 'jose';
+import type { ControlPlane } from '../src/control-plane.ts';
+import { asTenantReader } from '../src/auth/tenant-scope.ts';
+import { SCOPES } from '../src/auth/principal.ts';
+import { ApiTokens } from '../src/auth/tokens.ts';
+import { createWorker } from '../src/sdk/worker.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { eventually, runCli, startTestServer } from './helpers/server.ts';
+
+const BASE = '/api/v1/orchestrator';
+const JWT_SECRET = 'isolation-test-secret-at-least-32-chars!!';
+
+let db: TestDatabase;
+let open: ControlPlane;
+let secured: ControlPlane;
+let admin: string;
+
+before(async () => {
+  db = await createTestDatabase();
+  open = await startTestServer(db.url);
+  secured = await startTestServer(db.url, { auth: { mode: 'required', failedPerMinute: 100_000, jwtSecret: JWT_SECRET } });
+  admin = (await new ApiTokens(db.pool).create({ subject: 'root', tenants: ['*'], scopes: [...SCOPES] }, 'test:bootstrap')).token;
+});
+
+after(async () => {
+  await secured?.stop();
+  await open?.stop();
+  await db?.drop();
+});
+
+interface Res { status: number; body: any }
+async function call(base: string, method: string, path: string, o: { tenant?: string; token?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Res> {
+  const headers: Record<string, string> = { ...o.headers };
+  if (o.tenant) headers['x-tenant-id'] = o.tenant;
+  if (o.token) headers.authorization = `Bearer ${o.token}`;
+  if (o.body !== undefined) headers['content-type'] = 'application/json';
+  const r = await fetch(`${base}${BASE}${path}`, { method, headers, body: o.body === undefined ? undefined : JSON.stringify(o.body) });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) : null };
+}
+
+const claim = (tenant: string, workerId: string, jobTypes: string[], extra: Record<string, unknown> = {}) =>
+  call(open.url, 'POST', '/claim', { tenant, body: { workerId, jobTypes, limit: 1, ...extra } });
+
+describe('the worker registry belongs to tenants', () => {
+  test('GET /workers shows the caller\'s tenant\'s workers only', async () => {
+    assert.equal((await claim('iso-a', 'wa', ['iso_t'])).status, 200);
+    assert.equal((await claim('iso-b', 'wb', ['iso_t'])).status, 200);
+    const a = await call(open.url, 'GET', '/workers', { tenant: 'iso-a' });
+    assert.equal(a.status, 200);
+    const ids = a.body.workers.map((w: { workerId: string; tenantId: string }) => `${w.tenantId}/${w.workerId}`);
+    assert.ok(ids.includes('iso-a/wa'));
+    assert.ok(!ids.some((i: string) => i.startsWith('iso-b/')), `tenant a sees b's workers: ${ids}`);
+  });
+
+  test('a claim with a worker id another tenant uses leaves that tenant\'s record alone', async () => {
+    assert.equal((await claim('iso-c', 'shared', ['c_type'], { host: 'c-host', version: '1.0' })).status, 200);
+    const before = (await call(open.url, 'GET', '/workers', { tenant: 'iso-c' })).body.workers.find((w: { workerId: string }) => w.workerId === 'shared');
+    assert.equal((await claim('iso-d', 'shared', ['d_type'], { host: 'd-host', version: '9.9' })).status, 200);
+    const after = (await call(open.url, 'GET', '/workers', { tenant: 'iso-c' })).body.workers.find((w: { workerId: string }) => w.workerId === 'shared');
+    assert.deepEqual([after.tenantId, after.host, after.version, after.jobTypes], ['iso-c', 'c-host', '1.0', ['c_type']]);
+    assert.equal(after.firstSeen, before.firstSeen);
+    const d = (await call(open.url, 'GET', '/workers', { tenant: 'iso-d' })).body.workers.find((w: { workerId: string }) => w.workerId === 'shared');
+    assert.deepEqual([d.tenantId, d.host, d.jobTypes], ['iso-d', 'd-host', ['d_type']]);
+  });
+
+  test('an SDK worker that stops cleanly is "stopped", not "lost", and the reaper never marks it lost', async () => {
+    await open.ledger.enqueue([{ tenantId: 'iso-s', jobType: 'stop_t', payload: {} }]);
+    let ran = 0;
+    const w = await createWorker({
+      apiUrl: open.url, tenant: 'iso-s', workerId: 'stopper', jobTypes: ['stop_t'], handleSignals: false, waitMs: 500,
+      handler: async () => void ran++,
+    });
+    await eventually(async () => ran === 1, 10_000, 'the job to run');
+    await w.stop();
+    const rec = (await call(open.url, 'GET', '/workers', { tenant: 'iso-s' })).body.workers.find((x: { workerId: string }) => x.workerId === 'stopper');
+    assert.equal(rec.status, 'stopped');
+    assert.ok(rec.stoppedAt);
+    assert.equal(rec.inFlight, 0);
+    const lost = await open.ledger.workers.markLost(0);
+    assert.ok(!lost.some((l) => l.workerId === 'stopper'), 'a stopped worker is never marked lost');
+    // a worker that vanishes without a word is still lost
+    assert.equal((await claim('iso-s', 'vanisher', ['stop_t'])).status, 200);
+    const lostNow = await open.ledger.workers.markLost(0);
+    assert.ok(lostNow.some((l) => l.workerId === 'vanisher' && l.tenantId === 'iso-s'));
+    const v = (await call(open.url, 'GET', '/workers', { tenant: 'iso-s' })).body.workers.find((x: { workerId: string }) => x.workerId === 'vanisher');
+    assert.equal(v.status, 'lost');
+  });
+});
+
+describe('tenant ids cannot be split', () => {
+  const jwt = (tenants: unknown) => new SignJWT({ tenants, scope: 'orch:read orch:write' }).setProtectedHeader({ alg: 'HS256' })
+    .setSubject('mallory').setIssuedAt().setExpirationTime('5m').sign(new TextEncoder().encode(JWT_SECRET));
+
+  test('a JWT whose tenant claim holds a comma is refused (401), and does not open the other tenant\'s audit log', async () => {
+    // tenant B has an audit row to leak
+    assert.equal((await call(secured.url, 'POST', '/jobtypes/leak_t/pause', { tenant: 'iso-b2', token: admin, headers: { 'x-operator-reason': 'leak check' } })).status, 200);
+    const token = await jwt(['iso-a2,iso-b2']);
+    for (const tenant of [undefined, 'iso-a2', 'iso-b2']) {
+      const r = await call(secured.url, 'GET', '/audit', { token, tenant });
+      assert.equal(r.status, 401, `tenant header ${tenant}: ${JSON.stringify(r.body)}`);
+    }
+    const single = await jwt('iso-a2,iso-b2');
+    assert.equal((await call(secured.url, 'GET', '/audit', { token: single })).status, 401);
+  });
+
+  test('the header, token creation and the CLI refuse a tenant id outside the one pattern', async () => {
+    const h = await call(open.url, 'GET', '/jobs', { tenant: 'iso-a,iso-b' });
+    assert.equal(h.status, 400);
+    assert.equal(h.body.error.field, 'X-Tenant-Id');
+    const t = await call(secured.url, 'POST', '/tokens', { token: admin, body: { subject: 's', tenants: ['a,b'], scopes: ['orch:read'] } });
+    assert.equal(t.status, 400);
+    const cli = await runCli(['--api-url', open.url, '--tenant', 'a,b', 'jobs', 'list']);
+    assert.equal(cli.code, 1);
+    assert.equal(cli.stderr.trim().split('\n').length, 1, cli.stderr);
+    assert.match(cli.stderr, /tenant/);
+  });
+
+  test('the reader\'s scope cannot be split: a tenant list holding "a,b" sees neither a nor b', async () => {
+    await open.ledger.enqueue([{ tenantId: 'split-a', jobType: 'sp', payload: {} }, { tenantId: 'split-b', jobType: 'sp', payload: {} }]);
+    const seen = await asTenantReader(db.pool, ['split-a,split-b'], async (r) =>
+      (await r.query<{ tenant_id: string }>(`SELECT DISTINCT tenant_id FROM orch.jobs WHERE tenant_id LIKE 'split-%'`)).rows);
+    assert.deepEqual(seen, []);
+    const own = await asTenantReader(db.pool, ['split-a'], async (r) =>
+      (await r.query<{ tenant_id: string }>(`SELECT DISTINCT tenant_id FROM orch.jobs WHERE tenant_id LIKE 'split-%'`)).rows);
+    assert.deepEqual(own.map((x) => x.tenant_id), ['split-a']);
+  });
+});
+
+describe('row-level security covers every table holding a tenant\'s data', () => {
+  test('each table with a tenant column has RLS and a reader policy; tenant A\'s reader sees none of B\'s rows in any of them', async () => {
+    // B's data in every kind of table: jobs and history, a pause, a quota and its release, a worker, a dead letter
+    const B = 'rls-b';
+    const A = 'rls-a';
+    await open.ledger.enqueue([{ tenantId: A, jobType: 'rls_t', payload: {} }]);
+    await open.ledger.jobTypes.define('rls_dead', { maxAttempts: 1 });
+    const op = { 'x-operator-reason': 'rls test', 'x-operator-ticket': 'T-1' };
+    const [dead] = await open.ledger.enqueue([{ tenantId: B, jobType: 'rls_dead', payload: {} }]);
+    // a quota covering the lease: its end leaves a slot-release row behind
+    const q = await call(open.url, 'PUT', `/quotas/${B}/rls_dead`, { body: { maxActive: 5 }, headers: op });
+    assert.equal(q.status, 200, JSON.stringify(q.body));
+    const [lease] = await open.ledger.claim({ workerId: 'rls-w', jobTypes: ['rls_dead'], tenantIds: [B], limit: 1 });
+    assert.equal(lease?.jobId, dead!.id);
+    await open.ledger.fail([{ tenantId: B, jobId: lease!.jobId, leaseId: lease!.leaseId, error: { class: 'Boom', message: 'no' } }], null);
+    assert.equal((await call(open.url, 'POST', `/tenants/${B}/pause`, { headers: op, body: {} })).status, 200);
+
+    const { rows: tables } = await db.pool.query<{ table: string; rls: boolean; policies: string }>(`
+      SELECT c.relname AS table, c.relrowsecurity AS rls,
+        (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid AND 'orch_tenant_reader'::regrole = ANY (p.polroles)) AS policies
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid
+      WHERE n.nspname = 'orch' AND c.relkind = 'r' AND a.attname = 'tenant_id' AND NOT a.attisdropped ORDER BY 1`);
+    assert.ok(tables.length >= 15, `tables with a tenant column: ${tables.map((t) => t.table)}`);
+    for (const t of tables) {
+      assert.ok(t.rls && Number(t.policies) > 0, `${t.table}: row-level security for the tenant reader`);
+      const { rows: [own] } = await db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM orch.${t.table} WHERE tenant_id = $1`, [B]);
+      const leaked = await asTenantReader(db.pool, [A], async (r) =>
+        Number((await r.query<{ n: string }>(`SELECT count(*) AS n FROM orch.${t.table} WHERE tenant_id = $1`, [B])).rows[0]!.n));
+      assert.equal(leaked, 0, `${t.table}: A's reader sees ${leaked} of B's ${own!.n} rows`);
+    }
+    // the tables the data above must have reached, so the loop tested something
+    const withB = [];
+    for (const t of tables) {
+      const { rows } = await db.pool.query(`SELECT 1 FROM orch.${t.table} WHERE tenant_id = $1 LIMIT 1`, [B]);
+      if (rows.length) withB.push(t.table);
+    }
+    for (const t of ['jobs', 'job_transitions', 'outbox', 'dispatch_pauses', 'quotas', 'quota_releases', 'tenants', 'workers', 'dlq_cluster_deltas', 'audit_log']) {
+      assert.ok(withB.includes(t), `${t} holds a row of B (${withB})`);
+    }
+  });
+});
+
+describe('who acknowledged', () => {
+  test('an ack over HTTP without authentication records the lease holder, not "anonymous"', async () => {
+    const [job] = await open.ledger.enqueue([{ tenantId: 'iso-ack', jobType: 'ack_t', payload: {} }]);
+    const c = await claim('iso-ack', 'acker-7', ['ack_t']);
+    const lease = c.body.leases[0];
+    assert.equal(lease.jobId, job!.id);
+    const done = await call(open.url, 'POST', `/jobs/${job!.id}/complete`, { tenant: 'iso-ack', body: { leaseId: lease.leaseId } });
+    assert.equal(done.status, 200, JSON.stringify(done.body));
+    const shown = await call(open.url, 'GET', `/jobs/${job!.id}`, { tenant: 'iso-ack' });
+    const last = shown.body.history.at(-1);
+    assert.deepEqual([last.to, last.actor], ['succeeded', 'worker:acker-7']);
+  });
+});
