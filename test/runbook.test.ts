@@ -442,7 +442,8 @@ test('every command line of the runbook runs against a live server and does what
         [DRILL_TENANT, flag(filled, '--state'), flag(filled, '--type'), Number(flag(filled, '--limit') ?? 50)])).map((x) => x.id);
       assert.ok(expected.length > 0, `seeded jobs for ${filled}`);
       assert.deepEqual(tableRows(r.stdout, 'ID').map((row) => row[0]), expected, filled);
-      if (sort === 'oldest') assert.equal(expected[0], backlog[0], 'the oldest queued job comes first');
+      // QueueDepthHigh pages on the oldest waiting job: the queued listing must show it first
+      if (flag(filled, '--state') === 'queued') assert.equal(expected[0], backlog[0], `the oldest queued job comes first: ${filled}`);
     },
     'orch workers list': async (text) => {
       const r = await ok(fill(text));
@@ -619,7 +620,16 @@ test('every command line of the runbook runs against a live server and does what
     },
   };
 
+  // replay-smoke starts, restarts and cleans up an orchestrator of its own: the drill's state cannot change what it
+  // proves, so the same line in a later section is not run again (it is the slowest line of the runbook).
+  const selfContained = new Map<string, string>([['scripts/orchestrator/replay-smoke.sh', '']]);
   for (const { section, text } of lines) {
+    const ranIn = selfContained.get(text);
+    if (ranIn) {
+      await t.test(`${section}: ${text}`, { skip: `the same self-contained line ran in ${ranIn}` }, () => undefined);
+      continue;
+    }
+    if (selfContained.has(text)) selfContained.set(text, section);
     await t.test(`${section}: ${text}`, async () => {
       const step = steps[commandKey(text)];
       assert.ok(step, `no drill step runs "${text}" (${commandKey(text)}): add one, or fix the runbook line`);
