@@ -28,7 +28,7 @@ import type { ServerProcess } from '../src/synthetic/server-process.ts';
 import { natsConnect, NatsProcess, readStream, skipUnlessNats, streamCount } from './helpers/nats.ts';
 import { PgCluster, skipUnlessPostgresBinaries } from './helpers/pg-cluster.ts';
 import { alive, kill, spawnFixture } from './helpers/processes.ts';
-import { illegalOverlaps, readRuns, type LeaseTaken, type Run } from './helpers/run-log.ts';
+import { illegalOverlaps, keptLeasesLost, readRuns, type LeaseTaken, type Run } from './helpers/run-log.ts';
 import { eventually, spawnServer } from './helpers/server.ts';
 
 const CHAOS_WORKER = fileURLToPath(new URL('./fixtures/chaos-worker.ts', import.meta.url));
@@ -268,6 +268,8 @@ describe('fault injection under load', () => {
       `SELECT lease_id::text, actor, reason FROM orch.job_history WHERE from_state = 'leased' AND to_state IN ('queued', 'dead_lettered') AND lease_id IS NOT NULL`);
     const taken = new Map<string, LeaseTaken>(takenRows.map((r) => [r.lease_id, { actor: r.actor, reason: r.reason }]));
     assert.deepEqual(illegalOverlaps(runs.values(), taken, killedAt), [], 'two runs of one job overlap only when the first lease was taken from its holder');
+    assert.deepEqual(keptLeasesLost(runs.values(), taken, new Set(killedAt.keys())).slice(0, 10), [],
+      'a worker that kept heartbeating keeps its leases through every fault: no job runs twice on live workers');
     const finished = new Map([...runs.values()].filter((r) => r.end !== null && !r.aborted).map((r) => [r.lease, r]));
     assert.deepEqual(successes.filter((s) => finished.get(s.lease_id)?.job !== s.job_id).map((s) => s.job_id), [],
       'each success was acked by the run of its lease, which finished');

@@ -72,3 +72,26 @@ export function illegalOverlaps(runs: Iterable<Run>, taken: Map<string, LeaseTak
   }
   return problems;
 }
+
+/**
+ * Jobs run twice although their worker kept heartbeating: the stronger rule for
+ * workers that were never killed (a live worker heartbeats every lease in its
+ * hands, through server restarts and outages, and keeps them all). Problems: a
+ * lease of such a worker taken from it, and a job run more than once by them.
+ */
+export function keptLeasesLost(runs: Iterable<Run>, taken: Map<string, LeaseTaken>, killed: Set<string>): string[] {
+  const problems: string[] = [];
+  const liveRuns = new Map<string, Run[]>();
+  for (const r of runs) {
+    if (killed.has(r.worker)) continue;
+    liveRuns.set(r.job, [...(liveRuns.get(r.job) ?? []), r]);
+    const t = taken.get(r.lease);
+    if (t && t.actor !== `worker:${r.worker}`) {
+      problems.push(`job ${r.job}: lease ${r.lease} of live worker ${r.worker} (run from ${r.start}) taken by ${t.actor} (${t.reason ?? 'no reason'})`);
+    }
+  }
+  for (const [job, list] of liveRuns) {
+    if (list.length > 1) problems.push(`job ${job} ran ${list.length} times on live workers: ${list.map((r) => `${r.worker}@${r.start}`).join(', ')}`);
+  }
+  return problems;
+}
