@@ -242,7 +242,10 @@ describe('fault injection under load', () => {
     end(nc, (c) => c.close());
     const expected = await expectedEvents(db);
     await eventually(async () => (await pendingOutboxRows(db)) === 0 && (await streamCount(jsm, STREAM)) >= expected.total, 60_000,
-      `the outbox published and ${expected.total} events on the stream`);
+      `the outbox published and ${expected.total} events on the stream`).catch(async (err: Error) => {
+      throw new Error(`${err.message}: ${await streamCount(jsm, STREAM)} on the stream, ${await pendingOutboxRows(db)} outbox rows unpublished; ` +
+        `server log: ${server.stderr().slice(-3000)}`);
+    });
     assert.ok(alive(server.child), 'the server is alive at the end');
 
     // No job lost: every key the producer sent is one job, and every job in the table succeeded.
