@@ -147,6 +147,7 @@ describe('fault injection under load', () => {
     };
     let server = await startServer();
     const url = server.url;
+    const serverAlive = (what: string) => assert.ok(alive(server.child), `${what}: the server exited; its log: ${server.stderr().slice(-3000)}`);
     // The test's own reads; the pool survives the restart (idle clients that die are discarded).
     const db = end(createPool(dbUrl, 4), (p) => p.end());
 
@@ -183,7 +184,7 @@ describe('fault injection under load', () => {
       const t0 = Date.now();
       server = await startServer();
       const readyMs = Date.now() - t0;
-      assert.ok(alive(server.child), 'the restarted server runs');
+      serverAlive('the restarted server runs');
       figures.push({ fault: 'kill -9 of `orch serve`, restarted on the same port', atJobs, detail: `ready ${readyMs} ms after the kill; ${inFlight} long runs in flight` });
     }
 
@@ -201,7 +202,7 @@ describe('fault injection under load', () => {
         const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM orch.jobs WHERE id = ANY($1::bigint[]) AND state = 'succeeded'`, [[...orphaned]]);
         return Number(rows[0]!.n) === orphaned.size;
       });
-      assert.ok(alive(server.child), 'the server survives a worker\'s death');
+      serverAlive('the server survives a worker\'s death');
       figures.push({ fault: 'kill -9 of a worker process', atJobs, detail: `its ${orphaned.size} leased jobs all succeeded on other workers ${doneMs} ms after the kill` });
     }
 
@@ -212,10 +213,10 @@ describe('fault injection under load', () => {
       const t0 = Date.now();
       const notReadyMs = await timeUntil('readyz to turn not-ready', 10_000, async () => (await readyz(url))?.code === 503);
       await delay(Math.max(0, t0 + OUTAGE_MS - Date.now()));
-      assert.ok(alive(server.child), 'the server survives the database outage');
+      serverAlive('the server survives the database outage');
       await cluster.start();
       const readyMs = await timeUntil('readyz ready after the database returned', READY_WITHIN_MS, async () => (await readyz(url))?.code === 200);
-      assert.ok(alive(server.child), 'the server runs after the database returned');
+      serverAlive('the server runs after the database returned');
       figures.push({ fault: `PostgreSQL fast shutdown, started again after ${OUTAGE_MS / 1000} s`, atJobs, detail: `/readyz 503 after ${notReadyMs} ms; ready ${readyMs} ms after PostgreSQL was back` });
     }
 
@@ -228,7 +229,7 @@ describe('fault injection under load', () => {
       await delay(Math.max(0, t0 + OUTAGE_MS - Date.now()));
       const during = await readyz(url);
       assert.deepEqual([during?.code, during?.status], [200, 'degraded'], 'without NATS the server stays ready, degraded');
-      assert.ok(alive(server.child), 'the server survives the NATS outage');
+      serverAlive('the server survives the NATS outage');
       await nats.start();
       const readyMs = await timeUntil('readyz ready (bus connected) after NATS returned', READY_WITHIN_MS, async () => (await readyz(url))?.status === 'ready');
       figures.push({ fault: `nats-server kill -9, started again after ${OUTAGE_MS / 1000} s`, atJobs, detail: `bus seen down after ${seenMs} ms; ready ${readyMs} ms after NATS was back` });
@@ -246,7 +247,7 @@ describe('fault injection under load', () => {
       throw new Error(`${err.message}: ${await streamCount(jsm, STREAM)} on the stream, ${await pendingOutboxRows(db)} outbox rows unpublished; ` +
         `server log: ${server.stderr().slice(-3000)}`);
     });
-    assert.ok(alive(server.child), 'the server is alive at the end');
+    serverAlive('the server is alive at the end');
 
     // No job lost: every key the producer sent is one job, and every job in the table succeeded.
     assert.equal(producer.accepted.size, TOTAL);
