@@ -23,7 +23,7 @@ import { describe, test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { createPool } from '../src/ledger/db.ts';
 import { freePort } from '../src/ledger/embedded.ts';
-import { OrchClient } from '../src/sdk/index.ts';
+import { OrchApiError, OrchClient } from '../src/sdk/index.ts';
 import type { ServerProcess } from '../src/synthetic/server-process.ts';
 import { natsConnect, NatsProcess, readStream, skipUnlessNats, streamCount } from './helpers/nats.ts';
 import { PgCluster, skipUnlessPostgresBinaries } from './helpers/pg-cluster.ts';
@@ -83,9 +83,9 @@ async function timeUntil(what: string, timeoutMs: number, cond: () => Promise<bo
  */
 class Producer {
   readonly accepted = new Map<string, string>();
-  refusedTries = 0;
+  retriedBatches = 0;
   private readonly clients: Record<string, OrchClient>;
-  done: Promise<void>;
+  readonly done: Promise<void>;
 
   constructor(url: string) {
     this.clients = Object.fromEntries(TENANTS.map((t) => [t, new OrchClient({ apiUrl: url, tenant: t })]));
@@ -100,12 +100,16 @@ class Producer {
         return { jobType: TYPE, idempotencyKey: `chaos-${n}`, payload: { n, ms: n % LONG_EVERY === 0 ? 2500 + (n % 7) * 400 : 5 + (n % 20) } };
       });
       for (;;) {
-        const res = await this.clients[tenant]!.enqueueBatch(jobs).catch(() => null);
+        const res = await this.clients[tenant]!.enqueueBatch(jobs).catch((err: unknown) => {
+          // an outage answers 503 (or no answer at all); any other refusal is a bug, not a fault to ride out
+          if (err instanceof OrchApiError && err.status !== 503) throw err;
+          return null;
+        });
         if (res) {
           res.forEach((r, i) => this.accepted.set(jobs[i]!.idempotencyKey, r.id));
           break;
         }
-        this.refusedTries++;
+        this.retriedBatches++;
         await delay(200);
       }
       await delay(PACE_MS);
@@ -298,7 +302,7 @@ describe('fault injection under load', () => {
 
     const report = [
       `chaos: ${TOTAL} jobs (${TOTAL / LONG_EVERY} of them 2.5-5 s runs on a ${LEASE_MS / 1000} s lease), ${TENANTS.length} tenants, 5 worker processes; ` +
-        `${runs.size} runs (${reruns} re-runs after a lost lease), ${msgs.length} events, ${producer.refusedTries} enqueue batches retried; ` +
+        `${runs.size} runs (${reruns} re-runs after a lost lease), ${msgs.length} events, ${producer.retriedBatches} enqueue batches retried; ` +
         `drained ${drainMs} ms after the last fault; whole run ${Math.round((Date.now() - began) / 1000)} s`,
       ...figures.map((f) => `chaos: ${f.fault} (at ${f.atJobs} jobs done): ${f.detail}`),
     ];
