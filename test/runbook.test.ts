@@ -293,8 +293,8 @@ test('every command line of the runbook runs against a live server and does what
   // --- seeded state: something for every step to act on ---------------------------------------------------
   const render = 'render';
   const thumb = 'thumb';
-  await api.defineJobType(render, { maxAttempts: 3, backoffBaseMs: 3_600_000, backoffMaxMs: 3_600_000, backoffJitter: 0, leaseMs: 600_000 });
-  await api.defineJobType(thumb, { leaseMs: 600_000 });
+  await api.defineJobType(render, { maxAttempts: 3, backoffBaseMs: 3_600_000, backoffMaxMs: 3_600_000, backoffJitter: 0, leaseMs: 600_000 }, { reason: 'drill setup' });
+  await api.defineJobType(thumb, { leaseMs: 600_000 }, { reason: 'drill setup' });
   const never = new AbortController().signal;
   const claim = async (workerId: string, jobType: string, limit: number) => transport.claim({ workerId, jobTypes: [jobType], limit, waitMs: 0 }, never);
   const enqueue = async (jobType: string, n: number, priority = 0) =>
