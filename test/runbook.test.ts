@@ -22,9 +22,10 @@ import { eventually, REPO_ROOT, runCli, spawnServer, startTestServer } from './h
 
 /**
  * ops/devops/orchestrator/incident-response.md, made executable: every `orch`
- * command and script it names exists, and its central drill (FailuresHigh:
+ * command and script it names exists, its central drill (FailuresHigh:
  * inspect, pause, fix, snapshot, replay, clear, resume) runs against a real
- * server and ends with every job succeeded and none lost.
+ * server and ends with every job succeeded and none lost, and every command
+ * line in it runs as written against a live server and has its effect.
  */
 
 const RUNBOOK = path.join(REPO_ROOT, 'ops/devops/orchestrator/incident-response.md');
