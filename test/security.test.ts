@@ -311,7 +311,7 @@ async function operations(): Promise<{ ops: Operation[]; total: number }> {
 /** A path with its parameters filled by values of the right shape. */
 function fill(template: string): string {
   const values: Record<string, string> = {
-    jobId: '1', name: 'sec_type', tenantId: 'sec-t', jobType: 'sec_type', snapshotId: randomUUID(), replayId: randomUUID(), id: randomUUID(),
+    jobId: '1', name: 'sec_type', tenantId: 'sec-t', jobType: 'sec_type', snapshotId: randomUUID(), replayId: randomUUID(), id: randomUUID(), workerId: 'sec-worker',
   };
   return template.replace(/\{(\w+)\}/g, (_m, k: string) => {
     assert.ok(values[k] !== undefined, `no value for path parameter {${k}} in ${template}: extend fill()`);
