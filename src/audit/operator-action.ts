@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { withTransaction } from '../ledger/db.ts';
 import type { Tx } from '../ledger/ledger.ts';
-import { auditAction, type OperatorAction } from './audit-log.ts';
+import { auditAction, type AuditedBy } from './audit-log.ts';
 
 /** What an operator action touched, for its audit entry. */
 export interface ActionTarget {
@@ -20,7 +20,7 @@ export interface ActionTarget {
  * the audit entry keeps.
  */
 export async function runOperatorAction<T>(
-  pool: pg.Pool, op: OperatorAction, what: ActionTarget,
+  pool: pg.Pool, op: AuditedBy, what: ActionTarget,
   change: (tx: Tx) => Promise<{ result: T; details: Record<string, unknown> }>,
 ): Promise<T> {
   const afterCommit: (() => void)[] = [];
