@@ -60,7 +60,7 @@ export async function snapshotAndReplay(connectionString: string, n: number): Pr
     await seedDeadLetters(r, n);
     await settle(connectionString, 'orch');
     let t = nowMs();
-    const manifest = await r.snapshots.create(TENANT, {}, op.actor);
+    const manifest = await r.snapshots.create(TENANT, {}, op);
     const snapshotSeconds = (nowMs() - t) / 1000;
     t = nowMs();
     const hash = createHash('sha256');

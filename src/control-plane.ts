@@ -8,7 +8,7 @@ import { QuotaKeeper } from './flow/quota-keeper.ts';
 import { queueGauges } from './flow/queue-depth.ts';
 import { Quotas } from './flow/quotas.ts';
 import { JobNotifier } from './dispatch/notifier.ts';
-import { createPool, isDatabaseUnavailable } from './ledger/db.ts';
+import { createPool, isDatabaseUnavailable, SERVICE_ROLE } from './ledger/db.ts';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './ledger/embedded.ts';
 import { Ledger } from './ledger/ledger.ts';
 import { migrate, migrationsApplied } from './ledger/migrate.ts';
@@ -67,11 +67,15 @@ async function databaseReachable(pool: pg.Pool, waitMs: number, log: Logger): Pr
   }
 }
 
-/** Applies migrations as the schema owner when a migration URL is given (the server's own role owns nothing), else on the server's pool. */
-async function migrateWith(migrationUrl: string | undefined, pool: pg.Pool): Promise<string[]> {
-  if (!migrationUrl) return migrate(pool);
-  const owner = createPool(migrationUrl, 1);
+/**
+ * Waits for the database, then applies migrations as the schema owner: ORCH_MIGRATION_DATABASE_URL,
+ * else the server's own URL (on a connection of its own: the server's pool acts as orch_service,
+ * which a first migration has yet to create).
+ */
+async function migrateAsOwner(config: Config, connectionString: string, log: Logger): Promise<string[]> {
+  const owner = createPool(config.migrationDatabaseUrl ?? connectionString, 1);
   try {
+    await databaseReachable(owner, config.databaseWaitMs, log);
     return await migrate(owner);
   } finally {
     await owner.end();
@@ -84,10 +88,11 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
   let pool: pg.Pool | null = null;
   let bus: EventBus | null = null;
   try {
-    pool = createPool(connectionString, config.dbPoolSize);
-    await databaseReachable(pool, config.databaseWaitMs, log);
-    const applied = await migrateWith(config.migrationDatabaseUrl, pool);
+    const applied = await migrateAsOwner(config, connectionString, log);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
+    // Every connection of the server acts as orch_service, whatever role the URL logs in as: it
+    // cannot alter the schema nor rewrite or switch off the audit log (docs/security.md).
+    pool = createPool(connectionString, config.dbPoolSize, { role: SERVICE_ROLE });
 
     const ledger = new Ledger(pool, config);
     const metrics = new Metrics();

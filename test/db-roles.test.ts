@@ -83,4 +83,63 @@ describe('the server runs as a role that owns nothing', () => {
     const { rows } = await db.pool.query<{ n: string }>('SELECT count(*) AS n FROM orch.audit_log');
     assert.ok(Number(rows[0]!.n) >= 1, 'the entries are all still there');
   });
+
+  test('the service cannot rewind the audit log\'s ids nor mark a migration applied; it still VACUUMs the tables it folds', async () => {
+    assert.match(await refused(`SELECT setval(pg_get_serial_sequence('orch.audit_log', 'id'), 1)`), /permission/);
+    assert.match(await refused(`INSERT INTO orch.schema_migrations (version, name) VALUES (9999, 'fake')`), /permission/);
+    // VACUUM by a role that does not own the table is skipped with a warning, not an error
+    const warnings: string[] = [];
+    const onNotice = (n: { message?: string }) => warnings.push(n.message ?? '');
+    app.on('notice', onNotice);
+    try {
+      for (const t of ['orch.queue_deltas', 'orch.dlq_cluster_deltas', 'orch.quota_releases']) await app.query(`VACUUM ${t}`);
+    } finally {
+      app.off('notice', onNotice);
+    }
+    assert.deepEqual(warnings, [], 'VACUUM ran on every table the service folds');
+  });
+
+  test('every table under row-level security lets the service in (a later migration that enables it must add the policy)', async () => {
+    const { rows } = await db.pool.query<{ relname: string }>(`
+      SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = 'orch' AND c.relrowsecurity AND NOT EXISTS (
+        SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND 'orch_service'::regrole = ANY (p.polroles))`);
+    assert.deepEqual(rows.map((r) => r.relname), []);
+  });
+});
+
+describe('with a single superuser URL the server still acts as orch_service', () => {
+  let single: ControlPlane;
+  before(async () => {
+    single = await startTestServer(db.url);
+  });
+  after(async () => {
+    await single?.stop();
+  });
+
+  test('every connection of its pool is orch_service, even after RESET ROLE, and cannot touch the audit log', async () => {
+    const client = await single.ledger.pool.connect();
+    try {
+      const who = async () => (await client.query<{ u: string; s: string }>('SELECT current_user AS u, session_user AS s')).rows[0]!;
+      assert.deepEqual(await who(), { u: 'orch_service', s: 'postgres' });
+      await client.query('RESET ROLE');
+      assert.equal((await who()).u, 'orch_service', 'the role is set at connection start');
+      for (const sql of [
+        'ALTER TABLE orch.audit_log DISABLE TRIGGER audit_log_append_only',
+        'DROP TRIGGER audit_log_append_only ON orch.audit_log',
+        `UPDATE orch.audit_log SET reason = 'rewritten'`,
+        'DELETE FROM orch.audit_log',
+        'TRUNCATE orch.audit_log',
+      ]) {
+        await assert.rejects(client.query(sql), /owner|permission/, sql);
+      }
+    } finally {
+      client.release();
+    }
+    // and the server works as it: an operator action and its entry
+    const p = await fetch(`${single.url}${BASE}/jobtypes/single_t/pause`, { method: 'POST', headers: { 'x-tenant-id': T, 'x-operator-reason': 'single url' } });
+    assert.equal(p.status, 200, await p.text());
+    const { rows } = await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM orch.audit_log WHERE reason = 'single url'`);
+    assert.equal(rows[0]!.n, 1);
+  });
 });

@@ -1,11 +1,16 @@
 import type { Queryable } from '../ledger/db.ts';
 
-/** Who changes a control and why; recorded in the audit log with the change. */
-export interface OperatorAction {
+/** Who acted and why, as the audit log records it; actions that need no reason (a DLQ snapshot) have none. */
+export interface AuditedBy {
   actor: string;
-  reason: string;
+  reason: string | null;
   ticket: string | null;
   requestId?: string | null;
+}
+
+/** Who changes a control and why; recorded in the audit log with the change. */
+export interface OperatorAction extends AuditedBy {
+  reason: string;
 }
 
 /** One operator action on the controls, written in the same transaction as the change it records. */
@@ -45,7 +50,7 @@ export async function recordAudit(db: Queryable, e: AuditEntry): Promise<void> {
 const CONTROL_EVENTS = new Map([['dispatch.pause', 'jobtype.paused'], ['dispatch.resume', 'jobtype.resumed'], ['quota', 'quota.changed']]);
 
 /** The audit record of an operator's change to a control. */
-export function auditAction(db: Queryable, op: OperatorAction, action: string, tenantId: string | null, target: string, details: Record<string, unknown>): Promise<void> {
+export function auditAction(db: Queryable, op: AuditedBy, action: string, tenantId: string | null, target: string, details: Record<string, unknown>): Promise<void> {
   return recordAudit(db, {
     actor: op.actor, tenantId, action, target, reason: op.reason, ticket: op.ticket, requestId: op.requestId ?? null, result: 'ok', details,
   });

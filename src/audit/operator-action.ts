@@ -1,11 +1,10 @@
 import type pg from 'pg';
-import { withTransaction } from '../ledger/db.ts';
-import type { Tx } from '../ledger/ledger.ts';
-import { auditAction, type OperatorAction } from './audit-log.ts';
+import { inTransaction, type Tx } from '../ledger/ledger.ts';
+import { auditAction, type AuditedBy } from './audit-log.ts';
 
 /** What an operator action touched, for its audit entry. */
 export interface ActionTarget {
-  /** e.g. "job.cancel", "lease.release", "dlq.clear", "jobtype.define" */
+  /** e.g. "job.cancel", "lease.release", "dlq.clear", "jobtype.define"; the change may name another (quota.create for a quota.update that found none) */
   action: string;
   tenantId: string | null;
   target: string;
@@ -20,15 +19,12 @@ export interface ActionTarget {
  * the audit entry keeps.
  */
 export async function runOperatorAction<T>(
-  pool: pg.Pool, op: OperatorAction, what: ActionTarget,
-  change: (tx: Tx) => Promise<{ result: T; details: Record<string, unknown> }>,
+  pool: pg.Pool, op: AuditedBy, what: ActionTarget,
+  change: (tx: Tx) => Promise<{ result: T; details: Record<string, unknown>; action?: string }>,
 ): Promise<T> {
-  const afterCommit: (() => void)[] = [];
-  const result = await withTransaction(pool, async (client) => {
-    const done = await change({ client, afterCommit });
-    await auditAction(client, op, what.action, what.tenantId, what.target, done.details);
+  return inTransaction(pool, async (tx) => {
+    const done = await change(tx);
+    await auditAction(tx.client, op, done.action ?? what.action, what.tenantId, what.target, done.details);
     return done.result;
   });
-  for (const f of afterCommit) f();
-  return result;
 }

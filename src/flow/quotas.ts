@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import { auditAction, recordAudit, type OperatorAction } from '../audit/audit-log.ts';
+import { recordAudit, type OperatorAction } from '../audit/audit-log.ts';
+import { runOperatorAction } from '../audit/operator-action.ts';
 import { withTransaction, type Queryable } from '../ledger/db.ts';
 import { LedgerError } from '../ledger/errors.ts';
 import { JobTypes } from '../ledger/job-types.ts';
@@ -143,7 +144,7 @@ export class Quotas {
    * counts the leases already running under it.
    */
   async set(tenantId: string, jobType: string, change: QuotaChange, op: OperatorAction): Promise<Quota> {
-    return withTransaction(this.pool, async (tx) => {
+    return this.change(op, 'quota.update', tenantId, jobType, async (tx) => {
       await this.validateScope(tx, tenantId, jobType);
       const { rows: current } = await tx.query<QuotaRow>('SELECT * FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2 FOR UPDATE', [tenantId, jobType]);
       const before = current[0];
@@ -174,32 +175,29 @@ export class Quotas {
         [tenantId, jobType, next.maxActive, next.ratePerSecond, next.burst, next.maxPerHour, weight, op.reason, op.ticket, op.actor],
       );
       if (!before) await reconcileActive(tx, tenantId, jobType);
-      await this.audit(tx, op, before ? 'quota.update' : 'quota.create', tenantId, jobType, { before: before ? limitsOf(before) : null, after: next, weight });
       await wake(tx, jobType);
-      return toQuota(rows[0]!);
+      return { result: toQuota(rows[0]!), action: before ? 'quota.update' : 'quota.create', details: { before: before ? limitsOf(before) : null, after: next, weight } };
     });
   }
 
   async remove(tenantId: string, jobType: string, op: OperatorAction): Promise<Quota> {
-    return withTransaction(this.pool, async (tx) => {
+    return this.change(op, 'quota.delete', tenantId, jobType, async (tx) => {
       const row = await this.lock(tx, tenantId, jobType);
       await tx.query('DELETE FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2', [tenantId, jobType]);
       await tx.query('DELETE FROM orch.quota_releases WHERE tenant_id = $1 AND job_type = $2', [tenantId, jobType]);
-      await this.audit(tx, op, 'quota.delete', tenantId, jobType, { before: limitsOf(row) });
       await wake(tx, jobType);
-      return toQuota(row);
+      return { result: toQuota(row), details: { before: limitsOf(row) } };
     });
   }
 
   /** A paused quota holds back all the work it covers (reason "paused"); resume lets it run at once. */
   async setPaused(tenantId: string, jobType: string, paused: boolean, op: OperatorAction): Promise<Quota> {
-    return withTransaction(this.pool, async (tx) => {
+    return this.change(op, paused ? 'quota.pause' : 'quota.resume', tenantId, jobType, async (tx) => {
       await this.lock(tx, tenantId, jobType);
       const { rows } = await tx.query<QuotaRow>(
         'UPDATE orch.quotas SET paused = $3, updated_at = now() WHERE tenant_id = $1 AND job_type = $2 RETURNING *', [tenantId, jobType, paused]);
-      await this.audit(tx, op, paused ? 'quota.pause' : 'quota.resume', tenantId, jobType, {});
       if (!paused) await wake(tx, jobType);
-      return toQuota(rows[0]!);
+      return { result: toQuota(rows[0]!), details: {} };
     });
   }
 
@@ -214,7 +212,7 @@ export class Quotas {
     check(req.factor === undefined || (Number.isFinite(req.factor) && req.factor > 1 && req.factor <= 100), 'factor', 'factor must be above 1 and at most 100');
     check(req.factor !== undefined || req.maxActive !== undefined || req.ratePerSecond !== undefined || req.burst !== undefined,
       'factor', 'give a factor or at least one of maxActive, ratePerSecond, burst');
-    return withTransaction(this.pool, async (tx) => {
+    return this.change(op, 'quota.boost', tenantId, jobType, async (tx) => {
       const row = await this.lock(tx, tenantId, jobType);
       const f = req.factor;
       const boosted: QuotaLimits = {
@@ -239,20 +237,18 @@ export class Quotas {
         [tenantId, jobType, req.durationMs, boosted.maxActive, boosted.ratePerSecond, boosted.burst, op.reason, op.ticket, op.actor],
       );
       const quota = toQuota(rows[0]!);
-      await this.audit(tx, op, 'quota.boost', tenantId, jobType, { base: limitsOf(row), boosted, until: quota.boost!.until });
       await wake(tx, jobType);
-      return quota;
+      return { result: quota, details: { base: limitsOf(row), boosted, until: quota.boost!.until } };
     });
   }
 
   /** Ends a boost early: the limits set before it are in force again. */
   async restore(tenantId: string, jobType: string, op: OperatorAction): Promise<Quota> {
-    return withTransaction(this.pool, async (tx) => {
+    return this.change(op, 'quota.restore', tenantId, jobType, async (tx) => {
       const row = await this.lock(tx, tenantId, jobType);
       if (!row.boost_until || row.boost_until <= new Date()) throw new LedgerError('not_found', 'jobType', `no boost in force for tenant ${tenantId} and job type ${jobType}`);
       const { rows } = await tx.query<QuotaRow>(`UPDATE orch.quotas SET ${CLEAR_BOOST}, updated_at = now() WHERE tenant_id = $1 AND job_type = $2 RETURNING *`, [tenantId, jobType]);
-      await this.audit(tx, op, 'quota.restore', tenantId, jobType, { restored: limitsOf(row) });
-      return toQuota(rows[0]!);
+      return { result: toQuota(rows[0]!), details: { restored: limitsOf(row) } };
     });
   }
 
@@ -305,8 +301,12 @@ export class Quotas {
     await withTransaction(this.pool, (tx) => reconcileActive(tx, null, null));
   }
 
-  private audit(tx: Queryable, op: OperatorAction, action: string, tenantId: string, jobType: string, details: Record<string, unknown>) {
-    return auditAction(tx, op, action, tenantId === ALL ? null : tenantId, target(tenantId, jobType), details);
+  /** One quota's change, with its audit entry (src/audit/operator-action.ts). */
+  private change(
+    op: OperatorAction, action: string, tenantId: string, jobType: string,
+    fn: (tx: Queryable) => Promise<{ result: Quota; details: Record<string, unknown>; action?: string }>,
+  ): Promise<Quota> {
+    return runOperatorAction(this.pool, op, { action, tenantId: tenantId === ALL ? null : tenantId, target: target(tenantId, jobType) }, ({ client }) => fn(client));
   }
 }
 

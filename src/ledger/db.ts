@@ -34,7 +34,14 @@ const UNAVAILABLE_CODES = new Set([
 // pg reports a dead connection by message only
 const UNAVAILABLE_MESSAGE = /Connection terminated|connection error and is not queryable|timeout exceeded when trying to connect|Client was closed and is not queryable/i;
 
-export function createPool(connectionString: string, max: number): pg.Pool {
+/**
+ * The role the running server acts as (migrations/0010_service_role.sql): it reads and writes rows,
+ * owns none of the tables it must not alter, and may only append to the audit log.
+ */
+export const SERVICE_ROLE = 'orch_service';
+
+/** `role`: set at connection start (so RESET ROLE returns to it), e.g. SERVICE_ROLE. */
+export function createPool(connectionString: string, max: number, opts: { role?: string } = {}): pg.Pool {
   // JIT off: the transition statements are short OLTP queries whose cost estimates (CTEs, LATERAL
   // limits) can cross jit_above_cost; compiling then takes ~100 ms for a 1 ms statement.
   // Generic plans: the prepared transitions are planned once per connection. The claim takes ~2 ms
@@ -45,7 +52,7 @@ export function createPool(connectionString: string, max: number): pg.Pool {
   // instead of holding it while the database is unreachable.
   const pool = new pg.Pool({
     connectionString, max, application_name: 'orch', connectionTimeoutMillis: 10_000,
-    options: '-c jit=off -c plan_cache_mode=force_generic_plan',
+    options: `-c jit=off -c plan_cache_mode=force_generic_plan${opts.role ? ` -c role=${opts.role}` : ''}`,
   });
   // A connection that dies (the server restarting, shutting down) emits 'error' on its client; with no
   // listener that would crash the process. Idle clients are the pool's (it discards them); a client

@@ -36,36 +36,48 @@ export class JobTypes {
     const missing = [...new Set(names)].filter((n) => !this.known.has(n));
     if (missing.length === 0) return;
     missing.forEach((n) => JobTypes.validateName(n));
-    const d = this.config.jobTypeDefaults;
-    await withTransaction(this.pool, async (tx) => {
-      await tx.query('SELECT pg_advisory_xact_lock($1)', [CREATE_LOCK]);
-      const existing = await tx.query<{ name: string }>('SELECT name FROM orch.job_types WHERE name = ANY($1)', [missing]);
-      const toCreate = missing.filter((n) => !existing.rows.some((r) => r.name === n));
-      if (toCreate.length > 0) {
-        const { rows } = await tx.query<{ n: string }>('SELECT count(*) AS n FROM orch.job_types');
-        if (Number(rows[0]!.n) + toCreate.length > this.config.maxJobTypes) {
-          throw new LedgerError('limit', 'jobType', `job type limit reached (${this.config.maxJobTypes}); define fewer job types or raise ORCH_MAX_JOB_TYPES`);
-        }
-        await tx.query(
-          `INSERT INTO orch.job_types (name, max_attempts, backoff_base_ms, backoff_max_ms, backoff_jitter, lease_ms, timeout_ms, implicit)
-           SELECT n, $2, $3, $4, $5, $6, $7, true FROM unnest($1::text[]) AS n ON CONFLICT (name) DO NOTHING`,
-          [toCreate, d.maxAttempts, d.backoffBaseMs, d.backoffMaxMs, d.backoffJitter, d.leaseMs, d.timeoutMs],
-        );
-      }
-    });
+    await withTransaction(this.pool, (tx) => this.createMissing(tx, missing));
     missing.forEach((n) => this.known.add(n));
   }
 
-  /** Creates or updates a job type's defaults; unspecified settings keep their current (or default) values. */
+  /** Creates those of `names` that do not exist, with the defaults, within the job type cap; in the caller's transaction. */
+  private async createMissing(tx: Queryable, names: string[]): Promise<void> {
+    const d = this.config.jobTypeDefaults;
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [CREATE_LOCK]);
+    const existing = await tx.query<{ name: string }>('SELECT name FROM orch.job_types WHERE name = ANY($1)', [names]);
+    const toCreate = names.filter((n) => !existing.rows.some((r) => r.name === n));
+    if (toCreate.length === 0) return;
+    const { rows } = await tx.query<{ n: string }>('SELECT count(*) AS n FROM orch.job_types');
+    if (Number(rows[0]!.n) + toCreate.length > this.config.maxJobTypes) {
+      throw new LedgerError('limit', 'jobType', `job type limit reached (${this.config.maxJobTypes}); define fewer job types or raise ORCH_MAX_JOB_TYPES`);
+    }
+    await tx.query(
+      `INSERT INTO orch.job_types (name, max_attempts, backoff_base_ms, backoff_max_ms, backoff_jitter, lease_ms, timeout_ms, implicit)
+       SELECT n, $2, $3, $4, $5, $6, $7, true FROM unnest($1::text[]) AS n ON CONFLICT (name) DO NOTHING`,
+      [toCreate, d.maxAttempts, d.backoffBaseMs, d.backoffMaxMs, d.backoffJitter, d.leaseMs, d.timeoutMs],
+    );
+  }
+
+  /**
+   * Creates or updates a job type's defaults; unspecified settings keep their current (or default)
+   * values. Given a caller's transaction client as `db`, the type is created in that transaction
+   * too, so a definition rolled back (its audit entry failed) leaves no type behind; `known` is
+   * filled only by ensure, after its own commit.
+   */
   async define(name: string, settings: JobTypeSettings, db: Queryable = this.pool): Promise<JobTypeDefinition> {
     JobTypes.validateName(name, 'name');
-    await this.ensure([name]);
-    const cur = (await this.get(db, name))!;
-    const next = { ...cur, ...Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined)) };
+    if (db === this.pool) return withTransaction(this.pool, (tx) => this.upsert(tx, name, settings));
+    return this.upsert(db, name, settings);
+  }
+
+  private async upsert(tx: Queryable, name: string, settings: JobTypeSettings): Promise<JobTypeDefinition> {
+    await this.createMissing(tx, [name]);
+    const { rows: [cur] } = await tx.query<JobTypeRow>('SELECT * FROM orch.job_types WHERE name = $1 FOR UPDATE', [name]);
+    const next = { ...toJobType(cur!), ...Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined)) };
     if (next.backoffMaxMs < next.backoffBaseMs) {
       throw new LedgerError('invalid', 'backoffMaxMs', 'backoffMaxMs must be >= backoffBaseMs');
     }
-    const { rows } = await db.query<JobTypeRow>(
+    const { rows } = await tx.query<JobTypeRow>(
       `UPDATE orch.job_types SET max_attempts = $2, backoff_base_ms = $3, backoff_max_ms = $4, backoff_jitter = $5,
          lease_ms = $6, timeout_ms = $7, implicit = false, updated_at = now()
        WHERE name = $1 RETURNING *`,

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Config } from '../config/config.ts';
 import { Backpressure } from './backpressure.ts';
-import type { Queryable } from './db.ts';
+import { withTransaction, type Queryable } from './db.ts';
 import { JobTypes } from './job-types.ts';
 import { QueueCounts } from './queue-counts.ts';
 import { Tenants } from './tenants.ts';
@@ -30,6 +30,14 @@ import { Workers } from './workers.ts';
  * statements run on `client`; observers are told in `afterCommit`, once it committed.
  */
 export interface Tx { client: Queryable; afterCommit: (() => void)[] }
+
+/** Runs fn in a transaction as a Tx, then what it left for after the commit. */
+export async function inTransaction<T>(pool: pg.Pool, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  const afterCommit: (() => void)[] = [];
+  const result = await withTransaction(pool, (client) => fn({ client, afterCommit }));
+  for (const f of afterCommit) f();
+  return result;
+}
 
 export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes' | 'maxQueuedPerTenant' | 'leaseStuckAfterMs'>;
 
@@ -157,16 +165,14 @@ export class Ledger {
 
   /**
    * Re-enqueues ended jobs as new jobs pointing back at them (idempotent per
-   * job). Pass `client` to run inside the caller's transaction; observers then
-   * hear of the new jobs only through `commit`, called after it commits.
+   * job). Pass `tx` to run inside the caller's transaction.
    */
   async replay(
-    tenantId: string, jobIds: string[], opts: { priority: number | null; actor: Actor; reason: string; client?: Queryable },
-  ): Promise<{ outcomes: ReplayOutcome[]; commit: () => void }> {
-    const { outcomes, records } = await replay(opts.client ?? this.pool, tenantId, [...new Set(jobIds)], opts);
-    const commit = () => this.emit(records);
-    if (!opts.client) commit();
-    return { outcomes, commit };
+    tenantId: string, jobIds: string[], opts: { priority: number | null; actor: Actor; reason: string; tx?: Tx },
+  ): Promise<ReplayOutcome[]> {
+    const { outcomes, records } = await replay(opts.tx?.client ?? this.pool, tenantId, [...new Set(jobIds)], opts);
+    this.emitIn(opts.tx, records);
+    return outcomes;
   }
 
   getJob(tenantId: string, id: string): Promise<Job | null> {

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { auditAction, type OperatorAction } from '../audit/audit-log.ts';
-import { withTransaction } from '../ledger/db.ts';
+import type { OperatorAction } from '../audit/audit-log.ts';
+import { runOperatorAction } from '../audit/operator-action.ts';
 import { LedgerError } from '../ledger/errors.ts';
-import type { Ledger } from '../ledger/ledger.ts';
+import { inTransaction, type Ledger, type Tx } from '../ledger/ledger.ts';
 import type { ReplayOutcome } from '../ledger/transitions/replay.ts';
 import type { Logger } from '../logging.ts';
 import { PeriodicService, type RunResult } from '../maintenance/service.ts';
@@ -60,21 +60,18 @@ export class Replays {
     tenantId: string, selection: ReplaySelection, priority: number | null, op: OperatorAction,
   ): Promise<{ replay: ReplayProgress; outcomes: ReplayOutcome[] | null }> {
     const ids = await this.resolve(tenantId, selection);
-    let commit = () => {};
-    const result = await withTransaction(this.pool, async (client) => {
-      const { rows } = await client.query<ReplayRow>(
+    const id = randomUUID();
+    return runOperatorAction<{ replay: ReplayProgress; outcomes: ReplayOutcome[] | null }>(this.pool, op, { action: 'dlq.replay', tenantId, target: `replay:${id}` }, async (tx) => {
+      const { rows } = await tx.client.query<ReplayRow>(
         `INSERT INTO orch.dlq_replays (id, tenant_id, selection, job_ids, total, priority, actor, reason, state, finished_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5 = 0 THEN 'done' ELSE 'running' END, CASE WHEN $5 = 0 THEN now() END)
          RETURNING ${REPLAY_COLUMNS}`,
-        [randomUUID(), tenantId, JSON.stringify(selection), ids, ids.length, priority, op.actor, op.reason]);
-      await auditAction(client, op, 'dlq.replay', tenantId, `replay:${rows[0]!.id}`, { selection, total: ids.length, priority });
-      if (ids.length === 0 || ids.length > this.config.batchSize) return { replay: toProgress(rows[0]!), outcomes: null };
-      const worked = await this.work(client, rows[0]!, ids);
-      commit = worked.commit;
-      return { replay: worked.replay, outcomes: worked.outcomes };
+        [id, tenantId, JSON.stringify(selection), ids, ids.length, priority, op.actor, op.reason]);
+      const details = { selection, total: ids.length, priority };
+      // A replay small enough is worked in this transaction: a runner can never take it from the request.
+      if (ids.length === 0 || ids.length > this.config.batchSize) return { result: { replay: toProgress(rows[0]!), outcomes: null }, details };
+      return { result: await this.work(tx, rows[0]!, ids), details };
     });
-    commit();
-    return result;
   }
 
   async get(tenantId: string, id: string): Promise<ReplayProgress> {
@@ -94,31 +91,26 @@ export class Replays {
    * runner holds). Returns the batch's outcomes, or null when there was none.
    */
   async step(id?: string): Promise<{ replay: ReplayProgress; outcomes: ReplayOutcome[] } | null> {
-    let commit = () => {};
-    const result = await withTransaction(this.pool, async (client) => {
-      const { rows } = await client.query<ReplayRow & { batch: string[] }>(
+    return inTransaction(this.pool, async (tx) => {
+      const { rows } = await tx.client.query<ReplayRow & { batch: string[] }>(
         `SELECT ${REPLAY_COLUMNS}, job_ids[done + 1 : done + $2] AS batch FROM orch.dlq_replays
          WHERE state = 'running' AND ($1::uuid IS NULL OR id = $1) ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED`,
         [id ?? null, this.config.batchSize]);
       if (!rows[0]) return null;
-      const worked = await this.work(client, rows[0], rows[0].batch);
-      commit = worked.commit;
-      return { replay: worked.replay, outcomes: worked.outcomes };
+      return this.work(tx, rows[0], rows[0].batch);
     });
-    commit();
-    return result;
   }
 
   /** Replays `batch` (the next ids of replay `r`) and advances r's position, in the caller's transaction. */
-  private async work(client: pg.PoolClient, r: ReplayRow, batch: string[]) {
-    const replayed = await this.ledger.replay(r.tenant_id, batch, { priority: r.priority, actor: r.actor, reason: r.reason, client });
-    const created = replayed.outcomes.filter((o) => o.status === 'replayed').length;
-    const upd = await client.query<ReplayRow>(
+  private async work(tx: Tx, r: ReplayRow, batch: string[]): Promise<{ replay: ReplayProgress; outcomes: ReplayOutcome[] }> {
+    const outcomes = await this.ledger.replay(r.tenant_id, batch, { priority: r.priority, actor: r.actor, reason: r.reason, tx });
+    const created = outcomes.filter((o) => o.status === 'replayed').length;
+    const upd = await tx.client.query<ReplayRow>(
       `UPDATE orch.dlq_replays SET done = done + $2, created = created + $3, updated_at = now(),
          state = CASE WHEN done + $2 >= total THEN 'done' ELSE 'running' END,
          finished_at = CASE WHEN done + $2 >= total THEN now() END
        WHERE id = $1 RETURNING ${REPLAY_COLUMNS}`, [r.id, batch.length, created]);
-    return { replay: toProgress(upd.rows[0]!), outcomes: replayed.outcomes, commit: replayed.commit };
+    return { replay: toProgress(upd.rows[0]!), outcomes };
   }
 
   private async resolve(tenantId: string, selection: ReplaySelection): Promise<string[]> {

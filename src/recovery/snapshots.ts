@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import type { OperatorAction } from '../audit/audit-log.ts';
+import type { AuditedBy, OperatorAction } from '../audit/audit-log.ts';
 import { runOperatorAction } from '../audit/operator-action.ts';
 import { LedgerError } from '../ledger/errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
@@ -48,7 +48,8 @@ export interface ClearResult {
 export class Snapshots {
   constructor(private readonly pool: pg.Pool, private readonly ledger: Ledger, private readonly deadLetters: DeadLetters, private readonly maxEntries: number) {}
 
-  async create(tenantId: string, filter: DlqFilter & { jobIds?: string[] }, actor: string): Promise<SnapshotManifest> {
+  /** Takes a snapshot, with its audit entry (a snapshot is what allows a clear; it needs no reason). */
+  async create(tenantId: string, filter: DlqFilter & { jobIds?: string[] }, by: AuditedBy): Promise<SnapshotManifest> {
     const ids = await this.deadLetters.selectIds(tenantId, filter, this.maxEntries);
     if (ids.length > this.maxEntries) {
       throw new LedgerError('invalid', 'filter', `the filter selects more than ${this.maxEntries} entries (ORCH_DLQ_MAX_SELECTION); narrow it`);
@@ -59,11 +60,15 @@ export class Snapshots {
       hash.update(chunk);
       bytes += Buffer.byteLength(chunk);
     }
-    const { rows } = await this.pool.query<SnapshotRow>(
-      `INSERT INTO orch.dlq_snapshots (id, tenant_id, filter, job_ids, entries, bytes, sha256, actor)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${SNAPSHOT_COLUMNS}`,
-      [randomUUID(), tenantId, JSON.stringify(filter), ids, ids.length, bytes, hash.digest('hex'), actor]);
-    return toManifest(rows[0]!);
+    const id = randomUUID();
+    const sha256 = hash.digest('hex');
+    return runOperatorAction(this.pool, by, { action: 'dlq.snapshot', tenantId, target: `snapshot:${id}` }, async (tx) => {
+      const { rows } = await tx.client.query<SnapshotRow>(
+        `INSERT INTO orch.dlq_snapshots (id, tenant_id, filter, job_ids, entries, bytes, sha256, actor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${SNAPSHOT_COLUMNS}`,
+        [id, tenantId, JSON.stringify(filter), ids, ids.length, bytes, sha256, by.actor]);
+      return { result: toManifest(rows[0]!), details: { entries: ids.length, sha256 } };
+    });
   }
 
   async get(tenantId: string, id: string): Promise<SnapshotManifest> {

@@ -116,7 +116,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
     },
   }, async (request, reply) => {
     checkRange(request.body);
-    const manifest = await snapshots.create(requireTenant(request), request.body, actorOf(request.principal));
+    const manifest = await snapshots.create(requireTenant(request), request.body, { actor: actorOf(request.principal), reason: null, ticket: null, requestId: request.id });
     return reply.status(201).send(manifest);
   });
 
