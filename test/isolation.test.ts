@@ -13,6 +13,9 @@ import { ApiTokens } from '../src/auth/tokens.ts';
 import { defaultConfig } from '../src/config/config.ts';
 import { leaseSamples } from '../src/recovery/leases.ts';
 import { createWorker } from '../src/sdk/worker.ts';
+import { HttpTransport } from '../src/sdk/transport.ts';
+import type { AckOutcome } from '../src/ledger/types.ts';
+import { createLogger } from '../src/logging.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { eventually, runCli, startTestServer } from './helpers/server.ts';
 
@@ -96,6 +99,30 @@ describe('the worker registry belongs to tenants', () => {
     assert.ok(lostNow.some((l) => l.workerId === 'vanisher' && l.tenantId === 'iso-s'));
     const v = (await call(open.url, 'GET', '/workers', { tenant: 'iso-s' })).body.workers.find((x: { workerId: string }) => x.workerId === 'vanisher');
     assert.equal(v.status, 'lost');
+  });
+  test('a worker that stops with leases it could not hand back is not reported stopped: it goes lost and its leases are released', async () => {
+    class NoHandBack extends HttpTransport {
+      override async release(): Promise<AckOutcome[]> {
+        throw new Error('the orchestrator did not answer');
+      }
+    }
+    const [job] = await open.ledger.enqueue([{ tenantId: 'iso-left', jobType: 'left_t', payload: {} }]);
+    let started = false;
+    const w = await createWorker({
+      transport: new NoHandBack({ apiUrl: open.url, tenant: 'iso-left' }), workerId: 'leaver', jobTypes: ['left_t'],
+      handleSignals: false, waitMs: 500, shutdownTimeoutMs: 100, log: createLogger('silent'),
+      handler: (j) => {
+        started = true;
+        return new Promise((_resolve, reject) => j.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+      },
+    });
+    await eventually(async () => started, 10_000, 'the job to start');
+    await w.stop();
+    const rec = (await call(open.url, 'GET', '/workers', { tenant: 'iso-left' })).body.workers.find((x: { workerId: string }) => x.workerId === 'leaver');
+    assert.deepEqual([rec.status, rec.stoppedAt, rec.inFlight], ['active', null, 1]);
+    const lost = await open.ledger.workers.markLost(0);
+    assert.ok(lost.some((l) => l.workerId === 'leaver' && l.tenantId === 'iso-left'), 'it is marked lost, so the reaper releases its lease');
+    assert.equal((await open.ledger.getJob('iso-left', job!.id))?.state, 'leased');
   });
 });
 
