@@ -100,6 +100,20 @@ describe('the worker registry belongs to tenants', () => {
     const v = (await call(open.url, 'GET', '/workers', { tenant: 'iso-s' })).body.workers.find((x: { workerId: string }) => x.workerId === 'vanisher');
     assert.equal(v.status, 'lost');
   });
+
+  test('an in-process worker (claiming for every tenant) that stops cleanly is "stopped" too', async () => {
+    await open.ledger.enqueue([{ tenantId: 'iso-ip', jobType: 'stop_ip', payload: {} }]);
+    let ran = 0;
+    const w = await createWorker({
+      connectionString: db.url, workerId: 'stopper-ip', jobTypes: ['stop_ip'], handleSignals: false, waitMs: 500, log: createLogger('silent'),
+      handler: async () => void ran++,
+    });
+    await eventually(async () => ran === 1, 10_000, 'the job to run');
+    await w.stop();
+    const rec = (await call(open.url, 'GET', '/workers', { tenant: 'iso-ip' })).body.workers.find((x: { workerId: string }) => x.workerId === 'stopper-ip');
+    assert.deepEqual([rec.tenantId, rec.status, rec.inFlight], ['*', 'stopped', 0]);
+  });
+
   test('a worker that stops with leases it could not hand back is not reported stopped: it goes lost and its leases are released', async () => {
     class NoHandBack extends HttpTransport {
       override async release(): Promise<AckOutcome[]> {
