@@ -180,6 +180,8 @@ describe('a worker id another tenant uses', () => {
     const db2 = await createTestDatabase();
     const cp = await startTestServer(db2.url, { workerLostAfterMs: LOST_AFTER_MS, maintenance: { ...defaultConfig.maintenance, leaseReaperIntervalMs: 100 } });
     try {
+      // leases far longer than the test, so only the lost worker's release can take one back
+      await cp.ledger.jobTypes.define('twin_r', { leaseMs: 600_000 });
       const [live, gone] = await cp.ledger.enqueue([
         { tenantId: 'iso-live', jobType: 'twin_r', payload: {} }, { tenantId: 'iso-gone', jobType: 'twin_r', payload: {} },
       ]);
@@ -196,6 +198,7 @@ describe('a worker id another tenant uses', () => {
         assert.equal(hb.status, 200, `the live lease was taken: ${JSON.stringify(hb.body)}`);
         return (await jobState('iso-gone', gone!.id)).state === 'queued';
       }, LOST_AFTER_MS + 15_000, 'the vanished worker\'s lease released');
+      assert.equal((await cp.ledger.getHistory('iso-gone', gone!.id)).at(-1)?.reason, 'worker_lost');
       assert.deepEqual(await jobState('iso-live', live!.id), { state: 'leased', lease_id: held.leaseId });
       const workers = (await call(cp.url, 'GET', '/workers', {})).body.workers
         .map((w: { tenantId: string; workerId: string; status: string }) => `${w.tenantId}/${w.workerId}:${w.status}`);
