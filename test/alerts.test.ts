@@ -122,6 +122,9 @@ test('Alertmanager: FailuresHigh mutes the burn-rate alert (and its persistent p
       ['alertname=OrchestratorCriticalPersistent', 'severity=page', 'critical_alert=OrchestratorFailuresHigh', 'job_type=render', 'tenant=t1'],
       ['alertname=OrchestratorCriticalPersistent', 'severity=page', 'critical_alert=OrchestratorFailureBurnRateHigh', 'job_type=render', 'long_window=1h'],
       ['alertname=OrchestratorCriticalPersistent', 'severity=page', 'critical_alert=OrchestratorFailureBurnRateHigh', 'job_type=mail', 'long_window=1h'],
+      // video: FailuresHigh fires but has not persisted 15m yet, while the burn rate (which fires sooner) has
+      ['alertname=OrchestratorFailuresHigh', 'severity=critical', 'job_type=video', 'tenant=t2'],
+      ['alertname=OrchestratorCriticalPersistent', 'severity=page', 'critical_alert=OrchestratorFailureBurnRateHigh', 'job_type=video', 'long_window=1h'],
     ];
     for (const labels of alerts) {
       const { code, out } = await run(AMTOOL, ['alert', 'add', url, ...labels]);
@@ -138,11 +141,13 @@ test('Alertmanager: FailuresHigh mutes the burn-rate alert (and its persistent p
     assert.deepEqual(Object.fromEntries([...states].sort()), {
       'OrchestratorCriticalPersistent OrchestratorFailureBurnRateHigh render page': 'suppressed',
       'OrchestratorCriticalPersistent OrchestratorFailureBurnRateHigh mail page': 'active',
+      'OrchestratorCriticalPersistent OrchestratorFailureBurnRateHigh video page': 'suppressed',
       'OrchestratorCriticalPersistent OrchestratorFailuresHigh render page': 'active',
       'OrchestratorFailureBurnRateHigh render critical': 'suppressed',
       'OrchestratorFailureBurnRateHigh render warning': 'suppressed',
       'OrchestratorFailureBurnRateHigh thumb critical': 'active',
       'OrchestratorFailuresHigh render critical': 'suppressed', // by its own page (CriticalPersistent), not new
+      'OrchestratorFailuresHigh video critical': 'active',
     });
   } finally {
     am.kill('SIGTERM');

@@ -346,7 +346,7 @@ for (const mode of ['remote', 'in-process'] as const satisfies readonly Mode[]) 
         assert.equal(j.attempt, 0, `job ${id}: handed-back attempt not counted`);
         const last = (await history(id)).at(-1)!;
         assert.equal(last.reason, 'released_by_worker');
-        // over HTTP the actor is the caller's token, and on an open server (no token) the lease's holder, as in process
+        // the worker that held the lease (over HTTP an open server has no token to name, so the lease's holder)
         assert.equal(last.actor, `worker:${w.id}`);
       }
     });

@@ -51,26 +51,36 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** A fresh, migrated database for one test file. */
-export async function createTestDatabase(): Promise<TestDatabase> {
+/** A fresh, empty database (no schema: e.g. to restore a backup into); drop() removes it. */
+export async function createEmptyDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   const base = await admin();
   const name = `orch_test_${randomBytes(5).toString('hex')}`;
   const client = new pg.Client({ connectionString: base });
   await client.connect();
   await client.query(`CREATE DATABASE ${name}`);
   await client.end();
-  const url = base.replace(/\/[^/?]*(\?.*)?$/, `/${name}$1`);
-  const pool = createPool(url, 20);
-  await migrate(pool);
   return {
-    url,
-    pool,
+    url: base.replace(/\/[^/?]*(\?.*)?$/, `/${name}$1`),
     async drop() {
-      await pool.end();
       const c = new pg.Client({ connectionString: base });
       await c.connect();
       await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await c.end();
+    },
+  };
+}
+
+/** A fresh, migrated database for one test file. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const empty = await createEmptyDatabase();
+  const pool = createPool(empty.url, 20);
+  await migrate(pool);
+  return {
+    url: empty.url,
+    pool,
+    async drop() {
+      await pool.end();
+      await empty.drop();
       if (embedded) await embedded.stop();
     },
   };

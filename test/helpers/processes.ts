@@ -18,8 +18,13 @@ export async function kill(child: ChildProcess, signal: NodeJS.Signals): Promise
 }
 
 /** Spawns test/fixtures/crash-worker.ts (argv: connectionString jobType workerId mode) and resolves once it says it is ready. */
-export async function spawnCrashWorker(args: string[]): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CRASH_WORKER, ...args], {
+export function spawnCrashWorker(args: string[]): Promise<ChildProcess> {
+  return spawnFixture(CRASH_WORKER, args);
+}
+
+/** Spawns a TypeScript fixture (through tsx) and resolves once it prints "ready"; rejects if it exits first. */
+export async function spawnFixture(file: string, args: string[]): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', file, ...args], {
     cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -30,7 +35,7 @@ export async function spawnCrashWorker(args: string[]): Promise<ChildProcess> {
       stdout += d;
       if (stdout.includes('ready\n')) resolve();
     });
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}: ${stderr}`)));
+    child.once('exit', (code) => reject(new Error(`${file} exited with ${code}: ${stderr}`)));
   });
   return child;
 }
