@@ -119,6 +119,9 @@ describe('a worker process dies', () => {
         assert.equal((await plane.ledger.getHistory(TENANT, id)).at(-1)?.reason, 'released_by_worker');
       }
     }
+    // and it said so: the registry shows it stopped, holding nothing, so the reaper never marks it lost
+    const records = (await plane.ledger.workers.list(db.pool, undefined)).filter((w) => w.workerId === workerId);
+    assert.deepEqual(records.map((w) => [w.status, w.inFlight]), [['stopped', 0]]);
   });
 });
 

@@ -44,6 +44,9 @@ export interface WorkerRecord {
 /** A worker marked lost: the leases it holds in `tenantId` ("*": in every tenant) are to be released. */
 export interface LostWorker { tenantId: string; workerId: string }
 
+/** The key of `Workers.written`: one sighting writes the records of all its tenants at once. */
+const writtenKey = (tenantIds: string[], workerId: string): string => `${tenantIds.join(',')}\u0000${workerId}`;
+
 /**
  * The worker registry (orch.workers): who is claiming, for which tenant and
  * job types, and when each was last heard from. A worker belongs to the
@@ -62,7 +65,7 @@ export class Workers {
     const now = Date.now();
     const tenants = w.tenantIds ?? [ALL_TENANTS];
     const jobTypes = [...w.jobTypes].sort().join(',');
-    const key = `${tenants.join(',')}\u0000${w.workerId}`;
+    const key = writtenKey(tenants, w.workerId);
     const last = this.written.get(key);
     if (last && now - last.at < WORKER_REFRESH_MS && last.jobTypes === jobTypes) return;
     if (this.written.size > 10_000) this.written.clear();
@@ -76,13 +79,18 @@ export class Workers {
     );
   }
 
-  /** The worker said it stopped (its leases handed back): it is "stopped", never "lost". Returns the records changed. */
+  /**
+   * The worker said it stopped (its leases handed back): it is "stopped", never "lost". `tenantIds`
+   * names its records as its claims did (undefined = the record of a worker claiming for every
+   * tenant), so a stop never touches another tenant's worker of the same id. Returns the records changed.
+   */
   async stopped(workerId: string, tenantIds: string[] | undefined): Promise<number> {
+    const tenants = tenantIds ?? [ALL_TENANTS];
     const { rowCount } = await this.pool.query(
       `UPDATE orch.workers SET stopped_at = now(), last_seen = now()
-       WHERE worker_id = $1 AND ($2::text[] IS NULL OR tenant_id = ANY($2)) AND lost_at IS NULL`,
-      [workerId, tenantIds ?? null]);
-    for (const t of tenantIds ?? [ALL_TENANTS]) this.written.delete(`${t}\u0000${workerId}`);
+       WHERE worker_id = $1 AND tenant_id = ANY($2) AND lost_at IS NULL`,
+      [workerId, tenants]);
+    this.written.delete(writtenKey(tenants, workerId));
     return rowCount ?? 0;
   }
 

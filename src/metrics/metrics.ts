@@ -83,7 +83,7 @@ export class Metrics implements LedgerObserver, RelayObserver {
     labelNames: ['job_type', 'cause'] as const, registers: [this.registry],
   });
   readonly workersActive = new Gauge({
-    name: 'orchestrator_workers_active', help: 'Workers not marked lost, per job type they claim.',
+    name: 'orchestrator_workers_active', help: 'Workers neither stopped nor marked lost, per job type they claim.',
     labelNames: ['job_type'] as const, registers: [this.registry],
   });
 

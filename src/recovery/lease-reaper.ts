@@ -1,4 +1,4 @@
-import { ALL_TENANTS } from '../ledger/workers.ts';
+import { ALL_TENANTS, WORKER_REFRESH_MS } from '../ledger/workers.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import type { Logger } from '../logging.ts';
 import { PeriodicService, type RunResult } from '../maintenance/service.ts';
@@ -65,11 +65,15 @@ export class LeaseReaper extends PeriodicService {
     const lost = await this.ledger.workers.markLost(this.config.workerLostAfterMs);
     let released = 0;
     if (lost.length > 0) {
-      // a worker's leases in its own tenant; those of a worker claiming for every tenant, everywhere
+      // A worker's leases in its own tenant; those of a worker claiming for every tenant, everywhere.
+      // Only silent ones: a live worker of the same id elsewhere heartbeats its leases and keeps them.
+      // A lost worker's leases went silent no later than its record (which a claim or heartbeat
+      // refreshes at most every WORKER_REFRESH_MS).
+      const silentForMs = Math.max(0, this.config.workerLostAfterMs - WORKER_REFRESH_MS);
       const byTenant = new Map<string, string[]>();
       for (const w of lost) byTenant.set(w.tenantId, [...(byTenant.get(w.tenantId) ?? []), w.workerId]);
       for (const [tenantId, workerIds] of byTenant) {
-        const selector = { tenantId: tenantId === ALL_TENANTS ? null : tenantId, workerIds };
+        const selector = { tenantId: tenantId === ALL_TENANTS ? null : tenantId, workerIds, silentForMs };
         for (let n = batchSize; n === batchSize; released += n) {
           n = (await this.ledger.forceRelease(selector, batchSize, ACTOR, 'worker_lost', 'worker_lost')).length;
         }

@@ -111,6 +111,6 @@ export async function leaseSamples(db: Queryable): Promise<LeaseSample[]> {
     FROM (SELECT job_type, count(*) AS n, max(extract(epoch FROM now() - coalesce(heartbeat_at, started_at)))::float8 AS oldest
           FROM orch.jobs WHERE state = 'leased' GROUP BY job_type) l
     FULL JOIN (SELECT t.job_type, count(*) AS n FROM orch.workers w CROSS JOIN LATERAL unnest(w.job_types) AS t(job_type)
-               WHERE w.lost_at IS NULL GROUP BY t.job_type) w ON w.job_type = l.job_type`);
+               WHERE w.lost_at IS NULL AND w.stopped_at IS NULL GROUP BY t.job_type) w ON w.job_type = l.job_type`);
   return rows.map((r) => ({ jobType: r.job_type, leases: Number(r.leases), oldestHeartbeatAgeSeconds: r.oldest, workers: Number(r.workers) }));
 }

@@ -406,7 +406,7 @@ export class Worker<P = unknown> extends EventEmitter {
     this.wakeFetcher();
     await Promise.all(this.fetchLoops);
     // Prefetched leases go back first: waiting for running handlers could outlast their leases.
-    await this.handBack(this.buffer.takeAll().map((b) => {
+    const prefetchedBack = await this.handBack(this.buffer.takeAll().map((b) => {
       this.forget(b);
       return { tenantId: b.tenantId, jobId: b.id, leaseId: b.leaseId };
     }));
@@ -435,17 +435,30 @@ export class Worker<P = unknown> extends EventEmitter {
       if (this.flushes.size === 0) this.scheduleFlush();
       await Promise.all(this.flushes);
     }
-    await this.handBack(interrupted);
+    const interruptedBack = await this.handBack(interrupted);
     if (this.ticker) clearInterval(this.ticker);
-    // Said last, once nothing is held: a stopped worker is never reported lost (nor pages through LeaseStall).
-    await this.transport.reportStopped(this.id).catch((err: unknown) => this.log.warn({ err }, 'could not report the stop; the worker will show as lost'));
+    if (prefetchedBack && interruptedBack && !this.acksAbandoned) {
+      // Said last, once nothing is held: a stopped worker is never reported lost (nor pages through LeaseStall).
+      await this.transport.reportStopped(this.id).catch((err: unknown) => this.log.warn({ err }, 'could not report the stop; the worker will show as lost'));
+    } else {
+      // A stop that leaves leases behind is not clean: unreported, the worker goes lost and the
+      // reaper releases its leases then, instead of at their deadlines.
+      this.log.warn({ workerId: this.id }, 'stopping with leases still held: the worker will show as lost and its leases be released');
+    }
     await this.transport.close();
     this.emit('stopped');
   }
 
-  private async handBack(leases: LeaseRef[]): Promise<void> {
-    if (leases.length === 0) return;
-    await this.transport.release(leases).catch((err) => this.log.warn({ err }, 'could not hand back leases; they will expire'));
+  /** Hands leases back; false when the orchestrator did not take them (they stay leased). */
+  private async handBack(leases: LeaseRef[]): Promise<boolean> {
+    if (leases.length === 0) return true;
+    try {
+      await this.transport.release(leases);
+      return true;
+    } catch (err) {
+      this.log.warn({ err }, 'could not hand back leases');
+      return false;
+    }
   }
 
   private removeSignalHandlers(): void {

@@ -12,6 +12,12 @@ export interface LeaseSelector {
   workerIds?: string[];
   /** Stuck leases: last heartbeat (or claim, if none) older than this, or past their deadline and not reaped yet. */
   stuckAfterMs?: number;
+  /**
+   * And only leases whose last heartbeat (or claim) is at least this old. A lost worker's leases are
+   * all silent; a live worker of the same id in another tenant (or claiming for every tenant)
+   * heartbeats its own, and keeps them.
+   */
+  silentForMs?: number;
 }
 
 /**
@@ -28,6 +34,7 @@ const forceReleaseStatement = prepared('force_release', takeLeasesStatement(`
   WHERE state = 'leased' AND ($4::text IS NULL OR tenant_id = $4)
     AND (id = ANY($5::bigint[]) OR lease_id = ANY($6::uuid[]) OR worker_id = ANY($7::text[])
       OR coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $8::float8 / 1000) OR ($8 IS NOT NULL AND lease_until < now()))
+    AND ($11::float8 IS NULL OR coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $11::float8 / 1000))
   ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED`,
   '$9::text', { class: 'LeaseReleased', message: 'lease released by force' }));
 
@@ -44,7 +51,7 @@ export async function forceRelease(
 ): Promise<TransitionRecord[]> {
   const { rows } = await forceReleaseStatement<TakenLeaseRow>(db, [
     limit, actor, randomUUID(), selector.tenantId, selector.jobIds ?? [], selector.leaseIds ?? [], selector.workerIds ?? [],
-    selector.stuckAfterMs ?? null, reason, cause === 'worker_lost' ? 0 : healthyWithinMs,
+    selector.stuckAfterMs ?? null, reason, cause === 'worker_lost' ? 0 : healthyWithinMs, selector.silentForMs ?? null,
   ]);
   return takenRecords(rows, cause);
 }

@@ -35,10 +35,14 @@ WITH input AS (
     'data', jsonb_build_object('progress', progress, 'message', progress_message)) ORDER BY id)
   FROM upd WHERE reported GROUP BY tenant_id
 ), seen AS (
-  -- the worker registry (src/ledger/workers.ts): a worker that heartbeats is alive
+  -- the worker registry (src/ledger/workers.ts): a worker that heartbeats is alive. The holder is the
+  -- lease tenant's worker of that id, or else the one claiming for every tenant ('*'): never both, so
+  -- one tenant's heartbeats cannot revive (or keep alive) a record that is not theirs
   UPDATE orch.workers w SET last_seen = now(), lost_at = NULL, stopped_at = NULL
   FROM (SELECT DISTINCT tenant_id, worker_id FROM upd) u
-  WHERE w.worker_id = u.worker_id AND w.tenant_id IN (u.tenant_id, '*')
+  WHERE w.worker_id = u.worker_id
+    AND w.tenant_id = CASE WHEN EXISTS (SELECT 1 FROM orch.workers o WHERE o.tenant_id = u.tenant_id AND o.worker_id = u.worker_id)
+                           THEN u.tenant_id ELSE '*' END
     AND w.last_seen < now() - interval '${WORKER_REFRESH_MS} milliseconds'
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.lease_until AS new_lease_until
