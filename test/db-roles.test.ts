@@ -37,8 +37,9 @@ before(async () => {
 after(async () => {
   await app?.end();
   await plane?.stop();
+  // roles are per cluster: drop it while the pool is still open (its sessions ended above)
+  await db?.pool.query(`DROP ROLE IF EXISTS ${APP_ROLE}`);
   await db?.drop();
-  await db?.pool.query(`DROP ROLE IF EXISTS ${APP_ROLE}`).catch(() => undefined);
 });
 
 async function refused(sql: string): Promise<string> {
