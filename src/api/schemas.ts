@@ -1,6 +1,7 @@
 import { Type, type Static, type TSchema } from 'typebox';
 import { JOB_TYPE_PATTERN } from '../ledger/job-types.ts';
 import { MAX_KEY_LENGTH, MAX_PRIORITY, TENANT_PATTERN } from '../ledger/validate.ts';
+import { TRANSITION_CAUSES, type TransitionCause } from '../ledger/types.ts';
 
 /** Request and response shapes of the HTTP API; the OpenAPI document is generated from these. */
 
@@ -95,6 +96,7 @@ export const HistorySchema = Type.Object({
   attempt: Type.Integer(),
   leaseId: Type.Union([Type.String(), Type.Null()]),
   actor: Type.String(),
+  cause: Type.Unsafe<TransitionCause>(Type.String({ enum: [...TRANSITION_CAUSES], description: 'What made the transition; reason is the note recorded with it.' })),
   reason: Type.Union([Type.String(), Type.Null()]),
   error: Type.Union([Type.Unknown(), Type.Null()]),
 });

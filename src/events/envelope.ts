@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Queryable } from '../ledger/db.ts';
-import type { JobState } from '../ledger/types.ts';
+import type { JobState, TransitionCause } from '../ledger/types.ts';
 
 /** Every event type the orchestrator emits (see schemas/orch.event.v1.json and docs/events.md). */
 export const EVENT_TYPES = [
@@ -78,20 +78,19 @@ function eventId(atMs: number, c: EventCursor): string {
   return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
 }
 
-/** The event type of one job transition. */
-export function transitionEventType(from: JobState | null, to: JobState, actor: string, reason: string | null, replayOf: string | null): EventType {
-  if (from === null) return replayOf === null ? 'job.enqueued' : 'job.replayed';
-  if (to === 'leased') return 'job.leased';
-  if (from === 'dead_lettered' && to === 'cleared') return 'dlq.cleared';
-  // the reaper's own reason, not an operator's free text that happens to match it
-  if (from === 'leased' && to === 'queued') return reason === 'lease_expired' && actor.startsWith('system:') ? 'lease.expired' : 'lease.released';
-  switch (to) {
-    case 'succeeded': return 'job.succeeded';
-    case 'failed': return 'job.retry_scheduled';
-    case 'dead_lettered': return 'job.dead_lettered';
-    case 'canceled': return 'job.canceled';
+/** The event type of one job transition, from what made it (its cause) and where it went. */
+export function transitionEventType(cause: TransitionCause, to: JobState): EventType {
+  switch (cause) {
+    case 'enqueued': return 'job.enqueued';
+    case 'replayed': return 'job.replayed';
+    case 'claimed': return 'job.leased';
+    case 'dlq_cleared': return 'dlq.cleared';
+    case 'lease_expired': return to === 'queued' ? 'lease.expired' : 'job.dead_lettered';
+    case 'force_released': case 'worker_lost': case 'worker_released': return to === 'queued' ? 'lease.released' : 'job.dead_lettered';
+    case 'worker_completed': return 'job.succeeded';
+    case 'worker_failed': return to === 'failed' ? 'job.retry_scheduled' : 'job.dead_lettered';
+    case 'operator_canceled': return 'job.canceled';
     case 'timed_out': return 'job.timed_out';
-    default: return 'job.enqueued';
   }
 }
 
@@ -100,7 +99,7 @@ const actorOf = (actor: string) => ({ subject: actor, scopes: [] as string[] });
 
 interface TransitionEntry {
   batch_id: string; tenant_id: string; job_id: string; from_state: JobState | null; to_state: JobState; attempt: number; lease_id: string | null;
-  actor: string; reason: string | null; error: { class?: string } | null; job_type: string; correlation_id: string | null; replay_of: string | null;
+  actor: string; reason: string | null; cause: TransitionCause; error: { class?: string } | null; job_type: string; correlation_id: string | null; replay_of: string | null;
   n: number;
 }
 
@@ -123,13 +122,13 @@ export async function expand(db: Queryable, rows: OutboxRow[]): Promise<Position
   if (batched.length > 0) {
     const { rows: es } = await db.query<TransitionEntry>(
       `WITH e AS (
-         SELECT t.batch_id, t.tenant_id, e.job_id, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.reason, e.error, e.job_type, e.n
+         SELECT t.batch_id, t.tenant_id, e.job_id, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.reason, t.cause, e.error, e.job_type, e.n
          FROM unnest($1::uuid[], $2::text[]) AS b(batch_id, tenant_id)
          JOIN orch.job_transitions t ON t.batch_id = b.batch_id AND t.tenant_id = b.tenant_id
          CROSS JOIN LATERAL unnest(t.job_ids, t.from_states, t.to_states, t.attempts, t.lease_ids, t.errors, t.job_types)
            WITH ORDINALITY AS e(job_id, from_state, to_state, attempt, lease_id, error, job_type, n)
        )
-       SELECT e.batch_id, e.tenant_id, e.job_id, e.from_state, e.to_state, e.attempt, e.lease_id, e.actor, e.reason, e.error, e.job_type, e.n,
+       SELECT e.batch_id, e.tenant_id, e.job_id, e.from_state, e.to_state, e.attempt, e.lease_id, e.actor, e.reason, e.cause, e.error, e.job_type, e.n,
               x.correlation_id, x.replay_of
        FROM e LEFT JOIN LATERAL (
          -- a probe of the partial index holding only jobs with a correlation id or a replay origin
@@ -151,7 +150,7 @@ export async function expand(db: Queryable, rows: OutboxRow[]): Promise<Position
       const list = (entries.get(batchKey(r.batch_id, r.tenant_id)) ?? []).sort((a, b) => a.n - b.n);
       list.forEach((e, index) => {
         const cursor = { xid: r.xid, seq: r.seq, index };
-        const type = transitionEventType(e.from_state, e.to_state, e.actor, e.reason, e.replay_of);
+        const type = transitionEventType(e.cause, e.to_state);
         out.push({
           cursor,
           event: {

@@ -89,7 +89,7 @@ export class Ledger {
     await this.backpressure.check(prepared);
     const results = await enqueue(opts.client ?? this.pool, prepared, opts.actor ?? 'api', opts.reason ?? null);
     this.emit(results.filter((r) => r.created).map((r) => ({
-      jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: 'queued', attempt: 0,
+      cause: 'enqueued' as const, jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: 'queued', attempt: 0,
     })));
     return results;
   }

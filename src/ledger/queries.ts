@@ -28,7 +28,7 @@ export async function getJob(db: Queryable, tenantId: string, id: string): Promi
 
 export async function getHistory(db: Queryable, tenantId: string, id: string): Promise<HistoryEntry[]> {
   const { rows } = await db.query<HistoryRow>(
-    `SELECT t.at, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.reason, e.error
+    `SELECT t.at, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.cause, t.reason, e.error
      FROM orch.jobs j
      CROSS JOIN LATERAL unnest(j.history) WITH ORDINALITY AS b(batch_id, n)
      JOIN orch.job_transitions t ON t.batch_id = b.batch_id AND t.tenant_id = j.tenant_id

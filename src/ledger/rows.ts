@@ -1,4 +1,4 @@
-import type { Artifact, ErrorInfo, HistoryEntry, Job, JobState, JobTypeDefinition } from './types.ts';
+import type { Artifact, ErrorInfo, HistoryEntry, Job, JobState, JobTypeDefinition, TransitionCause } from './types.ts';
 
 /** Column list shared by every query that returns whole jobs, so row mapping has one shape. */
 export const JOB_COLUMNS = `id, tenant_id, job_type, state, priority, payload, run_after, attempt, max_attempts,
@@ -76,6 +76,7 @@ export interface HistoryRow {
   attempt: number;
   lease_id: string | null;
   actor: string;
+  cause: TransitionCause;
   reason: string | null;
   error: ErrorInfo | null;
 }
@@ -88,6 +89,7 @@ export function toHistory(r: HistoryRow): HistoryEntry {
     attempt: r.attempt,
     leaseId: r.lease_id,
     actor: r.actor,
+    cause: r.cause,
     reason: r.reason,
     error: r.error,
   };

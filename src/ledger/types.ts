@@ -79,6 +79,8 @@ export interface HistoryEntry {
   attempt: number;
   leaseId: string | null;
   actor: Actor;
+  /** What made the transition (see TRANSITION_CAUSES); `reason` is the note recorded with it. */
+  cause: TransitionCause;
   reason: string | null;
   error: ErrorInfo | null;
 }
@@ -165,7 +167,20 @@ export interface JobTypeDefinition {
 }
 
 /** One applied transition, handed to observers (metrics now, more later). */
+/**
+ * What made a transition, fixed by the statement that wrote it and stored
+ * with its history (orch.job_transitions.cause): the events, the metrics and
+ * the history read it, never the free-text reason (an operator's note).
+ */
+export const TRANSITION_CAUSES = [
+  'enqueued', 'replayed', 'claimed', 'worker_completed', 'worker_failed', 'worker_released',
+  'lease_expired', 'timed_out', 'force_released', 'worker_lost', 'operator_canceled', 'dlq_cleared',
+] as const;
+export type TransitionCause = (typeof TRANSITION_CAUSES)[number];
+
 export interface TransitionRecord {
+  /** What made it; `reason` is the note recorded with it (a code, or an operator's words). */
+  cause: TransitionCause;
   jobId: string;
   tenantId: string;
   jobType: string;

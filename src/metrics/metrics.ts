@@ -245,13 +245,13 @@ export class Metrics implements LedgerObserver, RelayObserver {
         count(this.jobsEnqueued, { tenant: r.tenantId, job_type: r.jobType });
       } else if (r.to === 'leased') {
         if (r.dispatchLatencyMs !== undefined) this.dispatchLatency.observe({ job_type: r.jobType }, r.dispatchLatencyMs / 1000);
-      } else if (r.from !== 'dead_lettered' && r.reason !== 'released_by_worker') {
+      } else if (r.cause !== 'dlq_cleared' && r.cause !== 'worker_released') {
         // an attempt's outcome (a DLQ clear and a job handed back unrun are none)
         const outcome = r.to === 'queued' ? 'retried' : r.to;
         count(this.jobs, { tenant: r.tenantId, job_type: r.jobType, outcome });
         if (r.runMs !== undefined) this.jobDuration.observe({ job_type: r.jobType, outcome }, r.runMs / 1000);
-        if (r.reason === 'force_released' || r.reason === 'worker_lost') count(this.leaseReleased, { job_type: r.jobType, cause: r.reason });
-        if (r.reason === 'lease_expired') {
+        if (r.cause === 'force_released' || r.cause === 'worker_lost') count(this.leaseReleased, { job_type: r.jobType, cause: r.cause });
+        if (r.cause === 'lease_expired') {
           count(this.leaseExpired, { job_type: r.jobType });
           count(this.failures, { job_type: r.jobType, error_class: 'LeaseExpired' });
         } else if (r.errorClass) {

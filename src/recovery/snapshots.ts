@@ -148,7 +148,7 @@ export class Snapshots {
       this.pool.query<HistoryRenderRow>(
         `WITH js AS (SELECT id, history FROM orch.jobs WHERE tenant_id = $1 AND id = ANY($2::bigint[])),
          batches AS (SELECT DISTINCT unnest(history) AS batch_id FROM js)
-         SELECT e.job_id, ${epochMs('t.at')} AS at, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.reason,
+         SELECT e.job_id, ${epochMs('t.at')} AS at, e.from_state, e.to_state, e.attempt, e.lease_id, t.actor, t.cause, t.reason,
            e.error::text AS error, array_position(js.history, t.batch_id) AS n
          FROM batches b JOIN orch.job_transitions t ON t.batch_id = b.batch_id AND t.tenant_id = $1
          CROSS JOIN LATERAL unnest(t.job_ids, t.from_states, t.to_states, t.attempts, t.lease_ids, t.errors)
@@ -167,7 +167,7 @@ interface RenderRow {
 }
 interface HistoryRenderRow {
   job_id: string; at: number; from_state: string | null; to_state: string; attempt: number; lease_id: string | null;
-  actor: string; reason: string | null; error: string | null; n: number;
+  actor: string; cause: string; reason: string | null; error: string | null; n: number;
 }
 
 const epochMs = (col: string) => `(extract(epoch FROM ${col}) * 1000)::float8`;
@@ -184,7 +184,7 @@ function renderEntry(j: RenderRow, history: HistoryRenderRow[]): string {
   let h = '';
   for (const e of history) {
     h += `${h ? ',' : ''}{"at":${iso(e.at)},"from":${str(e.from_state)},"to":"${e.to_state}","attempt":${e.attempt},"leaseId":${str(e.lease_id)},`
-      + `"actor":${str(e.actor)},"reason":${str(e.reason)},"error":${e.error ?? 'null'}}`;
+      + `"actor":${str(e.actor)},"cause":${str(e.cause)},"reason":${str(e.reason)},"error":${e.error ?? 'null'}}`;
   }
   return `{"id":"${j.id}","jobType":"${j.job_type}","priority":${j.priority},"attempt":${j.attempt},"maxAttempts":${j.max_attempts},`
     + `"idempotencyKey":${str(j.idempotency_key)},"correlationId":${str(j.correlation_id)},"replayOf":${str(j.replay_of)},`

@@ -18,7 +18,7 @@ WITH cur AS (
   RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, cur.state AS from_state
 ), entries AS (
   SELECT id, tenant_id, job_type, from_state, 'canceled'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$5::uuid', '$3', '$4')}
+), ${recordTransitions('entries', '$5::uuid', '$3', '$4', "'operator_canceled'")}
 SELECT cur.state AS current_state, upd.* FROM cur LEFT JOIN upd ON true`);
 
 interface CancelRow {
@@ -35,5 +35,5 @@ export async function cancel(db: Queryable, tenantId: string, jobId: string, act
   const row = rows[0];
   if (!row) throw new LedgerError('not_found', 'jobId', `job ${jobId} not found`);
   if (row.id === null) throw new LedgerError('conflict', 'jobId', `job ${jobId} is ${row.current_state} and cannot be canceled`);
-  return { jobId: row.id, tenantId: row.tenant_id, jobType: row.job_type, from: row.from_state, to: 'canceled', attempt: row.attempt, reason: reason ?? 'canceled' };
+  return { jobId: row.id, tenantId: row.tenant_id, jobType: row.job_type, from: row.from_state, to: 'canceled', attempt: row.attempt, cause: 'operator_canceled', ...(reason ? { reason } : {}) };
 }

@@ -120,7 +120,7 @@ WITH RECURSIVE heads AS (
     coalesce($5::integer, jt.lease_ms) AS lease_ms, p.n_all
 ), entries AS (
   SELECT id, tenant_id, job_type, from_state, 'leased'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$7::uuid', '$6', 'NULL')}, spent AS (
+), ${recordTransitions('entries', '$7::uuid', '$6', 'NULL', "'claimed'")}, spent AS (
   SELECT x.tenant_id, x.job_type, count(*)::integer AS n FROM upd u JOIN room x ON ${covers('x', 'u.tenant_id', 'u.job_type')}
   GROUP BY x.tenant_id, x.job_type
 ), throttled AS (
@@ -250,7 +250,7 @@ export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Pro
     deadlineAt: r.deadline_at,
   }));
   const records = leaseRows.map((r) => ({
-    jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: r.from_state, to: 'leased' as const,
+    jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: r.from_state, to: 'leased' as const, cause: 'claimed' as const,
     attempt: r.attempt, dispatchLatencyMs: Math.max(0, Number(r.latency_ms)),
   }));
   const throttled = rows.filter((r): r is ThrottleRow => r.kind === 'throttle').map((r) => ({

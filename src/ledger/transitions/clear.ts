@@ -19,7 +19,7 @@ WITH picked AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'dead_lettered'::orch.job_state AS from_state, 'cleared'::orch.job_state AS to_state, attempt,
          lease_id, last_error AS error FROM upd
-), ${recordTransitions('entries', '$5::uuid', '$3', '$4')}
+), ${recordTransitions('entries', '$5::uuid', '$3', '$4', "'dlq_cleared'")}
 SELECT id, tenant_id, job_type, attempt FROM upd`);
 
 interface ClearedRow { id: string; tenant_id: string; job_type: string; attempt: number }
@@ -27,5 +27,5 @@ interface ClearedRow { id: string; tenant_id: string; job_type: string; attempt:
 export async function clear(db: Queryable, tenantId: string, jobIds: string[], actor: Actor, reason: string): Promise<TransitionRecord[]> {
   if (jobIds.length === 0) return [];
   const { rows } = await clearStatement<ClearedRow>(db, [tenantId, jobIds, actor, reason, randomUUID()]);
-  return rows.map((r) => ({ jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'dead_lettered', to: 'cleared', attempt: r.attempt, reason }));
+  return rows.map((r) => ({ jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'dead_lettered', to: 'cleared', attempt: r.attempt, cause: 'dlq_cleared', reason }));
 }

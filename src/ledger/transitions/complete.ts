@@ -26,7 +26,7 @@ WITH input AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'succeeded'::orch.job_state AS to_state, attempt, lease_id, worker_id,
          NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, 'NULL')}
+), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, 'NULL', "'worker_completed'")}
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms,
   'succeeded'::orch.job_state AS new_state, NULL AS error_class
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL
@@ -42,7 +42,7 @@ export async function complete(db: Queryable, inputs: CompleteInput[], actor: Ac
     return `{"tenant_id":${JSON.stringify(c.tenantId)},"job_id":${JSON.stringify(c.jobId)},"lease_id":${JSON.stringify(c.leaseId)},"result":${result},"artifacts":${artifacts}}`;
   }).join(',') + ']';
   const { rows } = await completeStatement<LeaseEndRow>(db, [spec, actor, randomUUID()]);
-  return leaseEndOutcomes(rows, 'succeeded');
+  return leaseEndOutcomes(rows, 'succeeded', 'worker_completed');
 }
 
 /** Shared by complete and fail: turns the statement's rows into per-job outcomes and transition records. */

@@ -43,7 +43,7 @@ WITH input AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, NULL::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, 0 AS attempt,
          NULL::uuid AS lease_id, NULL::jsonb AS error FROM ins
-), ${recordTransitions('entries', '$4::uuid', '$2', '$3')}, wake AS (
+), ${recordTransitions('entries', '$4::uuid', '$2', '$3', "'enqueued'")}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins WHERE run_after <= now() GROUP BY job_type
 )
 SELECT ins.id, ins.tenant_id, ins.job_type, ins.idempotency_key, ins.state, (SELECT count(*) FROM wake) AS woken

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { appendHistory, recordTransitions } from './history.ts';
-import type { Actor, JobState, TransitionRecord } from '../types.ts';
+import type { Actor, JobState, TransitionCause, TransitionRecord } from '../types.ts';
 import { JOBS_CHANNEL } from '../channel.ts';
 
 /**
@@ -15,7 +15,7 @@ import { JOBS_CHANNEL } from '../channel.ts';
  * is refused: the job is no longer leased, or leased under a new lease id.
  * $2 is the actor, $3 the batch id; `reason` and the dead-letter error are SQL.
  */
-export function takeLeasesStatement(picked: string, reason: string, error: { class: string; message: string }): string {
+export function takeLeasesStatement(picked: string, reason: string, cause: string, error: { class: string; message: string }): string {
   return `
 WITH picked AS (
   ${picked}
@@ -32,7 +32,7 @@ WITH picked AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id,
          CASE WHEN new_state = 'dead_lettered' THEN last_error END AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', '$2', reason)}, wake AS (
+), ${recordTransitions('entries', '$3::uuid', '$2', reason, cause)}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd WHERE new_state = 'queued' GROUP BY job_type
 )
 SELECT upd.id, upd.tenant_id, upd.job_type, upd.attempt, upd.lease_id, upd.worker_id, upd.new_state,
@@ -43,8 +43,8 @@ export interface TakenLeaseRow {
   id: string; tenant_id: string; job_type: string; attempt: number; lease_id: string; worker_id: string | null; new_state: JobState; error_class: string | null;
 }
 
-export const takenRecords = (rows: TakenLeaseRow[], reason: string): TransitionRecord[] => rows.map((r) => ({
-  jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: r.new_state, attempt: r.attempt, reason,
+export const takenRecords = (rows: TakenLeaseRow[], cause: TransitionCause, reason: string): TransitionRecord[] => rows.map((r) => ({
+  cause, jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: r.new_state, attempt: r.attempt, reason,
   ...(r.error_class ? { errorClass: r.error_class } : {}),
 }));
 
@@ -52,9 +52,9 @@ export const takenRecords = (rows: TakenLeaseRow[], reason: string): TransitionR
 const expireStatement = prepared('expire', takeLeasesStatement(`
   SELECT tenant_id, id, true AS charged FROM orch.jobs WHERE state = 'leased' AND lease_until < now()
   ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED`,
-  "'lease_expired'", { class: 'LeaseExpired', message: 'lease expired without heartbeat' }));
+  "'lease_expired'", "'lease_expired'", { class: 'LeaseExpired', message: 'lease expired without heartbeat' }));
 
 export async function expire(db: Queryable, limit: number, actor: Actor): Promise<TransitionRecord[]> {
   const { rows } = await expireStatement<TakenLeaseRow>(db, [limit, actor, randomUUID()]);
-  return takenRecords(rows, 'lease_expired');
+  return takenRecords(rows, 'lease_expired', 'lease_expired');
 }

@@ -30,7 +30,7 @@ WITH input AS (
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id, worker_id, error FROM upd
-), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, "'worker_failed'")}
+), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, "'worker_failed'", "'worker_failed'")}
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms, u.new_state, u.error->>'class' AS error_class
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL
 ORDER BY i.ord`);
@@ -51,5 +51,5 @@ export async function fail(db: Queryable, inputs: FailInput[], actor: Actor | nu
     error: { class: f.error.class, message: f.error.message, retryable: f.error.retryable !== false, ...(f.error.details === undefined ? {} : { details: f.error.details }) },
   }));
   const { rows } = await failStatement<LeaseEndRow>(db, [JSON.stringify(spec), actor, randomUUID()]);
-  return leaseEndOutcomes(rows, 'failed');
+  return leaseEndOutcomes(rows, 'failed', 'worker_failed');
 }

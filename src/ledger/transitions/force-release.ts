@@ -36,7 +36,7 @@ const forceReleaseStatement = prepared('force_release', takeLeasesStatement(`
       OR coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $8::float8 / 1000) OR ($8 IS NOT NULL AND lease_until < now()))
     AND ($11::float8 IS NULL OR coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $11::float8 / 1000))
   ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED`,
-  '$9::text', { class: 'LeaseReleased', message: 'lease released by force' }));
+  '$9::text', '$12::text', { class: 'LeaseReleased', message: 'lease released by force' }));
 
 /** Why leases are taken: an operator's force release, or the reaper acting on a lost worker. */
 export type ReleaseCause = 'force_released' | 'worker_lost';
@@ -51,7 +51,7 @@ export async function forceRelease(
 ): Promise<TransitionRecord[]> {
   const { rows } = await forceReleaseStatement<TakenLeaseRow>(db, [
     limit, actor, randomUUID(), selector.tenantId, selector.jobIds ?? [], selector.leaseIds ?? [], selector.workerIds ?? [],
-    selector.stuckAfterMs ?? null, reason, cause === 'worker_lost' ? 0 : healthyWithinMs, selector.silentForMs ?? null,
+    selector.stuckAfterMs ?? null, reason, cause === 'worker_lost' ? 0 : healthyWithinMs, selector.silentForMs ?? null, cause,
   ]);
-  return takenRecords(rows, cause);
+  return takenRecords(rows, cause, reason);
 }

@@ -14,9 +14,9 @@ export const COUNTED_STATES = ['queued', 'failed', 'leased', 'dead_lettered'] as
  * the leases it ended (freeQuotaSlots; nothing for a transition that ends none). Every transition calls it, so a new one
  * cannot forget a piece of the bookkeeping.
  */
-export function recordTransitions(entries: string, batch: string, actor: string, reason: string): string {
+export function recordTransitions(entries: string, batch: string, actor: string, reason: string, cause: string): string {
   return `hist AS (
-  ${historyInsert(entries, batch, actor, reason)}
+  ${historyInsert(entries, batch, actor, reason, cause)}
 ), count_deltas AS (
   INSERT INTO orch.queue_deltas (tenant_id, job_type, state, delta)
   SELECT tenant_id, job_type, state, sum(d) FROM (
@@ -43,13 +43,14 @@ export function recordTransitions(entries: string, batch: string, actor: string,
  * this CTE appends one orch.job_transitions row per tenant with the entries.
  *
  * `source` names a CTE with columns id, tenant_id, from_state, to_state,
- * attempt, lease_id, error; `batch`, `actor` and `reason` are SQL expressions.
+ * attempt, lease_id, error; `batch`, `actor`, `reason` and `cause` (a
+ * TransitionCause, or a parameter holding one) are SQL expressions.
  * The actor may read the entry's columns (an ack's holder): one row per
  * tenant and actor then (GROUP BY 3 is the actor column).
  */
-function historyInsert(source: string, batch: string, actor: string, reason: string): string {
-  return `INSERT INTO orch.job_transitions (batch_id, tenant_id, actor, reason, job_ids, from_states, to_states, attempts, lease_ids, errors, job_types)
-  SELECT ${batch}, tenant_id, ${actor}, ${reason}, array_agg(id), array_agg(from_state), array_agg(to_state),
+function historyInsert(source: string, batch: string, actor: string, reason: string, cause: string): string {
+  return `INSERT INTO orch.job_transitions (batch_id, tenant_id, actor, reason, cause, job_ids, from_states, to_states, attempts, lease_ids, errors, job_types)
+  SELECT ${batch}, tenant_id, ${actor}, ${reason}, ${cause}, array_agg(id), array_agg(from_state), array_agg(to_state),
          array_agg(attempt), array_agg(lease_id), array_agg(error), array_agg(job_type)
   FROM ${source} GROUP BY tenant_id, 3`;
 }

@@ -1,4 +1,4 @@
-import type { AckOutcome, JobState, RefusalReason, TransitionRecord } from '../types.ts';
+import type { AckOutcome, JobState, RefusalReason, TransitionCause, TransitionRecord } from '../types.ts';
 
 /** The current row of a job an ack or heartbeat named, read in the same statement. */
 export interface LeaseCheckRow {
@@ -41,7 +41,7 @@ export interface LeaseEndRow extends LeaseCheckRow {
 }
 
 /** Per-job outcomes (in input order) and the transition records of those that applied. */
-export function leaseEndOutcomes(rows: LeaseEndRow[], action: LeaseAction, reason?: string) {
+export function leaseEndOutcomes(rows: LeaseEndRow[], action: LeaseAction, cause: TransitionCause, reason?: string) {
   const outcomes: AckOutcome[] = [];
   const records: TransitionRecord[] = [];
   for (const r of rows) {
@@ -49,7 +49,7 @@ export function leaseEndOutcomes(rows: LeaseEndRow[], action: LeaseAction, reaso
       const to = r.new_state!;
       outcomes.push({ jobId: r.job_id, status: 'ok', state: to });
       records.push({
-        jobId: r.job_id, tenantId: r.tenant_id!, jobType: r.job_type!, from: 'leased', to, attempt: r.attempt!,
+        cause, jobId: r.job_id, tenantId: r.tenant_id!, jobType: r.job_type!, from: 'leased', to, attempt: r.attempt!,
         ...(r.run_ms === null ? {} : { runMs: Number(r.run_ms) }),
         ...(r.error_class ? { errorClass: r.error_class } : {}),
         ...(reason ? { reason } : {}),

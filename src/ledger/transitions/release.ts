@@ -22,7 +22,7 @@ WITH input AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, attempt, lease_id, worker_id,
          NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, "'released_by_worker'")}, wake AS (
+), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, "'released_by_worker'", "'worker_released'")}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd GROUP BY job_type
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, 'queued'::orch.job_state AS new_state,
@@ -33,5 +33,5 @@ ORDER BY i.ord`);
 export async function release(db: Queryable, inputs: LeaseRef[], actor: Actor | null): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };
   const { rows } = await releaseStatement<LeaseEndRow>(db, [JSON.stringify(inputs.map((r) => ({ tenant_id: r.tenantId, job_id: r.jobId, lease_id: r.leaseId }))), actor, randomUUID()]);
-  return leaseEndOutcomes(rows, 'renew', 'released_by_worker');
+  return leaseEndOutcomes(rows, 'renew', 'worker_released', 'released_by_worker');
 }

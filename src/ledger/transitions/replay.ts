@@ -29,7 +29,7 @@ WITH src AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, NULL::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, 0 AS attempt,
          NULL::uuid AS lease_id, NULL::jsonb AS error FROM ins
-), ${recordTransitions('entries', '$6::uuid', '$4', '$5')}, wake AS (
+), ${recordTransitions('entries', '$6::uuid', '$4', '$5', "'replayed'")}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins GROUP BY job_type
 )
 SELECT i.id AS job_id, ins.id AS new_id, ins.job_type,
@@ -59,7 +59,7 @@ export async function replay(
   const records: TransitionRecord[] = [];
   const outcomes = rows.map((r): ReplayOutcome => {
     if (r.new_id !== null) {
-      records.push({ jobId: r.new_id, tenantId, jobType: r.job_type!, from: null, to: 'queued', attempt: 0, reason: 'replay' });
+      records.push({ jobId: r.new_id, tenantId, jobType: r.job_type!, from: null, to: 'queued', attempt: 0, cause: 'replayed' });
       return { jobId: r.job_id, status: 'replayed', replayJobId: r.new_id };
     }
     if (r.replay_id !== null) return { jobId: r.job_id, status: 'already_replayed', replayJobId: r.replay_id };

@@ -19,7 +19,7 @@ WITH picked AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'timed_out'::orch.job_state AS to_state, attempt, lease_id,
          last_error AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', '$2', "'timeout'")}
+), ${recordTransitions('entries', '$3::uuid', '$2', "'timeout'", "'timed_out'")}
 SELECT * FROM upd`);
 
 interface TimeoutRow { id: string; tenant_id: string; job_type: string; attempt: number }
@@ -27,6 +27,6 @@ interface TimeoutRow { id: string; tenant_id: string; job_type: string; attempt:
 export async function timeout(db: Queryable, limit: number, actor: Actor): Promise<TransitionRecord[]> {
   const { rows } = await timeoutStatement<TimeoutRow>(db, [limit, actor, randomUUID()]);
   return rows.map((r) => ({
-    jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: 'timed_out', attempt: r.attempt, reason: 'timeout', errorClass: 'Timeout',
+    jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: 'timed_out', attempt: r.attempt, cause: 'timed_out', reason: 'timeout', errorClass: 'Timeout',
   }));
 }
