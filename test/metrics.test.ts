@@ -5,6 +5,7 @@ import { Ledger } from '../src/ledger/ledger.ts';
 import type { Lease } from '../src/ledger/types.ts';
 import { Metrics } from '../src/metrics/metrics.ts';
 import { sample } from '../src/metrics/exposition.ts';
+import { expand, readOutbox } from '../src/events/envelope.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { eventually, startTestServer } from './helpers/server.ts';
 
@@ -125,4 +126,30 @@ test('refusal counters are exported at 0 before the first refusal, so increase()
   } finally {
     await plane.stop();
   }
+});
+
+/**
+ * What made a transition is a typed cause stored with its history
+ * (migrations/0011_transition_cause.sql), never decoded from the reason text:
+ * an operator whose note reads like a code ("lease_expired") is still an
+ * operator's force release, in the history, the events and the metrics.
+ */
+test('each transition records what made it; an operator\'s note never changes its meaning', async () => {
+  const T = 'causes';
+  await ledger.jobTypes.define('cz', { maxAttempts: 3 });
+  const [a, b] = await ledger.enqueue([{ tenantId: T, jobType: 'cz', payload: {} }, { tenantId: T, jobType: 'cz', payload: {} }]);
+  const leases = await ledger.claim({ workerId: 'w', jobTypes: ['cz'], tenantIds: [T], limit: 2 });
+  const la = leases.find((l) => l.jobId === a!.id)!;
+  await ledger.complete([{ tenantId: T, jobId: la.jobId, leaseId: la.leaseId }], null);
+  await ledger.forceRelease({ tenantId: T, jobIds: [b!.id] }, 10, 'operator:alice', 'lease_expired');
+
+  const causes = async (id: string) => (await ledger.getHistory(T, id)).map((h) => h.cause);
+  assert.deepEqual(await causes(a!.id), ['enqueued', 'claimed', 'worker_completed']);
+  assert.deepEqual(await causes(b!.id), ['enqueued', 'claimed', 'force_released']);
+  assert.equal((await ledger.getHistory(T, b!.id)).at(-1)!.reason, 'lease_expired', 'the note is kept as written');
+
+  const events = (await expand(db.pool, await readOutbox(db.pool, { limit: 1000, tenantId: T }))).map((p) => p.event);
+  assert.deepEqual(events.filter((e) => e.job?.id === b!.id).map((e) => e.eventType), ['job.enqueued', 'job.leased', 'lease.released']);
+  assert.equal(await value('orchestrator_lease_expired_total', { job_type: 'cz' }), 0, 'no expiry counted for an operator\'s release');
+  assert.equal(await value('orchestrator_lease_released_total', { job_type: 'cz', cause: 'force_released' }), 1);
 });
