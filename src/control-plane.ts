@@ -39,8 +39,6 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
-export { createPool } from './ledger/db.ts';
-export { migrate } from './ledger/migrate.ts';
 
 /** Opens the configured database, or starts the embedded one under dataDir. */
 export async function openDatabase(config: Config, log: Logger): Promise<{ connectionString: string; embedded: EmbeddedDatabase | null }> {
@@ -72,7 +70,7 @@ async function databaseReachable(pool: pg.Pool, waitMs: number, log: Logger): Pr
  * else the server's own URL (on a connection of its own: the server's pool acts as orch_service,
  * which a first migration has yet to create).
  */
-async function migrateAsOwner(config: Config, connectionString: string, log: Logger): Promise<string[]> {
+export async function migrateAsOwner(config: Config, connectionString: string, log: Logger): Promise<string[]> {
   const owner = createPool(config.migrationDatabaseUrl ?? connectionString, 1);
   try {
     await databaseReachable(owner, config.databaseWaitMs, log);

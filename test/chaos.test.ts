@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import pg from 'pg';
 import { createPool } from '../src/ledger/db.ts';
 import { freePort } from '../src/ledger/embedded.ts';
@@ -30,6 +30,7 @@ import { PgCluster, skipUnlessPostgresBinaries } from './helpers/pg-cluster.ts';
 import { alive, kill, spawnFixture } from './helpers/processes.ts';
 import { illegalOverlaps, keptLeasesLost, readRuns, type LeaseTaken, type Run } from './helpers/run-log.ts';
 import { eventually, spawnServer } from './helpers/server.ts';
+import { scope } from './helpers/scope.ts';
 
 const CHAOS_WORKER = fileURLToPath(new URL('./fixtures/chaos-worker.ts', import.meta.url));
 const TENANTS = ['chaos-a', 'chaos-b'] as const;
@@ -47,16 +48,6 @@ const OUTAGE_MS = 3000;
 const READY_WITHIN_MS = 10_000;
 const STREAM = 'ORCH_CHAOS';
 
-function scope(t: TestContext) {
-  const list: (() => Promise<unknown>)[] = [];
-  t.after(async () => {
-    for (const c of list.reverse()) await c().catch(() => undefined);
-  });
-  return <V>(v: V, cleanup: (v: V) => Promise<unknown>): V => {
-    list.push(() => cleanup(v));
-    return v;
-  };
-}
 
 interface Readiness { code: number; status: string; bus: boolean | undefined }
 async function readyz(url: string): Promise<Readiness | null> {

@@ -27,6 +27,7 @@ import {
 } from './helpers/nats.ts';
 import { kill } from './helpers/processes.ts';
 import { CLI_ENTRY, eventually, REPO_ROOT, spawnServer, startTestServer } from './helpers/server.ts';
+import { scope, type End } from './helpers/scope.ts';
 
 /**
  * Events (docs/events.md): one orch.event.v1 per transition, progress report
@@ -56,17 +57,6 @@ const machineSkip = await skipUnlessNats('the tests on the machine\'s NATS serve
 const binarySkip = await skipUnlessNats('the tests that stop and restart NATS', { binary: true });
 
 /** Registers clean-ups that run when the test ends, pass or fail, in reverse order; `end(value, cleanup)` returns the value. */
-type End = <T>(value: T, cleanup: (v: T) => Promise<unknown>) => T;
-function scope(t: TestContext): End {
-  const list: (() => Promise<unknown>)[] = [];
-  t.after(async () => {
-    for (const c of list.reverse()) await c().catch(() => undefined);
-  });
-  return (value, cleanup) => {
-    list.push(() => cleanup(value));
-    return value;
-  };
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // schema and envelope checks

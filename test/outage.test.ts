@@ -6,27 +6,18 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { freePort } from '../src/ledger/embedded.ts';
 import { createWorker } from '../src/sdk/worker.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { alive } from './helpers/processes.ts';
 import { eventually, spawnServer } from './helpers/server.ts';
 import { TcpProxy } from './helpers/tcp-proxy.ts';
+import { scope } from './helpers/scope.ts';
 
 const BASE = '/api/v1/orchestrator';
 const T = 'outage';
 
-function scope(t: TestContext) {
-  const list: (() => Promise<unknown>)[] = [];
-  t.after(async () => {
-    for (const c of list.reverse()) await c().catch(() => undefined);
-  });
-  return <V>(v: V, cleanup: (v: V) => Promise<unknown>): V => {
-    list.push(() => cleanup(v));
-    return v;
-  };
-}
 
 /** The test database's URL with its host and port swapped for the proxy's. */
 function throughProxy(db: TestDatabase, proxy: TcpProxy): string {

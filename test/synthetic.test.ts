@@ -8,7 +8,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import pg from 'pg';
 import { defaultConfig, type Config } from '../src/config/config.ts';
 import { freePort } from '../src/ledger/embedded.ts';
@@ -21,6 +21,7 @@ import {
   deleteStream, MACHINE_NATS_URL, natsConnect, sharedNats, skipUnlessNats,
 } from './helpers/nats.ts';
 import { eventually, REPO_ROOT, runCli, startTestServer } from './helpers/server.ts';
+import { scope, type End } from './helpers/scope.ts';
 
 /**
  * The operator scripts of scripts/orchestrator/, run as an operator runs
@@ -43,17 +44,6 @@ const SMOKE = 'orch-smoke';
 const natsSkip = await skipUnlessNats('the probe and smoke script tests', { machine: true });
 
 /** Clean-ups that run when the test ends, pass or fail, in reverse order; `end(value, cleanup)` returns the value. */
-type End = <T>(value: T, cleanup: (v: T) => Promise<unknown>) => T;
-function scope(t: TestContext): End {
-  const list: (() => Promise<unknown>)[] = [];
-  t.after(async () => {
-    for (const c of list.reverse()) await c().catch((err) => process.stderr.write(`cleanup failed: ${(err as Error).message}\n`));
-  });
-  return (value, cleanup) => {
-    list.push(() => cleanup(value));
-    return value;
-  };
-}
 
 /** The test process's environment without any ORCH_* setting: a script sees only what a test gives it. */
 function baseEnv(): Record<string, string> {

@@ -119,13 +119,14 @@ export class Workers {
     const { rows } = await db.query<{
       tenant_id: string; worker_id: string; host: string | null; version: string | null; job_types: string[]; first_seen: Date; last_seen: Date;
       silent: number; lost_at: Date | null; stopped_at: Date | null; in_flight: string;
-    }>(`SELECT w.*, extract(epoch FROM now() - w.last_seen)::float8 AS silent, coalesce(l.n, 0) AS in_flight
+    }>(`WITH held AS (
+          -- one pass over the leased rows (the partial lease index), whatever the number of workers
+          SELECT tenant_id, worker_id, count(*) AS n FROM orch.jobs
+          WHERE state = 'leased' AND ($1::text[] IS NULL OR tenant_id = ANY($1)) GROUP BY 1, 2
+        )
+        SELECT w.*, extract(epoch FROM now() - w.last_seen)::float8 AS silent,
+          (SELECT coalesce(sum(h.n), 0) FROM held h WHERE h.worker_id = w.worker_id AND (w.tenant_id = '*' OR h.tenant_id = w.tenant_id)) AS in_flight
         FROM orch.workers w
-        LEFT JOIN LATERAL (
-          SELECT count(*) AS n FROM orch.jobs j
-          WHERE j.state = 'leased' AND j.worker_id = w.worker_id AND (w.tenant_id = '*' OR j.tenant_id = w.tenant_id)
-            AND ($1::text[] IS NULL OR j.tenant_id = ANY($1))
-        ) l ON true
         WHERE $1::text[] IS NULL OR w.tenant_id = ANY($1) OR w.tenant_id = '*'
         ORDER BY w.last_seen DESC, w.worker_id, w.tenant_id`, [tenantIds ?? null]);
     return rows.map((r) => ({

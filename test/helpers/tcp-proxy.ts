@@ -1,5 +1,6 @@
 import net from 'node:net';
 import { once } from 'node:events';
+import { freePort } from '../../src/ledger/embedded.ts';
 
 /**
  * A TCP proxy in front of a real server (PostgreSQL here), so a test can take
@@ -13,12 +14,7 @@ export class TcpProxy {
   private constructor(private readonly target: { host: string; port: number }, readonly port: number) {}
 
   static async start(target: { host: string; port: number }): Promise<TcpProxy> {
-    const probe = net.createServer();
-    probe.listen(0, '127.0.0.1');
-    await once(probe, 'listening');
-    const port = (probe.address() as net.AddressInfo).port;
-    probe.close();
-    const proxy = new TcpProxy(target, port);
+    const proxy = new TcpProxy(target, await freePort());
     await proxy.restore();
     return proxy;
   }

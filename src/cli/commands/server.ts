@@ -45,14 +45,12 @@ export function registerServerCommands(program: Command): void {
     .description('apply pending database migrations and exit')
     .action(async () => {
       const { config, log } = await setup((l) => (l === 'info' ? 'warn' : l));
-      const { openDatabase, createPool, migrate } = await server();
+      const { openDatabase, migrateAsOwner } = await server();
       const { connectionString, embedded } = await openDatabase(config, log);
-      const pool = createPool(config.migrationDatabaseUrl ?? connectionString, 2);
       try {
-        const applied = await migrate(pool);
+        const applied = await migrateAsOwner(config, connectionString, log);
         process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
       } finally {
-        await pool.end();
         await embedded?.stop();
       }
     });
