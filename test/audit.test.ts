@@ -157,7 +157,7 @@ interface Case {
 /** Every operator route (scopes orch:operate and orch:quota), by its OpenAPI template. */
 function cases(): Map<string, Case> {
   const quota = `/quotas/${T2}/aq_type`;
-  const quotaRow = async () => (await db.pool.query('SELECT max_active, paused, boost_until IS NOT NULL AS boosted FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2', [T2, 'aq_type'])).rows[0] ?? null;
+  const quotaRow = async () => (await db.pool.query('SELECT max_active, boost_until IS NOT NULL AS boosted FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2', [T2, 'aq_type'])).rows[0] ?? null;
   const pauseRow = async (tenant: string, type: string) => (await db.pool.query<{ n: number }>(
     'SELECT count(*)::int AS n FROM orch.dispatch_pauses WHERE tenant_id = $1 AND job_type = $2', [tenant, type])).rows[0]!.n;
   let cancelId = '';
@@ -237,8 +237,12 @@ function cases(): Map<string, Case> {
       request: async () => ({ method: 'PUT', path: quota, body: { maxActive: 5, ratePerSecond: 10 }, ticket: true }),
       state: quotaRow,
     }],
-    ['POST /quotas/{tenantId}/{jobType}/pause', { action: 'quota.pause', request: async () => ({ method: 'POST', path: `${quota}/pause`, ticket: true }), state: quotaRow }],
-    ['POST /quotas/{tenantId}/{jobType}/resume', { action: 'quota.resume', request: async () => ({ method: 'POST', path: `${quota}/resume`, ticket: true }), state: quotaRow }],
+    ['POST /quotas/{tenantId}/{jobType}/pause', {
+      action: 'dispatch.pause', request: async () => ({ method: 'POST', path: `${quota}/pause`, ticket: true }), state: () => pauseRow(T2, 'aq_type'),
+    }],
+    ['POST /quotas/{tenantId}/{jobType}/resume', {
+      action: 'dispatch.resume', request: async () => ({ method: 'POST', path: `${quota}/resume`, ticket: true }), state: () => pauseRow(T2, 'aq_type'),
+    }],
     ['POST /quotas/{tenantId}/{jobType}/boost', {
       action: 'quota.boost', request: async () => ({ method: 'POST', path: `${quota}/boost`, body: { factor: 2, durationSeconds: 600 }, ticket: true }), state: quotaRow,
     }],

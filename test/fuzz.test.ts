@@ -631,7 +631,7 @@ const LEDGER: Record<string, string> = {
   job_transitions: 'SELECT * FROM orch.job_transitions',
   audit_log: 'SELECT * FROM orch.audit_log',
   // the limits and settings of a quota, not its use (tokens, active), which the dispatcher and quota keeper keep
-  quotas: `SELECT tenant_id, job_type, max_active, rate_per_second, burst, max_per_hour, weight, paused, boost_until, boost_max_active,
+  quotas: `SELECT tenant_id, job_type, max_active, rate_per_second, burst, max_per_hour, weight, boost_until, boost_max_active,
              boost_rate, boost_burst, boost_reason, boost_ticket, boost_actor, reason, ticket, actor, created_at, updated_at FROM orch.quotas`,
   dispatch_pauses: 'SELECT * FROM orch.dispatch_pauses',
   api_tokens: 'SELECT * FROM orch.api_tokens',

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { defaultConfig, type Config } from '../src/config/config.ts';
 import type { ControlPlane } from '../src/control-plane.ts';
+import { Pauses } from '../src/flow/pauses.ts';
 import { Quotas, type Quota, type QuotaUse } from '../src/flow/quotas.ts';
 import { createPool } from '../src/ledger/db.ts';
 import { LedgerError } from '../src/ledger/errors.ts';
@@ -502,6 +503,7 @@ describe('boosts', () => {
 
 describe('paused quotas', () => {
   test('a paused quota holds its work back as "paused" (it stays queued); resume wakes a long-polling claim', async () => {
+    // A quota's pause is the dispatch pause of the quota's scope: one mechanism, listed in /pauses.
     const type = 'pq_type';
     const tenant = 'pq_t';
     const ids = await enqueue(tenant, type, 3);
@@ -510,6 +512,8 @@ describe('paused quotas', () => {
     const paused = await call<Quota>('POST', `/quotas/${tenant}/${type}/pause`, { headers: WHY });
     assert.equal(paused.status, 200);
     assert.equal(paused.body.paused, true);
+    const pauses = await call<{ pauses: { tenantId: string; jobType: string; ticket: string }[] }>('GET', '/pauses');
+    assert.deepEqual(pauses.body.pauses.filter((p) => p.jobType === type).map((p) => [p.tenantId, p.ticket]), [[tenant, 'OPS-1']]);
 
     const r = await claimRound([type], 10);
     assert.deepEqual(r.leases.map((l) => l.jobId), [other], 'work the quota does not cover still runs');
@@ -525,6 +529,7 @@ describe('paused quotas', () => {
     await eventually(async () => (await use(tenant, type)).throttledCount > seen, 20_000, 'the long-poll to be held back once');
     const resumed = await call<Quota>('POST', `/quotas/${tenant}/${type}/resume`, { headers: WHY });
     assert.equal(resumed.body.paused, false);
+    assert.equal((await call<{ pauses: { jobType: string }[] }>('GET', '/pauses')).body.pauses.some((p) => p.jobType === type), false);
     const claimed = await polling;
     assert.equal(claimed.status, 200);
     assert.deepEqual(claimed.body.leases.map((l) => l.jobId).sort(), [...ids].sort());
@@ -564,7 +569,7 @@ describe('queue depth gauges', () => {
     assert.equal(await depth('qd_free', 'qd_type', 'queued'), 3);
     await quotas.set('qd_capped', 'qd_type', { maxActive: 1 }, OP);
     await quotas.set('qd_paused', 'qd_type', { maxActive: 100 }, OP);
-    await quotas.setPaused('qd_paused', 'qd_type', true, OP);
+    await new Pauses(db.pool).pause('qd_paused', 'qd_type', OP);
     const [lease] = (await claim(['qd_type'], 20)).filter((l) => l.tenantId === 'qd_capped');
     assert.ok(lease, 'the capped tenant got its one slot');
     assert.equal(await depth('qd_capped', 'qd_type', 'throttled'), 1, 'the cap is full: the other job is throttled');
@@ -689,8 +694,8 @@ describe('audit log', () => {
     const steps: { method: string; path: string; body?: unknown; action: string; tenant: string | null; target: string }[] = [
       { method: 'PUT', path: `/quotas/${tenant}/${type}`, body: { maxActive: 2 }, action: 'quota.create', tenant, target: `quota:${tenant}/${type}` },
       { method: 'PUT', path: `/quotas/${tenant}/${type}`, body: { maxActive: 3 }, action: 'quota.update', tenant, target: `quota:${tenant}/${type}` },
-      { method: 'POST', path: `/quotas/${tenant}/${type}/pause`, action: 'quota.pause', tenant, target: `quota:${tenant}/${type}` },
-      { method: 'POST', path: `/quotas/${tenant}/${type}/resume`, action: 'quota.resume', tenant, target: `quota:${tenant}/${type}` },
+      { method: 'POST', path: `/quotas/${tenant}/${type}/pause`, action: 'dispatch.pause', tenant, target: `dispatch:${tenant}/${type}` },
+      { method: 'POST', path: `/quotas/${tenant}/${type}/resume`, action: 'dispatch.resume', tenant, target: `dispatch:${tenant}/${type}` },
       { method: 'POST', path: `/quotas/${tenant}/${type}/boost`, body: { factor: 2, durationSeconds: 600 }, action: 'quota.boost', tenant, target: `quota:${tenant}/${type}` },
       { method: 'POST', path: `/quotas/${tenant}/${type}/restore`, action: 'quota.restore', tenant, target: `quota:${tenant}/${type}` },
       { method: 'DELETE', path: `/quotas/${tenant}/${type}`, action: 'quota.delete', tenant, target: `quota:${tenant}/${type}` },

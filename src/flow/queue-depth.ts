@@ -1,7 +1,6 @@
 import type { Queryable } from '../ledger/db.ts';
 import { CURRENT_COUNTS } from '../ledger/queue-counts.ts';
-import { notPaused } from '../ledger/flow-sql.ts';
-import { covers, pendingReleases, quotaInForce, quotaRoom } from '../ledger/flow-sql.ts';
+import { covers, notPaused, pendingReleases, quotaInForce, quotaRoom } from '../ledger/flow-sql.ts';
 
 /** Jobs per tenant, type and what they are doing, for orchestrator_queue_depth and orchestrator_dlq_depth. */
 export interface DepthSample {
@@ -24,7 +23,7 @@ export async function queueDepth(db: Queryable): Promise<DepthSample[]> {
     ), room AS (${quotaRoom('f')})
     SELECT c.tenant_id, c.job_type, CASE
         WHEN c.state NOT IN ('queued', 'failed') THEN c.state::text
-        WHEN NOT ${notPaused('c.tenant_id', 'c.job_type')} OR EXISTS (SELECT 1 FROM room r WHERE r.paused AND ${covers('r', 'c.tenant_id', 'c.job_type')}) THEN 'paused'
+        WHEN NOT ${notPaused('c.tenant_id', 'c.job_type')} THEN 'paused'
         WHEN EXISTS (SELECT 1 FROM room r WHERE r.room = 0 AND ${covers('r', 'c.tenant_id', 'c.job_type')}) THEN 'throttled'
         ELSE 'queued' END AS state,
       sum(c.n) AS n

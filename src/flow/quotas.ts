@@ -9,7 +9,7 @@ import type { Tenants } from '../ledger/tenants.ts';
 import { JOBS_CHANNEL } from '../ledger/channel.ts';
 import { validateTenant } from '../ledger/validate.ts';
 import { ALL } from './pauses.ts';
-import { covers, pendingReleases, quotaInForce, quotaRoom } from '../ledger/flow-sql.ts';
+import { covers, pauseCovers, pendingReleases, quotaInForce, quotaRoom } from '../ledger/flow-sql.ts';
 
 /** Limits of a quota; null means no limit of that kind. */
 export interface QuotaLimits {
@@ -63,6 +63,9 @@ export interface BoostRequest {
 
 export const MAX_BOOST_MS = 7 * 24 * 3600 * 1000;
 
+/** A quota row's columns, and whether a dispatch pause (src/flow/pauses.ts) holds back all the work it covers. */
+const ROW = `*, ${pauseCovers('orch.quotas')} AS paused`;
+
 interface QuotaRow {
   tenant_id: string; job_type: string; max_active: number | null; rate_per_second: number | null; burst: number | null;
   max_per_hour: number | null; weight: number; paused: boolean; boost_until: Date | null; boost_max_active: number | null;
@@ -70,7 +73,7 @@ interface QuotaRow {
   boost_actor: string | null; reason: string; ticket: string | null; actor: string; updated_at: Date;
 }
 
-const limitsOf = (r: QuotaRow): QuotaLimits => ({
+const limitsOf = (r: Pick<QuotaRow, 'max_active' | 'rate_per_second' | 'burst' | 'max_per_hour'>): QuotaLimits => ({
   maxActive: r.max_active, ratePerSecond: r.rate_per_second, burst: r.burst, maxPerHour: r.max_per_hour,
 });
 
@@ -121,19 +124,19 @@ export class Quotas {
   }
 
   async list(): Promise<Quota[]> {
-    const { rows } = await this.pool.query<QuotaRow>('SELECT * FROM orch.quotas ORDER BY tenant_id, job_type');
+    const { rows } = await this.pool.query<QuotaRow>(`SELECT ${ROW} FROM orch.quotas ORDER BY tenant_id, job_type`);
     return rows.map(toQuota);
   }
 
   async get(tenantId: string, jobType: string): Promise<Quota> {
-    const { rows } = await this.pool.query<QuotaRow>('SELECT * FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2', [tenantId, jobType]);
+    const { rows } = await this.pool.query<QuotaRow>(`SELECT ${ROW} FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2`, [tenantId, jobType]);
     if (!rows[0]) throw noQuota(tenantId, jobType);
     return toQuota(rows[0]);
   }
 
   /** Locks and returns the quota row, or throws not_found. */
   private async lock(tx: Queryable, tenantId: string, jobType: string): Promise<QuotaRow> {
-    const { rows } = await tx.query<QuotaRow>('SELECT * FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2 FOR UPDATE', [tenantId, jobType]);
+    const { rows } = await tx.query<QuotaRow>(`SELECT ${ROW} FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2 FOR UPDATE`, [tenantId, jobType]);
     if (!rows[0]) throw noQuota(tenantId, jobType);
     return rows[0];
   }
@@ -146,7 +149,7 @@ export class Quotas {
   async set(tenantId: string, jobType: string, change: QuotaChange, op: OperatorAction): Promise<Quota> {
     return this.change(op, 'quota.update', tenantId, jobType, async (tx) => {
       await this.validateScope(tx, tenantId, jobType);
-      const { rows: current } = await tx.query<QuotaRow>('SELECT * FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2 FOR UPDATE', [tenantId, jobType]);
+      const { rows: current } = await tx.query<QuotaRow>(`SELECT ${ROW} FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2 FOR UPDATE`, [tenantId, jobType]);
       const before = current[0];
       const base: QuotaLimits = before ? limitsOf(before) : { maxActive: null, ratePerSecond: null, burst: null, maxPerHour: null };
       const next: QuotaLimits = {
@@ -171,7 +174,7 @@ export class Quotas {
            tokens = CASE WHEN orch.quotas.rate_per_second IS NULL THEN EXCLUDED.tokens ELSE orch.quotas.tokens END,
            tokens_at = CASE WHEN orch.quotas.rate_per_second IS NULL THEN now() ELSE orch.quotas.tokens_at END,
            ticket = EXCLUDED.ticket, actor = EXCLUDED.actor, updated_at = now()
-         RETURNING *`,
+         RETURNING ${ROW}`,
         [tenantId, jobType, next.maxActive, next.ratePerSecond, next.burst, next.maxPerHour, weight, op.reason, op.ticket, op.actor],
       );
       if (!before) await reconcileActive(tx, tenantId, jobType);
@@ -187,17 +190,6 @@ export class Quotas {
       await tx.query('DELETE FROM orch.quota_releases WHERE tenant_id = $1 AND job_type = $2', [tenantId, jobType]);
       await wake(tx, jobType);
       return { result: toQuota(row), details: { before: limitsOf(row) } };
-    });
-  }
-
-  /** A paused quota holds back all the work it covers (reason "paused"); resume lets it run at once. */
-  async setPaused(tenantId: string, jobType: string, paused: boolean, op: OperatorAction): Promise<Quota> {
-    return this.change(op, paused ? 'quota.pause' : 'quota.resume', tenantId, jobType, async (tx) => {
-      await this.lock(tx, tenantId, jobType);
-      const { rows } = await tx.query<QuotaRow>(
-        'UPDATE orch.quotas SET paused = $3, updated_at = now() WHERE tenant_id = $1 AND job_type = $2 RETURNING *', [tenantId, jobType, paused]);
-      if (!paused) await wake(tx, jobType);
-      return { result: toQuota(rows[0]!), details: {} };
     });
   }
 
@@ -233,7 +225,7 @@ export class Quotas {
       const { rows } = await tx.query<QuotaRow>(
         `UPDATE orch.quotas SET boost_until = now() + make_interval(secs => $3::float8 / 1000), boost_max_active = $4,
            boost_rate = $5, boost_burst = $6, boost_reason = $7, boost_ticket = $8, boost_actor = $9, updated_at = now()
-         WHERE tenant_id = $1 AND job_type = $2 RETURNING *`,
+         WHERE tenant_id = $1 AND job_type = $2 RETURNING ${ROW}`,
         [tenantId, jobType, req.durationMs, boosted.maxActive, boosted.ratePerSecond, boosted.burst, op.reason, op.ticket, op.actor],
       );
       const quota = toQuota(rows[0]!);
@@ -247,7 +239,7 @@ export class Quotas {
     return this.change(op, 'quota.restore', tenantId, jobType, async (tx) => {
       const row = await this.lock(tx, tenantId, jobType);
       if (!row.boost_until || row.boost_until <= new Date()) throw new LedgerError('not_found', 'jobType', `no boost in force for tenant ${tenantId} and job type ${jobType}`);
-      const { rows } = await tx.query<QuotaRow>(`UPDATE orch.quotas SET ${CLEAR_BOOST}, updated_at = now() WHERE tenant_id = $1 AND job_type = $2 RETURNING *`, [tenantId, jobType]);
+      const { rows } = await tx.query<QuotaRow>(`UPDATE orch.quotas SET ${CLEAR_BOOST}, updated_at = now() WHERE tenant_id = $1 AND job_type = $2 RETURNING ${ROW}`, [tenantId, jobType]);
       return { result: toQuota(rows[0]!), details: { restored: limitsOf(row) } };
     });
   }
@@ -274,7 +266,7 @@ export class Quotas {
   /** Clears boosts whose time ran out and records each restore in the audit log. Returns how many. */
   async endExpiredBoosts(): Promise<number> {
     return withTransaction(this.pool, async (tx) => {
-      const { rows } = await tx.query<QuotaRow>(
+      const { rows } = await tx.query<Omit<QuotaRow, 'paused'>>(
         `UPDATE orch.quotas q SET ${CLEAR_BOOST} FROM (
            SELECT tenant_id, job_type, boost_until, boost_max_active, boost_rate, boost_burst FROM orch.quotas
            WHERE boost_until <= now() ORDER BY tenant_id, job_type FOR UPDATE) old

@@ -49,7 +49,7 @@ const params = QuotaScope;
  * X-Operator-Reason and X-Operator-Ticket and is audited.
  */
 export function quotaRoutes(app: App, ctx: ApiContext): void {
-  const { quotas, metrics } = ctx;
+  const { quotas, pauses, metrics } = ctx;
   const tags = ['quotas'];
 
   app.get('/quotas', {
@@ -88,8 +88,16 @@ export function quotaRoutes(app: App, ctx: ApiContext): void {
   for (const action of ['pause', 'resume'] as const) {
     app.post(`/quotas/:tenantId/:jobType/${action}`, {
       config: { scope: 'orch:quota' },
-      schema: { summary: `${action === 'pause' ? 'Hold back' : 'Release'} all work the quota covers`, tags, params, headers: OperatorHeaders, response: Responses },
-    }, async (request) => quotas.setPaused(request.params.tenantId, request.params.jobType, action === 'pause', operatorOf(request)));
+      schema: {
+        summary: `${action === 'pause' ? 'Pause' : 'Resume'} dispatch of all the work the quota covers (the same dispatch pause as /jobtypes/{name}/${action})`,
+        tags, params, headers: OperatorHeaders, response: Responses,
+      },
+    }, async (request) => {
+      const { tenantId, jobType } = request.params;
+      await quotas.get(tenantId, jobType);
+      await (action === 'pause' ? pauses.pause(tenantId, jobType, operatorOf(request)) : pauses.resume(tenantId, jobType, operatorOf(request)));
+      return quotas.get(tenantId, jobType);
+    });
   }
 
   app.post('/quotas/:tenantId/:jobType/boost', {

@@ -96,8 +96,8 @@ export function registerQuotaCommands(program: Command): void {
 
   for (const [action, description] of [
     ['restore', 'end a boost early: the limits set before it are in force again'],
-    ['pause', 'hold back all work the quota covers (it stays queued, counted as throttled)'],
-    ['resume', 'let the work a paused quota covers run again'],
+    ['pause', 'pause dispatch of all the work the quota covers (a dispatch pause with its scope; the work stays queued)'],
+    ['resume', 'remove the dispatch pause with the quota\'s scope'],
     ['delete', 'remove a quota'],
   ] as const) {
     change(quota.command(action).description(description))

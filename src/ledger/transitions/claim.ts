@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { notPaused } from '../flow-sql.ts';
-import { covers, hourUsed, limitInForce, pendingReleases, quotaInForce, quotaRoom, tokensNow } from '../flow-sql.ts';
+import { covers, hourUsed, limitInForce, notPaused, pendingReleases, quotaInForce, quotaRoom, tokensNow } from '../flow-sql.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, TransitionRecord } from '../types.ts';
 
@@ -161,8 +160,7 @@ WITH RECURSIVE heads AS (
   FROM relocked r LEFT JOIN spent s USING (tenant_id, job_type) LEFT JOIN held h USING (tenant_id, job_type)
     LEFT JOIN released rl USING (tenant_id, job_type)
   WHERE q.tenant_id = r.tenant_id AND q.job_type = r.job_type AND (s.n IS NOT NULL OR h.n IS NOT NULL OR rl.n IS NOT NULL)
-    AND (s.n IS NULL OR (NOT q.paused
-      AND (${limitInForce('q', 'max_active')} IS NULL OR q.active - coalesce(rl.n, 0) + s.n <= ${limitInForce('q', 'max_active')})
+    AND (s.n IS NULL OR ((${limitInForce('q', 'max_active')} IS NULL OR q.active - coalesce(rl.n, 0) + s.n <= ${limitInForce('q', 'max_active')})
       AND (q.rate_per_second IS NULL OR ${tokensNow('q')} - s.n >= 0)
       AND (q.max_per_hour IS NULL OR ${hourUsed('q')} + s.n <= q.max_per_hour)))
   RETURNING (s.n IS NOT NULL) AS spent
