@@ -34,11 +34,12 @@ export async function drainWithEvents(connectionString: string, jobs: number, na
   const without = await withOrchServer({ ORCH_DATABASE_URL: connectionString }, () => drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1));
 
   await prepareDrain(connectionString, jobs);
+  // a stream and subject prefix of its own: the bench runs on a NATS that other deployments and streams also use
   const stream = `BENCH_${randomBytes(4).toString('hex')}`;
   const nc = await connect({ servers: natsUrl });
   const jsm = await jetstreamManager(nc);
   try {
-    return await withOrchServer({ ORCH_DATABASE_URL: connectionString, ORCH_NATS_URL: natsUrl, ORCH_EVENTS_STREAM: stream, ORCH_EVENTS_MAX_BYTES: String(4 * 1024 ** 3) }, async () => {
+    return await withOrchServer({ ORCH_DATABASE_URL: connectionString, ORCH_NATS_URL: natsUrl, ORCH_EVENTS_STREAM: stream, ORCH_EVENTS_SUBJECT_PREFIX: `${stream}.orch.events`, ORCH_EVENTS_MAX_BYTES: String(4 * 1024 ** 3) }, async () => {
       for (let i = 0; ; i++) {
         try {
           await jsm.streams.info(stream);

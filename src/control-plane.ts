@@ -113,6 +113,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     // Without NATS the server still runs: events stay in the outbox (and the SSE stream) until NATS is configured.
     bus = config.natsUrl ? new EventBus(config.natsUrl, {
       name: ev.stream, maxAgeMs: ev.maxAgeMs, maxBytes: ev.maxBytes, duplicateWindowMs: ev.duplicateWindowMs, replicas: ev.replicas,
+      subjectPrefix: ev.subjectPrefix,
     }, log) : null;
     bus?.start();
     const stream = new EventStream(pool, { pollMs: ev.ssePollMs, heartbeatMs: ev.sseHeartbeatMs, maxBufferBytes: ev.sseMaxBufferBytes });
@@ -133,7 +134,10 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       } catch (err) {
         checks.database = { ok: false, detail: (err as Error).message };
       }
-      if (bus) checks.bus = bus.connected ? { ok: true } : { ok: false, degraded: true, detail: 'NATS disconnected: events wait in the outbox' };
+      if (bus) {
+        checks.bus = bus.connected ? { ok: true }
+          : { ok: false, degraded: true, detail: bus.problem ?? 'NATS disconnected: events wait in the outbox' };
+      }
       return { ok: Object.values(checks).every((c) => c.ok || c.degraded), checks };
     };
     const recovery = { deadLetters, snapshots, replays, replayRunner };

@@ -2,6 +2,9 @@
 
 export const API_BASE = '/api/v1/orchestrator';
 
+/** Events are published on `<prefix>.<tenant>.<jobType>.<eventType>`; ORCH_EVENTS_SUBJECT_PREFIX changes the prefix. */
+export const DEFAULT_EVENT_SUBJECT_PREFIX = 'orch.events';
+
 /**
  * Every tenant id, wherever it comes from (header, token, JWT claim, CLI,
  * request body), matches this one pattern. Tenants become metric labels,

@@ -5,6 +5,7 @@ import type { ControlPlane } from '../src/control-plane.ts';
 import type { HistoryEntry, Job, Lease } from '../src/ledger/types.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { startTestServer } from './helpers/server.ts';
+import { httpClient, type HttpResult } from './helpers/http.ts';
 
 const BASE = '/api/v1/orchestrator';
 
@@ -21,22 +22,13 @@ after(async () => {
   await db.drop();
 });
 
-interface Res<T> { status: number; body: T; contentType: string | null }
+type Res<T> = HttpResult<T>;
 interface EnqueuedRef { id: string; jobType: string; state: string; created: boolean }
 interface ErrorBody { error: { code: string; message: string; field: string | null } }
 interface AckResult { jobId: string; status: 'ok' | 'duplicate' | 'refused'; state: string | null; reason?: string }
 interface HeartbeatResult { jobId: string; status: 'ok' | 'refused'; leaseUntil?: string; reason?: string; state?: string | null }
 
-async function call<T>(method: string, path: string, opts: { body?: unknown; tenant?: string | null; headers?: Record<string, string> } = {}): Promise<Res<T>> {
-  const headers: Record<string, string> = { ...opts.headers };
-  if (opts.tenant !== null) headers['x-tenant-id'] ??= opts.tenant ?? 'acme';
-  if (opts.tenant === null) delete headers['x-tenant-id'];
-  if (opts.body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(plane.url + path, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
-  const text = await res.text();
-  const contentType = res.headers.get('content-type');
-  return { status: res.status, body: (contentType?.includes('json') ? JSON.parse(text) : text) as T, contentType };
-}
+const call = httpClient(() => plane.url, '', { tenant: 'acme' });
 
 const enqueue = (body: Record<string, unknown>, tenant = 'acme') => call<EnqueuedRef>('POST', `${BASE}/jobs`, { body, tenant });
 

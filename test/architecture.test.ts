@@ -86,3 +86,18 @@ describe('the floors', () => {
     assert.deepEqual(cycles, []);
   });
 });
+
+describe('files a reader can hold in their head', () => {
+  /** Over this many lines, a module says at its top why it is one file ("Long because ..."). */
+  const MAX_LINES = 400;
+
+  test(`no module over ${MAX_LINES} lines without a reason at its top`, async () => {
+    const unexplained: string[] = [];
+    for (const file of await sources()) {
+      const text = await readFile(path.join(SRC, file), 'utf8');
+      const lines = text.split('\n').length;
+      if (lines > MAX_LINES && !/Long because /.test(text.split('\n').slice(0, 15).join('\n'))) unexplained.push(`${file}: ${lines} lines`);
+    }
+    assert.deepEqual(unexplained, []);
+  });
+});

@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import type { ControlPlane } from '../src/control-plane.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { startTestServer } from './helpers/server.ts';
+import { httpClient } from './helpers/http.ts';
 
 const BASE = '/api/v1/orchestrator';
 const T = 'audited';
@@ -35,14 +36,7 @@ after(async () => {
   await db?.drop();
 });
 
-async function call(method: string, path: string, o: { body?: unknown; reason?: string } = {}): Promise<{ status: number; body: any }> {
-  const headers: Record<string, string> = { 'x-tenant-id': T };
-  if (o.reason) headers['x-operator-reason'] = o.reason;
-  if (o.body !== undefined) headers['content-type'] = 'application/json';
-  const r = await fetch(`${plane.url}${BASE}${path}`, { method, headers, body: o.body === undefined ? undefined : JSON.stringify(o.body) });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : null };
-}
+const call = httpClient(() => plane.url, BASE, { tenant: T });
 
 async function auditRows(action: string): Promise<{ reason: string; target: string; details: Record<string, unknown> | null }[]> {
   const { rows } = await db.pool.query(`SELECT reason, target, details FROM orch.audit_log WHERE action = $1 ORDER BY id`, [action]);

@@ -10,6 +10,7 @@ import { QueueCounts, type QueueCount } from '../src/ledger/queue-counts.ts';
 import type { EnqueueInput, Lease, LeaseRef, TransitionRecord } from '../src/ledger/types.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { eventually, runCli, startTestServer } from './helpers/server.ts';
+import { httpClient, type HttpResult } from './helpers/http.ts';
 
 /**
  * Queue counts (orch.queue_counts + orch.queue_deltas, folded by rollups) must
@@ -388,16 +389,11 @@ describe('queue counts', () => {
 const BASE = '/api/v1/orchestrator';
 const JOB_TYPE = 'bp_work';
 
-interface Res<T> { status: number; body: T; headers: Headers }
+type Res<T> = HttpResult<T>;
 interface ErrorBody { error: { code: string; message: string; field: string | null } }
 
-async function call<T>(method: string, path: string, tenant: string, body?: unknown): Promise<Res<T>> {
-  const headers: Record<string, string> = { 'x-tenant-id': tenant, 'x-operator-reason': 'backpressure test' };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(plane.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, body: (res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text) as T, headers: res.headers };
-}
+const http = httpClient(() => plane.url, '', { reason: 'backpressure test' });
+const call = <T>(method: string, path: string, tenant: string, body?: unknown) => http<T>(method, path, { tenant, body });
 
 const enqueueOne = (tenant: string) => call<ErrorBody & { id: string }>('POST', `${BASE}/jobs`, tenant, { jobType: JOB_TYPE, payload: {} });
 const enqueueBatch = (tenant: string, n: number) =>

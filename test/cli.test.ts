@@ -9,6 +9,8 @@ import { createPool, defaultConfig, Ledger, type ControlPlane, type EnqueueResul
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { runCli, spawnServer, startTestServer } from './helpers/server.ts';
 import { freePort } from '../src/ledger/embedded.ts';
+import { loadMigrations } from '../src/ledger/migrate.ts';
+import { scope } from './helpers/scope.ts';
 
 /** The `orch` CLI as a real child process against an in-process control plane. */
 
@@ -285,6 +287,19 @@ describe('orch migrate and serve', { concurrency: true }, () => {
     const r = await runCli(['migrate'], { ORCH_DATABASE_URL: db.url });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /database is up to date/);
+  });
+
+  test('serve and migrate refuse a schema newer than the build knows, saying which, and change nothing', async (t) => {
+    const end = scope(t);
+    const newer = end(await createTestDatabase(), (d) => d.drop());
+    await newer.pool.query("INSERT INTO orch.schema_migrations (version, name) VALUES (9999, '9999_from_the_future')");
+    for (const verb of ['migrate', 'serve']) {
+      const r = await runCli([verb], { ORCH_DATABASE_URL: newer.url, ORCH_HTTP_PORT: String(await freePort()) });
+      assert.equal(r.code, 1, `${verb}: ${r.stderr}`);
+      assert.match(r.stderr, /schema is at migration 9999_from_the_future, newer than this build of orch knows \(up to \d+\)/, verb);
+    }
+    const { rows } = await newer.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM orch.schema_migrations');
+    assert.equal(rows[0]!.n, (await loadMigrations()).length + 1);
   });
 
   test('serve exits 0 on SIGTERM', async () => {

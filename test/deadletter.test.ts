@@ -19,6 +19,7 @@ import { OrchClient } from '../src/sdk/client.ts';
 import { OrchApiError } from '../src/sdk/http.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { eventually, runCli, spawnServer, startTestServer } from './helpers/server.ts';
+import { httpRequest, type HttpOptions } from './helpers/http.ts';
 
 /**
  * The dead-letter queue: stats and error clusters (kept incrementally), keyset
@@ -71,14 +72,8 @@ after(async () => {
 
 interface ErrorBody { error: { code: string; message: string; field: string | null } }
 
-async function call<T>(method: string, urlPath: string, opts: { tenant?: string; body?: unknown; headers?: Record<string, string>; url?: string } = {}): Promise<{ status: number; body: T }> {
-  const headers: Record<string, string> = { ...opts.headers };
-  if (opts.tenant !== undefined) headers['x-tenant-id'] = opts.tenant;
-  if (opts.body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`${opts.url ?? plane.url}${BASE}${urlPath}`, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
-}
+const call = <T>(method: string, urlPath: string, opts: HttpOptions & { url?: string } = {}) =>
+  httpRequest<T>(`${opts.url ?? plane.url}${BASE}${urlPath}`, method, opts);
 
 /** A 4xx with the API's JSON error naming `field`. */
 function rejected(res: { status: number; body: unknown }, status: number, field: string, what: string): ErrorBody['error'] {

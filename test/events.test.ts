@@ -23,7 +23,7 @@ import { OrchClient } from '../src/sdk/client.ts';
 import { sample } from '../src/metrics/exposition.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import {
-  deleteStream, natsConnect, NatsProcess, readStream, sharedNats, skipUnlessNats, streamCount, type StoredMessage,
+  deleteStream, MACHINE_NATS_URL, natsConnect, NatsProcess, ownStream, readStream, skipUnlessNats, streamCount, subjectPrefixOf, type StoredMessage,
 } from './helpers/nats.ts';
 import { kill } from './helpers/processes.ts';
 import { CLI_ENTRY, eventually, REPO_ROOT, spawnServer, startTestServer } from './helpers/server.ts';
@@ -44,11 +44,10 @@ import { scope, type End } from './helpers/scope.ts';
  *
  * NATS: tests that only read use the machine's JetStream server
  * (127.0.0.1:4222) with a stream of their own (T_<random>, deleted at the
- * end); tests that stop NATS run nats-server processes of their own. Without
- * NATS those tests are skipped with a loud message (failed in CI). Every
- * stream the orchestrator creates covers orch.events.>, so at most one can
- * exist per NATS server at a time: each test deletes its stream before the
- * next starts.
+ * end) and a subject prefix of its own (T_<random>.orch.events), so they
+ * run beside other tests and other streams; tests that stop NATS run
+ * nats-server processes of their own. Without NATS those tests are skipped
+ * with a loud message (failed in CI).
  */
 
 const BASE = '/api/v1/orchestrator';
@@ -126,14 +125,14 @@ async function assertEventsMatchHistory(
 }
 
 /** JetStream messages: valid envelopes, Nats-Msg-Id = eventId, subject by the docs, each event id once. */
-function assertWellFormed(msgs: StoredMessage<unknown>[], what: string): OrchEvent[] {
+function assertWellFormed(msgs: StoredMessage<unknown>[], stream: string, what: string): OrchEvent[] {
   const ids = new Set<string>();
   const events = msgs.map((m) => {
     const e = m.body;
     assertValid(e, `${what}: stream seq ${m.seq}`);
     assert.equal(m.msgId, e.eventId, `${what}: Nats-Msg-Id of seq ${m.seq} is the event id`);
     const tenant = e.tenantId === '*' ? '_all' : e.tenantId;
-    assert.equal(m.subject, `orch.events.${tenant}.${e.job?.type ?? '_'}.${e.eventType}`, `${what}: subject of seq ${m.seq}`);
+    assert.equal(m.subject, `${subjectPrefixOf(stream)}.${tenant}.${e.job?.type ?? '_'}.${e.eventType}`, `${what}: subject of seq ${m.seq}`);
     assert.ok(!ids.has(e.eventId), `${what}: event ${e.eventId} (${e.eventType} of job ${e.job?.id}) stored twice`);
     ids.add(e.eventId);
     return e;
@@ -191,7 +190,7 @@ async function readyz(url: string): Promise<{ code: number; body: Readiness }> {
 }
 
 const streamName = () => `T_${randomBytes(5).toString('hex')}`;
-const eventsConfig = (stream: string, over: Partial<Config['events']> = {}): Config['events'] => ({ ...defaultConfig.events, stream, ...over });
+const eventsConfig = (stream: string, over: Partial<Config['events']> = {}): Config['events'] => ownStream(over, stream);
 const fastMaintenance = (over: Partial<Config['maintenance']> = {}): Config['maintenance'] => ({
   ...defaultConfig.maintenance, leaseReaperIntervalMs: 100, leaseGraceMs: 0, ...over,
 });
@@ -208,7 +207,7 @@ async function sharedBed(t: TestContext) {
   const end = scope(t);
   const db = end(await createTestDatabase(), (d) => d.drop());
   const stream = streamName();
-  const natsUrl = await sharedNats(t, end);
+  const natsUrl = MACHINE_NATS_URL;
   const { nc, jsm } = await natsClient(end, natsUrl);
   end(stream, (s) => deleteStream(jsm, s));
   return { end, db, stream, natsUrl, nc, jsm };
@@ -473,7 +472,7 @@ describe('one event per transition, on JetStream', { skip: machineSkip }, () => 
     const msgs = await readStream<unknown>(nc, stream);
     assert.equal(msgs.length, expected, `the stream holds exactly ${expected} events`);
     assert.equal(await streamCount(jsm, stream), expected);
-    const events = assertWellFormed(msgs, 'stream');
+    const events = assertWellFormed(msgs, stream, 'stream');
 
     // per job: the expected sequence of types, and exactly its history
     const jobIds = Object.keys(expectedTypes);
@@ -521,8 +520,8 @@ describe('one event per transition, on JetStream', { skip: machineSkip }, () => 
     }
     const subjects = msgs.filter((m) => (m.body as OrchEvent).job === null).map((m) => m.subject);
     assert.deepEqual(subjects, [
-      'orch.events._all._.jobtype.paused', 'orch.events._all._.jobtype.resumed', `orch.events.${T}._.quota.changed`, `orch.events.${T}._.quota.changed`,
-    ]);
+      '_all._.jobtype.paused', '_all._.jobtype.resumed', `${T}._.quota.changed`, `${T}._.quota.changed`,
+    ].map((s) => `${subjectPrefixOf(stream)}.${s}`));
 
     // metrics: what JetStream acknowledged, by type; nothing pending
     await eventually(async () => sample(await cp.metrics.scrape(), 'orchestrator_outbox_pending') === 0, 5000, 'the pending gauge to read 0');
@@ -587,7 +586,7 @@ describe('NATS goes away and comes back', { skip: binarySkip }, () => {
 
     const msgs = await readStream<unknown>(nc, stream);
     assert.equal(msgs.length, expected, `exactly one message per history entry (${expected}), ${before} of them before the outage`);
-    const events = assertWellFormed(msgs, 'stream');
+    const events = assertWellFormed(msgs, stream, 'stream');
     await assertEventsMatchHistory(db.pool, T, await jobIdsOf(db.pool, T), events, 'stream');
     await eventually(async () => sample(await cp.metrics.scrape(), 'orchestrator_outbox_pending') === 0, 5000, 'the pending gauge back to 0');
     await deleteStream(jsm, stream);
@@ -618,28 +617,44 @@ describe('NATS goes away and comes back', { skip: binarySkip }, () => {
       `the two new events are neither pending in the outbox nor stored (${rows.pending} rows pending, stream ${stored}): lost, though counted as published`);
   });
 
-  test('a bus that cannot create its stream retries on one connection at a time', {
+  test('a stream JetStream refuses is one error line and a readiness detail naming the stream in the way; a deployment with its own subject prefix shares the server', {
     skip: binarySkip,
   }, async (t) => {
     const end = scope(t);
     const db = end(await createTestDatabase(), (d) => d.drop());
+    const other = end(await createTestDatabase(), (d) => d.drop());
     const nats = end(await NatsProcess.create({ monitor: true }), (n) => n.destroy());
     await nats.start();
-    // Another stream already covers orch.events.>, so the server's stream cannot be created.
-    const { nc, jsm } = await natsConnect(nats.url);
+    // Another deployment's stream already covers orch.events.>, so this server's stream cannot be created.
+    const { nc, jsm } = end(await natsConnect(nats.url), (c) => c.nc.close());
     await jsm.streams.add({ name: 'SOMEONE_ELSE', subjects: ['orch.events.>'] });
-    await nc.close();
     const connections = async () => (await nats.monitor<{ total_connections: number }>('varz')).total_connections;
     const baseline = await connections();
     // (a process: the connections it may leave open must not keep this one alive)
     const srv = await spawnServer({ ORCH_DATABASE_URL: db.url, ORCH_NATS_URL: nats.url, ORCH_EVENTS_STREAM: streamName(), ORCH_HTTP_PORT: String(await freePort()) });
     end(srv.child, (c) => kill(c, 'SIGKILL'));
+    await eventually(async () => (await connections()) >= baseline + 3, 20_000, 'three connection attempts by the server');
     const r = await readyz(srv.url);
     assert.deepEqual([r.code, r.body.status, r.body.checks.bus?.ok], [200, 'degraded', false], 'without its stream the bus is not up');
-    await eventually(async () => (await connections()) >= baseline + 4, 15_000, 'four connection attempts by the server');
+    assert.match(r.body.checks.bus?.detail ?? '', /stream SOMEONE_ELSE holds orch\.events\.>.*ORCH_EVENTS_SUBJECT_PREFIX/, 'readiness names the stream in the way and the setting');
+    const refusals = srv.stderr().split('\n').filter((l) => l.includes('JetStream refused'));
+    assert.equal(refusals.length, 1, `one error line for a refusal that does not change, got:\n${refusals.join('\n')}`);
     const { connections: open } = await nats.monitor<{ connections: { name?: string }[] }>('connz');
     const mine = open.filter((c) => c.name === 'orch').length;
-    assert.ok(mine <= 1, `${mine} connections of the server are open after four attempts`);
+    assert.ok(mine <= 1, `${mine} connections of the server are open after three attempts`);
+
+    // A second deployment on the same NATS with a prefix of its own gets its stream and its events.
+    const stream = streamName();
+    const staging = await spawnServer({
+      ORCH_DATABASE_URL: other.url, ORCH_NATS_URL: `${nats.url}, ${nats.url}`, ORCH_EVENTS_STREAM: stream,
+      ORCH_EVENTS_SUBJECT_PREFIX: 'staging.orch.events', ORCH_HTTP_PORT: String(await freePort()),
+    });
+    end(staging.child, (c) => kill(c, 'SIGKILL'));
+    await busReady(staging.url, jsm, stream);
+    await new OrchClient({ apiUrl: staging.url, tenant: 'stg' }).enqueue({ jobType: 'prefixed', payload: {} });
+    await eventually(async () => (await streamCount(jsm, stream)) >= 1, 15_000, 'the staging event stored');
+    const [m] = await readStream<OrchEvent>(nc, stream);
+    assert.equal(m?.subject, 'staging.orch.events.stg.prefixed.job.enqueued');
   });
 });
 
@@ -652,7 +667,7 @@ describe('the server dies between commit and publish', { skip: binarySkip }, () 
     const nats = end(await NatsProcess.create(), (n) => n.destroy());
     const stream = streamName();
     const env = {
-      ORCH_DATABASE_URL: db.url, ORCH_NATS_URL: nats.url, ORCH_EVENTS_STREAM: stream, ORCH_HTTP_PORT: String(await freePort()),
+      ORCH_DATABASE_URL: db.url, ORCH_NATS_URL: nats.url, ORCH_EVENTS_STREAM: stream, ORCH_EVENTS_SUBJECT_PREFIX: subjectPrefixOf(stream), ORCH_HTTP_PORT: String(await freePort()),
       ORCH_LEASE_REAPER_INTERVAL_MS: '100',
     };
     const first = await spawnServer(env);
@@ -694,7 +709,7 @@ describe('the server dies between commit and publish', { skip: binarySkip }, () 
     assert.equal(await historyEntries(db.pool, [T]), committed);
     const msgs = await readStream<unknown>(nc, stream);
     assert.equal(msgs.length, committed, `each of the ${committed} events once`);
-    const events = assertWellFormed(msgs, 'stream');
+    const events = assertWellFormed(msgs, stream, 'stream');
     await assertEventsMatchHistory(db.pool, T, jobs.map((j) => j.id), events, 'stream');
     assert.ok(events.some((e) => e.eventType === 'job.retry_scheduled') && events.some((e) => e.eventType === 'job.canceled'));
   });
@@ -722,7 +737,7 @@ describe('the server dies between commit and publish', { skip: binarySkip }, () 
     const { nc, jsm } = await natsClient(end, nats.url);
     // 40 rows (1,000 events) per relay run: each run publishes for a while, then marks its rows.
     const env = {
-      ORCH_DATABASE_URL: db.url, ORCH_NATS_URL: nats.url, ORCH_EVENTS_STREAM: stream, ORCH_HTTP_PORT: String(await freePort()),
+      ORCH_DATABASE_URL: db.url, ORCH_NATS_URL: nats.url, ORCH_EVENTS_STREAM: stream, ORCH_EVENTS_SUBJECT_PREFIX: subjectPrefixOf(stream), ORCH_HTTP_PORT: String(await freePort()),
       ORCH_OUTBOX_RELAY_BATCH_ROWS: '40',
     };
     const child = spawnOrch(end, env);
@@ -757,7 +772,7 @@ describe('the server dies between commit and publish', { skip: binarySkip }, () 
     const msgs = await readStream<unknown>(nc, stream);
     assert.equal(await streamCount(jsm, stream), total, 'stream message count');
     assert.equal(msgs.length, total);
-    const events = assertWellFormed(msgs, 'stream');
+    const events = assertWellFormed(msgs, stream, 'stream');
     assert.equal(new Set(events.map((e) => e.eventId)).size, total, 'distinct event ids');
     assert.ok(events.every((e) => e.eventType === 'job.enqueued' && e.tenantId === T && e.job?.type === type));
     const ids = events.map((e) => BigInt(e.job!.id));
@@ -1050,7 +1065,7 @@ describe('without NATS, and the outbox pruner', () => {
     await allPublished(db.pool, jsm, stream, 7);
     assert.deepEqual(await pruner.runNow(), { count: 2, more: false }, 'the two old rows, now published, go');
     assert.deepEqual(await outboxRows(db.pool), { total: 1, pending: 0 }, 'the recent published row stays');
-    const events = assertWellFormed(await readStream<unknown>(nc, stream), 'stream');
+    const events = assertWellFormed(await readStream<unknown>(nc, stream), stream, 'stream');
     assert.equal(events.length, 7);
     // (occurredAt is the outbox row's time, which this test moved two days back)
     await assertEventsMatchHistory(db.pool, T, await jobIdsOf(db.pool, T), events, 'stream', { times: false });
@@ -1116,7 +1131,7 @@ describe('relay leadership', { skip: machineSkip }, () => {
     await allPublished(db.pool, jsm, stream, expected);
     const msgs = await readStream<unknown>(nc, stream);
     assert.equal(msgs.length, expected, `each of the ${expected} events once, across the handover`);
-    const events = assertWellFormed(msgs, 'stream');
+    const events = assertWellFormed(msgs, stream, 'stream');
     await assertEventsMatchHistory(db.pool, T, await jobIdsOf(db.pool, T), events, 'stream');
     assert.equal(sum(publishedByType(await follower.metrics.scrape())), expected - firstRound, 'the new leader published the rest');
   });

@@ -14,6 +14,7 @@ import { TENANT_PATTERN } from '../src/ledger/validate.ts';
 import { API_BASE } from '../src/wire.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { startTestServer } from './helpers/server.ts';
+import { httpClient } from './helpers/http.ts';
 
 /**
  * Property-based fuzzing of every route of a real server over real HTTP.
@@ -660,15 +661,9 @@ let db: TestDatabase;
 let plane: ControlPlane;
 let queuedId: string;
 
-async function api(method: string, path: string, opts: { json?: unknown; tenant?: string | null; headers?: Record<string, string> } = {}): Promise<{ status: number; body: any }> {
-  const headers: Record<string, string> = { authorization: `Bearer ${TOKEN}`, ...opts.headers };
-  const tenant = opts.tenant === undefined ? 'acme' : opts.tenant;
-  if (tenant !== null) headers['x-tenant-id'] = tenant;
-  if (opts.json !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(plane.url + BASE + path, { method, headers, body: opts.json === undefined ? undefined : JSON.stringify(opts.json) });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
+const http = httpClient(() => plane.url, BASE, { tenant: 'acme' });
+const api = (method: string, path: string, opts: { json?: unknown; tenant?: string | null; headers?: Record<string, string> } = {}) =>
+  http(method, path, { token: TOKEN, tenant: opts.tenant, headers: opts.headers, body: opts.json });
 
 const OPERATOR = { 'x-operator-reason': 'fuzz seed', 'x-operator-ticket': 'FUZZ-0' };
 

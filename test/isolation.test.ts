@@ -18,6 +18,7 @@ import type { AckOutcome } from '../src/ledger/types.ts';
 import { createLogger } from '../src/logging.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { eventually, runCli, startTestServer } from './helpers/server.ts';
+import { httpRequest, type HttpOptions } from './helpers/http.ts';
 
 const BASE = '/api/v1/orchestrator';
 const JWT_SECRET = 'isolation-test-secret-at-least-32-chars!!';
@@ -40,16 +41,7 @@ after(async () => {
   await db?.drop();
 });
 
-interface Res { status: number; body: any }
-async function call(base: string, method: string, path: string, o: { tenant?: string; token?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Res> {
-  const headers: Record<string, string> = { ...o.headers };
-  if (o.tenant) headers['x-tenant-id'] = o.tenant;
-  if (o.token) headers.authorization = `Bearer ${o.token}`;
-  if (o.body !== undefined) headers['content-type'] = 'application/json';
-  const r = await fetch(`${base}${BASE}${path}`, { method, headers, body: o.body === undefined ? undefined : JSON.stringify(o.body) });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : null };
-}
+const call = (base: string, method: string, path: string, o: HttpOptions = {}) => httpRequest(`${base}${BASE}${path}`, method, o);
 
 const claim = (tenant: string, workerId: string, jobTypes: string[], extra: Record<string, unknown> = {}) =>
   call(open.url, 'POST', '/claim', { tenant, body: { workerId, jobTypes, limit: 1, ...extra } });

@@ -11,6 +11,7 @@ import { sample } from '../src/metrics/exposition.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { kill, spawnCrashWorker } from './helpers/processes.ts';
 import { eventually, runCli, startTestServer } from './helpers/server.ts';
+import { httpRequest, type HttpOptions } from './helpers/http.ts';
 
 /**
  * Leases and the worker registry: the lease view (stuck first, PostgreSQL
@@ -45,19 +46,8 @@ after(async () => {
 });
 
 interface ErrorBody { error: { code: string; message: string; field: string | null } }
-interface Res<T> { status: number; body: T }
-
-async function http<T = ErrorBody>(base: string, method: string, path: string, opts: { tenant?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Res<T>> {
-  const headers: Record<string, string> = { ...opts.headers };
-  if (opts.tenant !== undefined) headers['x-tenant-id'] = opts.tenant;
-  if (opts.body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(base + BASE + path, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
-}
-
-const api = <T = ErrorBody>(method: string, path: string, opts: { tenant?: string; body?: unknown; headers?: Record<string, string> } = {}) =>
-  http<T>(plane.url, method, path, opts);
+const http = <T = ErrorBody>(base: string, method: string, path: string, opts: HttpOptions = {}) => httpRequest<T>(base + BASE + path, method, opts);
+const api = <T = ErrorBody>(method: string, path: string, opts: HttpOptions = {}) => http<T>(plane.url, method, path, opts);
 
 const client = (tenant: string, url = plane.url) => new OrchClient({ apiUrl: url, tenant });
 

@@ -10,6 +10,7 @@ import { Ledger } from '../src/ledger/ledger.ts';
 import type { Lease, LeaseRef } from '../src/ledger/types.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { eventually, runCli, startTestServer } from './helpers/server.ts';
+import { httpRequest, type HttpOptions } from './helpers/http.ts';
 
 /**
  * Quotas per (tenant, job type), either of which may be "*": concurrency caps,
@@ -48,13 +49,8 @@ after(async () => {
 
 interface ErrorBody { error: { code: string; message: string; field: string | null } }
 
-async function call<T>(method: string, path: string, opts: { body?: unknown; headers?: Record<string, string>; url?: string } = {}): Promise<{ status: number; body: T }> {
-  const headers: Record<string, string> = { ...opts.headers };
-  if (opts.body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`${opts.url ?? plane.url}${BASE}${path}`, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
-}
+const call = <T>(method: string, path: string, opts: HttpOptions & { url?: string } = {}) =>
+  httpRequest<T>(`${opts.url ?? plane.url}${BASE}${path}`, method, opts);
 
 async function enqueue(tenantId: string, jobType: string, n: number, priority?: (i: number) => number): Promise<string[]> {
   const results = await ledger.enqueue(Array.from({ length: n }, (_, i) => ({ tenantId, jobType, payload: i, priority: priority?.(i) })));

@@ -14,6 +14,7 @@ import { defaultConfig, loadConfig, type Config } from '../src/config/config.ts'
 import { startControlPlane, type ControlPlane } from '../src/control-plane.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { eventually, runCli, startTestServer } from './helpers/server.ts';
+import { httpRequest, type HttpResult } from './helpers/http.ts';
 
 /**
  * Security end to end: a real server with ORCH_AUTH=required against a real
@@ -54,24 +55,11 @@ after(async () => {
   await db?.drop();
 });
 
-interface Res { status: number; body: any; headers: Headers }
+type Res = HttpResult<any>;
 interface CallOpts { body?: unknown; tenant?: string; headers?: Record<string, string>; url?: string }
 
-async function call(token: string | null, method: string, p: string, opts: CallOpts = {}): Promise<Res> {
-  const headers: Record<string, string> = { ...opts.headers };
-  if (token !== null) headers.authorization = `Bearer ${token}`;
-  if (opts.tenant !== undefined) headers['x-tenant-id'] = opts.tenant;
-  if (opts.body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch((opts.url ?? plane.url) + BASE + p, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
-  const text = await res.text();
-  let body: unknown = text;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    // NDJSON or empty
-  }
-  return { status: res.status, body, headers: res.headers };
-}
+const call = (token: string | null, method: string, p: string, opts: CallOpts = {}) =>
+  httpRequest((opts.url ?? plane.url) + BASE + p, method, { ...opts, token });
 
 /** Status of a request whose response may never end (the SSE stream): headers only, then abort. */
 async function statusOnly(token: string | null, method: string, p: string, opts: CallOpts = {}): Promise<{ status: number; body: any }> {
@@ -365,7 +353,7 @@ async function fingerprint(tenant: string): Promise<string> {
     (SELECT coalesce(string_agg(id || ':' || state || ':' || coalesce(lease_id::text, '-') || ':' || attempt, ',' ORDER BY id), '') FROM orch.jobs WHERE tenant_id = $1) AS jobs,
     (SELECT count(*) FROM orch.jobs) AS all_jobs,
     (SELECT coalesce(string_agg(tenant_id || '/' || job_type, ',' ORDER BY tenant_id, job_type), '') FROM orch.dispatch_pauses) AS pauses,
-    (SELECT coalesce(string_agg(concat_ws('/', tenant_id, job_type, max_active, rate_per_second, burst, max_per_hour, weight, paused, boost_until), ',' ORDER BY tenant_id, job_type), '') FROM orch.quotas) AS quotas,
+    (SELECT coalesce(string_agg(concat_ws('/', tenant_id, job_type, max_active, rate_per_second, burst, max_per_hour, weight, boost_until), ',' ORDER BY tenant_id, job_type), '') FROM orch.quotas) AS quotas,
     (SELECT md5(coalesce(string_agg(row_to_json(j)::text, ',' ORDER BY j.name), '')) FROM orch.job_types j) AS job_types,
     (SELECT count(*) FROM orch.dlq_replays) AS replays`, [tenant]);
   return JSON.stringify(rows[0]);
@@ -509,7 +497,7 @@ describe('6. tenant isolation through every route', () => {
     (SELECT count(*) FROM orch.dlq_snapshots WHERE tenant_id = $1) AS snapshots,
     (SELECT count(*) FROM orch.dlq_replays WHERE tenant_id = $1) AS replays,
     (SELECT count(*) FROM orch.audit_log WHERE tenant_id = $1) AS audit,
-    (SELECT json_agg(json_build_array(job_type, max_active, paused, boost_until) ORDER BY job_type) FROM orch.quotas WHERE tenant_id IN ($1, '*')) AS quotas,
+    (SELECT json_agg(json_build_array(job_type, max_active, boost_until) ORDER BY job_type) FROM orch.quotas WHERE tenant_id IN ($1, '*')) AS quotas,
     (SELECT json_agg(json_build_array(tenant_id, job_type) ORDER BY tenant_id, job_type) FROM orch.dispatch_pauses) AS pauses`, [B])).rows[0]);
 
   before(async () => {
@@ -691,8 +679,8 @@ describe('6. tenant isolation through every route', () => {
     assert.deepEqual(current, then);
     const byA = await db.pool.query(`SELECT action, target FROM orch.audit_log WHERE actor = 'token:tenant-a-ops' AND tenant_id IS DISTINCT FROM $1`, [A]);
     assert.deepEqual(byA.rows, [], 'audit entries by A\'s token for another tenant');
-    const q = await db.pool.query(`SELECT max_active, paused FROM orch.quotas WHERE tenant_id = $1 AND job_type = 'iso_q'`, [B]);
-    assert.deepEqual(q.rows, [{ max_active: 5, paused: false }]);
+    const q = await db.pool.query(`SELECT max_active FROM orch.quotas WHERE tenant_id = $1 AND job_type = 'iso_q'`, [B]);
+    assert.deepEqual(q.rows, [{ max_active: 5 }]);
     const globalQuota = await db.pool.query(`SELECT count(*)::int AS n FROM orch.quotas WHERE tenant_id = '*' AND job_type = 'iso_q'`);
     assert.equal(globalQuota.rows[0].n, 0);
     const paused = await db.pool.query(`SELECT tenant_id, job_type FROM orch.dispatch_pauses WHERE tenant_id = $1 OR job_type LIKE 'iso%' ORDER BY 1, 2`, [B]);

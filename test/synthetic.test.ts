@@ -18,7 +18,7 @@ import { HttpTransport } from '../src/sdk/transport.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import { sample } from '../src/metrics/exposition.ts';
 import {
-  deleteStream, MACHINE_NATS_URL, natsConnect, sharedNats, skipUnlessNats,
+  deleteStream, MACHINE_NATS_URL, natsConnect, ownStream, skipUnlessNats,
 } from './helpers/nats.ts';
 import { eventually, REPO_ROOT, runCli, startTestServer } from './helpers/server.ts';
 import { scope, type End } from './helpers/scope.ts';
@@ -199,11 +199,11 @@ describe('smoke.sh', { skip: natsSkip }, () => {
   test('READY on a healthy stack (job succeeded, event on NATS, metrics counted); NOT READY with orch-smoke paused', async (t) => {
     const end = scope(t);
     const db = end(await createTestDatabase(), (d) => d.drop());
-    const natsUrl = await sharedNats(t, end);
+    const natsUrl = MACHINE_NATS_URL;
     const { nc, jsm } = await natsConnect(natsUrl);
     end(nc, (c) => c.close());
-    const stream = end(`T_${randomBytes(5).toString('hex')}`, (s) => deleteStream(jsm, s));
-    const events: Config['events'] = { ...defaultConfig.events, stream };
+    const events = ownStream();
+    const stream = end(events.stream, (s) => deleteStream(jsm, s));
     const cp = await server(end, db.url, { natsUrl, events });
     await eventually(async () => {
       const res = await fetch(`${cp.url}/readyz`);
@@ -211,7 +211,7 @@ describe('smoke.sh', { skip: natsSkip }, () => {
       return res.status === 200 && body.checks?.bus?.ok === true;
     }, 15_000, 'the server\'s NATS bus to connect');
     const cwd = await tempDir(end, 'orch-smoke-');
-    const env = { ORCH_API_URL: cp.url, ORCH_NATS_URL: natsUrl };
+    const env = { ORCH_API_URL: cp.url, ORCH_NATS_URL: natsUrl, ORCH_EVENTS_SUBJECT_PREFIX: events.subjectPrefix };
     const labels = { tenant: TENANT, job_type: SMOKE, outcome: 'succeeded' };
 
     const before = await metric(cp.url, labels);

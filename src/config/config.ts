@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { Value } from 'typebox/value';
+import { DEFAULT_EVENT_SUBJECT_PREFIX } from '../wire.ts';
 
 /**
  * Every tunable of the server in one object, read from the environment and
@@ -16,6 +17,8 @@ export const ConfigSchema = Type.Object({
   natsUrl: Type.Optional(Type.String({ minLength: 1 })),
   events: Type.Object({
     stream: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
+    /** Events go to `<subjectPrefix>.<tenant>.<jobType>.<eventType>`: deployments sharing a NATS account each take their own. */
+    subjectPrefix: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}(\\.[A-Za-z0-9_-]{1,64}){0,7}$' }),
     maxAgeMs: Type.Integer({ minimum: 60_000 }),
     maxBytes: Type.Integer({ minimum: 1024 * 1024 }),
     duplicateWindowMs: Type.Integer({ minimum: 1000 }),
@@ -118,6 +121,7 @@ export const defaultConfig: Config = {
   dlqMaxSelection: 1_000_000,
   events: {
     stream: 'ORCH_EVENTS',
+    subjectPrefix: DEFAULT_EVENT_SUBJECT_PREFIX,
     maxAgeMs: 7 * 24 * 3600 * 1000,
     maxBytes: 1024 ** 3,
     duplicateWindowMs: 10 * 60 * 1000,
@@ -189,6 +193,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     natsUrl: env.ORCH_NATS_URL || undefined,
     events: {
       stream: env.ORCH_EVENTS_STREAM || d.events.stream,
+      subjectPrefix: env.ORCH_EVENTS_SUBJECT_PREFIX || d.events.subjectPrefix,
       maxAgeMs: int(env, 'ORCH_EVENTS_MAX_AGE_MS', d.events.maxAgeMs),
       maxBytes: int(env, 'ORCH_EVENTS_MAX_BYTES', d.events.maxBytes),
       duplicateWindowMs: int(env, 'ORCH_EVENTS_DUPLICATE_WINDOW_MS', d.events.duplicateWindowMs),

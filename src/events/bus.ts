@@ -14,17 +14,35 @@ export interface StreamSettings {
   /** Re-publications of one event id within this window are dropped. */
   duplicateWindowMs: number;
   replicas: number;
+  /** Subjects are `<prefix>.<tenant>.<jobType>.<eventType>`; the stream takes `<prefix>.>`. One prefix per deployment sharing a NATS account. */
+  subjectPrefix: string;
 }
 
-export const SUBJECT_PREFIX = 'orch.events';
-
-/** `orch.events.<tenant>.<jobType>.<eventType>`; control events without a job type use `_`, events for every tenant `_all`. */
-export function subjectOf(e: OrchEvent): string {
+/** `<prefix>.<tenant>.<jobType>.<eventType>`; control events without a job type use `_`, events for every tenant `_all`. */
+export function subjectOf(prefix: string, e: OrchEvent): string {
   const tenant = e.tenantId === '*' ? '_all' : e.tenantId;
-  return `${SUBJECT_PREFIX}.${tenant}.${e.job?.type ?? '_'}.${e.eventType}`;
+  return `${prefix}.${tenant}.${e.job?.type ?? '_'}.${e.eventType}`;
 }
+
+/** `ORCH_NATS_URL` may list several servers of a cluster, comma-separated. */
+export const natsServers = (url: string): string[] => url.split(',').map((s) => s.trim()).filter((s) => s !== '');
 
 const ms = (n: number) => n * 1_000_000;
+
+/** JetStream refused the stream's configuration: an operator must change a setting; retrying fast will not help. */
+class StreamRefused extends Error {}
+
+/** Whether two subject filters can match a common subject (`*` one token, `>` the rest). */
+export function subjectsOverlap(a: string, b: string): boolean {
+  const x = a.split('.');
+  const y = b.split('.');
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    if (x[i] === '>' || y[i] === '>') return x[i] !== undefined && y[i] !== undefined;
+    if (x[i] === undefined || y[i] === undefined) return false;
+    if (x[i] !== '*' && y[i] !== '*' && x[i] !== y[i]) return false;
+  }
+  return true;
+}
 
 /**
  * The NATS JetStream connection. It is made in the background, so the server
@@ -42,6 +60,8 @@ export class EventBus {
   /** False from a disconnect until the next reconnect. */
   private up = false;
   private closed = false;
+  /** Why the stream cannot be used (another stream holds its subjects, limits refused), until it can. */
+  private refusal: string | null = null;
 
   constructor(private readonly url: string, private readonly stream: StreamSettings, private readonly log: Logger) {}
 
@@ -54,9 +74,11 @@ export class EventBus {
     while (!this.closed) {
       let nc: NatsConnection | null = null;
       try {
-        nc = await connect({ servers: this.url, name: 'orch', maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+        nc = await connect({ servers: natsServers(this.url), name: 'orch', maxReconnectAttempts: -1, reconnectTimeWait: 500 });
         if (this.closed) return void (await nc.close());
         await this.ensureStream(nc);
+        if (this.refusal) this.log.info({ stream: this.stream.name }, 'JetStream accepted the events stream');
+        this.refusal = null;
         this.watch(nc);
         this.listenForAcks(nc);
         this.nc = nc;
@@ -65,8 +87,15 @@ export class EventBus {
         return;
       } catch (err) {
         await nc?.close().catch(() => undefined);
-        this.log.warn({ err: (err as Error).message }, 'NATS unavailable; retrying (events wait in the outbox)');
-        await new Promise((r) => setTimeout(r, 1000));
+        if (err instanceof StreamRefused) {
+          // a configuration problem, not an outage: said once (and again only if it changes), retried slowly
+          if (err.message !== this.refusal) this.log.error({ stream: this.stream.name }, err.message);
+          this.refusal = err.message;
+          await new Promise((r) => setTimeout(r, 5000));
+        } else {
+          this.log.warn({ err: (err as Error).message }, 'NATS unavailable; retrying (events wait in the outbox)');
+          await new Promise((r) => setTimeout(r, 1000));
+        }
       }
     }
   }
@@ -84,18 +113,36 @@ export class EventBus {
   private async ensureStream(nc: NatsConnection): Promise<void> {
     const s = this.stream;
     const jsm = await jetstreamManager(nc);
+    const subject = `${s.subjectPrefix}.>`;
     const config = {
-      name: s.name, subjects: [`${SUBJECT_PREFIX}.>`], max_age: ms(s.maxAgeMs), max_bytes: s.maxBytes,
+      name: s.name, subjects: [subject], max_age: ms(s.maxAgeMs), max_bytes: s.maxBytes,
       duplicate_window: ms(s.duplicateWindowMs), num_replicas: s.replicas,
     };
+    const exists = await jsm.streams.info(s.name).then(() => true, (err: Error) => {
+      if (/not found/i.test(err.message)) return false;
+      throw err;
+    });
     try {
-      await jsm.streams.info(s.name);
-      await jsm.streams.update(s.name, config);
+      if (exists) await jsm.streams.update(s.name, config);
+      else await jsm.streams.add(config);
     } catch (err) {
-      if (!/not found/i.test((err as Error).message)) throw err;
-      await jsm.streams.add(config);
-      this.log.info({ stream: s.name }, 'JetStream stream created');
+      const why = (err as Error).message;
+      if (!/overlap|insufficient|replicas|limit|exceed|invalid|not (be )?(allowed|permitted)/i.test(why)) throw err;
+      let holder = '';
+      if (/overlap/i.test(why)) {
+        for await (const other of jsm.streams.list()) {
+          if (other.config.name !== s.name && other.config.subjects?.some((x) => subjectsOverlap(x, subject))) holder = ` (stream ${other.config.name} holds ${other.config.subjects.join(', ')})`;
+        }
+      }
+      throw new StreamRefused(`JetStream refused to ${exists ? 'update' : 'create'} stream ${s.name} on ${subject}${holder}: ${why}; `
+        + 'events wait in the outbox. Set ORCH_EVENTS_SUBJECT_PREFIX (and ORCH_EVENTS_STREAM) to a prefix of this deployment\'s own, or fix the limits');
     }
+    if (!exists) this.log.info({ stream: s.name, subject }, 'JetStream stream created');
+  }
+
+  /** Why the events stream cannot be used (null: it can, or NATS has not answered yet). */
+  get problem(): string | null {
+    return this.refusal;
   }
 
   /** True while connected to a NATS server. */
@@ -153,7 +200,7 @@ export class EventBus {
       events.forEach((e, i) => {
         const h = headers();
         h.set('Nats-Msg-Id', e.eventId);
-        nc.publish(subjectOf(e), JSON.stringify(e), { reply: `${acks.inbox}.${call}.${i}`, headers: h });
+        nc.publish(subjectOf(this.stream.subjectPrefix, e), JSON.stringify(e), { reply: `${acks.inbox}.${call}.${i}`, headers: h });
       });
       await acknowledged;
     } finally {

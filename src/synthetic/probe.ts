@@ -6,6 +6,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import pg from 'pg';
 import { withDeadline } from './smoke.ts';
 import { PROBE_STATUS_FILE } from './status-file.ts';
+import { natsServers } from '../events/bus.ts';
 
 export { PROBE_STATUS_FILE };
 
@@ -101,7 +102,7 @@ async function pingMongo(url: string, timeoutMs: number): Promise<string> {
 
 /** Publishes on a probe subject and waits for the message to come back, then reads JetStream's account and the event stream. */
 async function natsRoundTrip(url: string, stream: string, timeoutMs: number): Promise<string> {
-  const nc: NatsConnection = await connect({ servers: url, timeout: timeoutMs, name: 'orch-probe', reconnect: false });
+  const nc: NatsConnection = await connect({ servers: natsServers(url), timeout: timeoutMs, name: 'orch-probe', reconnect: false });
   try {
     const subject = `orch.probe.${randomUUID()}`;
     const sub = nc.subscribe(subject, { max: 1 });

@@ -5,6 +5,7 @@ import { OrchClient } from '../sdk/client.ts';
 import { HttpTransport } from '../sdk/transport.ts';
 import { spawnOrchServer } from './server-process.ts';
 import { runSmoke, type SmokeResult } from './smoke.ts';
+import { DEFAULT_EVENT_SUBJECT_PREFIX } from '../wire.ts';
 
 /** Job types the drill writes; kept apart from the smoke type and real work. */
 const HELD = 'orch-replay-smoke';
@@ -96,7 +97,8 @@ export async function runReplaySmoke(o: ReplaySmokeOptions): Promise<ReplaySmoke
     if (beats.some((b) => b.status !== 'ok')) problems.push('a lease held across the restart refused its holder\'s heartbeat');
     o.log(`after the restart: ${problems.length === 0 ? 'every job, lease, DLQ entry and event is there' : `${problems.length} problems`}`);
 
-    const smoke = await runSmoke({ apiUrl, token: env.ORCH_TOKEN, tenant: o.tenant, natsUrl: env.ORCH_NATS_URL || undefined, timeoutMs: o.timeoutMs });
+    const smoke = await runSmoke({ apiUrl, token: env.ORCH_TOKEN, tenant: o.tenant, natsUrl: env.ORCH_NATS_URL || undefined,
+      subjectPrefix: env.ORCH_EVENTS_SUBJECT_PREFIX || DEFAULT_EVENT_SUBJECT_PREFIX, timeoutMs: o.timeoutMs });
     if (!smoke.ready) problems.push(`smoke: NOT READY: ${smoke.reason}`);
 
     // leave nothing behind: the held jobs complete, the queued ones are canceled, the DLQ entries are cleared after a snapshot

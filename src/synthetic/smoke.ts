@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { SUBJECT_PREFIX } from '../events/bus.ts';
+import { natsServers } from '../events/bus.ts';
 import { sample } from '../metrics/exposition.ts';
 import type { OrchEvent } from '../events/envelope.ts';
 import { OrchClient } from '../sdk/client.ts';
@@ -15,6 +15,8 @@ export interface SmokeOptions {
   tenant: string;
   /** When set, the job's job.succeeded event must arrive on NATS. */
   natsUrl?: string;
+  /** The orchestrator's ORCH_EVENTS_SUBJECT_PREFIX. */
+  subjectPrefix: string;
   timeoutMs: number;
 }
 
@@ -50,8 +52,8 @@ export async function runSmoke(o: SmokeOptions): Promise<SmokeResult> {
 
     let event: Promise<OrchEvent> | null = null;
     if (o.natsUrl) {
-      nc = await connect({ servers: o.natsUrl, timeout: Math.min(5000, o.timeoutMs), name: 'orch-smoke', reconnect: false });
-      event = nextEvent(nc.subscribe(`${SUBJECT_PREFIX}.${o.tenant}.${SMOKE_JOB_TYPE}.job.succeeded`), () => jobId);
+      nc = await connect({ servers: natsServers(o.natsUrl), timeout: Math.min(5000, o.timeoutMs), name: 'orch-smoke', reconnect: false });
+      event = nextEvent(nc.subscribe(`${o.subjectPrefix}.${o.tenant}.${SMOKE_JOB_TYPE}.job.succeeded`), () => jobId);
       // awaited only after the job ends: a failure before then must not leave it rejecting unheard
       event.catch(() => undefined);
       await nc.flush();

@@ -7,7 +7,8 @@ import path from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
-import type { TestContext } from 'node:test';
+import { randomBytes } from 'node:crypto';
+import { defaultConfig, type Config } from '../../src/config/config.ts';
 import { freePort } from '../../src/ledger/embedded.ts';
 import { alive, kill } from './processes.ts';
 
@@ -179,26 +180,6 @@ export async function readStream<T>(nc: NatsConnection, stream: string): Promise
   return out;
 }
 
-/** Whether two subjects (with * and > wildcards) can match a common subject. */
-export function subjectsOverlap(a: string, b: string): boolean {
-  const x = a.split('.');
-  const y = b.split('.');
-  for (let i = 0; ; i++) {
-    if (x[i] === '>' || y[i] === '>') return true;
-    if (x[i] === undefined || y[i] === undefined) return x[i] === y[i];
-    if (x[i] !== '*' && y[i] !== '*' && x[i] !== y[i]) return false;
-  }
-}
-
-/** Streams other than `except` whose subjects overlap `subject`: while one exists, no other stream can take the subject. */
-export async function streamsCovering(jsm: JetStreamManager, subject: string, except?: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const s of jsm.streams.list()) {
-    if (s.config.name !== except && (s.config.subjects ?? []).some((x) => subjectsOverlap(x, subject))) found.push(`${s.config.name} ${JSON.stringify(s.config.subjects)}`);
-  }
-  return found;
-}
-
 /** Deletes the stream if it exists. */
 export async function deleteStream(jsm: JetStreamManager, stream: string): Promise<void> {
   try {
@@ -209,24 +190,13 @@ export async function deleteStream(jsm: JetStreamManager, stream: string): Promi
 }
 
 /**
- * The NATS server of a test that does not stop NATS: the machine's, unless a
- * stream there (someone else's) already covers orch.events.>, in which case
- * no other stream can be created on it: the test then runs on a nats-server
- * of its own, and says so.
+ * A stream and subject prefix of a test's own (the stream removed by the
+ * test), so tests share the machine's NATS with each other and with anything
+ * else there, in parallel: no two streams ever claim the same subjects.
  */
-export async function sharedNats(t: TestContext, end: <T>(value: T, cleanup: (v: T) => Promise<unknown>) => T): Promise<string> {
-  const { nc, jsm } = await natsConnect(MACHINE_NATS_URL);
-  try {
-    const blocking = await streamsCovering(jsm, 'orch.events.>');
-    if (blocking.length === 0) return MACHINE_NATS_URL;
-    const msg = `streams on ${MACHINE_NATS_URL} already cover orch.events.> (${blocking.join(', ')}): this test uses a nats-server of its own`;
-    if (await natsMissing({ binary: true })) throw new Error(`${msg}, but there is no ${NATS_SERVER_BIN}`);
-    process.stderr.write(`\n*** ${msg} ***\n\n`);
-    t.diagnostic(msg);
-    const own = end(await NatsProcess.create(), (n) => n.destroy());
-    await own.start();
-    return own.url;
-  } finally {
-    await nc.close();
-  }
+export function ownStream(over: Partial<Config['events']> = {}, stream = `T_${randomBytes(5).toString('hex')}`): Config['events'] {
+  return { ...defaultConfig.events, stream, subjectPrefix: subjectPrefixOf(stream), ...over };
 }
+
+/** The subject prefix of a test's stream. */
+export const subjectPrefixOf = (stream: string) => `${stream}.orch.events`;

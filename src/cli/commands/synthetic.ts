@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { PROBE_STATUS_FILE } from '../../synthetic/status-file.ts';
 import { duration, integer, type GlobalOptions } from './jobs.ts';
+import { DEFAULT_EVENT_SUBJECT_PREFIX } from '../../wire.ts';
 
 /** `orch probe` and `orch smoke`: what scripts/orchestrator/probe.sh and smoke.sh run. */
 export function registerSyntheticCommands(program: Command): void {
@@ -30,11 +31,12 @@ export function registerSyntheticCommands(program: Command): void {
   program.command('smoke')
     .description('end to end: enqueue an orch-smoke job, a worker completes it, its event arrives on NATS (when configured), metrics count it; prints READY or NOT READY: <reason>')
     .addOption(new Option('--nats-url <url>', 'check the job\'s event on this NATS').env('ORCH_NATS_URL'))
+    .addOption(new Option('--subject-prefix <prefix>', 'the orchestrator\'s event subject prefix').env('ORCH_EVENTS_SUBJECT_PREFIX').default(DEFAULT_EVENT_SUBJECT_PREFIX))
     .option('--timeout <duration>', 'for the whole run', '30s')
-    .action(async (o: { natsUrl?: string; timeout: string }, cmd: Command) => {
+    .action(async (o: { natsUrl?: string; subjectPrefix: string; timeout: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
       const { runSmoke } = await import('../../synthetic/smoke.ts');
-      const r = await runSmoke({ apiUrl: g.apiUrl, token: g.token, tenant: g.tenant, natsUrl: o.natsUrl || undefined, timeoutMs: duration(o.timeout, '--timeout') });
+      const r = await runSmoke({ apiUrl: g.apiUrl, token: g.token, tenant: g.tenant, natsUrl: o.natsUrl || undefined, subjectPrefix: o.subjectPrefix, timeoutMs: duration(o.timeout, '--timeout') });
       if (g.output === 'json') process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
       else process.stdout.write(`${r.steps.map((s) => `  ok  ${s}\n`).join('')}${r.ready ? 'READY' : `NOT READY: ${r.reason}`}\n`);
       if (!r.ready) process.exitCode = 1;
