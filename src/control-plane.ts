@@ -1,4 +1,9 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import type pg from 'pg';
+import { Elector, type LeaderWork } from './cluster/elector.ts';
+import { clusterStatus } from './cluster/status.ts';
+import { VERSION } from './version.ts';
 import type { Config } from './config/config.ts';
 import { buildApi } from './api/server.ts';
 import type { ReadinessCheck } from './api/context.ts';
@@ -7,13 +12,13 @@ import { Pauses } from './flow/pauses.ts';
 import { QuotaKeeper } from './flow/quota-keeper.ts';
 import { queueGauges } from './flow/queue-depth.ts';
 import { Quotas } from './flow/quotas.ts';
-import { JobNotifier } from './dispatch/notifier.ts';
+import { JobNotifier, notificationsArrive } from './dispatch/notifier.ts';
 import { createPool, isDatabaseUnavailable, SERVICE_ROLE } from './ledger/db.ts';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './ledger/embedded.ts';
 import { Ledger } from './ledger/ledger.ts';
 import { migrate, migrationsApplied } from './ledger/migrate.ts';
 import type { Logger } from './logging.ts';
-import { ServiceGroup, type PeriodicService } from './maintenance/service.ts';
+import type { PeriodicService } from './maintenance/service.ts';
 import { Metrics } from './metrics/metrics.ts';
 import { Authenticator } from './auth/authenticator.ts';
 import { JwtVerifier } from './auth/jwt.ts';
@@ -35,7 +40,10 @@ export interface ControlPlane {
   connectionString: string;
   ledger: Ledger;
   metrics: Metrics;
-  services: readonly PeriodicService[];
+  /** Leader election; `term` is set while this replica leads. */
+  elector: Elector;
+  /** The background services running here now: the elector, and the leader-only ones while this replica leads. */
+  readonly services: readonly PeriodicService[];
   stop(): Promise<void>;
 }
 
@@ -97,9 +105,14 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     ledger.observe(metrics);
     metrics.watchQueues(() => queueGauges(ledger.pool));
     metrics.watchLeases(() => leaseSamples(ledger.pool));
-    const notifier = new JobNotifier(connectionString, log);
+    const notify = config.cluster.notify !== 'auto' ? config.cluster.notify : (await notificationsArrive(connectionString)) ? 'listen' : 'poll';
+    if (notify === 'poll') {
+      log.warn({ pollMs: config.cluster.pollMs, setting: config.cluster.notify },
+        `no LISTEN/NOTIFY${config.cluster.notify === 'auto' ? ' (its self-probe got no notification: PgBouncer in transaction mode?)' : ''}: idle claimers look for work every ${config.cluster.pollMs} ms`);
+    }
+    const notifier = new JobNotifier(connectionString, log, notify);
     await notifier.start();
-    const dispatcher = new Dispatcher(ledger, notifier, config.claimPollIntervalMs);
+    const dispatcher = new Dispatcher(ledger, notifier, notify === 'poll' ? Math.min(config.claimPollIntervalMs, config.cluster.pollMs) : config.claimPollIntervalMs);
     const quotas = new Quotas(pool, ledger.tenants);
     metrics.watchQuotas(() => quotas.summary());
     // Every tenant and job type in the ledger gets its refusal counters at 0 before any claim can throttle it.
@@ -107,7 +120,6 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const deadLetters = new DeadLetters(pool);
     const snapshots = new Snapshots(pool, ledger, deadLetters, config.dlqMaxSelection);
     const replays = new Replays(pool, ledger, deadLetters, snapshots, { batchSize: config.replayBatchSize, maxJobs: config.dlqMaxSelection });
-    const replayRunner = new ReplayRunner(replays, config.maintenance.replayRunnerIntervalMs, log);
     const m = config.maintenance;
     const ev = config.events;
     // Without NATS the server still runs: events stay in the outbox (and the SSE stream) until NATS is configured.
@@ -117,14 +129,34 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     }, log) : null;
     bus?.start();
     const stream = new EventStream(pool, { pollMs: ev.ssePollMs, heartbeatMs: ev.sseHeartbeatMs, maxBufferBytes: ev.sseMaxBufferBytes });
-    const group = new ServiceGroup([
-      new LeaseReaper(ledger, { batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs, graceMs: m.leaseGraceMs }, m.leaseReaperIntervalMs, log),
-      new QuotaKeeper(quotas, m.quotaKeeperIntervalMs, log),
-      new DeltaRollup([ledger.counts, deadLetters.clusterFold], m.queueCountRollupIntervalMs, log),
-      replayRunner,
-      new OutboxPruner(pool, ev.outboxRetentionMs, bus !== null, m.outboxPrunerIntervalMs, log),
-      ...(bus ? [new OutboxRelay(pool, bus, ev.relayBatchRows, m.outboxRelayIntervalMs, log, metrics)] : []),
-    ]);
+    const relayBus = bus;
+    // The work that must run once per cluster, on the leader only, on connections that carry its
+    // term: the database refuses their writes once the term is over (src/cluster/elector.ts).
+    const leaderWork: LeaderWork = {
+      openPool: (term) => createPool(connectionString, 4, { role: SERVICE_ROLE, settings: { 'orch.leader_term': String(term) }, name: 'orch-leader' }),
+      services(leaderPool) {
+        const l = new Ledger(leaderPool, config);
+        l.observe(metrics);
+        const dead = new DeadLetters(leaderPool);
+        const runner = new Replays(leaderPool, l, dead, new Snapshots(leaderPool, l, dead, config.dlqMaxSelection), { batchSize: config.replayBatchSize, maxJobs: config.dlqMaxSelection });
+        return [
+          new LeaseReaper(l, { batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs, graceMs: m.leaseGraceMs }, m.leaseReaperIntervalMs, log),
+          new QuotaKeeper(new Quotas(leaderPool, l.tenants), m.quotaKeeperIntervalMs, log),
+          new DeltaRollup([l.counts, dead.clusterFold], m.queueCountRollupIntervalMs, log),
+          new ReplayRunner(runner, m.replayRunnerIntervalMs, log),
+          new OutboxPruner(leaderPool, ev.outboxRetentionMs, relayBus !== null, m.outboxPrunerIntervalMs, log),
+          ...(relayBus ? [new OutboxRelay(leaderPool, relayBus, ev.relayBatchRows, m.outboxRelayIntervalMs, log, metrics)] : []),
+        ];
+      },
+    };
+    const elector = new Elector(pool, leaderWork, {
+      replicaId: config.cluster.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
+      host: hostname(), version: VERSION, notify: notifier.mode, renewMs: config.cluster.leaderRenewMs,
+    }, log);
+    metrics.watchCluster(async () => ({
+      replicasUp: (await clusterStatus(ledger.pool, config.cluster.leaderRenewMs)).replicas.filter((r) => r.state === 'up').length,
+      leading: elector.term !== null,
+    }));
     const db = pool;
     const readiness = async (): Promise<ReadinessCheck> => {
       const checks: ReadinessCheck['checks'] = {};
@@ -140,12 +172,13 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       }
       return { ok: Object.values(checks).every((c) => c.ok || c.degraded), checks };
     };
-    const recovery = { deadLetters, snapshots, replays, replayRunner };
+    const recovery = { deadLetters, snapshots, replays, nudgeReplays: () => elector.nudgeLeaderService('replay-runner') };
     const tokens = new ApiTokens(pool);
     const authenticator = new Authenticator(config.auth, tokens, await JwtVerifier.fromConfig(config.auth));
     if (authenticator.open) log.warn({ host: config.httpHost }, 'authentication is off (ORCH_AUTH=open): every local caller has every scope; set ORCH_AUTH=required before exposing the API');
     const app = await buildApi({
       config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, recovery, events: { stream }, readiness, auth: { authenticator, tokens },
+      cluster: { status: () => clusterStatus(db, config.cluster.leaderRenewMs) },
     }, log);
     await app.listen({ host: config.httpHost, port: config.httpPort }).catch(async (err: unknown) => {
       await app.close().catch(() => undefined);
@@ -154,14 +187,17 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     });
     // The services start once the API listens: the lease reaper's grace period is counted from the
     // moment workers can heartbeat again, not from when the process began.
-    group.start();
+    await elector.begin();
     const addr = app.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : config.httpPort;
     const url = `http://${config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost}:${port}`;
     log.info({ url }, 'orchestrator listening');
 
     return {
-      url, connectionString, ledger, metrics, services: group.services,
+      url, connectionString, ledger, metrics, elector,
+      get services() {
+        return [elector, ...elector.leaderServices];
+      },
       async stop() {
         // In order, each step whatever the one before did, so a failing step cannot leave the
         // database (or the embedded server's process) running; the first error is reported.
@@ -182,7 +218,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
         const cut = setTimeout(() => app.server.closeAllConnections(), 3000);
         await step(() => app.close());
         clearTimeout(cut);
-        await step(() => group.stop());
+        await step(() => elector.stop());
         await step(() => notifier.stop());
         await step(() => bus?.close());
         await step(() => db.end());

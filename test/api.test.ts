@@ -346,7 +346,7 @@ describe('operations', () => {
       ['get', '/deadletter/snapshots'], ['get', '/deadletter/snapshots/{snapshotId}'], ['get', '/deadletter/snapshots/{snapshotId}/download'],
       ['post', '/deadletter/clear'], ['post', '/deadletter/replay'], ['get', '/deadletter/replays'], ['get', '/deadletter/replays/{replayId}'],
       ['post', '/jobs/{jobId}/replay'], ['get', '/leases'], ['post', '/leases/release'], ['get', '/workers'], ['post', '/workers/{workerId}/stopped'],
-      ['get', '/stream'], ['post', '/tokens'], ['get', '/tokens'], ['delete', '/tokens/{id}'],
+      ['get', '/stream'], ['post', '/tokens'], ['get', '/tokens'], ['delete', '/tokens/{id}'], ['get', '/cluster'],
     ];
     for (const [method, path] of expected) {
       assert.ok(r.body.paths[BASE + path]?.[method], `${method.toUpperCase()} ${BASE}${path} is documented`);

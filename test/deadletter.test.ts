@@ -685,23 +685,26 @@ async function kill(child: ChildProcess): Promise<void> {
 
 describe('an interrupted replay', () => {
   test('SIGKILL the server in the middle of a 5,000-job replay, restart it: the replay resumes and every entry is replayed exactly once', async () => {
-    // The real servers work on the file's database, alongside the in-process plane (whose runner sleeps), in a tenant of their own.
+    // The real servers work on a database of their own: the replay runner runs on the leader, and they must be the only replicas.
+    const own = await createTestDatabase();
+    cleanups.push(() => own.drop());
+    const ownLedger = new Ledger(own.pool, defaultConfig);
     const T = 'dlq-kill';
     const TYPE = 'kill_a';
     const TOTAL = 5000;
     const BATCH_SIZE = 200;
-    const ids = sortedIds(await deadLetter(plane.ledger, T, TYPE, TOTAL, (i) => ({ class: 'E', message: `kill ${i}` })));
+    const ids = sortedIds(await deadLetter(ownLedger, T, TYPE, TOTAL, (i) => ({ class: 'E', message: `kill ${i}` })));
     assert.equal(ids.length, TOTAL);
 
     const port = String(await freePort());
-    const env = { ORCH_DATABASE_URL: db.url, ORCH_HTTP_PORT: port, ORCH_REPLAY_BATCH_SIZE: String(BATCH_SIZE), ORCH_REPLAY_RUNNER_INTERVAL_MS: '100' };
+    const env = { ORCH_DATABASE_URL: own.url, ORCH_HTTP_PORT: port, ORCH_REPLAY_BATCH_SIZE: String(BATCH_SIZE), ORCH_REPLAY_RUNNER_INTERVAL_MS: '100' };
     const first = await spawnServer(env);
     cleanups.push(() => kill(first.child));
 
     // Stall the runner inside its third batch: an uncommitted job with replay_of = an entry of that batch
     // makes the batch's insert wait on the unique (tenant, replay_of) index. Two batches are committed, the
     // third is half-inserted and uncommitted when the server dies. (The blocking row is rolled back below.)
-    const blocker = await db.pool.connect();
+    const blocker = await own.pool.connect();
     let blocking = true;
     cleanups.push(async () => {
       if (!blocking) return;
@@ -716,9 +719,9 @@ describe('an interrupted replay', () => {
     const replayId = res.body.id;
     assert.equal(res.body.total, TOTAL);
 
-    const progress = async () => (await db.pool.query<{ done: number; total: number; created: number; state: string }>(
+    const progress = async () => (await own.pool.query<{ done: number; total: number; created: number; state: string }>(
       'SELECT done, total, created, state FROM orch.dlq_replays WHERE id = $1', [replayId])).rows[0]!;
-    const waitingOnLock = async () => (await db.pool.query<{ n: number }>(
+    const waitingOnLock = async () => (await own.pool.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows[0]!.n;
     await eventually(async () => (await progress()).done === 2 * BATCH_SIZE && (await waitingOnLock()) > 0, 30_000, 'the runner stuck in its third batch');
     const atKill = await progress();
@@ -726,7 +729,7 @@ describe('an interrupted replay', () => {
     await kill(first.child);
 
     // What is committed is exactly what `done` says: the interrupted batch left nothing behind.
-    const replayJobs = async () => (await db.pool.query<{ n: number; distinct: number }>(
+    const replayJobs = async () => (await own.pool.query<{ n: number; distinct: number }>(
       'SELECT count(*)::int AS n, count(DISTINCT replay_of)::int AS distinct FROM orch.jobs WHERE tenant_id = $1 AND replay_of IS NOT NULL', [T])).rows[0]!;
     assert.deepEqual(await replayJobs(), { n: 2 * BATCH_SIZE, distinct: 2 * BATCH_SIZE });
     assert.equal((await progress()).state, 'running');
@@ -745,18 +748,18 @@ describe('an interrupted replay', () => {
 
     // The ledger as the witness: each original exactly one replay job, no other jobs, one history entry each.
     assert.deepEqual(await replayJobs(), { n: TOTAL, distinct: TOTAL });
-    const { rows: notOnce } = await db.pool.query<{ id: string; n: number }>(
+    const { rows: notOnce } = await own.pool.query<{ id: string; n: number }>(
       `SELECT o.id::text, count(r.id)::int AS n FROM unnest($2::bigint[]) AS o(id)
        LEFT JOIN orch.jobs r ON r.tenant_id = $1 AND r.replay_of = o.id GROUP BY o.id HAVING count(r.id) <> 1`, [T, ids]);
     assert.deepEqual(notOnce, [], 'every original has exactly one replay job');
-    const { rows: totals } = await db.pool.query<{ all: number; strays: number; queued: number; originals: number }>(
+    const { rows: totals } = await own.pool.query<{ all: number; strays: number; queued: number; originals: number }>(
       `SELECT count(*)::int AS all,
               count(*) FILTER (WHERE replay_of IS NOT NULL AND NOT (replay_of = ANY($2::bigint[])))::int AS strays,
               count(*) FILTER (WHERE replay_of IS NOT NULL AND state = 'queued' AND attempt = 0)::int AS queued,
               count(*) FILTER (WHERE id = ANY($2::bigint[]) AND state = 'dead_lettered')::int AS originals
        FROM orch.jobs WHERE tenant_id = $1`, [T, ids]);
     assert.deepEqual(totals[0], { all: 2 * TOTAL, strays: 0, queued: TOTAL, originals: TOTAL });
-    const { rows: hist } = await db.pool.query<{ n: number }>(
+    const { rows: hist } = await own.pool.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM orch.job_history h JOIN orch.jobs j ON j.tenant_id = h.tenant_id AND j.id = h.job_id
        WHERE j.tenant_id = $1 AND j.replay_of IS NOT NULL`, [T]);
     assert.equal(hist[0]!.n, TOTAL, 'one history entry (queued) per replay job: no batch recorded twice');

@@ -948,8 +948,9 @@ describe('SSE and event types: smaller defects', () => {
     await sse.waitFor((c) => c.comments.includes('orch event stream'), 'the opening comment');
     const [later] = await cp.ledger.enqueue([{ tenantId: T, jobType: 'tl', payload: { n: 2 } }]);
     await sse.waitFor((c) => c.messages.some((m) => m.data.job?.id === later!.id), 'the later job');
-    const ids = sse.messages.map((m) => m.data.job?.id);
-    assert.ok(!ids.includes(beforeSubscribed!.id), 'a job committed before the 200 is history, not news');
+    // (the job committed before the 200 may come too while a transaction elsewhere on the server is open:
+    // the start is the newest event older than every running transaction; docs/events.md)
+    const ids = sse.messages.map((m) => m.data.job?.id).filter((id) => id !== beforeSubscribed!.id);
     assert.deepEqual(ids, [later!.id], 'the job committed after the 200 is delivered, once');
   });
 
@@ -1080,20 +1081,13 @@ describe('relay leadership', { skip: machineSkip }, () => {
     const start = () => startTestServer(db.url, { natsUrl, events: eventsConfig(stream), maintenance: fastMaintenance() });
     const planes = [end(await start(), (c) => c.stop()), end(await start(), (c) => c.stop())] as const;
     for (const p of planes) await busReady(p.url, jsm, stream);
-    const relayOf = (p: ControlPlane) => {
-      const r = p.services.find((s) => s instanceof OutboxRelay);
-      assert.ok(r, 'a relay');
-      return r;
-    };
-    const relays = planes.map(relayOf);
-    await eventually(async () => relays.some((r) => r.isLeader), 5000, 'a leader');
+    const leads = (p: ControlPlane) => p.elector.term !== null && p.services.some((s) => s instanceof OutboxRelay);
+    await eventually(async () => planes.some(leads), 5000, 'a leader');
     // Several rounds later there is still exactly one.
-    for (const r of relays) await new Promise((resolve) => r.once('run', resolve));
-    for (const r of relays) await new Promise((resolve) => r.once('run', resolve));
-    assert.deepEqual(relays.map((r) => r.isLeader).filter(Boolean), [true], 'exactly one leader');
-    const li = relays[0]!.isLeader ? 0 : 1;
+    for (let i = 0; i < 2; i++) for (const p of planes) await new Promise((resolve) => p.elector.once('run', resolve));
+    assert.deepEqual(planes.map(leads).filter(Boolean), [true], 'exactly one leader');
+    const li = leads(planes[0]) ? 0 : 1;
     const [leader, follower] = [planes[li]!, planes[1 - li]!];
-    const [leaderRelay, followerRelay] = [relays[li]!, relays[1 - li]!];
 
     const T = 'lead';
     const type = 'ld_work';
@@ -1112,14 +1106,14 @@ describe('relay leadership', { skip: machineSkip }, () => {
     const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
     assert.equal(sum(publishedByType(await leader.metrics.scrape())), firstRound, 'the leader published every event');
     assert.equal(sum(publishedByType(await follower.metrics.scrape())), 0, 'the follower published none');
-    assert.equal(followerRelay.isLeader, false);
+    assert.equal(leads(follower), false);
 
     // The leader stops (its workers first, so nothing is left leased on it); the other relay takes over.
     await workers[li]!.stop();
     const stoppedAt = Date.now();
     await leader.stop();
-    assert.equal(leaderRelay.isLeader, false);
-    await eventually(async () => followerRelay.isLeader, 5000, 'the other relay to take over');
+    assert.equal(leads(leader), false);
+    await eventually(async () => leads(follower), 5000, 'the other replica to take over');
     const takeoverMs = Date.now() - stoppedAt;
     assert.ok(takeoverMs < 5000, `took over in ${takeoverMs} ms`);
 
@@ -1136,30 +1130,29 @@ describe('relay leadership', { skip: machineSkip }, () => {
     assert.equal(sum(publishedByType(await follower.metrics.scrape())), expected - firstRound, 'the new leader published the rest');
   });
 
-  test('the leader\'s lock connection dies: the relay re-elects without leaking a pool connection', {
+  test('the leader\'s connections die three times: it leads again, its services run, and the server still serves', {
   }, async (t) => {
     const end = scope(t);
     const db = end(await createTestDatabase(), (d) => d.drop());
-    // A real process (it may end up wedged). NATS is not needed for the election: with an unreachable URL the relay still leads.
+    // A real process (it may end up wedged). NATS is not needed for the election: with an unreachable URL the relay still runs.
     const srv = await spawnServer({ ORCH_DATABASE_URL: db.url, ORCH_NATS_URL: 'nats://127.0.0.1:1', ORCH_DB_POOL_SIZE: '4', ORCH_HTTP_PORT: String(await freePort()) });
     end(srv.child, (c) => kill(c, 'SIGKILL'));
-    const holder = async () => (await db.pool.query<{ pid: number }>(
-      `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)).rows[0]?.pid;
-    await eventually(holder, 5000, 'a leader');
-    // A pool of 4: the leader's connection is lost 3 times; if each broken client is kept, the 4th leader takes the last connection.
+    const leaderBackends = async () => (await db.pool.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'orch-leader'`)).rows.map((r) => r.pid);
+    await eventually(async () => (await leaderBackends()).length > 0, 5000, 'the leader\'s services connected');
     for (let i = 0; i < 3; i++) {
-      const pid = (await holder())!;
-      await db.pool.query('SELECT pg_terminate_backend($1)', [pid]);
-      await eventually(async () => {
-        const now = await holder();
-        return now !== undefined && now !== pid;
-      }, 3000, `a new leader connection after loss ${i + 1}`).catch(() => undefined);
+      const pids = await leaderBackends();
+      await db.pool.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS p(pid)', [pids]);
+      await eventually(async () => (await leaderBackends()).some((p) => !pids.includes(p)), 5000, `leader connections again after loss ${i + 1}`);
     }
+    const cluster = await new OrchClient({ apiUrl: srv.url }).clusterStatus();
+    assert.equal(cluster.leader?.live, true);
+    assert.ok(cluster.replicas[0]?.services.includes('outbox-relay'), JSON.stringify(cluster));
     const res = await fetch(`${srv.url}${BASE}/jobs`, {
       method: 'POST', headers: { 'x-tenant-id': 't', 'content-type': 'application/json' }, body: JSON.stringify({ jobType: 'x', payload: {} }),
       signal: AbortSignal.timeout(3000),
     }).catch((err: Error) => err);
-    assert.ok(!(res instanceof Error), `the server still serves after its relay lost the lock connection 3 times with a pool of 4 (${res instanceof Error ? res.message : ''})`);
+    assert.ok(!(res instanceof Error), `the server still serves after its leader connections were cut 3 times (${res instanceof Error ? res.message : ''})`);
     assert.equal(res.status, 201);
   });
 });

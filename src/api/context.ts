@@ -7,9 +7,10 @@ import type { Quotas } from '../flow/quotas.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DeadLetters } from '../recovery/dead-letters.ts';
-import type { Replays, ReplayRunner } from '../recovery/replays.ts';
+import type { Replays } from '../recovery/replays.ts';
 import type { Snapshots } from '../recovery/snapshots.ts';
 import type { EventStream } from '../events/stream.ts';
+import type { ClusterStatus } from '../cluster/status.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { ApiTokens } from '../auth/tokens.ts';
 
@@ -27,10 +28,11 @@ export interface ApiContext {
   pauses: Pauses;
   quotas: Quotas;
   metrics: Metrics;
-  recovery: { deadLetters: DeadLetters; snapshots: Snapshots; replays: Replays; replayRunner: ReplayRunner };
+  recovery: { deadLetters: DeadLetters; snapshots: Snapshots; replays: Replays; nudgeReplays: () => void };
   events: { stream: EventStream };
   readiness: () => Promise<ReadinessCheck>;
   auth: { authenticator: Authenticator; tokens: ApiTokens };
+  cluster: { status: () => Promise<ClusterStatus> };
 }
 
 export type App = FastifyInstance<

@@ -19,6 +19,7 @@ import { jobRoutes } from './routes/jobs.ts';
 import { leaseRoutes } from './routes/leases.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { quotaRoutes } from './routes/quotas.ts';
+import { clusterRoutes } from './routes/cluster.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 
 /** Builds the HTTP app: validation from the route schemas, OpenAPI 3.1 at /.well-known/openapi. */
@@ -73,6 +74,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     leaseRoutes(scoped, ctx);
     eventRoutes(scoped, ctx);
     tokenRoutes(scoped, ctx);
+    clusterRoutes(scoped, ctx);
   }, { prefix: API_BASE });
   return app;
 }

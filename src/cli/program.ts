@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isTenantId, TENANT_PATTERN } from '../wire.ts';
 import { registerAuditCommands } from './commands/audit.ts';
+import { registerClusterCommands } from './commands/cluster.ts';
 import { registerControlCommands } from './commands/controls.ts';
 import { registerDlqCommands } from './commands/dlq.ts';
 import { registerLeaseCommands } from './commands/leases.ts';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerLeaseCommands(program);
   registerSyntheticCommands(program);
   registerTokenCommands(program);
+  registerClusterCommands(program);
 
   return program;
 }

@@ -61,6 +61,18 @@ export const ConfigSchema = Type.Object({
   /** How often an idle long-poll looks again without a wake-up (delayed and retried jobs become runnable silently). */
   claimPollIntervalMs: Type.Integer({ minimum: 10, maximum: 300_000 }),
   /**
+   * Replicas sharing the database: this one's id in `orch cluster status` (default host-pid-random),
+   * how often the leader renews its lease (a dead leader is replaced within two renewals), and how
+   * idle claimers wake: listen (LISTEN/NOTIFY), poll (every pollMs, for PgBouncer in transaction
+   * mode, where LISTEN does not work), or auto (listen if a self-probe at start sees its own NOTIFY).
+   */
+  cluster: Type.Object({
+    replicaId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._:-]{1,128}$' })),
+    leaderRenewMs: Type.Integer({ minimum: 100, maximum: 60_000 }),
+    notify: Type.Union([Type.Literal('auto'), Type.Literal('listen'), Type.Literal('poll')]),
+    pollMs: Type.Integer({ minimum: 10, maximum: 10_000 }),
+  }),
+  /**
    * A worker silent this long is marked lost and its leases are released. At least 15 s: the SDK
    * heartbeats every 10 s while it holds leases, and the registry records a worker at most every 2 s.
    */
@@ -114,6 +126,7 @@ export const defaultConfig: Config = {
   maxQueuedPerTenant: 1_000_000,
   maxClaimWaitMs: 60_000,
   claimPollIntervalMs: 1000,
+  cluster: { leaderRenewMs: 1000, notify: 'auto', pollMs: 100 },
   workerLostAfterMs: 30_000,
   databaseWaitMs: 30_000,
   leaseStuckAfterMs: 60_000,
@@ -180,6 +193,12 @@ function authFrom(env: Env): Config['auth'] {
   return { mode, ...defined, failedPerMinute: int(env, 'ORCH_AUTH_FAILED_PER_MINUTE', defaultConfig.auth.failedPerMinute) };
 }
 
+function notifyFrom(env: Env): Config['cluster']['notify'] {
+  const v = env.ORCH_NOTIFY || defaultConfig.cluster.notify;
+  if (v !== 'auto' && v !== 'listen' && v !== 'poll') throw new ConfigError(`ORCH_NOTIFY must be "auto", "listen" or "poll", got "${v}"`);
+  return v;
+}
+
 /** Loopback addresses: the only ones an unauthenticated server may listen on. */
 export const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 
@@ -217,6 +236,12 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     maxClaimWaitMs: int(env, 'ORCH_MAX_CLAIM_WAIT_MS', d.maxClaimWaitMs),
     maxQueuedPerTenant: int(env, 'ORCH_MAX_QUEUED_PER_TENANT', d.maxQueuedPerTenant),
     claimPollIntervalMs: int(env, 'ORCH_CLAIM_POLL_INTERVAL_MS', d.claimPollIntervalMs),
+    cluster: {
+      ...(env.ORCH_REPLICA_ID ? { replicaId: env.ORCH_REPLICA_ID } : {}),
+      leaderRenewMs: int(env, 'ORCH_LEADER_RENEW_MS', d.cluster.leaderRenewMs),
+      notify: notifyFrom(env),
+      pollMs: int(env, 'ORCH_NOTIFY_POLL_MS', d.cluster.pollMs),
+    },
     workerLostAfterMs: int(env, 'ORCH_WORKER_LOST_AFTER_MS', d.workerLostAfterMs),
     databaseWaitMs: int(env, 'ORCH_DATABASE_WAIT_MS', d.databaseWaitMs),
     leaseStuckAfterMs: int(env, 'ORCH_LEASE_STUCK_AFTER_MS', d.leaseStuckAfterMs),

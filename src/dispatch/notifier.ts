@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { JOBS_CHANNEL } from '../ledger/channel.ts';
 import type { Logger } from '../logging.ts';
@@ -8,9 +9,37 @@ interface Waiter {
 }
 
 /**
+ * Whether LISTEN/NOTIFY works through this connection string: a session
+ * LISTENs on a channel of its own and a NOTIFY is sent from another
+ * connection. Behind PgBouncer in transaction mode the LISTEN is lost with
+ * its server connection and the notification never arrives.
+ */
+export async function notificationsArrive(connectionString: string, timeoutMs = 2000): Promise<boolean> {
+  const channel = `orch_probe_${randomBytes(6).toString('hex')}`;
+  const listener = new pg.Client({ connectionString, application_name: 'orch-notify-probe' });
+  const sender = new pg.Client({ connectionString, application_name: 'orch-notify-probe' });
+  listener.on('error', () => undefined);
+  sender.on('error', () => undefined);
+  try {
+    await Promise.all([listener.connect(), sender.connect()]);
+    const arrived = new Promise<boolean>((resolve) => {
+      listener.on('notification', (m) => m.channel === channel && resolve(true));
+      setTimeout(() => resolve(false), timeoutMs).unref();
+    });
+    await listener.query(`LISTEN ${channel}`);
+    await sender.query(`NOTIFY ${channel}`);
+    return await arrived;
+  } finally {
+    await Promise.all([listener.end().catch(() => undefined), sender.end().catch(() => undefined)]);
+  }
+}
+
+/**
  * One LISTEN connection per process that wakes idle claimers when jobs of
  * their types arrive. Enqueues notify "<jobType> <count>"; at most `count`
  * waiters wake per notification, so one job does not stampede every worker.
+ * In poll mode (no LISTEN: PgBouncer in transaction mode) nothing wakes
+ * waiters early; the dispatcher's short poll interval finds the work.
  */
 export class JobNotifier {
   private client: pg.Client | null = null;
@@ -21,11 +50,12 @@ export class JobNotifier {
   constructor(
     private readonly connectionString: string,
     private readonly log: Logger,
+    readonly mode: 'listen' | 'poll' = 'listen',
   ) {}
 
   async start(): Promise<void> {
     this.closed = false;
-    await this.connect();
+    if (this.mode === 'listen') await this.connect();
   }
 
   private async connect(): Promise<void> {

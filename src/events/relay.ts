@@ -4,8 +4,6 @@ import { PeriodicService, type RunResult } from '../maintenance/service.ts';
 import type { EventBus } from './bus.ts';
 import { expand, readOutbox, type OrchEvent } from './envelope.ts';
 
-/** Advisory lock key held by the one relay that publishes ("orchrely"). */
-const LEADER_LOCK = 0x6f726368_72656c79n;
 /** Publishes in flight at once. */
 const IN_FLIGHT = 5000;
 /** The pending gauge counts no further (a long NATS outage must not make each run count millions of rows). */
@@ -20,14 +18,13 @@ export interface RelayObserver {
  * Publishes outbox rows to JetStream and marks them published only once
  * every event of the row is acknowledged. A failure leaves the rows pending:
  * the next run publishes them again under the same event ids, which
- * JetStream's duplicate window drops. One relay publishes at a time when
- * several servers share the database: the leader holds a PostgreSQL
- * advisory lock on its own connection; when it dies the connection closes,
- * the lock goes, and another server's relay takes over at its next run.
+ * JetStream's duplicate window drops. It runs on the leader only (one relay
+ * publishes at a time however many replicas share the database; see
+ * src/cluster/elector.ts), on connections whose writes the database refuses
+ * once the leader's term is over.
  */
 export class OutboxRelay extends PeriodicService {
   readonly name = 'outbox-relay';
-  private leader: pg.PoolClient | null = null;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -40,12 +37,7 @@ export class OutboxRelay extends PeriodicService {
     super(intervalMs, log);
   }
 
-  get isLeader(): boolean {
-    return this.leader !== null;
-  }
-
   protected async runOnce(): Promise<RunResult> {
-    if (!(await this.lead())) return { count: 0, more: false };
     const rows = await readOutbox(this.pool, { limit: this.batchRows, pendingOnly: true });
     if (rows.length === 0) {
       this.observer.onPending(0);
@@ -72,40 +64,5 @@ export class OutboxRelay extends PeriodicService {
     const { rows } = await this.pool.query<{ n: string }>(
       `SELECT count(*) AS n FROM (SELECT 1 FROM orch.outbox WHERE published_at IS NULL LIMIT ${PENDING_COUNT_CAP}) x`);
     return Number(rows[0]!.n);
-  }
-
-  /** Takes (or keeps) the leader lock; false when another server's relay holds it. */
-  private async lead(): Promise<boolean> {
-    if (this.leader) return true;
-    const client = await this.pool.connect();
-    try {
-      const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [LEADER_LOCK.toString()]);
-      if (!rows[0]!.ok) {
-        client.release();
-        return false;
-      }
-    } catch (err) {
-      client.release(err as Error);
-      throw err;
-    }
-    // A broken connection loses the lock with it: drop the client and elect again.
-    client.on('error', (err) => {
-      if (this.leader !== client) return;
-      this.leader = null;
-      client.release(err);
-    });
-    this.leader = client;
-    this.log.info('outbox relay is the leader');
-    return true;
-  }
-
-  override async stop(): Promise<void> {
-    await super.stop();
-    const client = this.leader;
-    this.leader = null;
-    if (client) {
-      await client.query('SELECT pg_advisory_unlock($1)', [LEADER_LOCK.toString()]).catch(() => undefined);
-      client.release();
-    }
   }
 }

@@ -87,6 +87,15 @@ export class Metrics implements LedgerObserver, RelayObserver {
     labelNames: ['job_type'] as const, registers: [this.registry],
   });
 
+  readonly replicas = new Gauge({
+    name: 'orchestrator_replicas', help: 'Replicas of this orchestrator up (reported within three leader renew intervals), as orch.replicas says.',
+    registers: [this.registry],
+  });
+  readonly leader = new Gauge({
+    name: 'orchestrator_leader', help: '1 on the replica that leads (runs the leader-only services), else 0.',
+    registers: [this.registry],
+  });
+
   readonly httpRequests = new Histogram({
     name: 'orchestrator_http_request_duration_seconds', help: 'API requests by route template, method and status code.',
     labelNames: ['method', 'route', 'status_code'] as const, registers: [this.registry],
@@ -156,6 +165,15 @@ export class Metrics implements LedgerObserver, RelayObserver {
       this.setAll(this.leasesActive, samples.map((s) => [{ job_type: s.jobType }, s.leases]));
       this.setAll(this.leaseOldestHeartbeatAge, samples.map((s) => [{ job_type: s.jobType }, s.oldestHeartbeatAgeSeconds]));
       this.setAll(this.workersActive, samples.map((s) => [{ job_type: s.jobType }, s.workers]));
+    });
+  }
+
+  /** Fills the cluster gauges from `read` before every scrape. */
+  watchCluster(read: () => Promise<{ replicasUp: number; leading: boolean }>): void {
+    this.sources.push(async () => {
+      const c = await read();
+      this.replicas.set(c.replicasUp);
+      this.leader.set(c.leading ? 1 : 0);
     });
   }
 

@@ -1,3 +1,4 @@
+import type { ClusterStatus } from '../cluster/status.ts';
 import type { AuditRecord } from '../audit/audit-log.ts';
 import type { ApiTokenInfo, NewToken } from '../auth/tokens.ts';
 import type { Pause } from '../flow/pauses.ts';
@@ -149,6 +150,11 @@ export class OrchClient {
 
   releaseLeases(selector: { leaseIds?: string[]; jobIds?: string[]; workerIds?: string[]; stuck?: boolean; stuckAfterMs?: number }, why: OperatorWhy): Promise<{ released: number; jobs: { jobId: string; jobType: string; state: string }[] }> {
     return this.http.request('POST', '/leases/release', selector, { headers: operatorHeaders(why) });
+  }
+
+  /** The replicas sharing the database, the leader and its term (GET /cluster). */
+  clusterStatus(): Promise<ClusterStatus> {
+    return this.http.request('GET', '/cluster');
   }
 
   listWorkers(): Promise<{ workers: WorkerRecord[]; lostAfterMs: number }> {

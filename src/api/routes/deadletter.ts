@@ -55,7 +55,7 @@ function checkRange(f: Filter | undefined, prefix = ''): void {
 
 /** The dead-letter queue: stats and clusters, listing, snapshots, clear-after-snapshot, replay. */
 export function deadLetterRoutes(app: App, ctx: ApiContext): void {
-  const { deadLetters, snapshots, replays, replayRunner } = ctx.recovery;
+  const { deadLetters, snapshots, replays, nudgeReplays } = ctx.recovery;
 
   app.get('/deadletter/stats', {
     config: { scope: 'orch:read' },
@@ -185,7 +185,7 @@ export function deadLetterRoutes(app: App, ctx: ApiContext): void {
     const op = operatorOf(request);
     const { replay } = await replays.create(tenantId, given[0] as ReplaySelection, priority ?? null, op);
     if (replay.state === 'done') return reply.status(200).send(replay);
-    replayRunner.nudge();
+    nudgeReplays();
     return reply.status(202).send(replay);
   });
 
