@@ -86,6 +86,33 @@ export async function drainRemote(connectionString: string, jobs: number): Promi
   return withOrchServer({ ORCH_DATABASE_URL: connectionString }, (apiUrl) => drainWith(jobs, { ...DRAIN_WORKER, apiUrl, tenant: 'bench' }, 1));
 }
 
+/**
+ * Remote workers through `replicas` servers (each its own process, one
+ * worker each): what more replicas buy when the database is the limit.
+ */
+export async function drainReplicas(connectionString: string, jobs: number, replicas: number): Promise<DrainResult> {
+  await prepareDrain(connectionString, jobs);
+  const servers = await Promise.all(Array.from({ length: replicas }, () =>
+    spawnOrchServer(['--import', 'tsx', CLI], { ...process.env, ORCH_DATABASE_URL: connectionString, ORCH_LOG_LEVEL: 'warn' }, 60_000)));
+  try {
+    let done = 0;
+    let finish!: () => void;
+    const finished = new Promise<void>((r) => (finish = r));
+    const start = performance.now();
+    const workers = await Promise.all(servers.map((s) => createWorker({
+      ...DRAIN_WORKER, apiUrl: s.url, tenant: 'bench', jobTypes: [JOB_TYPE], handleSignals: false,
+      handler: () => {
+        if (++done === jobs) finish();
+      },
+    })));
+    await finished;
+    await Promise.all(workers.map((w) => w.stop()));
+    return throughput(jobs, (performance.now() - start) / 1000);
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+}
+
 const TENANTS = Array.from({ length: 10 }, (_, i) => `t${i}`);
 
 /**

@@ -5,7 +5,7 @@
  *
  * Env: ORCH_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
  * BENCH_JOBS (default 100000), BENCH_LATENCY_SECONDS (default 10), BENCH_ONLY (comma list of scenarios:
- * drain, remote, controls, fairness, enqueue, latency, events, dlq, dlqstats, scrape), BENCH_SCRAPE_JOBS (default 1000000), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_DLQ_ENTRIES (default 100000: snapshot
+ * drain, remote, replicas, footprint, controls, fairness, enqueue, latency, events, dlq, dlqstats, scrape), BENCH_SCRAPE_JOBS (default 1000000), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_DLQ_ENTRIES (default 100000: snapshot
  * and replay), BENCH_DLQ_STATS_ENTRIES (default 1000000: dlq stats).
  */
 import * as graphile from './anchors/graphile.ts';
@@ -15,6 +15,7 @@ import * as ours from './ours.ts';
 import * as recovery from './recovery.ts';
 import * as scrape from './scrape.ts';
 import * as events from './events.ts';
+import * as footprint from './footprint.ts';
 
 const url = process.env.ORCH_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const JOBS = Number(process.env.BENCH_JOBS ?? 100_000);
@@ -49,6 +50,21 @@ if (wanted('drain')) {
     figures.drainRemote = { orch: r, ratioToFasterAnchorInProcess: round(r.jobsPerSec / best), target: 0.5 };
     rows.push(['drain remote HTTP (jobs/s)', `${r.jobsPerSec}`, `${g.jobsPerSec}`, `${b.jobsPerSec}`, `${round(r.jobsPerSec / best)}x faster anchor in-process (target >= 0.5)`]);
   }
+}
+
+if (wanted('replicas')) {
+  const by: Record<string, DrainResult> = {};
+  for (const n of [1, 2, 3]) by[n] = await measure(`orch drain (remote) through ${n} replica(s)`, () => ours.drainReplicas(url, JOBS, n));
+  figures.replicas = { ...by, ratio3to1: round(by[3]!.jobsPerSec / by[1]!.jobsPerSec) };
+  rows.push(['remote drain through 1 / 2 / 3 replicas (jobs/s)', `${by[1]!.jobsPerSec} / ${by[2]!.jobsPerSec} / ${by[3]!.jobsPerSec}`, '', '',
+    `${round(by[3]!.jobsPerSec / by[1]!.jobsPerSec)}x with 3 (one PostgreSQL is the limit)`]);
+}
+
+if (wanted('footprint')) {
+  const f = await measure(`orch footprint per job (${JOBS} jobs)`, () => footprint.footprint(url, JOBS));
+  figures.footprint = f;
+  rows.push(['WAL / stored bytes / commits per job', `${f.walBytesPerJob} / ${f.storedBytesPerJob} / ${f.commitsPerJob}`, '', '',
+    `${f.commitsPerSec} commits/s during the drain at ${f.jobsPerSec} jobs/s (docs/scaling.md)`]);
 }
 
 if (wanted('controls')) {

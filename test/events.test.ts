@@ -978,8 +978,12 @@ describe('SSE and event types: smaller defects', () => {
     const [b] = await cp.ledger.enqueue([{ tenantId: 'right', jobType: 'xt', payload: {} }]);
     const leases = await cp.ledger.claim({ workerId: 'w', jobTypes: ['xt'], tenantIds: ['left', 'right'], limit: 2 });
     assert.equal(leases.length, 2, 'one claim, one batch, two tenants');
-    // The relay reads every tenant's rows at once: each event must keep its own tenant, once.
-    const all = await expand(db.pool, await readOutbox(db.pool, { limit: 100 }));
+    // The relay reads every tenant's rows at once: each event must keep its own tenant, once. (It reads rows older
+    // than every running transaction on the server: with other tests' transactions open, that takes a moment.)
+    const all = await eventually(async () => {
+      const got = await expand(db.pool, await readOutbox(db.pool, { limit: 100 }));
+      return got.length >= 4 ? got : null;
+    }, 10_000, 'the four events readable');
     assert.deepEqual(all.map((p) => [p.event.tenantId, p.event.job?.id, p.event.eventType]).sort(), [
       ['left', a!.id, 'job.enqueued'], ['left', a!.id, 'job.leased'], ['right', b!.id, 'job.enqueued'], ['right', b!.id, 'job.leased'],
     ].sort());

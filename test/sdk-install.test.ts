@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -30,14 +30,27 @@ async function dependencyClosure(roots: string[]): Promise<string[]> {
   return [...seen];
 }
 
+/** The latest modification time of any file under dir. */
+async function newestMtime(dir: string): Promise<number> {
+  let newest = 0;
+  for (const rel of await readdir(dir, { recursive: true })) newest = Math.max(newest, (await stat(path.join(dir, rel))).mtimeMs);
+  return newest;
+}
+
 describe('orch/sdk in a project without the server\'s packages', () => {
   test('installs from the built package and runs a remote worker; pg cannot even be resolved there', async (t) => {
     const end = scope(t);
     const project = end(await mkdtemp(path.join(tmpdir(), 'orch-sdk-project-')), (d) => rm(d, { recursive: true, force: true }));
     const pkgDir = path.join(project, 'node_modules', 'orch');
     await mkdir(pkgDir, { recursive: true });
-    // the package as `npm pack` ships it: package.json and the compiled dist/
-    await run(process.execPath, [path.join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(REPO_ROOT, 'tsconfig.build.json'), '--outDir', path.join(pkgDir, 'dist')]);
+    // the package as `npm pack` ships it: package.json and the compiled dist/ (npm install builds it; rebuilt
+    // here into the project when a source file is newer, so the test never runs stale code)
+    const dist = path.join(REPO_ROOT, 'dist');
+    if (await newestMtime(path.join(REPO_ROOT, 'src')) < await newestMtime(dist).catch(() => 0)) {
+      await cp(dist, path.join(pkgDir, 'dist'), { recursive: true });
+    } else {
+      await run(process.execPath, [path.join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(REPO_ROOT, 'tsconfig.build.json'), '--outDir', path.join(pkgDir, 'dist')]);
+    }
     await cp(path.join(REPO_ROOT, 'package.json'), path.join(pkgDir, 'package.json'));
     for (const dep of await dependencyClosure(['pino'])) {
       await cp(path.join(REPO_ROOT, 'node_modules', dep), path.join(project, 'node_modules', dep), { recursive: true });

@@ -70,11 +70,11 @@ export class NatsProcess {
   private child: ChildProcess | null = null;
   private stderr = '';
 
-  private constructor(readonly port: number, readonly storeDir: string, readonly monitorPort: number | null) {}
+  private constructor(readonly port: number, readonly storeDir: string, readonly monitorPort: number | null, private readonly extraArgs: string[] = []) {}
 
   /** Picks a port and a store directory (and a monitoring port, for varz/connz); does not start the server (call start()). */
-  static async create(opts: { monitor?: boolean } = {}): Promise<NatsProcess> {
-    return new NatsProcess(await freePort(), await mkdtemp(path.join(tmpdir(), 'orch-test-nats-')), opts.monitor ? await freePort() : null);
+  static async create(opts: { monitor?: boolean; args?: string[] } = {}): Promise<NatsProcess> {
+    return new NatsProcess(await freePort(), await mkdtemp(path.join(tmpdir(), 'orch-test-nats-')), opts.monitor ? await freePort() : null, opts.args);
   }
 
   /** The server's monitoring endpoint (/varz, /connz, ...); needs create({ monitor: true }). */
@@ -93,16 +93,28 @@ export class NatsProcess {
     return this.child !== null && alive(this.child);
   }
 
-  /** Starts the server and resolves once JetStream answers. */
+  /** Starts the server and resolves once JetStream answers (in a cluster: once its nodes have elected a meta leader). */
   async start(): Promise<void> {
+    this.spawn();
+    await this.ready();
+  }
+
+  /** Starts the process without waiting (the nodes of a cluster start together: none is ready alone). */
+  spawn(): void {
     if (this.running) return;
     this.stderr = '';
-    const args = ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir];
+    const args = ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir, ...this.extraArgs];
     if (this.monitorPort !== null) args.push('-m', String(this.monitorPort));
     const child = spawn(NATS_SERVER_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr!.on('data', (d) => (this.stderr += d));
     this.child = child;
-    const deadline = Date.now() + 15_000;
+  }
+
+  /** Resolves once JetStream answers on this server. */
+  async ready(): Promise<void> {
+    const child = this.child;
+    if (!child) throw new Error('not started');
+    const deadline = Date.now() + 30_000;
     for (;;) {
       if (!alive(child)) throw new Error(`nats-server exited (${child.exitCode ?? child.signalCode}): ${this.stderr}`);
       if (await tcpOpen('127.0.0.1', this.port, 500)) {
@@ -137,6 +149,18 @@ export class NatsProcess {
     await this.stop('SIGKILL');
     await rm(this.storeDir, { recursive: true, force: true });
   }
+
+  /** A JetStream cluster of `n` nodes on loopback, routed to each other; started, with a meta leader. */
+  static async cluster(n: number): Promise<NatsProcess[]> {
+    const routePorts = await Promise.all(Array.from({ length: n }, () => freePort()));
+    const routes = routePorts.map((p) => `nats://127.0.0.1:${p}`).join(',');
+    const nodes = await Promise.all(routePorts.map((p, i) => NatsProcess.create({
+      args: ['-n', `orch-test-${i}`, '--cluster_name', 'orch-test', '--cluster', `nats://127.0.0.1:${p}`, '--routes', routes],
+    })));
+    for (const node of nodes) node.spawn();
+    await Promise.all(nodes.map((node) => node.ready()));
+    return nodes;
+  }
 }
 
 /** One message of a stream: subject, Nats-Msg-Id header, stream sequence and the parsed body. */
@@ -148,7 +172,7 @@ export interface StoredMessage<T> {
 }
 
 export async function natsConnect(url: string): Promise<{ nc: NatsConnection; jsm: JetStreamManager }> {
-  const nc = await connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const nc = await connect({ servers: url.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   return { nc, jsm: await jetstreamManager(nc) };
 }
 
