@@ -479,7 +479,9 @@ describe('boosts', () => {
     assert.equal((await claimAll([type])).length, 2, 'the base cap, not the boosted one');
 
     const head = await auditHead();
-    const second = await startTestServer(db.url, { maintenance: maintenance(100) });
+    // The quota keeper runs on the leader only: the file's plane steps down, so the restarted server leads.
+    await plane.elector.stop();
+    const second = await startTestServer(db.url, { maintenance: maintenance(100) }).finally(() => plane.elector.begin());
     try {
       const expired = await eventually(async () => (await auditSince(head)).find((a) => a.action === 'quota.boost_expired' && a.target === `quota:${tenant}/${type}`), 20_000, 'the boost_expired audit row');
       assert.equal(expired.actor, 'system:quota-keeper');

@@ -53,19 +53,24 @@ describe('three replicas, a three-node NATS cluster, faults in turn', { skip: na
       }), (w) => w.stop()));
     }
     const succeeded = async () => (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM orch.jobs WHERE tenant_id = 'scale' AND state = 'succeeded'")).rows[0]!.n;
+    let ended = false;
+    end(null, async () => (ended = true));
     const enqueueing = (async () => {
-      for (let i = 0; i < JOBS; i += 200) {
+      for (let i = 0; i < JOBS && !ended; i += 200) {
         const batch = Array.from({ length: Math.min(200, JOBS - i) }, (_, k) => ({ jobType: 'scaled', payload: { n: i + k }, idempotencyKey: `job-${i + k}` }));
-        for (;;) {
+        for (let attempt = 1; !ended; attempt++) {
           try {
             await api.enqueueBatch(batch);
             break;
-          } catch {
-            await new Promise((r) => setTimeout(r, 200)); // a replica died under the request: the keys make the retry safe
+          } catch (err) {
+            // a replica died under the request: the idempotency keys make the retry safe
+            if (attempt === 50) throw err;
+            await new Promise((r) => setTimeout(r, 200));
           }
         }
       }
     })();
+    enqueueing.catch(() => undefined);
     const leaderId = async () => (await status().catch(() => null))?.leader;
 
     // 1. kill -9 the leader once a quarter of the jobs are done

@@ -173,7 +173,8 @@ export interface StoredMessage<T> {
 
 export async function natsConnect(url: string): Promise<{ nc: NatsConnection; jsm: JetStreamManager }> {
   const nc = await connect({ servers: url.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
-  return { nc, jsm: await jetstreamManager(nc) };
+  // (a cluster that just lost a node answers once it has a meta leader again: give it time)
+  return { nc, jsm: await jetstreamManager(nc, { timeout: 15_000 }) };
 }
 
 /** Messages in the stream (0 when it does not exist yet). */
