@@ -130,6 +130,8 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     bus?.start();
     const stream = new EventStream(pool, { pollMs: ev.ssePollMs, heartbeatMs: ev.sseHeartbeatMs, maxBufferBytes: ev.sseMaxBufferBytes });
     const relayBus = bus;
+    /** When the API began listening: the lease reaper's grace counts from it (set below, before any term starts). */
+    let listeningSince = Date.now();
     // The work that must run once per cluster, on the leader only, on connections that carry its
     // term: the database refuses their writes once the term is over (src/cluster/elector.ts).
     const leaderWork: LeaderWork = {
@@ -140,7 +142,9 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
         const dead = new DeadLetters(leaderPool);
         const runner = new Replays(leaderPool, l, dead, new Snapshots(leaderPool, l, dead, config.dlqMaxSelection), { batchSize: config.replayBatchSize, maxJobs: config.dlqMaxSelection });
         return [
-          new LeaseReaper(l, { batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs, graceMs: m.leaseGraceMs }, m.leaseReaperIntervalMs, log),
+          new LeaseReaper(l, {
+            batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs, graceMs: m.leaseGraceMs, since: listeningSince,
+          }, m.leaseReaperIntervalMs, log),
           new QuotaKeeper(new Quotas(leaderPool, l.tenants), m.quotaKeeperIntervalMs, log),
           new DeltaRollup([l.counts, dead.clusterFold], m.queueCountRollupIntervalMs, log),
           new ReplayRunner(runner, m.replayRunnerIntervalMs, log),
@@ -187,6 +191,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     });
     // The services start once the API listens: the lease reaper's grace period is counted from the
     // moment workers can heartbeat again, not from when the process began.
+    listeningSince = Date.now();
     await elector.begin();
     const addr = app.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : config.httpPort;

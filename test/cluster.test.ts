@@ -139,6 +139,26 @@ describe('one leader among replicas', () => {
   });
 });
 
+describe('the lease reaper under a new leader', () => {
+  test('a replica that takes over long after it started reaps lapsed leases at once: the start-up grace counts from its own start', async (t) => {
+    const end = scope(t);
+    const db = end(await createTestDatabase(), (d) => d.drop());
+    const GRACE = 4000;
+    const maintenance = { ...defaultConfig.maintenance, leaseGraceMs: GRACE, leaseReaperIntervalMs: 100 };
+    const first = end(await startTestServer(db.url, { cluster: { ...cluster, replicaId: 'g0' }, maintenance }), (p) => p.stop().catch(() => undefined));
+    const second = end(await startTestServer(db.url, { cluster: { ...cluster, replicaId: 'g1' }, maintenance }), (p) => p.stop());
+    await new Promise((r) => setTimeout(r, GRACE + 200)); // both past their start-up grace
+    await first.ledger.jobTypes.define('graced', { leaseMs: 1000, maxAttempts: 5 });
+    const [job] = await first.ledger.enqueue([{ tenantId: 'g', jobType: 'graced', payload: {} }]);
+    await first.ledger.claim({ workerId: 'silent', jobTypes: ['graced'], limit: 1 });
+    await first.stop(); // resigns: the second replica leads at its next run
+    const led = await eventually(async () => second.elector.term !== null && Date.now(), 2 * RENEW_MS, 'the second replica to lead');
+    // the lease lapses a second after the claim; a reaper holding a grace from its term's start would wait 4 s
+    await eventually(async () => (await second.ledger.getJob('g', job!.id))?.state === 'queued', GRACE - 1000, 'the lapsed lease reaped well within the grace period');
+    t.diagnostic(`reaped ${Date.now() - led} ms after the new term began`);
+  });
+});
+
 describe('the fence', () => {
   test('a statement carrying a term that is over is refused by the database (OT001); the current term writes', async (t) => {
     const end = scope(t);

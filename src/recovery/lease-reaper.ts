@@ -21,7 +21,9 @@ const FORGET_EVERY_MS = 3_600_000;
  * and worker records went stale because nobody could reach the ledger. The
  * reaper then takes nothing back for `graceMs`, long enough for every live
  * worker to heartbeat (a lapsed lease nobody reaped is renewed by its
- * holder's next heartbeat).
+ * holder's next heartbeat). The grace counts from `since` (when this
+ * server's API began listening): a replica that becomes leader long after it
+ * started, while the other replicas served heartbeats, reaps at once.
  */
 export class LeaseReaper extends PeriodicService {
   readonly name = 'lease-reaper';
@@ -31,7 +33,7 @@ export class LeaseReaper extends PeriodicService {
 
   constructor(
     private readonly ledger: Ledger,
-    private readonly config: { batchSize: number; workerLostAfterMs: number; graceMs: number },
+    private readonly config: { batchSize: number; workerLostAfterMs: number; graceMs: number; since?: number },
     intervalMs: number,
     log: Logger,
   ) {
@@ -39,7 +41,7 @@ export class LeaseReaper extends PeriodicService {
   }
 
   override start(): void {
-    this.holdUntil = Date.now() + this.config.graceMs;
+    this.holdUntil = (this.config.since ?? Date.now()) + this.config.graceMs;
     super.start();
   }
 
