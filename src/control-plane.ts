@@ -143,7 +143,9 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
         const runner = new Replays(leaderPool, l, dead, new Snapshots(leaderPool, l, dead, config.dlqMaxSelection), { batchSize: config.replayBatchSize, maxJobs: config.dlqMaxSelection });
         return [
           new LeaseReaper(l, {
-            batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs, graceMs: m.leaseGraceMs, since: listeningSince,
+            batchSize: m.leaseReaperBatchSize, workerLostAfterMs: config.workerLostAfterMs, graceMs: m.leaseGraceMs,
+            // workers could heartbeat since this API listened and the database last came back, not before
+            since: Math.max(listeningSince, elector.databaseBackAt),
           }, m.leaseReaperIntervalMs, log),
           new QuotaKeeper(new Quotas(leaderPool, l.tenants), m.quotaKeeperIntervalMs, log),
           new DeltaRollup([l.counts, dead.clusterFold], m.queueCountRollupIntervalMs, log),

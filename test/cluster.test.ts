@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { defaultConfig } from '../src/config/config.ts';
 import { createPool, SERVICE_ROLE } from '../src/ledger/db.ts';
+import { Ledger } from '../src/ledger/ledger.ts';
 import { freePort } from '../src/ledger/embedded.ts';
 import { sample } from '../src/metrics/exposition.ts';
 import { OrchClient } from '../src/sdk/client.ts';
@@ -156,6 +157,33 @@ describe('the lease reaper under a new leader', () => {
     // the lease lapses a second after the claim; a reaper holding a grace from its term's start would wait 4 s
     await eventually(async () => (await second.ledger.getJob('g', job!.id))?.state === 'queued', GRACE - 1000, 'the lapsed lease reaped well within the grace period');
     t.diagnostic(`reaped ${Date.now() - led} ms after the new term began`);
+  });
+});
+
+describe('the lease reaper after a database outage', () => {
+  test('the leader re-elected after an outage gives workers the grace period to heartbeat before reaping', async (t) => {
+    const end = scope(t);
+    const db = end(await createTestDatabase(), (d) => d.drop());
+    const u = new URL(db.url);
+    const proxy = end(await TcpProxy.start({ host: u.hostname, port: Number(u.port || 5432) }), (p) => p.close());
+    const viaProxy = Object.assign(new URL(db.url), { port: String(proxy.port) }).toString();
+    const GRACE = 3000;
+    const maintenance = { ...defaultConfig.maintenance, leaseGraceMs: GRACE, leaseReaperIntervalMs: 100 };
+    const plane = end(await startTestServer(viaProxy, { cluster: { ...cluster, replicaId: 'o0' }, maintenance }), (p) => p.stop().catch(() => undefined));
+    const worker = new Ledger(db.pool, defaultConfig); // the worker's side reaches the database directly
+    await new Promise((r) => setTimeout(r, GRACE + 200)); // past the start-up grace
+    await worker.jobTypes.define('outaged', { leaseMs: 1000, maxAttempts: 5 });
+    const [job] = await worker.enqueue([{ tenantId: 'o', jobType: 'outaged', payload: {} }]);
+    const [lease] = await worker.claim({ workerId: 'cut-off', jobTypes: ['outaged'], limit: 1 });
+    await proxy.cut();
+    await new Promise((r) => setTimeout(r, 2500)); // the lease lapses; the leader steps down
+    assert.equal(plane.elector.term, null, 'the leader stepped down during the outage');
+    await proxy.restore();
+    await eventually(async () => plane.elector.term !== null, 5000, 'the leader back');
+    await new Promise((r) => setTimeout(r, 1000)); // ten reaper runs
+    const [beat] = await worker.heartbeat([{ tenantId: 'o', jobId: job!.id, leaseId: lease!.leaseId }]);
+    assert.equal(beat?.status, 'ok', `the holder keeps its job after the outage: ${JSON.stringify(beat)}`);
+    assert.equal((await worker.getJob('o', job!.id))?.state, 'leased');
   });
 });
 

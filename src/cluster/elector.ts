@@ -47,6 +47,10 @@ export class Elector extends PeriodicService {
   private renewedAt = 0;
   private reportedAt = -Infinity;
   private fence: NodeJS.Timeout | null = null;
+  /** When the database last came back after this replica lost it (ms since the epoch; 0: never lost). */
+  private databaseBack = 0;
+  /** A run failed since the last one that reached the database. */
+  private lostDatabase = false;
   private changing: Promise<void> = Promise.resolve();
 
   constructor(
@@ -57,6 +61,12 @@ export class Elector extends PeriodicService {
   ) {
     super(Math.max(10, Math.floor(opts.renewMs / 4)), log);
     this.ttlMs = Math.round(opts.renewMs * 1.5);
+    this.on('failed', () => (this.lostDatabase = true));
+  }
+
+  /** When the database last came back after an outage this replica saw (0: none); grace periods count from it. */
+  get databaseBackAt(): number {
+    return this.databaseBack;
   }
 
   /** The current term when this replica leads, else null. */
@@ -89,6 +99,9 @@ export class Elector extends PeriodicService {
     if (this.lead === null || now - this.renewedAt >= this.opts.renewMs / 2) {
       const won = await electOrRenew(this.pool, this.opts.replicaId, this.ttlMs);
       if (won) this.renewedAt = now;
+      // known before a term can start on it: the new term's lease reaper counts its grace from here
+      if (this.lostDatabase) this.databaseBack = Date.now();
+      this.lostDatabase = false;
       await this.change(async () => {
         if (this.lead && this.lead.term !== won?.term) await this.stepDown(won ? `term ${won.term} began` : 'another replica leads');
         if (won && !this.lead) await this.stepUp(won.term);

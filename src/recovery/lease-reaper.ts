@@ -22,8 +22,9 @@ const FORGET_EVERY_MS = 3_600_000;
  * reaper then takes nothing back for `graceMs`, long enough for every live
  * worker to heartbeat (a lapsed lease nobody reaped is renewed by its
  * holder's next heartbeat). The grace counts from `since` (when this
- * server's API began listening): a replica that becomes leader long after it
- * started, while the other replicas served heartbeats, reaps at once.
+ * server's API began listening, or the database came back, whichever is
+ * later): a replica that becomes leader long after both, while the other
+ * replicas served heartbeats, reaps at once.
  */
 export class LeaseReaper extends PeriodicService {
   readonly name = 'lease-reaper';
