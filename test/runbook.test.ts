@@ -456,6 +456,15 @@ test('every command line of the runbook runs against a live server and does what
       if (sort === 'oldest') assert.equal(expected[0], backlog[0], 'the oldest queued job comes first');
       if (sort === 'priority') assert.equal(expected[0], backlog[2], 'the first of the highest priority comes first, though not the oldest');
     },
+    'orch cluster status': async (text) => {
+      const r = await ok(fill(text));
+      assert.match(r.stdout, /^leader: \S+ \(term \d+, since \d{4}-/, r.stdout);
+      // (servers earlier steps started and stopped on the drill's database are listed as stopped)
+      const up = tableRows(r.stdout, 'ID').filter((row) => row[1] === 'up');
+      assert.equal(up.length, 1, `the drill's one running replica:\n${r.stdout}`);
+      assert.equal(up[0]![2], 'yes', 'it leads');
+      assert.match(up[0]!.at(-1)!, /lease-reaper/, 'the leader runs the lease reaper');
+    },
     'orch workers list': async (text) => {
       const r = await ok(fill(text));
       const listed = tableRows(r.stdout, 'WORKERID').map((row) => row[0]);
