@@ -160,7 +160,9 @@ describe('GET /leases', () => {
 
       const view = await eventually(async () => {
         const v = await client('acme').listLeases();
-        return v.locks.some((l) => l.role === 'waiting') ? v : null;
+        // (pg_stat_activity is read once per query, pg_blocking_pids live: a session caught just as it starts
+        // to wait shows as blocked before its wait event does)
+        return v.locks.some((l) => l.role === 'waiting' && l.waitEvent) ? v : null;
       }, 10_000, 'the blocked UPDATE to show as a lock wait');
       const waiting = view.locks.filter((l) => l.role === 'waiting');
       assert.equal(waiting.length, 1, `one waiting session: ${JSON.stringify(view.locks)}`);
