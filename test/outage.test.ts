@@ -19,19 +19,6 @@ const BASE = '/api/v1/orchestrator';
 const T = 'outage';
 
 
-/** The test database's URL with its host and port swapped for the proxy's. */
-function throughProxy(db: TestDatabase, proxy: TcpProxy): string {
-  const u = new URL(db.url);
-  u.hostname = '127.0.0.1';
-  u.port = String(proxy.port);
-  return u.toString();
-}
-
-function target(db: TestDatabase): { host: string; port: number } {
-  const u = new URL(db.url);
-  return { host: u.hostname, port: Number(u.port || 5432) };
-}
-
 async function enqueue(url: string, payload: unknown): Promise<Response> {
   return fetch(`${url}${BASE}/jobs`, {
     method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': T }, body: JSON.stringify({ jobType: 'ot', payload }),
@@ -51,8 +38,9 @@ describe('the database goes away and comes back', () => {
   test('under load: 503 with Retry-After (never a 500), readyz not ready, no crash; back within seconds, no job lost or run twice', async (t) => {
     const end = scope(t);
     const db = end(await createTestDatabase(), (d) => d.drop());
-    const proxy = end(await TcpProxy.start(target(db)), (p) => p.close());
-    const server = end(await spawnServer({ ORCH_DATABASE_URL: throughProxy(db, proxy), ORCH_LEASE_GRACE_MS: '2000' }), (s) => s.stop());
+    const { proxy, url: viaProxy } = await TcpProxy.inFrontOf(db.url);
+    end(proxy, (p) => p.close());
+    const server = end(await spawnServer({ ORCH_DATABASE_URL: viaProxy, ORCH_LEASE_GRACE_MS: '2000' }), (s) => s.stop());
     // A claim cut off mid-flight leaves a lease nobody holds: a short lease brings its job back soon.
     await fetch(`${server.url}${BASE}/jobtypes/ot`, {
       method: 'PUT', headers: { 'content-type': 'application/json', 'x-operator-reason': 'test' }, body: JSON.stringify({ leaseMs: 3000 }),

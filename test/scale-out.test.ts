@@ -108,8 +108,7 @@ describe('three replicas, a three-node NATS cluster, faults in turn', { skip: na
     // The stream: as many events as history entries, each id once (JetStream's duplicate window drops re-publications).
     const history = (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM orch.job_history WHERE tenant_id = 'scale'")).rows[0]!.n;
     const live = nats.slice(1);
-    const { nc, jsm } = end(await natsConnect(live.map((n) => n.url).join(',')), (c) => c.nc.close());
-    void nc;
+    const { jsm } = end(await natsConnect(live.map((n) => n.url).join(',')), (c) => c.nc.close());
     // the job events (the job type's definition is a control event on another subject)
     const jobEvents = async () => {
       const info = await jsm.streams.info(stream, { subjects_filter: `${subjectPrefixOf(stream)}.scale.scaled.>` });

@@ -33,7 +33,7 @@ const ms = (n: number) => n * 1_000_000;
 class StreamRefused extends Error {}
 
 /** Whether two subject filters can match a common subject (`*` one token, `>` the rest). */
-export function subjectsOverlap(a: string, b: string): boolean {
+function subjectsOverlap(a: string, b: string): boolean {
   const x = a.split('.');
   const y = b.split('.');
   for (let i = 0; i < Math.max(x.length, y.length); i++) {

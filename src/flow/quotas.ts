@@ -64,7 +64,7 @@ export interface BoostRequest {
 export const MAX_BOOST_MS = 7 * 24 * 3600 * 1000;
 
 /** A quota row's columns, and whether a dispatch pause (src/flow/pauses.ts) holds back all the work it covers. */
-const ROW = `*, ${pauseCovers('orch.quotas')} AS paused`;
+const ROW = `*, ${pauseCovers('orch.quotas.tenant_id', 'orch.quotas.job_type')} AS paused`;
 
 interface QuotaRow {
   tenant_id: string; job_type: string; max_active: number | null; rate_per_second: number | null; burst: number | null;

@@ -22,7 +22,7 @@ export const tokensNow = (q: string) =>
 
 /** Columns of the quota row `q` with its limits in force and its use brought up to now(); `active` may net out releases. */
 export const quotaInForce = (q: string, active = `${q}.active`) => `
-  ${q}.tenant_id, ${q}.job_type, ${q}.weight, ${pauseCovers(q)} AS paused, (${active})::integer AS active, ${q}.max_per_hour, ${q}.throttled_count,
+  ${q}.tenant_id, ${q}.job_type, ${q}.weight, ${pauseCovers(`${q}.tenant_id`, `${q}.job_type`)} AS paused, (${active})::integer AS active, ${q}.max_per_hour, ${q}.throttled_count,
   ${q}.tokens, ${q}.tokens_at, ${q}.hour_start,
   (${q}.boost_until > now()) AS boosted,
   ${limitInForce(q, 'max_active')} AS max_active,
@@ -86,17 +86,14 @@ export const pendingReleases = (q: string) =>
   `coalesce((SELECT sum(r.n) FROM orch.quota_releases r WHERE r.tenant_id = ${q}.tenant_id AND r.job_type = ${q}.job_type), 0)`;
 
 /**
- * SQL for "no pause covers a job of this tenant and type". The claim
- * statement applies it to every candidate row; the uncorrelated first test
- * runs once per statement, so without any pause the rows cost nothing.
+ * SQL for "a dispatch pause covers the work of this tenant and type" (either
+ * may be a quota's '*', which only a pause of '*' covers). The claim applies
+ * it to every candidate pair, the quotas to their rows (a quota's `paused`);
+ * the uncorrelated first test runs once per statement, so without any pause
+ * the rows cost nothing.
  */
-export const notPaused = (tenant: string, jobType: string) =>
-  `(NOT (SELECT EXISTS (SELECT 1 FROM orch.dispatch_pauses)) OR NOT EXISTS (SELECT 1 FROM orch.dispatch_pauses dp WHERE ${covers('dp', tenant, jobType)}))`;
+export const pauseCovers = (tenant: string, jobType: string) =>
+  `((SELECT EXISTS (SELECT 1 FROM orch.dispatch_pauses)) AND EXISTS (SELECT 1 FROM orch.dispatch_pauses dp WHERE ${covers('dp', tenant, jobType)}))`;
 
-/**
- * SQL for "a dispatch pause holds back all the work quota row `q` covers"
- * (the quota's `paused`). Pauses are the one way to hold work back; a quota
- * has no pause of its own.
- */
-export const pauseCovers = (q: string) =>
-  `((SELECT EXISTS (SELECT 1 FROM orch.dispatch_pauses)) AND EXISTS (SELECT 1 FROM orch.dispatch_pauses dp WHERE ${covers('dp', `${q}.tenant_id`, `${q}.job_type`)}))`;
+/** SQL for "no pause covers a job of this tenant and type". */
+export const notPaused = (tenant: string, jobType: string) => `(NOT ${pauseCovers(tenant, jobType)})`;

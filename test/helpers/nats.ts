@@ -9,6 +9,7 @@ import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jet
 import type { NatsConnection } from '@nats-io/nats-core';
 import { randomBytes } from 'node:crypto';
 import { defaultConfig, type Config } from '../../src/config/config.ts';
+import { natsServers } from '../../src/events/bus.ts';
 import { freePort } from '../../src/ledger/embedded.ts';
 import { alive, kill } from './processes.ts';
 
@@ -172,7 +173,7 @@ export interface StoredMessage<T> {
 }
 
 export async function natsConnect(url: string): Promise<{ nc: NatsConnection; jsm: JetStreamManager }> {
-  const nc = await connect({ servers: url.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const nc = await connect({ servers: natsServers(url), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   // (a cluster that just lost a node answers once it has a meta leader again: give it time)
   return { nc, jsm: await jetstreamManager(nc, { timeout: 15_000 }) };
 }

@@ -19,6 +19,19 @@ export class TcpProxy {
     return proxy;
   }
 
+  /**
+   * A proxy in front of the PostgreSQL of `databaseUrl`, and that URL through it
+   * (the server under test connects there; the test keeps the direct URL).
+   */
+  static async inFrontOf(databaseUrl: string): Promise<{ proxy: TcpProxy; url: string }> {
+    const direct = new URL(databaseUrl);
+    const proxy = await TcpProxy.start({ host: direct.hostname, port: Number(direct.port || 5432) });
+    const via = new URL(databaseUrl);
+    via.hostname = '127.0.0.1';
+    via.port = String(proxy.port);
+    return { proxy, url: via.toString() };
+  }
+
   /** Accepts connections again (after cut()). */
   async restore(): Promise<void> {
     if (this.server) return;
