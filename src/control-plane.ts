@@ -200,37 +200,44 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const url = `http://${config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost}:${port}`;
     log.info({ url }, 'orchestrator listening');
 
+    // In order, each step whatever the one before did, so a failing step cannot leave the
+    // database (or the embedded server's process) running; the first error is reported.
+    const shutdown = async () => {
+      let failure: unknown = null;
+      const step = async (f: () => unknown) => {
+        try {
+          await f();
+        } catch (err) {
+          failure ??= err;
+        }
+      };
+      await step(() => {
+        dispatcher.close();
+        stream.close();
+      });
+      // In-flight requests get a grace period; connections still open after it (e.g. a client
+      // that connected and never spoke) are cut so shutdown cannot hang.
+      const cut = setTimeout(() => app.server.closeAllConnections(), 3000);
+      await step(() => app.close());
+      clearTimeout(cut);
+      await step(() => elector.stop());
+      await step(() => notifier.stop());
+      await step(() => bus?.close());
+      await step(() => db.end());
+      await step(() => embedded?.stop());
+      if (failure) throw failure;
+    };
+    let stopping: Promise<void> | null = null;
+
     return {
       url, connectionString, ledger, metrics, elector,
       get services() {
         return [elector, ...elector.leaderServices];
       },
-      async stop() {
-        // In order, each step whatever the one before did, so a failing step cannot leave the
-        // database (or the embedded server's process) running; the first error is reported.
-        let failure: unknown = null;
-        const step = async (f: () => unknown) => {
-          try {
-            await f();
-          } catch (err) {
-            failure ??= err;
-          }
-        };
-        await step(() => {
-          dispatcher.close();
-          stream.close();
-        });
-        // In-flight requests get a grace period; connections still open after it (e.g. a client
-        // that connected and never spoke) are cut so shutdown cannot hang.
-        const cut = setTimeout(() => app.server.closeAllConnections(), 3000);
-        await step(() => app.close());
-        clearTimeout(cut);
-        await step(() => elector.stop());
-        await step(() => notifier.stop());
-        await step(() => bus?.close());
-        await step(() => db.end());
-        await step(() => embedded?.stop());
-        if (failure) throw failure;
+      /** Stops everything once; a second call waits for the first (a test's clean-up after an explicit stop). */
+      stop() {
+        stopping ??= shutdown();
+        return stopping;
       },
     };
   } catch (err) {

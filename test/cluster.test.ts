@@ -31,7 +31,7 @@ describe('one leader among replicas', () => {
     const end = scope(t);
     const db = end(await createTestDatabase(), (d) => d.drop());
     const planes: ControlPlane[] = [];
-    for (let i = 0; i < 3; i++) planes.push(end(await startTestServer(db.url, { cluster: { ...cluster, replicaId: `r${i}` } }), (p) => p.stop().catch(() => undefined)));
+    for (let i = 0; i < 3; i++) planes.push(end(await startTestServer(db.url, { cluster: { ...cluster, replicaId: `r${i}` } }), (p) => p.stop()));
     // (in one process a starting server blocks the others' event loops, renewals included: leadership may move while they start)
     const leader = await eventually(async () => {
       const leading = planes.filter((p) => p.elector.term !== null);
@@ -114,7 +114,7 @@ describe('one leader among replicas', () => {
     const db = end(await createTestDatabase(), (d) => d.drop());
     const { proxy, url: viaProxy } = await TcpProxy.inFrontOf(db.url);
     end(proxy, (p) => p.close());
-    const cut = end(await startTestServer(viaProxy, { cluster: { ...cluster, replicaId: 'cut' }, databaseWaitMs: 1000 }), (p) => p.stop().catch(() => undefined));
+    const cut = end(await startTestServer(viaProxy, { cluster: { ...cluster, replicaId: 'cut' }, databaseWaitMs: 1000 }), (p) => p.stop());
     // (a process of its own: a second server starting in this process would block the first one's event loop, renewals included)
     const other = await spawnServer({ ORCH_DATABASE_URL: db.url, ORCH_HTTP_PORT: String(await freePort()), ORCH_REPLICA_ID: 'other', ORCH_LEADER_RENEW_MS: String(RENEW_MS) });
     end(other.child, (c) => kill(c, 'SIGKILL'));
@@ -143,7 +143,7 @@ describe('the lease reaper under a new leader', () => {
     const db = end(await createTestDatabase(), (d) => d.drop());
     const GRACE = 4000;
     const maintenance = { ...defaultConfig.maintenance, leaseGraceMs: GRACE, leaseReaperIntervalMs: 100 };
-    const first = end(await startTestServer(db.url, { cluster: { ...cluster, replicaId: 'g0' }, maintenance }), (p) => p.stop().catch(() => undefined));
+    const first = end(await startTestServer(db.url, { cluster: { ...cluster, replicaId: 'g0' }, maintenance }), (p) => p.stop());
     const second = end(await startTestServer(db.url, { cluster: { ...cluster, replicaId: 'g1' }, maintenance }), (p) => p.stop());
     await new Promise((r) => setTimeout(r, GRACE + 200)); // both past their start-up grace
     await first.ledger.jobTypes.define('graced', { leaseMs: 1000, maxAttempts: 5 });
@@ -165,7 +165,7 @@ describe('the lease reaper after a database outage', () => {
     end(proxy, (p) => p.close());
     const GRACE = 3000;
     const maintenance = { ...defaultConfig.maintenance, leaseGraceMs: GRACE, leaseReaperIntervalMs: 100 };
-    const plane = end(await startTestServer(viaProxy, { cluster: { ...cluster, replicaId: 'o0' }, maintenance }), (p) => p.stop().catch(() => undefined));
+    const plane = end(await startTestServer(viaProxy, { cluster: { ...cluster, replicaId: 'o0' }, maintenance }), (p) => p.stop());
     const worker = new Ledger(db.pool, defaultConfig); // the worker's side reaches the database directly
     await new Promise((r) => setTimeout(r, GRACE + 200)); // past the start-up grace
     await worker.jobTypes.define('outaged', { leaseMs: 1000, maxAttempts: 5 });

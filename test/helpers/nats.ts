@@ -174,8 +174,9 @@ export interface StoredMessage<T> {
 
 export async function natsConnect(url: string): Promise<{ nc: NatsConnection; jsm: JetStreamManager }> {
   const nc = await connect({ servers: natsServers(url), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
-  // (a cluster that just lost a node answers once it has a meta leader again: give it time)
-  return { nc, jsm: await jetstreamManager(nc, { timeout: 15_000 }) };
+  // No account check here: a cluster that just lost a node answers once it has a meta leader again,
+  // so callers ask (and retry) when they need an answer
+  return { nc, jsm: await jetstreamManager(nc, { timeout: 15_000, checkAPI: false }) };
 }
 
 /** Messages in the stream (0 when it does not exist yet). */
