@@ -33,6 +33,11 @@ import { EventBus } from './events/bus.ts';
 import { OutboxPruner } from './events/pruner.ts';
 import { OutboxRelay } from './events/relay.ts';
 import { EventStream } from './events/stream.ts';
+import { Schedules } from './schedules/schedules.ts';
+import { Scheduler } from './schedules/scheduler.ts';
+import { Backfills } from './backfills/backfills.ts';
+import { BackfillRunner } from './backfills/runner.ts';
+import { windowSamples } from './windows/samples.ts';
 
 export interface ControlPlane {
   /** Base URL the HTTP server listens on, e.g. http://127.0.0.1:8080 */
@@ -105,6 +110,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     ledger.observe(metrics);
     metrics.watchQueues(() => queueGauges(ledger.pool));
     metrics.watchLeases(() => leaseSamples(ledger.pool));
+    metrics.watchWindows(() => windowSamples(ledger.pool));
     const notify = config.cluster.notify !== 'auto' ? config.cluster.notify : (await notificationsArrive(connectionString)) ? 'listen' : 'poll';
     if (notify === 'poll') {
       log.warn({ pollMs: config.cluster.pollMs, setting: config.cluster.notify },
@@ -151,6 +157,8 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
           new DeltaRollup([l.counts, dead.clusterFold], m.queueCountRollupIntervalMs, log),
           new ReplayRunner(runner, m.replayRunnerIntervalMs, log),
           new OutboxPruner(leaderPool, ev.outboxRetentionMs, relayBus !== null, m.outboxPrunerIntervalMs, log),
+          new Scheduler(l, metrics, m.scheduleGraceMs, m.schedulerIntervalMs, log),
+          new BackfillRunner(l, m.backfillRunnerIntervalMs, log),
           ...(relayBus ? [new OutboxRelay(leaderPool, relayBus, ev.relayBatchRows, m.outboxRelayIntervalMs, log, metrics)] : []),
         ];
       },
@@ -185,6 +193,8 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const app = await buildApi({
       config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, recovery, events: { stream }, readiness, auth: { authenticator, tokens },
       cluster: { status: () => clusterStatus(db, config.cluster.leaderRenewMs) },
+      schedules: new Schedules(pool, ledger, config.maxPayloadBytes),
+      backfills: new Backfills(pool, ledger, config.maxPayloadBytes, () => elector.nudgeLeaderService('backfill-runner')),
     }, log);
     await app.listen({ host: config.httpHost, port: config.httpPort }).catch(async (err: unknown) => {
       await app.close().catch(() => undefined);

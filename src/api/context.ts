@@ -13,6 +13,8 @@ import type { EventStream } from '../events/stream.ts';
 import type { ClusterStatus } from '../cluster/status.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { ApiTokens } from '../auth/tokens.ts';
+import type { Schedules } from '../schedules/schedules.ts';
+import type { Backfills } from '../backfills/backfills.ts';
 
 export interface ReadinessCheck {
   ok: boolean;
@@ -33,6 +35,8 @@ export interface ApiContext {
   readiness: () => Promise<ReadinessCheck>;
   auth: { authenticator: Authenticator; tokens: ApiTokens };
   cluster: { status: () => Promise<ClusterStatus> };
+  schedules: Schedules;
+  backfills: Backfills;
 }
 
 export type App = FastifyInstance<

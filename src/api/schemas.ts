@@ -1,4 +1,4 @@
-import { Type, type Static, type TSchema } from 'typebox';
+import { Type, type Static, type TLiteral, type TSchema, type TUnion } from 'typebox';
 import { JOB_TYPE_PATTERN } from '../ledger/job-types.ts';
 import { MAX_KEY_LENGTH, MAX_PRIORITY, TENANT_PATTERN } from '../ledger/validate.ts';
 import { TRANSITION_CAUSES, type TransitionCause } from '../ledger/types.ts';
@@ -14,6 +14,9 @@ export const JobStateSchema = Type.Union([
   Type.Literal('dead_lettered'), Type.Literal('canceled'), Type.Literal('timed_out'), Type.Literal('cleared'),
 ]);
 export const IsoTime = Type.String({ format: 'date-time' });
+/** One of a list of strings (the const arrays of the domain modules), typed as their union. */
+export const OneOf = <const T extends readonly string[]>(values: T, description?: string) =>
+  Type.Union(values.map((v) => Type.Literal(v)), description ? { description } : {}) as unknown as TUnion<{ -readonly [K in keyof T]: TLiteral<T[K]> }>;
 export const Uuid = Type.String({ format: 'uuid' });
 /**
  * A value or null. Null first: the server's ajv coerces types, and with a number first it would
@@ -202,8 +205,11 @@ export const JobTypeSchema = Type.Object({
 
 export const OperatorHeaders = Type.Object({
   'x-operator-reason': Type.Optional(Type.String({ description: 'Required: why (at most 256 characters).' })),
-  'x-operator-ticket': Type.Optional(Type.String({ description: 'Ticket reference (at most 128 characters); required for quota changes.' })),
+  'x-operator-ticket': Type.Optional(Type.String({ description: 'Ticket reference (at most 128 characters); required for quota and backfill actions.' })),
 });
+export const TenantHeaders = Type.Object({ 'x-tenant-id': Type.Optional(Type.String({ description: 'Tenant (or X-Stella-Tenant).' })) });
+/** The tenant an operator acts for, and why. */
+export const TenantOperatorHeaders = Type.Object({ ...TenantHeaders.properties, ...OperatorHeaders.properties });
 
 const anyOr = (pattern: string) => `^(?:\\*|${pattern.slice(1, -1)})$`;
 /** A quota's scope: a tenant or "*" (every tenant together), a job type or "*". */

@@ -19,6 +19,8 @@ import { jobRoutes } from './routes/jobs.ts';
 import { leaseRoutes } from './routes/leases.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { quotaRoutes } from './routes/quotas.ts';
+import { scheduleRoutes } from './routes/schedules.ts';
+import { backfillRoutes } from './routes/backfills.ts';
 import { clusterRoutes } from './routes/cluster.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 
@@ -75,6 +77,8 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     eventRoutes(scoped, ctx);
     tokenRoutes(scoped, ctx);
     clusterRoutes(scoped, ctx);
+    scheduleRoutes(scoped, ctx);
+    backfillRoutes(scoped, ctx);
   }, { prefix: API_BASE });
   return app;
 }

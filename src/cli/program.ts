@@ -1,12 +1,14 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isTenantId, TENANT_PATTERN } from '../wire.ts';
 import { registerAuditCommands } from './commands/audit.ts';
+import { registerBackfillCommands } from './commands/backfill.ts';
 import { registerClusterCommands } from './commands/cluster.ts';
 import { registerControlCommands } from './commands/controls.ts';
 import { registerDlqCommands } from './commands/dlq.ts';
 import { registerLeaseCommands } from './commands/leases.ts';
 import { registerJobCommands } from './commands/jobs.ts';
 import { registerQuotaCommands } from './commands/quotas.ts';
+import { registerScheduleCommands } from './commands/schedules.ts';
 import { registerServerCommands } from './commands/server.ts';
 import { registerSyntheticCommands } from './commands/synthetic.ts';
 import { registerTokenCommands } from './commands/tokens.ts';
@@ -38,6 +40,8 @@ export function buildProgram(): Command {
   registerSyntheticCommands(program);
   registerTokenCommands(program);
   registerClusterCommands(program);
+  registerScheduleCommands(program);
+  registerBackfillCommands(program);
 
   return program;
 }

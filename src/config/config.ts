@@ -108,6 +108,11 @@ export const ConfigSchema = Type.Object({
     replayRunnerIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     outboxRelayIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     outboxPrunerIntervalMs: Type.Integer({ minimum: 10, maximum: 3_600_000 }),
+    /** How often the scheduler looks for due ticks: a tick fires within about this much of its time. */
+    schedulerIntervalMs: Type.Integer({ minimum: 10, maximum: 60_000 }),
+    /** A tick at most this late still fires whatever the catch-up policy; older ones were missed (docs/schedules.md). */
+    scheduleGraceMs: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
+    backfillRunnerIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
   }),
 });
 export type Config = Static<typeof ConfigSchema>;
@@ -162,6 +167,9 @@ export const defaultConfig: Config = {
     replayRunnerIntervalMs: 1000,
     outboxRelayIntervalMs: 100,
     outboxPrunerIntervalMs: 60_000,
+    schedulerIntervalMs: 250,
+    scheduleGraceMs: 60_000,
+    backfillRunnerIntervalMs: 500,
   },
 };
 
@@ -264,6 +272,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       replayRunnerIntervalMs: int(env, 'ORCH_REPLAY_RUNNER_INTERVAL_MS', d.maintenance.replayRunnerIntervalMs),
       outboxRelayIntervalMs: int(env, 'ORCH_OUTBOX_RELAY_INTERVAL_MS', d.maintenance.outboxRelayIntervalMs),
       outboxPrunerIntervalMs: int(env, 'ORCH_OUTBOX_PRUNER_INTERVAL_MS', d.maintenance.outboxPrunerIntervalMs),
+      schedulerIntervalMs: int(env, 'ORCH_SCHEDULER_INTERVAL_MS', d.maintenance.schedulerIntervalMs),
+      scheduleGraceMs: int(env, 'ORCH_SCHEDULE_GRACE_MS', d.maintenance.scheduleGraceMs),
+      backfillRunnerIntervalMs: int(env, 'ORCH_BACKFILL_RUNNER_INTERVAL_MS', d.maintenance.backfillRunnerIntervalMs),
     },
     ...overrides,
   };

@@ -6,6 +6,7 @@ import type { JobState, TransitionCause } from '../ledger/types.ts';
 export const EVENT_TYPES = [
   'job.enqueued', 'job.leased', 'job.progress', 'job.succeeded', 'job.retry_scheduled', 'job.dead_lettered', 'job.canceled',
   'job.timed_out', 'job.replayed', 'lease.expired', 'lease.released', 'jobtype.paused', 'jobtype.resumed', 'quota.changed', 'dlq.cleared',
+  'schedule.ticked', 'schedule.changed', 'backfill.progress', 'backfill.changed', 'watermark.advanced',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
@@ -81,7 +82,7 @@ function eventId(atMs: number, c: EventCursor): string {
 /** The event type of one job transition, from what made it (its cause) and where it went. */
 export function transitionEventType(cause: TransitionCause, to: JobState): EventType {
   switch (cause) {
-    case 'enqueued': return 'job.enqueued';
+    case 'enqueued': case 'scheduled': case 'backfilled': return 'job.enqueued';
     case 'replayed': return 'job.replayed';
     case 'claimed': return 'job.leased';
     case 'dlq_cleared': return 'dlq.cleared';
@@ -180,6 +181,23 @@ export async function expand(db: Queryable, rows: OutboxRow[]): Promise<Position
     });
   }
   return out;
+}
+
+/**
+ * Writes events that are no job transition (a schedule's tick, a backfill's
+ * progress, a watermark) as one outbox row per tenant, in the caller's
+ * transaction: they are published exactly when the change they report commits.
+ */
+export async function appendEvents(db: Queryable, events: (InlineEvent & { tenantId: string })[]): Promise<void> {
+  const byTenant = new Map<string, InlineEvent[]>();
+  for (const { tenantId, ...e } of events) {
+    let list = byTenant.get(tenantId);
+    if (!list) byTenant.set(tenantId, (list = []));
+    list.push(e);
+  }
+  if (byTenant.size === 0) return;
+  await db.query('INSERT INTO orch.outbox (tenant_id, events) SELECT * FROM unnest($1::text[], $2::jsonb[])',
+    [[...byTenant.keys()], [...byTenant.values()].map((list) => JSON.stringify(list))]);
 }
 
 const ROW_COLUMNS = 'xid::text AS xid, seq::text AS seq, tenant_id, batch_id, events, at';

@@ -19,7 +19,7 @@ import { release } from './transitions/release.ts';
 import { replay, type ReplayOutcome } from './transitions/replay.ts';
 import { timeout } from './transitions/timeout.ts';
 import type {
-  AckOutcome, Actor, ClaimRequest, ClaimRound, CompleteInput, EnqueueInput, EnqueueResult, FailInput, HeartbeatInput,
+  AckOutcome, Actor, ClaimRequest, ClaimRound, CompleteInput, EnqueueCause, EnqueueInput, EnqueueResult, FailInput, HeartbeatInput,
   HeartbeatOutcome, HistoryEntry, Job, Lease, LeaseRef, LedgerObserver, TransitionRecord,
 } from './types.ts';
 import { prepareJob } from './validate.ts';
@@ -80,16 +80,21 @@ export class Ledger {
 
   /**
    * Enqueues a batch atomically. Pass `client` to enqueue inside your own
-   * transaction: the jobs then exist only if, and when, it commits.
+   * transaction: the jobs then exist only if, and when, it commits; with `tx`
+   * observers also hear of them only then. `cause` says what made them (a
+   * schedule's tick, a backfill's window).
    */
-  async enqueue(inputs: EnqueueInput[], opts: { actor?: Actor; client?: Queryable; reason?: string } = {}): Promise<EnqueueResult[]> {
+  async enqueue(
+    inputs: EnqueueInput[], opts: { actor?: Actor; client?: Queryable; tx?: Tx; reason?: string; cause?: EnqueueCause } = {},
+  ): Promise<EnqueueResult[]> {
     const prepared = inputs.map((input, i) => prepareJob(input, this.config.maxPayloadBytes, inputs.length > 1 ? `jobs[${i}]` : '', inputs[i - 1]));
     await this.jobTypes.ensure(prepared.map((p) => p.jobType));
     await this.tenants.ensure(prepared.map((p) => p.tenantId));
     await this.backpressure.check(prepared);
-    const results = await enqueue(opts.client ?? this.pool, prepared, opts.actor ?? 'api', opts.reason ?? null);
-    this.emit(results.filter((r) => r.created).map((r) => ({
-      cause: 'enqueued' as const, jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: 'queued', attempt: 0,
+    const cause = opts.cause ?? 'enqueued';
+    const results = await enqueue(opts.tx?.client ?? opts.client ?? this.pool, prepared, opts.actor ?? 'api', opts.reason ?? null, cause);
+    this.emitIn(opts.tx, results.filter((r) => r.created).map((r) => ({
+      cause, jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: 'queued' as const, attempt: 0,
     })));
     return results;
   }

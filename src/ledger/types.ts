@@ -175,8 +175,12 @@ export interface JobTypeDefinition {
 export const TRANSITION_CAUSES = [
   'enqueued', 'replayed', 'claimed', 'worker_completed', 'worker_failed', 'worker_released',
   'lease_expired', 'timed_out', 'force_released', 'worker_lost', 'operator_canceled', 'dlq_cleared',
+  'scheduled', 'backfilled',
 ] as const;
 export type TransitionCause = (typeof TRANSITION_CAUSES)[number];
+
+/** What made a job: a producer's enqueue, a schedule's tick, a backfill's window. */
+export type EnqueueCause = Extract<TransitionCause, 'enqueued' | 'scheduled' | 'backfilled'>;
 
 export interface TransitionRecord {
   /** What made it; `reason` is the note recorded with it (a code, or an operator's words). */

@@ -4,6 +4,7 @@ import type { QuotaUse } from '../flow/quotas.ts';
 import type { LeaseSample } from '../recovery/leases.ts';
 import type { OrchEvent } from '../events/envelope.ts';
 import type { RelayObserver } from '../events/relay.ts';
+import type { WindowSamples } from '../windows/samples.ts';
 import { THROTTLE_REASONS, type LedgerObserver, type Throttle, type TransitionRecord } from '../ledger/types.ts';
 
 /**
@@ -95,6 +96,47 @@ export class Metrics implements LedgerObserver, RelayObserver {
     name: 'orchestrator_leader', help: '1 on the replica that leads (runs the leader-only services), else 0.',
     registers: [this.registry],
   });
+
+  readonly scheduleTickLag = new Histogram({
+    name: 'orchestrator_schedule_tick_lag_seconds', help: 'How late (database clock) each schedule tick enqueued its job, on the leader.',
+    labelNames: ['tenant', 'schedule'] as const, registers: [this.registry],
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
+  });
+  readonly scheduleMissedTicks = new Counter({
+    name: 'orchestrator_schedule_missed_ticks_total',
+    help: 'Ticks that passed with no job (no server ran them in time, and the catch-up policy dropped them), as stored with each schedule: every replica reports the same count.',
+    labelNames: ['tenant', 'schedule'] as const, registers: [this.registry],
+  });
+  readonly watermark = new Gauge({
+    name: 'orchestrator_watermark_timestamp_seconds', help: 'Per tenant and job type, the end (Unix time) of the contiguous completed windows of its backfills and schedules.',
+    labelNames: ['tenant', 'job_type'] as const, registers: [this.registry],
+  });
+  readonly backfillWindows = new Gauge({
+    name: 'orchestrator_backfill_windows', help: 'Windows of backfills running, paused, or ended within the hour, by state.',
+    labelNames: ['tenant', 'backfill', 'state'] as const, registers: [this.registry],
+  });
+
+  onTicks(ticks: { tenantId: string; schedule: string; lagMs: number }[]): void {
+    for (const t of ticks) this.scheduleTickLag.observe({ tenant: t.tenantId, schedule: t.schedule }, Math.max(0, t.lagMs) / 1000);
+  }
+
+  /** Fills the schedule, watermark and backfill series from `read` (small tables, never the job table) before every scrape. */
+  watchWindows(read: () => Promise<WindowSamples>): void {
+    const counted = new Map<string, number>();
+    this.sources.push(async () => {
+      const { schedules, watermarks, backfills } = await read();
+      for (const s of schedules) {
+        // the count lives in the database; the counter follows it, so a new leader or replica reports the same total
+        const key = `${s.tenantId}\u0000${s.schedule}`;
+        const delta = s.missedTicks - (counted.get(key) ?? 0);
+        this.scheduleMissedTicks.inc({ tenant: s.tenantId, schedule: s.schedule }, Math.max(0, delta));
+        counted.set(key, Math.max(s.missedTicks, counted.get(key) ?? 0));
+      }
+      this.setAll(this.watermark, watermarks.map((w) => [{ tenant: w.tenantId, job_type: w.jobType }, Date.parse(w.watermark) / 1000]));
+      this.setAll(this.backfillWindows, backfills.flatMap((b) => Object.entries(b.windows)
+        .map(([state, n]): [Record<string, string>, number] => [{ tenant: b.tenantId, backfill: b.backfillId, state }, n])));
+    });
+  }
 
   readonly httpRequests = new Histogram({
     name: 'orchestrator_http_request_duration_seconds', help: 'API requests by route template, method and status code.',

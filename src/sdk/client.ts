@@ -9,6 +9,9 @@ import type { LeaseView, LockView } from '../recovery/leases.ts';
 import type { ReplayProgress, ReplaySelection } from '../recovery/replays.ts';
 import type { ClearResult, SnapshotManifest } from '../recovery/snapshots.ts';
 import type { WorkerRecord } from '../ledger/workers.ts';
+import type { Backfill, BackfillPlan, BackfillSpec, BackfillState } from '../backfills/backfills.ts';
+import type { Schedule, ScheduleSpec } from '../schedules/schedules.ts';
+import type { Watermark } from '../windows/windows.ts';
 import { HttpClient, type HttpOptions } from './http.ts';
 
 export interface SubmitJob {
@@ -181,11 +184,68 @@ export class OrchClient {
   async listJobTypes(): Promise<JobTypeDefinition[]> {
     return (await this.http.request<{ jobTypes: JobTypeDefinition[] }>('GET', '/jobtypes')).jobTypes;
   }
+
+  async listSchedules(): Promise<Schedule[]> {
+    return (await this.http.request<{ schedules: Schedule[] }>('GET', '/schedules')).schedules;
+  }
+
+  getSchedule(name: string): Promise<Schedule> {
+    return this.http.request('GET', schedulePath(name));
+  }
+
+  createSchedule(name: string, spec: ScheduleSpec, why: OperatorWhy): Promise<Schedule> {
+    return this.http.request('POST', '/schedules', { name, ...spec }, { headers: operatorHeaders(why) });
+  }
+
+  /** Changes the given fields; giving cron or everyMs replaces the other. */
+  updateSchedule(name: string, patch: Partial<ScheduleSpec>, why: OperatorWhy): Promise<Schedule> {
+    return this.http.request('PATCH', schedulePath(name), patch, { headers: operatorHeaders(why) });
+  }
+
+  scheduleAction(name: string, action: 'pause' | 'resume', why: OperatorWhy): Promise<Schedule> {
+    return this.http.request('POST', `${schedulePath(name)}/${action}`, undefined, { headers: operatorHeaders(why) });
+  }
+
+  deleteSchedule(name: string, why: OperatorWhy): Promise<Schedule> {
+    return this.http.request('DELETE', schedulePath(name), undefined, { headers: operatorHeaders(why) });
+  }
+
+  /** Runs the schedule's job once now; its ticks are unchanged. */
+  triggerSchedule(name: string, why: OperatorWhy): Promise<{ schedule: Schedule; jobId: string }> {
+    return this.http.request('POST', `${schedulePath(name)}/trigger`, undefined, { headers: operatorHeaders(why) });
+  }
+
+  async listWatermarks(jobType?: string): Promise<Watermark[]> {
+    return (await this.http.request<{ watermarks: Watermark[] }>('GET', `/watermarks${queryString({ jobType })}`)).watermarks;
+  }
+
+  async listBackfills(state?: BackfillState): Promise<Backfill[]> {
+    return (await this.http.request<{ backfills: Backfill[] }>('GET', `/backfills${queryString({ state })}`)).backfills;
+  }
+
+  getBackfill(id: string): Promise<Backfill> {
+    return this.http.request('GET', `/backfills/${encodeURIComponent(id)}`);
+  }
+
+  /** The dry run: which windows would run, which would be skipped and why; enqueues nothing. */
+  planBackfill(spec: BackfillSpec): Promise<BackfillPlan> {
+    return this.http.request('POST', '/backfills/plan', spec);
+  }
+
+  /** Scope orch:backfill: `why` needs a reason and a ticket. */
+  createBackfill(spec: BackfillSpec, why: OperatorWhy): Promise<Backfill> {
+    return this.http.request('POST', '/backfills', spec, { headers: operatorHeaders(why) });
+  }
+
+  backfillAction(id: string, action: 'pause' | 'resume' | 'cancel' | 'retry', why: OperatorWhy): Promise<Backfill> {
+    return this.http.request('POST', `/backfills/${encodeURIComponent(id)}/${action}`, undefined, { headers: operatorHeaders(why) });
+  }
 }
 
 export interface QuotaScope { tenantId: string; jobType: string }
 export interface OperatorWhy { reason: string; ticket?: string }
 
+const schedulePath = (name: string) => `/schedules/${encodeURIComponent(name)}`;
 const quotaPath = (s: QuotaScope) => `/quotas/${encodeURIComponent(s.tenantId)}/${encodeURIComponent(s.jobType)}`;
 const operatorHeaders = (why: OperatorWhy): Record<string, string> =>
   ({ 'x-operator-reason': why.reason, ...(why.ticket ? { 'x-operator-ticket': why.ticket } : {}) });

@@ -5,7 +5,7 @@ import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { operatorOf } from '../operator.ts';
 import {
-  EnqueueBody, EnqueuedRef, ErrorBody, HistorySchema, JobId, JobSchema, JobStateSchema, JobTypeName,
+  EnqueueBody, EnqueuedRef, ErrorBody, HistorySchema, JobId, JobSchema, JobStateSchema, JobTypeName, TenantHeaders,
 } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
 import { actorOf } from '../../auth/principal.ts';
@@ -23,7 +23,6 @@ function toInput(tenantId: string, b: EnqueueBody, field = ''): EnqueueInput {
   };
 }
 
-const TenantHeaders = Type.Object({ 'x-tenant-id': Type.Optional(Type.String({ description: 'Tenant (or X-Stella-Tenant).' })) });
 
 export function jobRoutes(app: App, ctx: ApiContext): void {
   const { ledger, config } = ctx;

@@ -24,7 +24,7 @@ export function integer(value: string, flag: string): number {
   return Number(value);
 }
 
-function json(value: string, flag: string): unknown {
+export function json(value: string, flag: string): unknown {
   try {
     return JSON.parse(value);
   } catch {

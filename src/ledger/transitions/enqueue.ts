@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { JOBS_CHANNEL } from '../channel.ts';
 import { prepared, type Queryable } from '../db.ts';
 import { recordTransitions } from './history.ts';
-import type { Actor, EnqueueResult, JobState } from '../types.ts';
+import type { Actor, EnqueueCause, EnqueueResult, JobState } from '../types.ts';
 import type { PreparedJob } from '../validate.ts';
 
 const RETURNED = 'id, tenant_id, job_type, idempotency_key, state';
@@ -43,7 +43,7 @@ WITH input AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, NULL::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, 0 AS attempt,
          NULL::uuid AS lease_id, NULL::jsonb AS error FROM ins
-), ${recordTransitions('entries', '$4::uuid', '$2', '$3', "'enqueued'")}, wake AS (
+), ${recordTransitions('entries', '$4::uuid', '$2', '$3', '$5')}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins WHERE run_after <= now() GROUP BY job_type
 )
 SELECT ins.id, ins.tenant_id, ins.job_type, ins.idempotency_key, ins.state, (SELECT count(*) FROM wake) AS woken
@@ -64,7 +64,9 @@ const key = (tenantId: string, jobType: string, k: string) => `${tenantId}\u0000
  * `db` may be a caller's client inside its own transaction: then the jobs
  * become visible (and claimers are woken) only when that transaction commits.
  */
-export async function enqueue(db: Queryable, inputs: PreparedJob[], actor: Actor, reason: string | null = null): Promise<EnqueueResult[]> {
+export async function enqueue(
+  db: Queryable, inputs: PreparedJob[], actor: Actor, reason: string | null = null, cause: EnqueueCause = 'enqueued',
+): Promise<EnqueueResult[]> {
   if (inputs.length === 0) return [];
   // Written by hand: this runs for every job of every batch. Payloads were serialised during
   // validation; tenant and job type match [A-Za-z0-9_-] patterns, so they need no escaping.
@@ -79,7 +81,7 @@ export async function enqueue(db: Queryable, inputs: PreparedJob[], actor: Actor
     spec += (ord === 0 ? '' : ',') + o + '}';
   });
   spec += ']';
-  const { rows } = await enqueueStatement<EnqueuedRow>(db, [spec, actor, reason, randomUUID()]);
+  const { rows } = await enqueueStatement<EnqueuedRow>(db, [spec, actor, reason, randomUUID(), cause]);
   // Within each insert (plain, keyed) identity values grow in insertion order, which follows input order.
   const plainRows = rows.filter((r) => r.idempotency_key === null);
   const keyedRows = rows.filter((r) => r.idempotency_key !== null);
