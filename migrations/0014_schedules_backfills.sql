@@ -75,10 +75,10 @@ CREATE TABLE orch.windows (
   job_type    text NOT NULL,
   starts_at   timestamptz NOT NULL,
   ends_at     timestamptz NOT NULL,
-  state       text NOT NULL CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped')),
+  state       text NOT NULL CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped', 'covered')),
   job_id      bigint,
   runs        integer NOT NULL DEFAULT 0,        -- jobs run for it (a retry of a failed window is the next run)
-  note        text,                              -- why it was skipped
+  note        text,                              -- why it did not start as pending (it ran before, or runs elsewhere)
   settled_at  timestamptz,
   PRIMARY KEY (owner_id, seq)
 );

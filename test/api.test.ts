@@ -347,6 +347,10 @@ describe('operations', () => {
       ['post', '/deadletter/clear'], ['post', '/deadletter/replay'], ['get', '/deadletter/replays'], ['get', '/deadletter/replays/{replayId}'],
       ['post', '/jobs/{jobId}/replay'], ['get', '/leases'], ['post', '/leases/release'], ['get', '/workers'], ['post', '/workers/{workerId}/stopped'],
       ['get', '/stream'], ['post', '/tokens'], ['get', '/tokens'], ['delete', '/tokens/{id}'], ['get', '/cluster'],
+      ['get', '/schedules'], ['post', '/schedules'], ['get', '/schedules/{name}'], ['patch', '/schedules/{name}'], ['delete', '/schedules/{name}'],
+      ['post', '/schedules/{name}/pause'], ['post', '/schedules/{name}/resume'], ['post', '/schedules/{name}/trigger'], ['get', '/watermarks'],
+      ['get', '/backfills'], ['post', '/backfills'], ['post', '/backfills/plan'], ['get', '/backfills/{id}'],
+      ['post', '/backfills/{id}/pause'], ['post', '/backfills/{id}/resume'], ['post', '/backfills/{id}/cancel'], ['post', '/backfills/{id}/retry'],
     ];
     for (const [method, path] of expected) {
       assert.ok(r.body.paths[BASE + path]?.[method], `${method.toUpperCase()} ${BASE}${path} is documented`);

@@ -66,7 +66,7 @@ describe('a backfill', () => {
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.windows, 6);
     assert.equal(r.body.run, 6);
-    assert.deepEqual(r.body.items.at(-1), { index: 5, start: '2026-11-01T05:00:00.000Z', end: '2026-11-01T05:30:00.000Z', action: 'run', reason: null });
+    assert.deepEqual(r.body.items.at(-1), { index: 5, start: '2026-11-01T05:00:00.000Z', end: '2026-11-01T05:30:00.000Z', action: 'run', state: 'pending', reason: null });
     const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM orch.jobs WHERE job_type = 'bf-plan'`);
     assert.equal(rows[0].n, 0);
     assert.equal((await api('GET', '/backfills')).body.backfills.length, 0);
@@ -98,7 +98,7 @@ describe('a backfill', () => {
       return b.state === 'done' && b;
     }, 10_000, 'done');
     assert.equal(done.watermark, '2026-11-01T06:00:00.000Z');
-    assert.deepEqual({ ...done.progress, perMinute: 0, estimatedEndAt: null }, { pending: 0, running: 0, succeeded: 6, failed: 0, canceled: 0, skipped: 0, perMinute: 0, estimatedEndAt: null });
+    assert.deepEqual({ ...done.progress, perMinute: 0, estimatedEndAt: null }, { pending: 0, running: 0, succeeded: 6, failed: 0, canceled: 0, skipped: 0, covered: 0, perMinute: 0, estimatedEndAt: null });
     const payloads = seen.map((l) => l.payload as { from: string; to: string; n: number; id: string }).sort((a, b) => a.n - b.n);
     assert.deepEqual(payloads.map((p) => p.n), [0, 1, 2, 3, 4, 5], 'each window once');
     assert.deepEqual(payloads[2], { from: '2026-11-01T02:00:00.000Z', to: '2026-11-01T03:00:00.000Z', n: 2, id });
@@ -127,6 +127,64 @@ describe('a backfill', () => {
     assert.match(plan2.body.items[0].reason, /^succeeded in /);
   });
 
+  test('a second request while the first runs follows its running window and leaves its pending ones to it: no window runs twice', async () => {
+    const first: string = (await api('POST', '/backfills', { body: spec('bf-dup', 3, { concurrency: 1 }) })).body.id;
+    const [l0] = await eventually(async () => {
+      const l = await leases('bf-dup');
+      return l.length > 0 && l;
+    }, 10_000, 'window 0 of the first');
+    const plan = await api('POST', '/backfills/plan', { body: spec('bf-dup', 3) });
+    assert.deepEqual(plan.body.items.map((i: { state: string }) => i.state), ['running', 'covered', 'covered']);
+    const second = await api('POST', '/backfills', { body: spec('bf-dup', 3, { concurrency: 3 }) });
+    assert.deepEqual([second.body.progress.running, second.body.progress.covered], [1, 2]);
+    await complete(l0!);
+    for (let n = 1; n < 3; n++) {
+      const l = await eventually(async () => {
+        const x = await leases('bf-dup');
+        return x.length > 0 && x;
+      }, 10_000, `window ${n} of the first`);
+      assert.equal(l.length, 1, 'only the first backfill starts windows');
+      await complete(l[0]!);
+    }
+    const [a, b] = await eventually(async () => {
+      const both = await Promise.all([first, second.body.id].map(async (id) => (await api('GET', `/backfills/${id}`)).body));
+      return both.every((x) => x.state === 'done') && both;
+    }, 10_000, 'both done');
+    assert.deepEqual([a.watermark, a.progress.succeeded], ['2026-11-01T03:00:00.000Z', 3]);
+    assert.deepEqual([b.watermark, b.progress.succeeded, b.progress.covered], ['2026-11-01T01:00:00.000Z', 1, 2], 'the follower succeeded with the job it followed; covered windows are not its to count');
+    const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM orch.jobs WHERE job_type = 'bf-dup'`);
+    assert.equal(rows[0].n, 3, 'three windows, three jobs');
+    assert.deepEqual((await api('GET', '/watermarks?jobType=bf-dup')).body.watermarks.map((m: { watermark: string }) => m.watermark), ['2026-11-01T03:00:00.000Z']);
+  });
+
+  test('a window that failed before starts failed, holds the watermark, and runs on retry', async () => {
+    const first: string = (await api('POST', '/backfills', { body: spec('bf-prior', 2, { concurrency: 2 }) })).body.id;
+    const ls = await eventually(async () => {
+      const l = await leases('bf-prior');
+      return l.length === 2 && l;
+    }, 10_000, 'two windows');
+    const byKey = new Map(ls.map((l) => [l.idempotencyKey, l]));
+    await complete(byKey.get(`backfill:${first}:1`)!);
+    const l0 = byKey.get(`backfill:${first}:0`)!;
+    await plane.ledger.fail([{ tenantId: TENANT, jobId: l0.jobId, leaseId: l0.leaseId, error: { class: 'Boom', message: 'no', retryable: false } }], null);
+    await eventually(async () => (await api('GET', `/backfills/${first}`)).body.state === 'done', 10_000, 'first done');
+    const again = (await api('POST', '/backfills', { body: spec('bf-prior', 2) })).body;
+    assert.deepEqual([again.progress.failed, again.progress.skipped], [1, 1]);
+    const done = await eventually(async () => {
+      const x = (await api('GET', `/backfills/${again.id}`)).body;
+      return x.state === 'done' && x;
+    }, 10_000, 'the second is done at once');
+    assert.equal(done.watermark, null, 'window 0 failed: no watermark, though window 1 was skipped');
+    await api('POST', `/backfills/${again.id}/retry`);
+    const [rerun] = await eventually(async () => {
+      const l = await leases('bf-prior');
+      return l.length > 0 && l;
+    }, 10_000, 'window 0 runs');
+    assert.equal(rerun!.idempotencyKey, `backfill:${again.id}:0`);
+    await complete(rerun!);
+    await eventually(async () => (await api('GET', `/backfills/${again.id}`)).body.watermark === '2026-11-01T02:00:00.000Z', 10_000, 'watermark at the end');
+  });
+
   test('pause holds new windows back, resume goes on, cancel cancels what has not run, retry runs it again', async () => {
     const created = await api('POST', '/backfills', { body: spec('bf-steer', 4, { concurrency: 1 }) });
     const id: string = created.body.id;
@@ -139,6 +197,9 @@ describe('a backfill', () => {
     await settled();
     assert.equal((await leases('bf-steer')).length, 0, 'nothing starts while paused');
     assert.equal((await api('POST', `/backfills/${id}/pause`)).status, 409, 'pausing twice is a conflict');
+    const { rows: changes } = await db.pool.query(
+      `SELECT e->'data'->>'action' AS action FROM orch.outbox, jsonb_array_elements(events) e WHERE e->>'type' = 'backfill.changed' AND e->>'target' = $1`, [`backfill:${id}`]);
+    assert.deepEqual(changes.map((c) => c.action).sort(), ['backfill.create', 'backfill.pause'], 'each action is an event with its audit entry');
     assert.equal((await api('POST', `/backfills/${id}/resume`)).body.state, 'running');
     await eventually(async () => (await windowsOf(id))[1]!.state === 'running', 10_000, 'window 1 starts');
     const canceled = await api('POST', `/backfills/${id}/cancel`);

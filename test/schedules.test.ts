@@ -113,7 +113,16 @@ describe('ticks', () => {
     const resumed = await api('POST', '/schedules/steered/resume');
     assert.ok(Date.parse(resumed.body.nextTickAt) > Date.parse(later.body.updatedAt));
     await eventually(async () => (await api('GET', '/schedules/steered')).body.ticks > ticksAtPause, 10_000, 'ticks again');
+    // enabling a paused schedule through an update is a resume: the ticks that passed are not fired late nor missed
+    await api('POST', '/schedules/steered/pause');
+    await new Promise((r) => setTimeout(r, 1200));
+    const enabled = await api('PATCH', '/schedules/steered', { body: { enabled: true } });
+    assert.ok(Date.parse(enabled.body.nextTickAt) > Date.parse(enabled.body.updatedAt), 'next tick after now');
+    assert.equal(enabled.body.missedTicks, 0);
     assert.equal((await api('DELETE', '/schedules/steered')).status, 200);
+    const { rows: changes } = await db.pool.query(
+      `SELECT e->'data'->>'action' AS action FROM orch.outbox, jsonb_array_elements(events) e WHERE e->>'type' = 'schedule.changed' AND e->>'target' = 'schedule:steered'`);
+    assert.deepEqual(new Set(changes.map((c) => c.action)), new Set(['schedule.create', 'schedule.pause', 'schedule.trigger', 'schedule.resume', 'schedule.update', 'schedule.delete']));
     assert.equal((await api('GET', '/schedules/steered')).status, 404);
     const audit = await api('GET', '/audit?action=schedule.trigger');
     assert.equal(audit.body.entries[0].target, 'schedule:steered');
@@ -252,7 +261,8 @@ describe('exactly once across replicas and restarts', () => {
     const before = (await tickJobs(own.pool, r.body.id)).length;
     await ticksAfter(before + 3);
     planes.push(await startTestServer(own.url));
-    await planes.find((p) => p !== leader && p.elector.term !== null)!.stop();
+    const next = await eventually(async () => planes.find((p) => p !== leader && p.elector.term !== null), 10_000, 'a new leader');
+    await next.stop();
     const before2 = (await tickJobs(own.pool, r.body.id)).length;
     await ticksAfter(before2 + 3);
     assertContiguous((await tickJobs(own.pool, r.body.id)).map((j) => j.tick), 1000);

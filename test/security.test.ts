@@ -355,7 +355,9 @@ async function fingerprint(tenant: string): Promise<string> {
     (SELECT coalesce(string_agg(tenant_id || '/' || job_type, ',' ORDER BY tenant_id, job_type), '') FROM orch.dispatch_pauses) AS pauses,
     (SELECT coalesce(string_agg(concat_ws('/', tenant_id, job_type, max_active, rate_per_second, burst, max_per_hour, weight, boost_until), ',' ORDER BY tenant_id, job_type), '') FROM orch.quotas) AS quotas,
     (SELECT md5(coalesce(string_agg(row_to_json(j)::text, ',' ORDER BY j.name), '')) FROM orch.job_types j) AS job_types,
-    (SELECT count(*) FROM orch.dlq_replays) AS replays`, [tenant]);
+    (SELECT count(*) FROM orch.dlq_replays) AS replays,
+    (SELECT md5(coalesce(string_agg(row_to_json(x)::text, ',' ORDER BY x.id), '')) FROM orch.schedules x) AS schedules,
+    (SELECT md5(coalesce(string_agg(row_to_json(x)::text, ',' ORDER BY x.id), '')) FROM orch.backfills x) AS backfills`, [tenant]);
   return JSON.stringify(rows[0]);
 }
 
@@ -366,7 +368,7 @@ describe('4. operator headers', () => {
   let ops: Operation[];
 
   before(async () => {
-    op = await mint('operator', [T], ['orch:operate', 'orch:quota', 'orch:read']);
+    op = await mint('operator', [T], ['orch:operate', 'orch:quota', 'orch:backfill', 'orch:read']);
     const queued = await enqueue(admin, T, 'op_type');
     const dead = await deadLetter(admin, T, 'op_dead');
     await enqueue(admin, T, 'op_lease');
@@ -377,6 +379,14 @@ describe('4. operator headers', () => {
     const q = await call(admin, 'PUT', `/quotas/${T}/op_type`, { body: { maxActive: 5 }, headers: { 'x-operator-reason': 'setup', 'x-operator-ticket': 'T-1' } });
     assert.equal(q.status, 200, JSON.stringify(q.body));
     const quota = `/quotas/${T}/op_type`;
+    const admitted = { 'x-operator-reason': 'setup', 'x-operator-ticket': 'T-1' };
+    const sched = await call(admin, 'POST', '/schedules', { tenant: T, body: { name: 'op-sched', jobType: 'op_type', cron: '0 0 * * *', enabled: false }, headers: admitted });
+    assert.equal(sched.status, 201, JSON.stringify(sched.body));
+    const bf = await call(admin, 'POST', '/backfills', { tenant: T, body: { jobType: 'op_bf', from: '2026-01-01T00:00:00Z', to: '2026-01-01T02:00:00Z', windowMs: 3_600_000 }, headers: admitted });
+    assert.equal(bf.status, 201, JSON.stringify(bf.body));
+    // its first window's job is launched by the leader in the background: before the fingerprints, not between them
+    await eventually(async () => (await db.pool.query(`SELECT 1 FROM orch.jobs WHERE tenant_id = $1 AND job_type = 'op_bf'`, [T])).rowCount === 1, 10_000, 'the backfill\'s first window');
+    const backfillSpec = { jobType: 'op_bf2', from: '2026-01-01T00:00:00Z', to: '2026-01-01T02:00:00Z', windowMs: 3_600_000 };
     plans = new Map<string, { path: string; body?: unknown }>([
       ['POST /jobs/{jobId}/cancel', { path: `/jobs/${queued}/cancel` }],
       // orch:write now (a type is shared by all tenants); planned in case it is an operator action again
@@ -396,8 +406,19 @@ describe('4. operator headers', () => {
       // body {}: a replay without any body is refused 400 "body must be object", though its body is optional
       ['POST /jobs/{jobId}/replay', { path: `/jobs/${dead}/replay`, body: {} }],
       ['POST /leases/release', { path: '/leases/release', body: { leaseIds: [leaseId] } }],
+      ['POST /schedules', { path: '/schedules', body: { name: 'op-sched-2', jobType: 'op_type', cron: '0 1 * * *' } }],
+      ['PATCH /schedules/{name}', { path: '/schedules/op-sched', body: { cron: '0 2 * * *' } }],
+      ['DELETE /schedules/{name}', { path: '/schedules/op-sched' }],
+      ['POST /schedules/{name}/pause', { path: '/schedules/op-sched/pause' }],
+      ['POST /schedules/{name}/resume', { path: '/schedules/op-sched/resume' }],
+      ['POST /schedules/{name}/trigger', { path: '/schedules/op-sched/trigger' }],
+      ['POST /backfills', { path: '/backfills', body: backfillSpec }],
+      ['POST /backfills/{id}/pause', { path: `/backfills/${bf.body.id}/pause` }],
+      ['POST /backfills/{id}/resume', { path: `/backfills/${bf.body.id}/resume` }],
+      ['POST /backfills/{id}/cancel', { path: `/backfills/${bf.body.id}/cancel` }],
+      ['POST /backfills/{id}/retry', { path: `/backfills/${bf.body.id}/retry` }],
     ]);
-    ops = (await operations()).ops.filter((o) => o.scope === 'orch:operate' || o.scope === 'orch:quota');
+    ops = (await operations()).ops.filter((o) => o.scope === 'orch:operate' || o.scope === 'orch:quota' || o.scope === 'orch:backfill');
     const unplanned = ops.map((o) => `${o.method} ${o.template}`).filter((k) => !plans.has(k));
     assert.deepEqual(unplanned, [], 'operator operations without a request plan in this test');
   });
@@ -411,14 +432,15 @@ describe('4. operator headers', () => {
     const before = await fingerprint(T);
     for (const o of ops) {
       const what = `${o.method} ${o.template}`;
-      const ticket: Record<string, string> = o.scope === 'orch:quota' ? { 'x-operator-ticket': 'OPS-1' } : {};
+      const needsTicket = o.scope === 'orch:quota' || o.scope === 'orch:backfill';
+      const ticket: Record<string, string> = needsTicket ? { 'x-operator-ticket': 'OPS-1' } : {};
       for (const reason of [undefined, '   ']) {
         const r = await send(o, reason === undefined ? ticket : { ...ticket, 'x-operator-reason': reason });
         assert.equal(r.status, 400, `${what} reason ${JSON.stringify(reason)}: ${JSON.stringify(r.body)}`);
         assert.equal(r.body.error.code, 'reason_required', what);
         assert.equal(r.body.error.field, 'X-Operator-Reason', what);
       }
-      if (o.scope === 'orch:quota') {
+      if (needsTicket) {
         const r = await send(o, { 'x-operator-reason': 'why not' });
         assert.equal(r.status, 400, `${what} without ticket: ${JSON.stringify(r.body)}`);
         assert.equal(r.body.error.code, 'ticket_required', what);
@@ -428,7 +450,7 @@ describe('4. operator headers', () => {
       }
     }
     assert.equal(await fingerprint(T), before, 'a refused operator request changed something');
-    t.diagnostic(`${ops.length} operator operations (${ops.filter((o) => o.scope === 'orch:quota').length} quota)`);
+    t.diagnostic(`${ops.length} operator operations (${ops.filter((o) => o.scope === 'orch:quota').length} quota, ${ops.filter((o) => o.scope === 'orch:backfill').length} backfill)`);
   });
 
   // Exposes a src/ bug: POST /jobs/{jobId}/cancel never calls operatorAction() (src/api/routes/jobs.ts, the cancel

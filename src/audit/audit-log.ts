@@ -47,7 +47,9 @@ export async function recordAudit(db: Queryable, e: AuditEntry): Promise<void> {
 }
 
 /** Operator actions that are also events (src/events/envelope.ts), by action or by its family ("quota" for every quota.*), written in the same statement as their audit entry. */
-const CONTROL_EVENTS = new Map([['dispatch.pause', 'jobtype.paused'], ['dispatch.resume', 'jobtype.resumed'], ['quota', 'quota.changed']]);
+const CONTROL_EVENTS = new Map([
+  ['dispatch.pause', 'jobtype.paused'], ['dispatch.resume', 'jobtype.resumed'], ['quota', 'quota.changed'], ['schedule', 'schedule.changed'], ['backfill', 'backfill.changed'],
+]);
 
 /** The audit record of an operator's change to a control. */
 export function auditAction(db: Queryable, op: AuditedBy, action: string, tenantId: string | null, target: string, details: Record<string, unknown>): Promise<void> {

@@ -5,7 +5,7 @@
  *   orch:write     enqueue
  *   orch:operate   pause, resume, cancel, replay, DLQ snapshot and clear, lease release, job type settings
  *   orch:quota     quotas and boosts
- *   orch:backfill  reserved for bulk backfills (no route needs it yet)
+ *   orch:backfill  start, pause, resume, cancel and retry backfills
  *   orch:worker    claim, heartbeat and ack, for the job types the token names
  *   orch:admin     API tokens
  */

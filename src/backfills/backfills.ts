@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { OperatorAction } from '../audit/audit-log.ts';
 import { runOperatorAction } from '../audit/operator-action.ts';
@@ -29,7 +30,7 @@ export interface BackfillSpec {
   reprocess?: Reprocess;
 }
 
-export interface WindowCounts { pending: number; running: number; succeeded: number; failed: number; canceled: number; skipped: number }
+export type WindowCounts = Record<WindowState, number>;
 
 export interface Backfill {
   id: string;
@@ -59,8 +60,8 @@ export interface Backfill {
   };
 }
 
-/** One window of a plan: what a backfill would do with it, and why when it skips it. */
-export interface PlannedWindow { index: number; start: string; end: string; action: 'run' | 'skip'; reason: string | null }
+/** One window of a plan: whether a backfill would run a job for it, the state it would start in, and why when not pending. */
+export interface PlannedWindow { index: number; start: string; end: string; action: 'run' | 'skip'; state: WindowState; reason: string | null; jobId?: string }
 export interface BackfillPlan { jobType: string; windows: number; run: number; skip: number; items: PlannedWindow[] }
 
 interface BackfillRow {
@@ -111,14 +112,16 @@ export function windowValues(backfillId: string, w: { seq: number; starts: Date;
 
 /**
  * The windows of the range, and what to do with each given the windows of
- * the same tenant, job type and bounds that ran before (in another backfill
- * or a schedule): one in flight is never doubled; one that succeeded runs
- * again only with reprocess `all`; one that failed or was canceled with
- * `failed` or `all`.
+ * the same tenant, job type and bounds that came before (in another backfill
+ * or a schedule), so a second request never doubles work:
+ * - one running there is followed: this window runs on that job;
+ * - one pending there is `covered`: that backfill will run it;
+ * - one that succeeded is `skipped` (it counts as complete), unless reprocess is `all`;
+ * - one that failed or was canceled starts `failed` (retry runs it), unless reprocess is `failed` or `all`.
  */
 async function planWindows(db: Queryable, c: Checked): Promise<PlannedWindow[]> {
-  const { rows } = await db.query<{ starts_at: Date; ends_at: Date; state: WindowState; owner_id: string }>(
-    `SELECT DISTINCT ON (starts_at, ends_at) starts_at, ends_at, state, owner_id FROM orch.windows
+  const { rows } = await db.query<{ starts_at: Date; ends_at: Date; state: WindowState; owner_id: string; job_id: string | null }>(
+    `SELECT DISTINCT ON (starts_at, ends_at) starts_at, ends_at, state, owner_id, job_id::text FROM orch.windows
      WHERE tenant_id = $1 AND job_type = $2 AND starts_at >= $3 AND ends_at <= $4
      ORDER BY starts_at, ends_at, (state IN ('pending', 'running')) DESC, settled_at DESC NULLS LAST`,
     [c.tenantId, c.jobType, c.from, c.to]);
@@ -126,15 +129,20 @@ async function planWindows(db: Queryable, c: Checked): Promise<PlannedWindow[]> 
   const items: PlannedWindow[] = [];
   for (let start = c.from.getTime(), index = 0; start < c.to.getTime(); start += c.windowMs, index++) {
     const end = Math.min(start + c.windowMs, c.to.getTime());
+    const item = { index, start: new Date(start).toISOString(), end: new Date(end).toISOString() };
     const prior = before.get(`${start}/${end}`);
-    let reason: string | null = null;
-    if (prior) {
-      const where = `${prior.owner_id}`;
-      if (prior.state === 'pending' || prior.state === 'running') reason = `in flight in ${where}`;
-      else if ((prior.state === 'succeeded' || prior.state === 'skipped') && c.reprocess !== 'all') reason = `succeeded in ${where} (reprocess all runs it again)`;
-      else if ((prior.state === 'failed' || prior.state === 'canceled') && c.reprocess === 'none') reason = `${prior.state} in ${where} (reprocess failed runs it again)`;
+    const where = prior ? `${prior.owner_id}` : '';
+    if (prior?.state === 'running' && prior.job_id) {
+      items.push({ ...item, action: 'skip', state: 'running', reason: `running in ${where}: follows its job ${prior.job_id}`, jobId: prior.job_id });
+    } else if (prior?.state === 'pending' || prior?.state === 'covered') {
+      items.push({ ...item, action: 'skip', state: 'covered', reason: `pending in ${where}, which runs it` });
+    } else if ((prior?.state === 'succeeded' || prior?.state === 'skipped') && c.reprocess !== 'all') {
+      items.push({ ...item, action: 'skip', state: 'skipped', reason: `succeeded in ${where} (reprocess all runs it again)` });
+    } else if ((prior?.state === 'failed' || prior?.state === 'canceled') && c.reprocess === 'none') {
+      items.push({ ...item, action: 'skip', state: 'failed', reason: `${prior.state} in ${where} (reprocess failed runs it again; so does retry)` });
+    } else {
+      items.push({ ...item, action: 'run', state: 'pending', reason: null });
     }
-    items.push({ index, start: new Date(start).toISOString(), end: new Date(end).toISOString(), action: reason ? 'skip' : 'run', reason });
   }
   return items;
 }
@@ -143,7 +151,7 @@ const what = (action: string, tenantId: string, id: string) => ({ action, tenant
 
 /**
  * Backfills: a range of the past cut into windows, one job each, launched
- * by the window runner (src/windows/runner.ts, leader only) at most
+ * by the backfill runner (src/backfills/runner.ts, leader only) at most
  * `concurrency` at a time, in order. Every action is an operator action of
  * scope orch:backfill (reason and ticket), audited with its event.
  */
@@ -155,32 +163,32 @@ export class Backfills {
     const c = check(tenantId, spec, this.maxPayloadBytes);
     const items = await planWindows(db, c);
     const run = items.filter((i) => i.action === 'run').length;
-    return { jobType: c.jobType, windows: items.length, run, skip: items.length - run, items };
+    return { jobType: c.jobType, windows: items.length, run, skip: items.length - run, items: items.map(({ jobId: _, ...i }) => i) };
   }
 
   async create(tenantId: string, spec: BackfillSpec, op: OperatorAction): Promise<Backfill> {
     const c = check(tenantId, spec, this.maxPayloadBytes);
     await this.ledger.jobTypes.ensure([c.jobType]);
     await this.ledger.tenants.ensure([tenantId]);
-    const backfill = await runOperatorAction(this.pool, op, { action: 'backfill.create', tenantId, target: `backfill:${c.jobType}` }, async ({ client }) => {
+    const id = randomUUID();
+    await runOperatorAction(this.pool, op, what('backfill.create', tenantId, id), async ({ client }) => {
       // one plan at a time per tenant and job type, so two requests for one range cannot both decide to run a window
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`orch.backfill:${tenantId}:${c.jobType}`]);
       const items = await planWindows(client, c);
-      const { rows } = await client.query<{ id: string }>(
-        `INSERT INTO orch.backfills (tenant_id, job_type, range_from, range_to, window_ms, payload, priority, concurrency, reprocess, windows, actor, reason, ticket)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
-        [tenantId, c.jobType, c.from, c.to, c.windowMs, JSON.stringify(c.payload), c.priority, c.concurrency, c.reprocess, items.length, op.actor, op.reason, op.ticket]);
-      const id = rows[0]!.id;
       await client.query(
-        `INSERT INTO orch.windows (owner_id, seq, tenant_id, job_type, starts_at, ends_at, state, note)
-         SELECT $1, i, $2, $3, s, e, CASE WHEN n IS NULL THEN 'pending' ELSE 'skipped' END, n
-         FROM unnest($4::int[], $5::timestamptz[], $6::timestamptz[], $7::text[]) AS x(i, s, e, n)`,
-        [id, tenantId, c.jobType, items.map((i) => i.index), items.map((i) => i.start), items.map((i) => i.end), items.map((i) => i.reason)]);
+        `INSERT INTO orch.backfills (id, tenant_id, job_type, range_from, range_to, window_ms, payload, priority, concurrency, reprocess, windows, actor, reason, ticket)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+        [id, tenantId, c.jobType, c.from, c.to, c.windowMs, JSON.stringify(c.payload), c.priority, c.concurrency, c.reprocess, items.length, op.actor, op.reason, op.ticket]);
+      await client.query(
+        `INSERT INTO orch.windows (owner_id, seq, tenant_id, job_type, starts_at, ends_at, state, note, job_id)
+         SELECT $1, i, $2, $3, s, e, st, n, j FROM unnest($4::int[], $5::timestamptz[], $6::timestamptz[], $7::text[], $8::text[], $9::bigint[]) AS x(i, s, e, st, n, j)`,
+        [id, tenantId, c.jobType, items.map((i) => i.index), items.map((i) => i.start), items.map((i) => i.end), items.map((i) => i.state),
+          items.map((i) => i.reason), items.map((i) => i.jobId ?? null)]);
       const skipped = items.filter((i) => i.action === 'skip').length;
-      return { result: id, details: { id, from: c.from.toISOString(), to: c.to.toISOString(), windowMs: c.windowMs, windows: items.length, skipped, concurrency: c.concurrency, reprocess: c.reprocess } };
+      return { result: id, details: { from: c.from.toISOString(), to: c.to.toISOString(), windowMs: c.windowMs, windows: items.length, skipped, concurrency: c.concurrency, reprocess: c.reprocess } };
     });
     this.nudge();
-    return this.get(this.pool, tenantId, backfill);
+    return this.get(this.pool, tenantId, id);
   }
 
   /** pause: no new windows start (running ones finish); resume: they start again. */
@@ -215,14 +223,16 @@ export class Backfills {
     return this.get(this.pool, tenantId, id);
   }
 
-  /** Runs the failed (and canceled) windows again, as new jobs; windows that succeeded are left alone. */
+  /** Runs the failed (and canceled) windows again, as new jobs; windows that succeeded are left alone. A paused backfill stays paused. */
   async retry(tenantId: string, id: string, op: OperatorAction): Promise<Backfill> {
     await runOperatorAction(this.pool, op, what('backfill.retry', tenantId, id), async ({ client }) => {
       await lockBackfill(client, tenantId, id);
       const { rowCount } = await client.query(
         `UPDATE orch.windows SET state = 'pending', settled_at = NULL WHERE owner_id = $1 AND state IN ('failed', 'canceled')`, [id]);
       if (!rowCount) throw new LedgerError('conflict', 'state', `backfill ${id} has no failed or canceled window to retry`);
-      await client.query(`UPDATE orch.backfills SET state = 'running', finished_at = NULL, updated_at = now() WHERE id = $1`, [id]);
+      // a paused backfill stays paused (resume starts the windows); a canceled or done one runs again
+      await client.query(
+        `UPDATE orch.backfills SET state = CASE WHEN state = 'paused' THEN 'paused' ELSE 'running' END, finished_at = NULL, updated_at = now() WHERE id = $1`, [id]);
       return { result: null, details: { windows: rowCount } };
     });
     this.nudge();
@@ -248,7 +258,7 @@ export class Backfills {
   }
 }
 
-const emptyCounts = (): WindowCounts => ({ pending: 0, running: 0, succeeded: 0, failed: 0, canceled: 0, skipped: 0 });
+const emptyCounts = (): WindowCounts => ({ pending: 0, running: 0, succeeded: 0, failed: 0, canceled: 0, skipped: 0, covered: 0 });
 
 /** Windows by state, per backfill. */
 export async function windowCounts(db: Queryable, ids: string[]): Promise<Map<string, WindowCounts>> {

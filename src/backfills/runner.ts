@@ -1,4 +1,5 @@
 import { appendEvents } from '../events/envelope.ts';
+import type { Queryable } from '../ledger/db.ts';
 import { inTransaction, type Ledger } from '../ledger/ledger.ts';
 import type { Logger } from '../logging.ts';
 import { PeriodicService, type RunResult } from '../maintenance/service.ts';
@@ -13,43 +14,60 @@ const BACKFILL_BATCH = 20;
 
 /**
  * The leader-only service that moves windows along (docs/schedules.md):
- * 1. settles every window (of backfills and schedules) whose job ended, and
- *    moves the watermarks;
+ * 1. settles every window (of backfills and schedules) whose job ended;
  * 2. launches the next windows of each running backfill, in order, up to its
  *    concurrency: each window's job (idempotency key
  *    `backfill:<id>:<window>[:run<n>]`) is enqueued in the transaction that
  *    marks the window running, so a crash never loses or doubles one;
  * 3. marks a backfill with no window left to run done;
- * and publishes a `backfill.progress` event for each backfill that changed.
+ * then moves the watermarks of every schedule and backfill that changed, and
+ * publishes a `backfill.progress` event for each backfill among them.
  */
 export class BackfillRunner extends PeriodicService {
   readonly name = 'backfill-runner';
+  /** Backfills whose launch failed: logged once until they launch again. */
+  private readonly failing = new Set<string>();
 
   constructor(private readonly ledger: Ledger, intervalMs: number, log: Logger) {
     super(intervalMs, log);
   }
 
   protected async runOnce(): Promise<RunResult> {
-    const changed = new Set<string>();
+    // a window's end and the watermark it moves commit together
     const settled = await inTransaction(this.ledger.pool, async ({ client }) => {
       const owners = await settleWindows(client, SETTLE_BATCH);
-      await advanceWatermarks(client, owners.map((o) => o.ownerId));
+      await this.record(client, owners.map((o) => o.ownerId));
       return owners;
     });
-    for (const o of settled) changed.add(o.ownerId);
+    const changed = new Set<string>();
+    // only backfills with something to do: a window to start and room for it, or nothing left (done);
+    // one saturated by its concurrency never holds the others back
     const { rows } = await this.ledger.pool.query<{ id: string }>(
-      `SELECT id FROM orch.backfills WHERE state = 'running' ORDER BY created_at LIMIT $1`, [BACKFILL_BATCH]);
+      `SELECT b.id FROM orch.backfills b
+       WHERE b.state = 'running' AND (
+         EXISTS (SELECT 1 FROM orch.windows w WHERE w.owner_id = b.id AND w.state = 'pending')
+           AND (SELECT count(*) FROM orch.windows w WHERE w.owner_id = b.id AND w.state = 'running') < b.concurrency
+         OR NOT EXISTS (SELECT 1 FROM orch.windows w WHERE w.owner_id = b.id AND w.state IN ('pending', 'running')))
+       ORDER BY b.created_at LIMIT $1`, [BACKFILL_BATCH]);
     let launched = 0;
     for (const { id } of rows) {
-      const n = await this.launch(id);
-      if (n !== null) {
-        changed.add(id);
-        launched += n;
+      try {
+        const n = await this.launch(id);
+        if (n !== null) {
+          changed.add(id);
+          launched += n;
+        }
+        if (this.failing.delete(id)) this.log.info({ backfill: id }, 'backfill launches windows again');
+      } catch (err) {
+        // backpressure on its tenant, say: the others go on, and it is tried again next run
+        if (!this.failing.has(id)) this.log.warn({ err, backfill: id }, 'a backfill could not start its next windows; it is tried again');
+        this.failing.add(id);
       }
     }
-    await this.progress([...changed]);
+    // a backfill done with windows skipped (they ran before) has a watermark to move too
+    await inTransaction(this.ledger.pool, ({ client }) => this.record(client, [...changed]));
     const settledCount = settled.reduce((sum, o) => sum + o.settled, 0);
-    return { count: settledCount + launched, more: settledCount >= SETTLE_BATCH };
+    return { count: settledCount + launched, more: settledCount >= SETTLE_BATCH || rows.length === BACKFILL_BATCH };
   }
 
   /** Starts the backfill's next windows up to its concurrency; null when nothing changed. */
@@ -83,18 +101,17 @@ export class BackfillRunner extends PeriodicService {
     });
   }
 
-  /** One backfill.progress event per backfill that changed (settled, launched, finished), with its counts. */
-  private async progress(ownerIds: string[]): Promise<void> {
+  /** Moves the watermarks of these schedules and backfills, and writes a backfill.progress event with the counts of each backfill among them. */
+  private async record(client: Queryable, ownerIds: string[]): Promise<void> {
     if (ownerIds.length === 0) return;
-    await inTransaction(this.ledger.pool, async ({ client }) => {
-      const { rows } = await client.query<{ id: string; tenant_id: string; job_type: string; state: string; windows: number; watermark: Date | null }>(
-        'SELECT id, tenant_id, job_type, state, windows, watermark FROM orch.backfills WHERE id = ANY($1::uuid[])', [ownerIds]);
-      const counts = await windowCounts(client, rows.map((r) => r.id));
-      const at = new Date().toISOString();
-      await appendEvents(client, rows.map((r) => ({
-        tenantId: r.tenant_id, type: 'backfill.progress' as const, at, actor: 'system:backfill-runner', target: `backfill:${r.id}`,
-        data: { backfillId: r.id, jobType: r.job_type, state: r.state, windows: r.windows, watermark: r.watermark?.toISOString() ?? null, ...counts.get(r.id) },
-      })));
-    });
+    await advanceWatermarks(client, ownerIds);
+    const { rows } = await client.query<{ id: string; tenant_id: string; job_type: string; state: string; windows: number; watermark: Date | null }>(
+      'SELECT id, tenant_id, job_type, state, windows, watermark FROM orch.backfills WHERE id = ANY($1::uuid[])', [ownerIds]);
+    const counts = await windowCounts(client, rows.map((r) => r.id));
+    const at = new Date().toISOString();
+    await appendEvents(client, rows.map((r) => ({
+      tenantId: r.tenant_id, type: 'backfill.progress' as const, at, actor: 'system:backfill-runner', target: `backfill:${r.id}`,
+      data: { backfillId: r.id, jobType: r.job_type, state: r.state, windows: r.windows, watermark: r.watermark?.toISOString() ?? null, ...counts.get(r.id) },
+    })));
   }
 }

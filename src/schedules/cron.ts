@@ -24,14 +24,13 @@ export interface Recurrence {
   endsAt: Date | null;
 }
 
-const MINUTE = 60_000;
 const DAY = 86_400_000;
 /** Ticks looked at in one search before giving up (a pattern like "30 2 31 2 *" never matches). */
 const MAX_STEPS = 1000;
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
 
-/** Refuses a zone the runtime does not know (a typo, or an abbreviation like "CET" that is not an IANA name we accept). */
+/** Refuses a zone the runtime's time zone database does not know (a typo); its legacy names ("CET", "EST") are accepted as it reads them. */
 export function validateTimeZone(zone: string, field = 'timeZone'): void {
   try {
     formatterFor(zone);
@@ -137,6 +136,3 @@ export function ticksUpTo(r: Recurrence, first: number, now: number, keep: numbe
   if (t !== null && t <= now) t = nextTick(r, now);
   return { ticks, total, next: t };
 }
-
-/** Whole minutes are the usual unit; an interval under a second is refused by the schema. */
-export const describeEvery = (ms: number) => (ms % MINUTE === 0 ? `${ms / MINUTE}m` : `${ms / 1000}s`);

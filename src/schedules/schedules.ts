@@ -180,7 +180,8 @@ export class Schedules {
       };
       const c = check(merged, this.maxPayloadBytes);
       const now = await dbNow(client);
-      const retime = timing || 'timeZone' in patch || 'startsAt' in patch || 'endsAt' in patch;
+      // enabling a paused schedule is a resume: ticks that passed while it was paused were not wanted
+      const retime = timing || 'timeZone' in patch || 'startsAt' in patch || 'endsAt' in patch || (patch.enabled === true && !row.enabled);
       const next = retime ? firstTick(c, now, row.created_at) : row.next_tick_at;
       const { rows } = await client.query<ScheduleRow>(
         `UPDATE orch.schedules SET job_type = $2, payload = $3, priority = $4, max_attempts = $5, cron = $6, every_ms = $7, time_zone = $8,

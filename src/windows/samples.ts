@@ -19,7 +19,7 @@ export async function windowSamples(db: Queryable): Promise<WindowSamples> {
     listWatermarks(db),
     db.query<{ tenant_id: string; id: string; windows: Record<string, number> }>(
       `SELECT b.tenant_id, b.id, (SELECT jsonb_object_agg(state, n) FROM (
-         SELECT s.state, count(w.seq) AS n FROM unnest(ARRAY['pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped']) AS s(state)
+         SELECT s.state, count(w.seq) AS n FROM unnest(ARRAY['pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped', 'covered']) AS s(state)
          LEFT JOIN orch.windows w ON w.owner_id = b.id AND w.state = s.state GROUP BY s.state) c) AS windows
        FROM orch.backfills b WHERE b.state IN ('running', 'paused') OR b.finished_at > now() - interval '1 hour' OR b.updated_at > now() - interval '1 hour'`),
   ]);

@@ -12,7 +12,7 @@ export const TEMPLATE_VALUES = {
   windowStart: 'start of the window (ISO time)',
   windowEnd: 'end of the window (ISO time)',
   windowIndex: 'the window\'s position from 0',
-  /** The tick's time (a schedule); the window's end for a backfill. */
+  /** The tick's time (schedules only). */
   tick: 'the scheduled time of the tick (ISO time)',
   /** The tenant and job type's watermark when the job was made: "process from the watermark to now". */
   watermark: 'the tenant and job type\'s watermark, or null when none yet',

@@ -5,11 +5,14 @@ import { appendEvents } from '../events/envelope.ts';
  * The windows of schedules and backfills (orch.windows): each is a span of
  * time one job covers. A window is `running` from the moment its job is
  * enqueued (in the same transaction) until the job ends; the settler then
- * records how it ended and moves watermarks. A watermark is the end of the
- * longest run of windows from the first that all completed (succeeded, or
- * skipped because they had completed before); it only moves forward.
+ * records how it ended and moves watermarks. A backfill's window that ran
+ * before starts `skipped` (it succeeded), `failed` (it failed; retry runs
+ * it), `running` on the other window's job (it is running there), or
+ * `covered` (another backfill has it pending and will run it). A watermark
+ * is the end of the longest run of windows from the first that all
+ * completed (succeeded, or skipped); it only moves forward.
  */
-export const WINDOW_STATES = ['pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped'] as const;
+export const WINDOW_STATES = ['pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped', 'covered'] as const;
 export type WindowState = (typeof WINDOW_STATES)[number];
 
 /** Job states a window's job does not leave: the window settles from them. */

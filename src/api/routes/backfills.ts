@@ -1,6 +1,7 @@
 import { Type } from 'typebox';
 import { asTenantReader } from '../../auth/tenant-scope.ts';
 import { BACKFILL_STATES, MAX_WINDOWS, REPROCESS_POLICIES } from '../../backfills/backfills.ts';
+import { WINDOW_STATES } from '../../windows/windows.ts';
 import type { ApiContext, App } from '../context.ts';
 import { operatorOf } from '../operator.ts';
 import { ErrorBody, IsoTime, OneOf, JobTypeName, Nullable, TenantHeaders, TenantOperatorHeaders, Uuid } from '../schemas.ts';
@@ -18,6 +19,7 @@ const SpecBody = Type.Object({
 }, { additionalProperties: false });
 const Counts = {
   pending: Type.Integer(), running: Type.Integer(), succeeded: Type.Integer(), failed: Type.Integer(), canceled: Type.Integer(), skipped: Type.Integer(),
+  covered: Type.Integer({ description: 'Windows another backfill has pending and will run.' }),
 };
 const BackfillSchema = Type.Object({
   id: Type.String(), tenantId: Type.String(), jobType: Type.String(), from: IsoTime, to: IsoTime, windowMs: Type.Integer(), payload: Type.Unknown(),
@@ -28,7 +30,7 @@ const BackfillSchema = Type.Object({
 });
 const PlanSchema = Type.Object({
   jobType: Type.String(), windows: Type.Integer(), run: Type.Integer(), skip: Type.Integer(),
-  items: Type.Array(Type.Object({ index: Type.Integer(), start: IsoTime, end: IsoTime, action: OneOf(['run', 'skip'] as const), reason: Nullable(Type.String()) })),
+  items: Type.Array(Type.Object({ index: Type.Integer(), start: IsoTime, end: IsoTime, action: OneOf(['run', 'skip'] as const), state: OneOf(WINDOW_STATES, 'The state the window would start in.'), reason: Nullable(Type.String()) })),
 });
 const Responses = { 200: BackfillSchema, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 const params = Type.Object({ id: Uuid });

@@ -49,7 +49,7 @@ export function registerBackfillCommands(program: Command): void {
     .requiredOption('--window <duration>', 'window length (e.g. 1h, 1d)')
     .option('--concurrency <n>', 'windows in flight at once (default 1)')
     .addOption(new Option('--reprocess <policy>', 'windows of the same bounds that ran before: none (default), failed, all').choices(REPROCESS))
-    .option('--payload <json>', 'payload template; strings may use {{windowStart}} {{windowEnd}} {{windowIndex}} {{watermark}} {{backfillId}}')
+    .option('--payload <json>', 'payload template; strings may use {{windowStart}} {{windowEnd}} {{windowIndex}} {{watermark}} {{now}} {{backfillId}}')
     .option('--priority <n>', 'priority of each window\'s job (0..1000)')
     .option('--dry-run', 'show the windows, which would run and which would be skipped and why; enqueue nothing')
     .option('--follow', 'stay and show progress until it ends')
@@ -66,7 +66,7 @@ export function registerBackfillCommands(program: Command): void {
         const plan = await client.planBackfill(spec);
         if (output === 'json') return print(output, plan, [], []);
         process.stdout.write(`${plan.windows} windows: ${plan.run} would run, ${plan.skip} would be skipped\n`);
-        print('table', null, plan.items, ['index', 'start', 'end', 'action', 'reason']);
+        print('table', null, plan.items, ['index', 'start', 'end', 'action', 'state', 'reason']);
         return;
       }
       if (!o.reason || !o.ticket) throw new CliError('a backfill needs --reason and --ticket (or --dry-run to see its plan)');

@@ -4,7 +4,9 @@ import { CliError, print } from '../output.ts';
 import { clientFor, duration, integer, json } from './jobs.ts';
 
 const COLUMNS = ['name', 'jobType', 'when', 'timeZone', 'enabled', 'catchUp', 'nextTickAt', 'lastTickAt', 'ticks', 'missedTicks', 'watermark'];
-const row = (s: Schedule) => ({ ...s, when: s.cron ?? `every ${s.everyMs! / 1000}s` });
+/** An interval as people write it: 15m, 1h, 90s. */
+const every = (ms: number) => (ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : `${ms / 1000}s`);
+const row = (s: Schedule) => ({ ...s, when: s.cron ?? `every ${every(s.everyMs!)}` });
 const CATCH_UP = ['skip', 'latest', 'all'] as const;
 
 interface SpecOptions {
@@ -37,7 +39,7 @@ function specOptions(cmd: Command): Command {
     .option('--tz <zone>', 'IANA time zone the cron expression is read in (default UTC)')
     .addOption(new Option('--catch-up <policy>', 'ticks missed while no server ran: skip, latest (run the latest once; default), all').choices(CATCH_UP))
     .option('--catch-up-max <n>', 'with --catch-up all: at most this many missed ticks run (default 100)')
-    .option('--payload <json>', 'payload template; strings may use {{windowStart}} {{windowEnd}} {{tick}} {{watermark}} {{now}} {{scheduleName}}')
+    .option('--payload <json>', 'payload template; strings may use {{windowStart}} {{windowEnd}} {{windowIndex}} {{tick}} {{watermark}} {{now}} {{scheduleName}}')
     .option('--priority <n>', 'priority of each job (0..1000)')
     .option('--max-attempts <n>', 'attempts of each job before dead-lettering')
     .option('--starts-at <time>', 'no tick before this (ISO time); interval ticks count from it')
