@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadConfig } from '../src/config/config.ts';
 import type { ControlPlane } from '../src/control-plane.ts';
@@ -10,7 +14,7 @@ import { sample } from '../src/metrics/exposition.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { httpClient } from './helpers/http.ts';
 import { kill } from './helpers/processes.ts';
-import { eventually, runCli, spawnServer, startTestServer } from './helpers/server.ts';
+import { eventually, REPO_ROOT, runCli, spawnServer, startTestServer } from './helpers/server.ts';
 
 /**
  * Schedules: one job per tick, exactly once across replicas, restarts and
@@ -311,4 +315,27 @@ test('a scheduled job runs on a worker like any other', async () => {
   }, 10_000, 'the schedule\'s watermark');
   assert.ok(seen.includes(s.watermark), 'the watermark is the end of a window that succeeded');
   await api('POST', '/schedules/worked/pause');
+});
+
+test('the shipped example (examples/probe-schedule): the daily probe schedule runs the probe worker, which writes status.txt', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'orch-probe-schedule-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const out = path.join(dir, 'status.txt');
+  const created = await api('POST', '/schedules', { body: { name: 'daily-probe', jobType: 'orch-probe', cron: '0 6 * * *', timeZone: 'UTC', payload: { tick: '{{tick}}' } } });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  assert.match(created.body.nextTickAt, /T06:00:00\.000Z$/);
+  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/probe-schedule/worker.ts', '--out', out, '--timeout', '3s'], {
+    cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ORCH_API_URL: plane.url, ORCH_TENANT: TENANT, ORCH_DATABASE_URL: '', ORCH_MONGO_URL: '', ORCH_NATS_URL: '' },
+  });
+  cleanups.push(() => kill(child, 'SIGKILL'));
+  const { jobId } = (await api('POST', '/schedules/daily-probe/trigger')).body;
+  const job = await eventually(async () => {
+    const r = await api('GET', `/jobs/${jobId}`);
+    return r.body.job.state === 'succeeded' && r.body.job;
+  }, 30_000, 'the probe job succeeded');
+  assert.equal(job.result.ok, true, JSON.stringify(job.result));
+  assert.equal(job.result.tick, job.payload.tick);
+  assert.match(await readFile(out, 'utf8'), /^orchestrator\s+ok\b/m);
+  await kill(child, 'SIGTERM');
 });
