@@ -105,6 +105,13 @@ describe('a backfill', () => {
     assert.deepEqual(seen.map((l) => l.idempotencyKey).sort(), [0, 1, 2, 3, 4, 5].map((n) => `backfill:${id}:${n}`).sort());
     const marks = (await api('GET', '/watermarks?jobType=bf-run')).body.watermarks;
     assert.deepEqual(marks.map((m: { watermark: string }) => m.watermark), ['2026-11-01T06:00:00.000Z']);
+    // a schedule reads it: "process from the watermark to now"
+    await api('POST', '/schedules', { body: { name: 'after-backfill', jobType: 'bf-run', cron: '0 0 1 1 *', payload: { from: '{{watermark}}', to: '{{now}}' } } });
+    const { jobId } = (await api('POST', '/schedules/after-backfill/trigger')).body;
+    const next = (await api('GET', `/jobs/${jobId}`)).body.job;
+    assert.equal(next.payload.from, '2026-11-01T06:00:00.000Z');
+    assert.ok(Date.parse(next.payload.to) > Date.parse(next.payload.from));
+    assert.equal((await api('POST', `/jobs/${jobId}/cancel`)).status, 200);
     const { rows: events } = await db.pool.query(
       `SELECT e->>'type' AS type, e->'data' AS data FROM orch.outbox, jsonb_array_elements(events) e WHERE e->>'target' IN ($1, 'watermark:bf-run')`, [`backfill:${id}`]);
     assert.ok(events.some((e) => e.type === 'backfill.progress' && e.data.state === 'done' && e.data.succeeded === 6), 'a progress event for the end');
