@@ -406,6 +406,16 @@ async function startLoad(): Promise<void> {
   const released = await client('dash_globex').releaseLeases({ jobIds: [stalled[0]!.jobId] }, WHY);
   assert.equal(released.released, 1);
 
+  // A schedule ticking every second (tick lag, missed ticks at 0, its windows move a watermark) and a backfill of the
+  // last hour in 5-minute windows (backfill windows by state), both of dash_acme's dash_ingest, whose worker succeeds.
+  const acme = client('dash_acme');
+  await acme.createSchedule('dash-every-second', { jobType: 'dash_ingest', everyMs: 1000, payload: { mode: 'ok', from: '{{windowStart}}', to: '{{windowEnd}}' } }, WHY);
+  const hour = Math.floor(Date.now() / 3_600_000) * 3_600_000;
+  await acme.createBackfill({
+    jobType: 'dash_ingest', from: new Date(hour - 3_600_000).toISOString(), to: new Date(hour).toISOString(), windowMs: 300_000, concurrency: 2,
+    payload: { mode: 'ok', from: '{{windowStart}}', to: '{{windowEnd}}' },
+  }, WHY);
+
   // Steady load: every 250 ms a batch per tenant with both job types; every 10th tick a batch over the backpressure limit.
   const n = new Map<string, number>();
   let tick = 0;

@@ -342,8 +342,11 @@ test('every command line of the runbook runs against a live server and does what
 
   const ctx = {
     type: render, tenant: DRILL_TENANT, jobId: retrying!.jobId, workerId: 'render-w2', errorClass: 'UpstreamTimeout',
-    snapshotId: '', pid: 0, backupFile: '', backupCounts: '',
+    snapshotId: '', pid: 0, backupFile: '', backupCounts: '', schedule: 'hourly-export', start: '', end: '', missed: 0,
   };
+  // ScheduleMissedTicks: an hourly schedule of its own job type (no worker takes it), its payload a window template
+  const scheduleType = 'export';
+  const schedulePayload = { from: '{{windowStart}}', to: '{{windowEnd}}', report: 'usage' };
   let blocker: pg.Client | null = null;
   let waiter: { client: pg.Client; done: Promise<unknown> } | null = null;
   /** Ends the LeaseStall sessions: an open transaction would hold back the outbox relay, and every event after it. */
@@ -387,6 +390,21 @@ test('every command line of the runbook runs against a live server and does what
       await eventually(async () => (await api.listLeases({ jobType: render })).leases.find((l) => l.jobId === stuckLease!.jobId)?.stuck, 10_000, 'the silent lease to count as stuck');
     },
     OrchestratorBackpressure: async () => { ctx.type = thumb; },
+    OrchestratorScheduleMissedTicks: async () => {
+      // the last tick fired at the hour 4 hours ago, then no server ran: of the ticks since (3 hours ago up to this
+      // hour), the scheduler fires the latest late one (catch-up latest) and this hour's when it is still within the
+      // grace, and counts the rest missed (2 or 3); the hourly windows of the gap are START..END
+      await api.createSchedule(ctx.schedule, { jobType: scheduleType, cron: '0 * * * *', payload: schedulePayload }, seeding);
+      const hour = Math.floor(Date.now() / 3_600_000) * 3_600_000;
+      ctx.start = new Date(hour - 4 * 3_600_000).toISOString();
+      ctx.end = new Date(hour - 3_600_000).toISOString();
+      // (as if created a day ago: ticks count from the schedule's creation)
+      await q(`UPDATE orch.schedules SET created_at = now() - interval '1 day', last_tick_at = $3, next_tick_at = $4 WHERE tenant_id = $1 AND name = $2`,
+        [DRILL_TENANT, ctx.schedule, ctx.start, new Date(hour - 3 * 3_600_000).toISOString()]);
+      ctx.missed = await eventually(async () => (await api.getSchedule(ctx.schedule)).missedTicks, 10_000, 'the scheduler to count the missed ticks');
+      assert.ok(ctx.missed >= 2, `${ctx.missed} missed ticks`);
+      ctx.type = scheduleType;
+    },
   };
   // What a single line needs first.
   const lineSetup: Record<string, () => Promise<void>> = {
@@ -407,6 +425,7 @@ test('every command line of the runbook runs against a live server and does what
       .replace(/\bTENANT\b/g, ctx.tenant).replace(/\bTYPE\b/g, ctx.type).replace(/\bJOB_ID\b/g, ctx.jobId)
       .replace(/\bSNAPSHOT_ID\b/g, ctx.snapshotId).replace(/\bWORKER_ID\b/g, ctx.workerId).replace(/\bCLASS\b/g, ctx.errorClass)
       .replace(/\bPID\b/g, String(ctx.pid)).replace(/\bFILE\b/g, ctx.backupFile).replace('[OUT_DIR]', 'backups')
+      .replace(/\bSCHEDULE\b/g, ctx.schedule).replace(/\bSTART\b/g, ctx.start).replace(/\bEND\b/g, ctx.end).replace(/\bPAYLOAD\b/g, JSON.stringify(schedulePayload))
       .replace('/srv/orch', deploy).replace(/ticket \.\.\."/g, 'ticket INC-123"').replace(/--reason \.\.\./g, '--reason "runbook drill"');
     assert.doesNotMatch(filled, /\.\.\.|\b[A-Z]+_ID\b|\bPID\b|\[[A-Z_]+\]/, `"${text}": a placeholder the drill cannot fill`);
     return filled;
@@ -591,6 +610,57 @@ test('every command line of the runbook runs against a live server and does what
       assert.equal(quota?.boost, null);
       assert.equal(quota?.maxActive, 2);
       assert.deepEqual(await claim('thumb-w', thumb, 5), [], 'back under the cap of 2');
+    },
+    'orch schedules list': async (text) => {
+      const r = await ok(fill(text));
+      const row = tableRows(r.stdout, 'NAME').find((x) => x[0] === ctx.schedule);
+      assert.equal(row?.[9], String(ctx.missed), `the schedule is listed with its missed ticks (column missedTicks):\n${r.stdout}`);
+      const exported = sample(await (await fetch(`${server.url}/metrics`)).text(), 'orchestrator_schedule_missed_ticks_total', { tenant: DRILL_TENANT, schedule: ctx.schedule });
+      assert.equal(exported, ctx.missed, 'what OrchestratorScheduleMissedTicks reads');
+    },
+    'orch schedules show': async (text) => {
+      const r = await ok(fill(text));
+      const row = tableRows(r.stdout, 'NAME')[0];
+      assert.deepEqual([row?.[0], row?.[1]], [ctx.schedule, scheduleType], r.stdout);
+      assert.match(r.stdout, /\{\{windowStart\}\}/, `the payload template is shown:\n${r.stdout}`);
+    },
+    'orch schedules trigger': async (text) => {
+      const filled = fill(text);
+      const before = await api.getSchedule(ctx.schedule);
+      const r = await ok(filled);
+      const m = /^schedule (\S+): job (\d+) enqueued$/m.exec(r.stdout);
+      assert.equal(m?.[1], ctx.schedule, r.stdout);
+      const { job } = await api.getJob(m![2]!);
+      assert.equal(job.jobType, scheduleType);
+      assert.equal((job.payload as { from: string }).from, before.lastTickAt, 'its window starts at the last tick');
+      const after = await api.getSchedule(ctx.schedule);
+      assert.deepEqual([after.nextTickAt, after.ticks], [before.nextTickAt, before.ticks], 'the ticks are unchanged');
+      assert.ok((await api.listAudit({ action: 'schedule.trigger' })).entries.some((e) => e.reason === flag(filled, '--reason')), 'audited with its reason');
+    },
+    'orch backfill create': async (text) => {
+      const filled = fill(text);
+      const before = new Set((await api.listBackfills()).map((b) => b.id));
+      const r = await ok(filled);
+      const created = (await api.listBackfills()).filter((b) => !before.has(b.id));
+      if (shellWords(filled).includes('--dry-run')) {
+        assert.match(r.stdout, /^3 windows: 3 would run, 0 would be skipped$/m, r.stdout);
+        assert.deepEqual(created, [], 'a dry run starts nothing');
+        return;
+      }
+      assert.equal(created.length, 1, r.stdout);
+      const b = created[0]!;
+      assert.deepEqual({ jobType: b.jobType, from: b.from, to: b.to, windows: b.windows, payload: b.payload, reason: b.reason, ticket: b.ticket },
+        { jobType: scheduleType, from: ctx.start, to: ctx.end, windows: 3, payload: schedulePayload, reason: flag(filled, '--reason'), ticket: flag(filled, '--ticket') });
+      // the first window's job is enqueued with the window in its payload
+      await eventually(async () => (await q('SELECT 1 FROM orch.jobs WHERE tenant_id = $1 AND job_type = $2 AND payload = $3::jsonb',
+        [DRILL_TENANT, scheduleType, JSON.stringify({ from: ctx.start, to: new Date(Date.parse(ctx.start) + 3_600_000).toISOString(), report: 'usage' })])).length === 1,
+      10_000, 'the first window\'s job');
+    },
+    'orch schedules update': async (text) => {
+      const filled = fill(text);
+      await ok(filled);
+      assert.equal((await api.getSchedule(ctx.schedule)).catchUp, flag(filled, '--catch-up'));
+      assert.ok((await api.listAudit({ action: 'schedule.update' })).entries.some((e) => e.reason === flag(filled, '--reason')), 'audited with its reason');
     },
     promtool: async (text) => assert.match((await ok(fill(text))).stdout, /SUCCESS/),
     'scripts/orchestrator/probe.sh': probe,
