@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ControlPlane } from '../src/control-plane.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { startTestServer } from './helpers/server.ts';
+import { eventually, startTestServer } from './helpers/server.ts';
 import { httpClient } from './helpers/http.ts';
 
 const BASE = '/api/v1/orchestrator';
@@ -148,12 +148,20 @@ interface Case {
   state: () => Promise<unknown>;
 }
 
-/** Every operator route (scopes orch:operate and orch:quota), by its OpenAPI template. */
+/** Every operator route (scopes orch:operate, orch:quota and orch:backfill), by its OpenAPI template. */
 function cases(): Map<string, Case> {
   const quota = `/quotas/${T2}/aq_type`;
   const quotaRow = async () => (await db.pool.query('SELECT max_active, boost_until IS NOT NULL AS boosted FROM orch.quotas WHERE tenant_id = $1 AND job_type = $2', [T2, 'aq_type'])).rows[0] ?? null;
   const pauseRow = async (tenant: string, type: string) => (await db.pool.query<{ n: number }>(
     'SELECT count(*)::int AS n FROM orch.dispatch_pauses WHERE tenant_id = $1 AND job_type = $2', [tenant, type])).rows[0]!.n;
+  const scheduleRow = async () => (await db.pool.query(
+    `SELECT cron, enabled, next_tick_at FROM orch.schedules WHERE tenant_id = $1 AND name = 'aud-sched'`, [T2])).rows[0] ?? null;
+  const backfillId = async () => (await db.pool.query<{ id: string }>('SELECT id FROM orch.backfills WHERE tenant_id = $1', [T2])).rows[0]!.id;
+  // the backfill's state and its windows waiting to start (concurrency 1 and no worker: after the first, the runner
+  // starts none while these cases run; a canceled window's job settling in the background is not counted)
+  const backfillRow = async () => (await db.pool.query(
+    `SELECT b.state, (SELECT count(*)::int FROM orch.windows w WHERE w.owner_id = b.id AND w.state = 'pending') AS pending
+     FROM orch.backfills b WHERE b.tenant_id = $1`, [T2])).rows[0] ?? null;
   let cancelId = '';
   let releaseId = '';
   let clearIds: string[] = [];
@@ -242,6 +250,33 @@ function cases(): Map<string, Case> {
     }],
     ['POST /quotas/{tenantId}/{jobType}/restore', { action: 'quota.restore', request: async () => ({ method: 'POST', path: `${quota}/restore`, ticket: true }), state: quotaRow }],
     ['DELETE /quotas/{tenantId}/{jobType}', { action: 'quota.delete', request: async () => ({ method: 'DELETE', path: quota, ticket: true }), state: quotaRow }],
+    ['POST /schedules', {
+      action: 'schedule.create', request: async () => ({ method: 'POST', path: '/schedules', body: { name: 'aud-sched', jobType: 'a_sched', cron: '0 3 * * *' } }), state: scheduleRow,
+    }],
+    ['PATCH /schedules/{name}', { action: 'schedule.update', request: async () => ({ method: 'PATCH', path: '/schedules/aud-sched', body: { cron: '0 4 * * *' } }), state: scheduleRow }],
+    ['POST /schedules/{name}/pause', { action: 'schedule.pause', request: async () => ({ method: 'POST', path: '/schedules/aud-sched/pause' }), state: scheduleRow }],
+    ['POST /schedules/{name}/resume', { action: 'schedule.resume', request: async () => ({ method: 'POST', path: '/schedules/aud-sched/resume' }), state: scheduleRow }],
+    ['POST /schedules/{name}/trigger', {
+      action: 'schedule.trigger', request: async () => ({ method: 'POST', path: '/schedules/aud-sched/trigger' }),
+      state: async () => (await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM orch.jobs WHERE tenant_id = $1 AND job_type = 'a_sched'`, [T2])).rows[0]!.n,
+    }],
+    ['DELETE /schedules/{name}', { action: 'schedule.delete', request: async () => ({ method: 'DELETE', path: '/schedules/aud-sched' }), state: scheduleRow }],
+    ['POST /backfills', {
+      action: 'backfill.create',
+      request: async () => ({ method: 'POST', path: '/backfills', body: { jobType: 'a_backfill', from: '2026-01-01T00:00:00Z', to: '2026-01-01T03:00:00Z', windowMs: 3_600_000 }, ticket: true }),
+      state: async () => (await db.pool.query('SELECT id, state FROM orch.backfills WHERE tenant_id = $1', [T2])).rows,
+    }],
+    ['POST /backfills/{id}/pause', {
+      action: 'backfill.pause',
+      request: async () => {
+        await eventually(async () => (await backfillRow())?.pending === 2, 10_000, 'the runner to start the first window');
+        return { method: 'POST', path: `/backfills/${await backfillId()}/pause`, ticket: true };
+      },
+      state: backfillRow,
+    }],
+    ['POST /backfills/{id}/resume', { action: 'backfill.resume', request: async () => ({ method: 'POST', path: `/backfills/${await backfillId()}/resume`, ticket: true }), state: backfillRow }],
+    ['POST /backfills/{id}/cancel', { action: 'backfill.cancel', request: async () => ({ method: 'POST', path: `/backfills/${await backfillId()}/cancel`, ticket: true }), state: backfillRow }],
+    ['POST /backfills/{id}/retry', { action: 'backfill.retry', request: async () => ({ method: 'POST', path: `/backfills/${await backfillId()}/retry`, ticket: true }), state: backfillRow }],
   ]);
 }
 
@@ -264,7 +299,7 @@ describe('every operator route: one entry, or no change at all', () => {
       paths: Record<string, Record<string, { security?: { bearer?: string[] }[] }>>;
     };
     const operatorRoutes = Object.entries(doc.paths).flatMap(([p, methods]) => Object.entries(methods)
-      .filter(([, op]) => ['orch:operate', 'orch:quota'].includes(op.security?.[0]?.bearer?.[0] ?? ''))
+      .filter(([, op]) => ['orch:operate', 'orch:quota', 'orch:backfill'].includes(op.security?.[0]?.bearer?.[0] ?? ''))
       .map(([m]) => `${m.toUpperCase()} ${p.slice(BASE.length)}`));
     assert.deepEqual(operatorRoutes.filter((r) => !plan.has(r)), [], 'operator routes this test does not cover');
     assert.ok(operatorRoutes.includes('PUT /jobtypes/{name}'), 'defining a job type is an operator action');
