@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { ControlPlane } from '../src/control-plane.ts';
 import type { Lease } from '../src/ledger/types.ts';
@@ -295,4 +296,21 @@ describe('batches', () => {
     const r = await send('POST', `${BASE}/jobs/batch`, { json: { jobs } });
     rejected(r, { status: 400, field: 'jobs[5].payload' }, 'unstorable payload in item 5');
   }));
+});
+
+test('headers over the size limit: 431 in the API error shape, the connection closed and said so, the next request on the same client served', async () => {
+  const huge = await send('GET', `${BASE}/jobs`, { headers: { 'x-padding': 'p'.repeat(20_000) } });
+  assert.equal(huge.status, 431);
+  assert.deepEqual((JSON.parse(huge.text) as ErrorBody).error, { code: 'headers_too_large', message: 'the request headers are too large', field: 'headers' });
+  // the same keep-alive pool again, many times: a socket the server closed is never reused
+  const statuses = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0
+    ? send('GET', `${BASE}/jobs`, { headers: { 'x-padding': 'p'.repeat(20_000) } })
+    : send('GET', `${BASE}/jobs/${queuedId}`)).then((r) => r.status)));
+  assert.deepEqual([...new Set(statuses)].sort(), [200, 431]);
+  const raw = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(Number(new URL(plane.url).port), '127.0.0.1', () => socket.end(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: ${'p'.repeat(20_000)}\r\n\r\n`));
+    let text = '';
+    socket.on('data', (d) => (text += d)).on('end', () => resolve(text)).on('error', reject);
+  });
+  assert.match(raw, /^HTTP\/1\.1 431 [^\r]*\r\n(?:[^\r]+\r\n)*Connection: close\r\n/);
 });

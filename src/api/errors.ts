@@ -71,3 +71,23 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
   request.log.error({ err }, 'request failed');
   return send(reply, 500, 'internal', null, 'internal error');
 }
+
+/**
+ * A request the HTTP parser refused (headers over the size limit, a
+ * malformed request line) in the API's error shape. The connection is closed
+ * after it, and the response says so: without `Connection: close` a client
+ * would keep the socket for its next request and find it gone.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, message, field] = err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'headers_too_large', 'the request headers are too large', 'headers']
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'timeout', 'the request took too long to arrive', null]
+    : [400, 'bad_request', 'the request is not valid HTTP', null];
+  const body = JSON.stringify({ error: { code, message, field } });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  }
+  socket.destroy();
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };

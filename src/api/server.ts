@@ -8,7 +8,7 @@ import type { Logger } from '../logging.ts';
 import type { ApiContext, App } from './context.ts';
 import { API_BASE } from '../wire.ts';
 import { installAuth } from './auth.ts';
-import { ApiError, errorHandler } from './errors.ts';
+import { ApiError, clientErrorHandler, errorHandler } from './errors.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { bridgeRoutes } from './routes/bridge.ts';
 import { controlRoutes } from './routes/controls.ts';
@@ -33,6 +33,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     return503OnClosing: true,
     // request ids name audit entries and log lines: unique across restarts, and returned to the caller
     genReqId: () => randomUUID(),
+    clientErrorHandler,
     // errors of the router itself (bad URL encoding, an overlong path parameter) in the API's error shape, without echoing the URL
     frameworkErrors: (error, _request, reply) => {
       const status = typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400;
