@@ -193,7 +193,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const app = await buildApi({
       config, ledger, dispatcher, pauses: new Pauses(pool), quotas, metrics, recovery, events: { stream }, readiness, auth: { authenticator, tokens },
       cluster: { status: () => clusterStatus(db, config.cluster.leaderRenewMs) },
-      schedules: new Schedules(pool, ledger, config.maxPayloadBytes),
+      schedules: new Schedules(pool, ledger, config.maxPayloadBytes, () => elector.nudgeLeaderService('scheduler')),
       backfills: new Backfills(pool, ledger, config.maxPayloadBytes, () => elector.nudgeLeaderService('backfill-runner')),
     }, log);
     await app.listen({ host: config.httpHost, port: config.httpPort }).catch(async (err: unknown) => {

@@ -133,6 +133,21 @@ describe('ticks', () => {
   });
 });
 
+test('the scheduler wakes up for the next tick: with a one-minute scan interval, a one-second schedule still ticks every second', async () => {
+  const own = await createTestDatabase();
+  cleanups.push(() => own.drop());
+  const base = loadConfig({ ORCH_LEASE_GRACE_MS: '0' });
+  const slow = await startTestServer(own.url, { maintenance: { ...base.maintenance, schedulerIntervalMs: 60_000 } });
+  cleanups.push(() => slow.stop());
+  const client = httpClient(() => slow.url, '/api/v1/orchestrator', { tenant: TENANT, reason: 'wake-up' });
+  const r = await client('POST', '/schedules', { body: { name: 'wakes', jobType: 'report', everyMs: 1000 } });
+  assert.equal(r.status, 201);
+  // the create nudges the scheduler, whose run finds nothing due yet: only its wake-up for each next tick fires these
+  await eventually(async () => (await tickJobs(own.pool, r.body.id)).length >= 3, 15_000, 'three ticks well within the scan interval');
+  assertContiguous((await tickJobs(own.pool, r.body.id)).map((j) => j.tick), 1000);
+  await slow.stop();
+});
+
 describe('catch-up after ticks were missed', () => {
   test('skip fires none of the late ticks, latest one, all at most catchUpMax; the rest are counted missed', async () => {
     const startsAt = new Date(Math.floor(Date.now() / 1000) * 1000 - 3_600_000).toISOString();

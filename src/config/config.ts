@@ -108,7 +108,7 @@ export const ConfigSchema = Type.Object({
     replayRunnerIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     outboxRelayIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
     outboxPrunerIntervalMs: Type.Integer({ minimum: 10, maximum: 3_600_000 }),
-    /** How often the scheduler looks for due ticks: a tick fires within about this much of its time. */
+    /** How often the scheduler looks for due ticks; it also wakes up for the next tick due sooner. */
     schedulerIntervalMs: Type.Integer({ minimum: 10, maximum: 60_000 }),
     /** A tick at most this late still fires whatever the catch-up policy; older ones were missed (docs/schedules.md). */
     scheduleGraceMs: Type.Integer({ minimum: 0, maximum: 86_400_000 }),

@@ -7,6 +7,8 @@ export interface RunResult {
   count: number;
   /** True when the run stopped at its batch limit, so another run should follow at once. */
   more: boolean;
+  /** Work falls due sooner than the interval (a schedule's next tick): run again after this many ms. */
+  nextInMs?: number;
 }
 
 /** While runs fail, the wait before the next grows from this, doubling, to at most RETRY_MAX_MS (never below the interval). */
@@ -94,6 +96,7 @@ export abstract class PeriodicService extends EventEmitter {
         this.emit('recovered');
       }
       if (result.more || this.nudged) next = 0;
+      else if (result.nextInMs !== undefined) next = Math.max(0, Math.min(next, result.nextInMs));
       this.emit('run', result);
     } catch (err) {
       this.failures++;

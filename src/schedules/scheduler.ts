@@ -59,7 +59,12 @@ export class Scheduler extends PeriodicService {
         this.failing.add(id);
       }
     }
-    return { count: fired, more: rows.length === BATCH && fired > 0 };
+    // wake up for the next tick if it falls due before the next scan: ticks fire on time, not up to an interval late
+    const { rows: [soonest] } = await this.ledger.pool.query<{ ms: number | null }>(
+      `SELECT (extract(epoch FROM min(next_tick_at) - now()) * 1000)::float8 AS ms FROM orch.schedules WHERE enabled AND next_tick_at IS NOT NULL`);
+    // (one still due now is one that failed: it waits for the interval like any retry, not a busy loop)
+    const ms = soonest?.ms ?? null;
+    return { count: fired, more: rows.length === BATCH && fired > 0, ...(ms !== null && ms > 0 ? { nextInMs: Math.ceil(ms) } : {}) };
   }
 
   /** Fires one schedule's due ticks in one transaction; returns how many enqueued a job. */

@@ -143,12 +143,13 @@ const what = (action: string, tenantId: string, name: string) => ({ action, tena
  * fired by the Scheduler (src/schedules/scheduler.ts), on the leader only.
  */
 export class Schedules {
-  constructor(private readonly pool: pg.Pool, private readonly ledger: Ledger, private readonly maxPayloadBytes: number) {}
+  /** `nudge` tells the scheduler a schedule changed, so a next tick sooner than its next scan is not missed by it. */
+  constructor(private readonly pool: pg.Pool, private readonly ledger: Ledger, private readonly maxPayloadBytes: number, private readonly nudge: () => void) {}
 
   async create(tenantId: string, name: string, spec: ScheduleSpec, op: OperatorAction): Promise<Schedule> {
     if (!NAME_RE.test(name)) throw new LedgerError('invalid', 'name', `name "${name.slice(0, 80)}" must match ${SCHEDULE_NAME_PATTERN}`);
     const c = check(spec, this.maxPayloadBytes);
-    return runOperatorAction(this.pool, op, what('schedule.create', tenantId, name), async ({ client }) => {
+    const created = await runOperatorAction(this.pool, op, what('schedule.create', tenantId, name), async ({ client }) => {
       const now = await dbNow(client);
       const next = firstTick(c, now, now);
       const { rows } = await client.query<ScheduleRow>(
@@ -161,11 +162,13 @@ export class Schedules {
       if (!rows[0]) throw new LedgerError('conflict', 'name', `tenant ${tenantId} already has a schedule named ${name}`);
       return { result: toSchedule(rows[0]), details: { jobType: c.spec.jobType, cron: c.spec.cron, everyMs: c.spec.everyMs, timeZone: c.spec.timeZone } };
     });
+    this.nudge();
+    return created;
   }
 
   /** Changes the fields given; a change of timing moves the next tick to the first one after now. */
   async update(tenantId: string, name: string, patch: Partial<ScheduleSpec>, op: OperatorAction): Promise<Schedule> {
-    return runOperatorAction(this.pool, op, what('schedule.update', tenantId, name), async ({ client }) => {
+    const updated = await runOperatorAction(this.pool, op, what('schedule.update', tenantId, name), async ({ client }) => {
       const row = await lockSchedule(client, tenantId, name);
       const current = toSchedule(row);
       const timing = 'cron' in patch || 'everyMs' in patch;
@@ -191,6 +194,8 @@ export class Schedules {
           c.startsAt, c.endsAt, c.spec.enabled, c.spec.catchUp, c.spec.catchUpMax, next]);
       return { result: toSchedule(rows[0]!), details: { changed: Object.keys(patch) } };
     });
+    this.nudge();
+    return updated;
   }
 
   /**
@@ -198,7 +203,7 @@ export class Schedules {
    * they were not wanted). Resume: the next tick is the first after now.
    */
   async setEnabled(tenantId: string, name: string, enabled: boolean, op: OperatorAction): Promise<Schedule> {
-    return runOperatorAction(this.pool, op, what(enabled ? 'schedule.resume' : 'schedule.pause', tenantId, name), async ({ client }) => {
+    const changed = await runOperatorAction(this.pool, op, what(enabled ? 'schedule.resume' : 'schedule.pause', tenantId, name), async ({ client }) => {
       const row = await lockSchedule(client, tenantId, name);
       const now = await dbNow(client);
       const next = enabled && !row.enabled ? nextTick(recurrenceOf(row), now.getTime()) : row.next_tick_at?.getTime() ?? null;
@@ -207,6 +212,8 @@ export class Schedules {
         [row.id, enabled, next === null ? null : new Date(next)]);
       return { result: toSchedule(rows[0]!), details: {} };
     });
+    this.nudge();
+    return changed;
   }
 
   /** Removes the schedule and its windows; jobs it made stay, and so does the watermark of its tenant and job type. */
