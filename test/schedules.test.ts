@@ -13,7 +13,8 @@ import { createLogger } from '../src/logging.ts';
 import { sample } from '../src/metrics/exposition.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { httpClient } from './helpers/http.ts';
-import { kill } from './helpers/processes.ts';
+import { alive, kill } from './helpers/processes.ts';
+import { TcpProxy } from './helpers/tcp-proxy.ts';
 import { eventually, REPO_ROOT, runCli, spawnServer, startTestServer } from './helpers/server.ts';
 
 /**
@@ -309,6 +310,33 @@ describe('exactly once across replicas and restarts', () => {
     assert.equal(rows[0]!.missed_ticks, '0');
     await kill(second.child, 'SIGTERM');
   });
+});
+
+test('a database outage: schedule routes answer 503, the server survives, and after it every tick has exactly one job', async () => {
+  const own = await createTestDatabase();
+  cleanups.push(() => own.drop());
+  const { proxy, url: viaProxy } = await TcpProxy.inFrontOf(own.url);
+  cleanups.push(() => proxy.close());
+  const server = await spawnServer({ ORCH_DATABASE_URL: viaProxy, ORCH_HTTP_PORT: String(await freePort()) });
+  cleanups.push(() => kill(server.child, 'SIGKILL'));
+  const client = httpClient(() => server.url, '/api/v1/orchestrator', { tenant: TENANT, reason: 'outage' });
+  const r = await client('POST', '/schedules', { body: { name: 'through-outage', jobType: 'report', everyMs: 1000 } });
+  assert.equal(r.status, 201);
+  await eventually(async () => (await tickJobs(own.pool, r.body.id)).length >= 2, 30_000, 'ticks before the outage');
+  await proxy.cut();
+  const during = await eventually(async () => {
+    const x = await client('GET', '/schedules/through-outage');
+    return x.status === 503 && x;
+  }, 15_000, 'a 503 while the database is away');
+  assert.equal(during.headers.get('retry-after'), '2');
+  await new Promise((res) => setTimeout(res, 3000));
+  assert.ok(alive(server.child), 'the server survives the outage');
+  await proxy.restore();
+  const before = (await tickJobs(own.pool, r.body.id)).length;
+  await eventually(async () => (await tickJobs(own.pool, r.body.id)).length >= before + 5, 30_000, 'ticks after the outage');
+  assertContiguous((await tickJobs(own.pool, r.body.id)).map((j) => j.tick), 1000);
+  assert.equal((await client('GET', '/schedules/through-outage')).body.missedTicks, 0, 'the ticks due during the outage fired late, within the grace');
+  await kill(server.child, 'SIGTERM');
 });
 
 test('a scheduled job runs on a worker like any other', async () => {
