@@ -204,7 +204,10 @@ export class Backfills {
     return this.get(this.pool, tenantId, id);
   }
 
-  /** Cancels the windows not started and the jobs of started ones still waiting; jobs running now finish. */
+  /**
+   * Cancels the windows not started and the jobs of started ones still waiting; jobs running now finish.
+   * A window that follows another backfill's job (runs 0) leaves that job alone: it is not this backfill's.
+   */
   async cancel(tenantId: string, id: string, op: OperatorAction): Promise<Backfill> {
     await runOperatorAction(this.pool, op, what('backfill.cancel', tenantId, id), async (tx) => {
       const b = await lockBackfill(tx.client, tenantId, id);
@@ -213,7 +216,7 @@ export class Backfills {
         `UPDATE orch.windows SET state = 'canceled', settled_at = now() WHERE owner_id = $1 AND state = 'pending'`, [id]);
       const { rows } = await tx.client.query<{ job_id: string }>(
         `SELECT w.job_id FROM orch.windows w JOIN orch.jobs j ON j.tenant_id = w.tenant_id AND j.id = w.job_id
-         WHERE w.owner_id = $1 AND w.state = 'running' AND j.state IN ('queued', 'failed')
+         WHERE w.owner_id = $1 AND w.state = 'running' AND w.runs > 0 AND j.state IN ('queued', 'failed')
          FOR UPDATE OF j`, [id]);
       for (const r of rows) await this.ledger.cancel(tenantId, r.job_id, op.actor, `backfill ${id} canceled: ${op.reason}`, tx);
       await tx.client.query(`UPDATE orch.backfills SET state = 'canceled', updated_at = now() WHERE id = $1`, [id]);

@@ -67,7 +67,8 @@ export class BackfillRunner extends PeriodicService {
     // a backfill done with windows skipped (they ran before) has a watermark to move too
     await inTransaction(this.ledger.pool, ({ client }) => this.record(client, [...changed]));
     const settledCount = settled.reduce((sum, o) => sum + o.settled, 0);
-    return { count: settledCount + launched, more: settledCount >= SETTLE_BATCH || rows.length === BACKFILL_BATCH };
+    // a full page of backfills that launched nothing (their tenants at their backpressure limit) waits for the interval
+    return { count: settledCount + launched, more: settledCount >= SETTLE_BATCH || (rows.length === BACKFILL_BATCH && launched > 0) };
   }
 
   /** Starts the backfill's next windows up to its concurrency; null when nothing changed. */
