@@ -141,7 +141,9 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     // The work that must run once per cluster, on the leader only, on connections that carry its
     // term: the database refuses their writes once the term is over (src/cluster/elector.ts).
     const leaderWork: LeaderWork = {
-      openPool: (term) => createPool(connectionString, 4, { role: SERVICE_ROLE, settings: { 'orch.leader_term': String(term) }, name: 'orch-leader' }),
+      // 6: the scheduler and the backfill runner each hold a transaction while their enqueue asks the pool for a
+      // second connection (job type and tenant registration, backpressure), beside the single statements of the others
+      openPool: (term) => createPool(connectionString, 6, { role: SERVICE_ROLE, settings: { 'orch.leader_term': String(term) }, name: 'orch-leader' }),
       services(leaderPool) {
         const l = new Ledger(leaderPool, config);
         l.observe(metrics);
