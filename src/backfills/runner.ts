@@ -33,8 +33,13 @@ export class BackfillRunner extends PeriodicService {
   }
 
   protected async runOnce(): Promise<RunResult> {
+    // No transaction when no window runs: an open transaction anywhere on the server holds back every
+    // reader of the outbox (the relay, SSE), so an idle runner opens none.
+    const { rows: [busy] } = await this.ledger.pool.query<{ running: boolean; backfills: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM orch.windows WHERE state = 'running') AS running, EXISTS (SELECT 1 FROM orch.backfills WHERE state = 'running') AS backfills`);
+    if (!busy!.running && !busy!.backfills) return { count: 0, more: false };
     // a window's end and the watermark it moves commit together
-    const settled = await inTransaction(this.ledger.pool, async ({ client }) => {
+    const settled = !busy!.running ? [] : await inTransaction(this.ledger.pool, async ({ client }) => {
       const owners = await settleWindows(client, SETTLE_BATCH);
       await this.record(client, owners.map((o) => o.ownerId));
       return owners;
@@ -65,7 +70,7 @@ export class BackfillRunner extends PeriodicService {
       }
     }
     // a backfill done with windows skipped (they ran before) has a watermark to move too
-    await inTransaction(this.ledger.pool, ({ client }) => this.record(client, [...changed]));
+    if (changed.size > 0) await inTransaction(this.ledger.pool, ({ client }) => this.record(client, [...changed]));
     const settledCount = settled.reduce((sum, o) => sum + o.settled, 0);
     // a full page of backfills that launched nothing (their tenants at their backpressure limit) waits for the interval
     return { count: settledCount + launched, more: settledCount >= SETTLE_BATCH || (rows.length === BACKFILL_BATCH && launched > 0) };
