@@ -6,9 +6,9 @@ import type { Queryable } from '../ledger/db.ts';
 import { LedgerError } from '../ledger/errors.ts';
 import { JobTypes } from '../ledger/job-types.ts';
 import type { Ledger } from '../ledger/ledger.ts';
-import { MAX_PRIORITY, prepareJob, toStorableJson } from '../ledger/validate.ts';
+import { MAX_PRIORITY, parseTime, prepareJob, toStorableJson } from '../ledger/validate.ts';
 import { checkTemplate, renderTemplate, type TemplateName, type TemplateValues } from '../windows/template.ts';
-import type { WindowState } from '../windows/windows.ts';
+import { emptyCounts, windowCounts, type WindowCounts, type WindowState } from '../windows/windows.ts';
 
 export const REPROCESS_POLICIES = ['none', 'failed', 'all'] as const;
 export type Reprocess = (typeof REPROCESS_POLICIES)[number];
@@ -30,7 +30,6 @@ export interface BackfillSpec {
   reprocess?: Reprocess;
 }
 
-export type WindowCounts = Record<WindowState, number>;
 
 export interface Backfill {
   id: string;
@@ -72,19 +71,13 @@ interface BackfillRow {
 
 const SELECT_BACKFILL = 'SELECT b.*, now() AS now FROM orch.backfills b';
 
-function time(value: string, field: string): Date {
-  const d = new Date(value);
-  if (Number.isNaN(d.getTime())) throw new LedgerError('invalid', field, `${field}: "${value}" is not a time (ISO 8601, e.g. 2026-11-01T00:00:00Z)`);
-  return d;
-}
-
 interface Checked { tenantId: string; jobType: string; from: Date; to: Date; windowMs: number; payload: unknown; priority: number; concurrency: number; reprocess: Reprocess }
 
 /** The rules of a backfill: a 400 naming the field for each. */
 function check(tenantId: string, spec: BackfillSpec, maxPayloadBytes: number): Checked {
   JobTypes.validateName(spec.jobType, 'jobType');
-  const from = time(spec.from, 'from');
-  const to = time(spec.to, 'to');
+  const from = parseTime(spec.from, 'from');
+  const to = parseTime(spec.to, 'to');
   if (to <= from) throw new LedgerError('invalid', 'to', 'to must be after from');
   if (!(Number.isInteger(spec.windowMs) && spec.windowMs >= 1000)) throw new LedgerError('invalid', 'windowMs', 'windowMs must be a whole number of milliseconds, at least 1000 (1s)');
   const windows = Math.ceil((to.getTime() - from.getTime()) / spec.windowMs);
@@ -243,7 +236,7 @@ export class Backfills {
   }
 
   async get(db: Queryable, tenantId: string, id: string): Promise<Backfill> {
-    const [b] = await this.read(db, 'WHERE b.tenant_id = $1 AND b.id = $2', [tenantId, uuid(id)]);
+    const [b] = await this.read(db, 'WHERE b.tenant_id = $1 AND b.id = $2', [tenantId, id]);
     if (!b) throw new LedgerError('not_found', 'id', `no backfill ${id} for tenant ${tenantId}`);
     return b;
   }
@@ -259,22 +252,6 @@ export class Backfills {
     const counts = await windowCounts(db, rows.map((r) => r.id));
     return rows.map((r) => toBackfill(r, counts.get(r.id) ?? emptyCounts()));
   }
-}
-
-const emptyCounts = (): WindowCounts => ({ pending: 0, running: 0, succeeded: 0, failed: 0, canceled: 0, skipped: 0, covered: 0 });
-
-/** Windows by state, per backfill. */
-export async function windowCounts(db: Queryable, ids: string[]): Promise<Map<string, WindowCounts>> {
-  const out = new Map<string, WindowCounts>();
-  if (ids.length === 0) return out;
-  const { rows } = await db.query<{ owner_id: string; state: WindowState; n: number }>(
-    'SELECT owner_id, state, count(*)::int AS n FROM orch.windows WHERE owner_id = ANY($1::uuid[]) GROUP BY 1, 2', [ids]);
-  for (const r of rows) {
-    let c = out.get(r.owner_id);
-    if (!c) out.set(r.owner_id, (c = emptyCounts()));
-    c[r.state] = r.n;
-  }
-  return out;
 }
 
 function toBackfill(r: BackfillRow, c: WindowCounts): Backfill {
@@ -295,14 +272,8 @@ function toBackfill(r: BackfillRow, c: WindowCounts): Backfill {
   };
 }
 
-/** A backfill id is a UUID; anything else names no backfill (404, not a database error). */
-function uuid(id: string): string {
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) throw new LedgerError('not_found', 'id', `no backfill ${id.slice(0, 80)}`);
-  return id;
-}
-
 async function lockBackfill(db: Queryable, tenantId: string, id: string): Promise<BackfillRow> {
-  const { rows } = await db.query<BackfillRow>(`${SELECT_BACKFILL} WHERE b.tenant_id = $1 AND b.id = $2 FOR UPDATE`, [tenantId, uuid(id)]);
+  const { rows } = await db.query<BackfillRow>(`${SELECT_BACKFILL} WHERE b.tenant_id = $1 AND b.id = $2 FOR UPDATE`, [tenantId, id]);
   if (!rows[0]) throw new LedgerError('not_found', 'id', `no backfill ${id} for tenant ${tenantId}`);
   return rows[0];
 }

@@ -4,8 +4,8 @@ import { inTransaction, type Ledger } from '../ledger/ledger.ts';
 import type { Logger } from '../logging.ts';
 import { PeriodicService, type RunResult } from '../maintenance/service.ts';
 import { renderTemplate } from '../windows/template.ts';
-import { advanceWatermarks, settleWindows, watermarkOf } from '../windows/windows.ts';
-import { windowCounts, windowValues } from './backfills.ts';
+import { advanceWatermarks, settleWindows, watermarkOf, windowCounts } from '../windows/windows.ts';
+import { windowValues } from './backfills.ts';
 
 /** Windows settled per run; a backlog is worked off by runs that follow at once. */
 const SETTLE_BATCH = 5000;
@@ -35,9 +35,8 @@ export class BackfillRunner extends PeriodicService {
   protected async runOnce(): Promise<RunResult> {
     // No transaction when no window runs: an open transaction anywhere on the server holds back every
     // reader of the outbox (the relay, SSE), so an idle runner opens none.
-    const { rows: [busy] } = await this.ledger.pool.query<{ running: boolean; backfills: boolean }>(
-      `SELECT EXISTS (SELECT 1 FROM orch.windows WHERE state = 'running') AS running, EXISTS (SELECT 1 FROM orch.backfills WHERE state = 'running') AS backfills`);
-    if (!busy!.running && !busy!.backfills) return { count: 0, more: false };
+    const { rows: [busy] } = await this.ledger.pool.query<{ running: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM orch.windows WHERE state = 'running') AS running`);
     // a window's end and the watermark it moves commit together
     const settled = !busy!.running ? [] : await inTransaction(this.ledger.pool, async ({ client }) => {
       const owners = await settleWindows(client, SETTLE_BATCH);

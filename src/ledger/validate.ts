@@ -72,6 +72,13 @@ export function toStorableJson(value: unknown, field: string): string {
   return json;
 }
 
+/** An ISO 8601 time given by a caller, or a 400 naming the field. */
+export function parseTime(value: string, field: string): Date {
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) throw new LedgerError('invalid', field, `${field}: "${value}" is not a time (ISO 8601, e.g. 2026-12-04T06:00:00Z)`);
+  return d;
+}
+
 /** Rejects text PostgreSQL cannot store (NUL, unpaired surrogates), naming the field. */
 export function checkText(value: string, field: string): void {
   if (value.includes('\u0000') || !value.isWellFormed()) {

@@ -89,7 +89,18 @@ export function parseCron(expr: string, field = 'cron'): Cron {
   }
 }
 
+/** Parsed expressions, the most recently used last: a tick's search asks for one many times; a tenant's many schedules cannot grow it past the bound. */
 const patterns = new Map<string, Cron>();
+const MAX_PATTERNS = 1000;
+
+function patternOf(expr: string): Cron {
+  let cron = patterns.get(expr);
+  if (cron) patterns.delete(expr);
+  else cron = parseCron(expr);
+  patterns.set(expr, cron);
+  if (patterns.size > MAX_PATTERNS) patterns.delete(patterns.keys().next().value!);
+  return cron;
+}
 
 /** The first tick strictly after `after` (ms since the epoch), or null when there is none (past the end, or the pattern never matches). */
 export function nextTick(r: Recurrence, after: number): number | null {
@@ -99,8 +110,7 @@ export function nextTick(r: Recurrence, after: number): number | null {
     const k = Math.floor((from - r.anchor.getTime()) / r.everyMs) + 1;
     tick = r.anchor.getTime() + Math.max(0, k) * r.everyMs;
   } else {
-    let cron = patterns.get(r.cron!);
-    if (!cron) patterns.set(r.cron!, (cron = parseCron(r.cron!)));
+    const cron = patternOf(r.cron!);
     tick = null;
     let wall = wallOf(from, r.timeZone);
     for (let i = 0; i < MAX_STEPS; i++) {

@@ -6,7 +6,7 @@ import type { Queryable } from '../ledger/db.ts';
 import { LedgerError } from '../ledger/errors.ts';
 import { JobTypes } from '../ledger/job-types.ts';
 import type { Ledger, Tx } from '../ledger/ledger.ts';
-import { MAX_PRIORITY, prepareJob, toStorableJson } from '../ledger/validate.ts';
+import { MAX_PRIORITY, parseTime, prepareJob, toStorableJson } from '../ledger/validate.ts';
 import { checkTemplate, renderTemplate, type TemplateName, type TemplateValues } from '../windows/template.ts';
 import { watermarkOf } from '../windows/windows.ts';
 import { nextTick, parseCron, validateTimeZone, type Recurrence } from './cron.ts';
@@ -94,13 +94,6 @@ export function tickValues(s: { name: string; startsAt: Date | null; createdAt: 
   };
 }
 
-function time(value: string | null | undefined, field: string): Date | null {
-  if (value === null || value === undefined) return null;
-  const d = new Date(value);
-  if (Number.isNaN(d.getTime())) throw new LedgerError('invalid', field, `${field}: "${value}" is not a time (ISO 8601, e.g. 2026-12-04T06:00:00Z)`);
-  return d;
-}
-
 interface Checked { spec: Required<Omit<ScheduleSpec, 'maxAttempts' | 'cron' | 'everyMs' | 'startsAt' | 'endsAt'>> & { maxAttempts: number | null; cron: string | null; everyMs: number | null }; startsAt: Date | null; endsAt: Date | null }
 
 /** Every rule of a schedule, so a bad one is a 400 naming its field and never a tick that fails. */
@@ -115,8 +108,8 @@ function check(spec: ScheduleSpec, maxPayloadBytes: number): Checked {
   }
   const timeZone = spec.timeZone ?? 'UTC';
   validateTimeZone(timeZone);
-  const startsAt = time(spec.startsAt, 'startsAt');
-  const endsAt = time(spec.endsAt, 'endsAt');
+  const startsAt = spec.startsAt ? parseTime(spec.startsAt, 'startsAt') : null;
+  const endsAt = spec.endsAt ? parseTime(spec.endsAt, 'endsAt') : null;
   if (startsAt && endsAt && endsAt <= startsAt) throw new LedgerError('invalid', 'endsAt', 'endsAt must be after startsAt');
   const priority = spec.priority ?? 0;
   if (!(Number.isInteger(priority) && priority >= 0 && priority <= MAX_PRIORITY)) throw new LedgerError('invalid', 'priority', `priority must be an integer from 0 to ${MAX_PRIORITY}`);

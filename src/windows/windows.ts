@@ -15,6 +15,23 @@ import { appendEvents } from '../events/envelope.ts';
 export const WINDOW_STATES = ['pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped', 'covered'] as const;
 export type WindowState = (typeof WINDOW_STATES)[number];
 
+export type WindowCounts = Record<WindowState, number>;
+export const emptyCounts = (): WindowCounts => Object.fromEntries(WINDOW_STATES.map((s) => [s, 0])) as WindowCounts;
+
+/** Windows by state, per owner (a backfill's progress, its metric series). */
+export async function windowCounts(db: Queryable, ownerIds: string[]): Promise<Map<string, WindowCounts>> {
+  const out = new Map<string, WindowCounts>();
+  if (ownerIds.length === 0) return out;
+  const { rows } = await db.query<{ owner_id: string; state: WindowState; n: number }>(
+    'SELECT owner_id, state, count(*)::int AS n FROM orch.windows WHERE owner_id = ANY($1::uuid[]) GROUP BY 1, 2', [ownerIds]);
+  for (const r of rows) {
+    let c = out.get(r.owner_id);
+    if (!c) out.set(r.owner_id, (c = emptyCounts()));
+    c[r.state] = r.n;
+  }
+  return out;
+}
+
 /** Job states a window's job does not leave: the window settles from them. */
 const ENDED = `('succeeded', 'dead_lettered', 'canceled', 'timed_out', 'cleared')`;
 /** Window states that count as done for a watermark. */
