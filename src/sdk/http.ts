@@ -28,7 +28,7 @@ export class HttpClient {
       headers: { ...this.headers, ...extra.headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: extra.signal,
-    });
+    }).catch((err: unknown) => failed(err, method, path));
     if (!res.ok) await HttpClient.throwFor(res);
     const text = await res.text();
     return (text ? JSON.parse(text) : null) as T;
@@ -36,7 +36,7 @@ export class HttpClient {
 
   /** The response itself, for bodies that are not JSON (downloads); non-2xx answers throw like request(). */
   async raw(method: string, path: string): Promise<Response> {
-    const res = await fetch(this.base + path, { method, headers: this.headers });
+    const res = await fetch(this.base + path, { method, headers: this.headers }).catch((err: unknown) => failed(err, method, path));
     if (!res.ok) await HttpClient.throwFor(res);
     return res;
   }
@@ -52,4 +52,14 @@ export class HttpClient {
     const e = (parsed as { error?: { code?: string; message?: string; field?: string | null } } | null)?.error;
     throw new OrchApiError(res.status, e?.code ?? 'http_error', e?.field ?? null, e?.message ?? `HTTP ${res.status}`);
   }
+}
+
+/**
+ * fetch() reports every transport failure as a bare "fetch failed"; the
+ * cause (refused, reset, closed by the other side) is what an operator needs.
+ */
+function failed(err: unknown, method: string, path: string): never {
+  if (err instanceof Error && err.name === 'AbortError') throw err;
+  const cause = err instanceof Error ? (err.cause instanceof Error ? `${(err.cause as NodeJS.ErrnoException).code ?? ''} ${err.cause.message}`.trim() : err.message) : String(err);
+  throw new TypeError(`fetch failed: ${method} ${path}: ${cause}`, { cause: err });
 }

@@ -32,8 +32,15 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
 }
 
 /** Spawns `orch serve` as a real process (for kill tests); resolves once /readyz answers 200. */
-export function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
-  return spawnOrchServer(['--import', 'tsx', CLI_ENTRY], { ...process.env, ORCH_LOG_LEVEL: 'warn', ...env }, 60_000);
+export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
+  const server = await spawnOrchServer(['--import', 'tsx', CLI_ENTRY], { ...process.env, ORCH_LOG_LEVEL: 'warn', ...env }, 60_000);
+  // A server that dies of its own accord (not by a test's kill) leaves its client with a bare
+  // "fetch failed": print why it died, so a rare failure in CI names its cause.
+  server.child.once('exit', (code, signal) => {
+    if (signal === 'SIGKILL' || signal === 'SIGTERM' || code === 0) return;
+    console.error(`orch serve (pid ${server.child.pid}, ${server.url}) exited with ${code ?? signal}:\n${server.stderr().slice(-4000)}`);
+  });
+  return server;
 }
 
 /** Polls until fn returns a truthy value (for conditions reached by other processes), failing after timeoutMs. */
