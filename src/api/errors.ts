@@ -6,7 +6,7 @@ import { HttpError } from '../wire.ts';
 /** An error meant for the client: status, machine-readable code, the offending field. */
 export class ApiError extends HttpError {}
 
-const LEDGER_STATUS = { invalid: 400, not_found: 404, conflict: 409, limit: 422, backpressure: 429 } as const;
+const LEDGER_STATUS = { invalid: 400, not_found: 404, conflict: 409, limit: 422, backpressure: 429, unprocessable: 422 } as const;
 /** Seconds a refused producer should wait: a few rollups of the queue counts, enough for workers to make room. */
 const BACKPRESSURE_RETRY_AFTER_S = 5;
 /** Seconds a caller should wait while the database is unreachable: a restart usually takes a few. */

@@ -11,7 +11,7 @@ export const JobTypeName = Type.String({ pattern: JOB_TYPE_PATTERN });
 export const WorkerId = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:@/-]*$' });
 export const JobStateSchema = Type.Union([
   Type.Literal('queued'), Type.Literal('leased'), Type.Literal('succeeded'), Type.Literal('failed'),
-  Type.Literal('dead_lettered'), Type.Literal('canceled'), Type.Literal('timed_out'), Type.Literal('cleared'),
+  Type.Literal('dead_lettered'), Type.Literal('canceled'), Type.Literal('timed_out'), Type.Literal('cleared'), Type.Literal('waiting'),
 ]);
 export const IsoTime = Type.String({ format: 'date-time' });
 /** One of a list of strings (the const arrays of the domain modules), typed as their union. */

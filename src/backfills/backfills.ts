@@ -211,7 +211,7 @@ export class Backfills {
         `SELECT w.job_id FROM orch.windows w JOIN orch.jobs j ON j.tenant_id = w.tenant_id AND j.id = w.job_id
          WHERE w.owner_id = $1 AND w.state = 'running' AND w.runs > 0 AND j.state IN ('queued', 'failed')
          FOR UPDATE OF j`, [id]);
-      for (const r of rows) await this.ledger.cancel(tenantId, r.job_id, op.actor, `backfill ${id} canceled: ${op.reason}`, tx);
+      await this.ledger.cancelMany(tenantId, rows.map((r) => r.job_id), op.actor, `backfill ${id} canceled: ${op.reason}`, { tx, states: ['queued', 'failed'] });
       await tx.client.query(`UPDATE orch.backfills SET state = 'canceled', updated_at = now() WHERE id = $1`, [id]);
       return { result: null, details: { windowsCanceled: rowCount ?? 0, jobsCanceled: rows.length } };
     });

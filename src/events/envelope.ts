@@ -7,6 +7,7 @@ export const EVENT_TYPES = [
   'job.enqueued', 'job.leased', 'job.progress', 'job.succeeded', 'job.retry_scheduled', 'job.dead_lettered', 'job.canceled',
   'job.timed_out', 'job.replayed', 'lease.expired', 'lease.released', 'jobtype.paused', 'jobtype.resumed', 'quota.changed', 'dlq.cleared',
   'schedule.ticked', 'schedule.changed', 'backfill.progress', 'backfill.changed', 'watermark.advanced',
+  'job.waiting', 'job.ready', 'workflow.started', 'workflow.finished',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
@@ -82,8 +83,10 @@ function eventId(atMs: number, c: EventCursor): string {
 /** The event type of one job transition, from what made it (its cause) and where it went. */
 export function transitionEventType(cause: TransitionCause, to: JobState): EventType {
   switch (cause) {
-    case 'enqueued': case 'scheduled': case 'backfilled': return 'job.enqueued';
+    case 'enqueued': case 'scheduled': case 'backfilled': return to === 'waiting' ? 'job.waiting' : 'job.enqueued';
     case 'replayed': return 'job.replayed';
+    case 'dependencies_met': return 'job.ready';
+    case 'dependency_failed': return 'job.canceled';
     case 'claimed': return 'job.leased';
     case 'dlq_cleared': return 'dlq.cleared';
     case 'lease_expired': return to === 'queued' ? 'lease.expired' : 'job.dead_lettered';

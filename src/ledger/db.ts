@@ -9,9 +9,26 @@ export interface Queryable {
  * A named (prepared) statement: planned once per connection instead of on
  * every call, which for the transition CTEs costs more than executing them.
  */
-export function prepared(name: string, text: string) {
-  return <R extends pg.QueryResultRow>(db: Queryable, values: unknown[]) => db.query<R>({ name: `orch_${name}`, text, values });
+export function prepared(name: string, text: string, opts: { retrySerializationFailures?: boolean } = {}) {
+  return async <R extends pg.QueryResultRow>(db: Queryable, values: unknown[]): Promise<pg.QueryResult<R>> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await db.query<R>({ name: `orch_${name}`, text, values });
+      } catch (err) {
+        // A statement that ends jobs, run on its own (on the pool: it is its own transaction), is retried
+        // after a serialization failure; inside a caller's transaction the whole transaction is (inTransaction).
+        if (!opts.retrySerializationFailures || !(db instanceof pg.Pool) || !isSerializationFailure(err) || attempt >= MAX_SERIALIZATION_RETRIES) throw err;
+      }
+    }
+  };
 }
+
+/**
+ * The transitions raise this when a concurrent change invalidated what their
+ * snapshot read (a dependent added to a job while it ended: orch.dependency_race).
+ */
+export const isSerializationFailure = (err: unknown) => (err as { code?: unknown } | null)?.code === '40001';
+export const MAX_SERIALIZATION_RETRIES = 5;
 
 /**
  * Whether an error means the database cannot be reached right now (down, restarting, shutting

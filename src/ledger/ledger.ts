@@ -1,15 +1,17 @@
 import type pg from 'pg';
 import type { Config } from '../config/config.ts';
 import { Backpressure } from './backpressure.ts';
-import { withTransaction, type Queryable } from './db.ts';
+import { isSerializationFailure, MAX_SERIALIZATION_RETRIES, withTransaction, type Queryable } from './db.ts';
 import { JobTypes } from './job-types.ts';
 import { QueueCounts } from './queue-counts.ts';
 import { Tenants } from './tenants.ts';
 import { getHistory, getJob } from './queries.ts';
-import { cancel } from './transitions/cancel.ts';
+import { cancel, type CancelOutcome } from './transitions/cancel.ts';
+import { LedgerError } from './errors.ts';
 import { clear } from './transitions/clear.ts';
 import { claim } from './transitions/claim.ts';
 import { complete } from './transitions/complete.ts';
+import { enqueueLinked } from './transitions/depend.ts';
 import { enqueue } from './transitions/enqueue.ts';
 import { expire } from './transitions/expire.ts';
 import { fail } from './transitions/fail.ts';
@@ -20,7 +22,7 @@ import { replay, type ReplayOutcome } from './transitions/replay.ts';
 import { timeout } from './transitions/timeout.ts';
 import type {
   AckOutcome, Actor, ClaimRequest, ClaimRound, CompleteInput, EnqueueCause, EnqueueInput, EnqueueResult, FailInput, HeartbeatInput,
-  HeartbeatOutcome, HistoryEntry, Job, Lease, LeaseRef, LedgerObserver, TransitionRecord,
+  HeartbeatOutcome, HistoryEntry, Job, JobState, Lease, LeaseRef, LedgerObserver, TransitionRecord,
 } from './types.ts';
 import { prepareJob } from './validate.ts';
 import { Workers } from './workers.ts';
@@ -33,10 +35,17 @@ export interface Tx { client: Queryable; afterCommit: (() => void)[] }
 
 /** Runs fn in a transaction as a Tx, then what it left for after the commit. */
 export async function inTransaction<T>(pool: pg.Pool, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  const afterCommit: (() => void)[] = [];
-  const result = await withTransaction(pool, (client) => fn({ client, afterCommit }));
-  for (const f of afterCommit) f();
-  return result;
+  for (let attempt = 1; ; attempt++) {
+    const afterCommit: (() => void)[] = [];
+    try {
+      const result = await withTransaction(pool, (client) => fn({ client, afterCommit }));
+      for (const f of afterCommit) f();
+      return result;
+    } catch (err) {
+      // rolled back whole, so fn runs again from the start (see isSerializationFailure)
+      if (!isSerializationFailure(err) || attempt >= MAX_SERIALIZATION_RETRIES) throw err;
+    }
+  }
 }
 
 export type LedgerConfig = Pick<Config, 'maxJobTypes' | 'jobTypeDefaults' | 'maxPayloadBytes' | 'maxQueuedPerTenant' | 'leaseStuckAfterMs'>;
@@ -87,14 +96,21 @@ export class Ledger {
   async enqueue(
     inputs: EnqueueInput[], opts: { actor?: Actor; client?: Queryable; tx?: Tx; reason?: string; cause?: EnqueueCause } = {},
   ): Promise<EnqueueResult[]> {
-    const prepared = inputs.map((input, i) => prepareJob(input, this.config.maxPayloadBytes, inputs.length > 1 ? `jobs[${i}]` : '', inputs[i - 1]));
+    const field = (i: number) => (inputs.length > 1 ? `jobs[${i}]` : '');
+    const prepared = inputs.map((input, i) => prepareJob(input, this.config.maxPayloadBytes, field(i), inputs[i - 1]));
     await this.jobTypes.ensure(prepared.map((p) => p.jobType));
     await this.tenants.ensure(prepared.map((p) => p.tenantId));
     await this.backpressure.check(prepared);
     const cause = opts.cause ?? 'enqueued';
-    const results = await enqueue(opts.tx?.client ?? opts.client ?? this.pool, prepared, opts.actor ?? 'api', opts.reason ?? null, cause);
+    const actor = opts.actor ?? 'api';
+    const db = opts.tx?.client ?? opts.client;
+    const results = !prepared.some((p) => (p.dependsOn?.length ?? 0) > 0)
+      ? await enqueue(db ?? this.pool, prepared, actor, opts.reason ?? null, cause)
+      // parents are locked and the jobs and their edges written together: in the caller's transaction, or one of its own
+      : db ? await enqueueLinked(db, prepared, actor, opts.reason ?? null, cause, (i) => (field(i) ? `${field(i)}.` : ''))
+        : await withTransaction(this.pool, (client) => enqueueLinked(client, prepared, actor, opts.reason ?? null, cause, (i) => (field(i) ? `${field(i)}.` : '')));
     this.emitIn(opts.tx, results.filter((r) => r.created).map((r) => ({
-      cause, jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: 'queued' as const, attempt: 0,
+      cause, jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: r.state, attempt: 0,
     })));
     return results;
   }
@@ -136,8 +152,24 @@ export class Ledger {
     return outcomes;
   }
 
+  /** Cancels one job that has not ended; a job not found or already ended is an error naming its state. */
   async cancel(tenantId: string, jobId: string, actor: Actor, reason: string | null = null, tx?: Tx): Promise<void> {
-    this.emitIn(tx, [await cancel(tx?.client ?? this.pool, tenantId, jobId, actor, reason)]);
+    const [outcome] = await this.cancelMany(tenantId, [jobId], actor, reason, { tx });
+    if (!outcome) throw new LedgerError('not_found', 'jobId', `job ${jobId} not found`);
+    if (!outcome.record) throw new LedgerError('conflict', 'jobId', `job ${jobId} is ${outcome.state} and cannot be canceled`);
+  }
+
+  /**
+   * Cancels the jobs of one tenant that are in one of `states` (default: every
+   * state a job has not ended in) in one statement; the others are left as
+   * they are. One outcome per job found, in id order.
+   */
+  async cancelMany(
+    tenantId: string, jobIds: string[], actor: Actor, reason: string | null, opts: { states?: readonly JobState[]; tx?: Tx } = {},
+  ): Promise<CancelOutcome[]> {
+    const outcomes = await cancel(opts.tx?.client ?? this.pool, tenantId, jobIds, actor, reason, opts.states);
+    this.emitIn(opts.tx, outcomes.flatMap((o) => (o.record ? [o.record] : [])));
+    return outcomes;
   }
 
   async expireLeases(limit: number, actor: Actor): Promise<TransitionRecord[]> {

@@ -3,7 +3,8 @@ import type { Artifact, ErrorInfo, HistoryEntry, Job, JobState, JobTypeDefinitio
 /** Column list shared by every query that returns whole jobs, so row mapping has one shape. */
 export const JOB_COLUMNS = `id, tenant_id, job_type, state, priority, payload, run_after, attempt, max_attempts,
   idempotency_key, correlation_id, replay_of, lease_id, lease_until, worker_id, heartbeat_at, started_at,
-  deadline_at, progress, progress_message, result, artifacts, last_error, created_at, updated_at, finished_at`;
+  deadline_at, progress, progress_message, result, artifacts, last_error, created_at, updated_at, finished_at,
+  workflow_id, step_name, pending_parents`;
 
 export interface JobRow {
   id: string;
@@ -33,6 +34,9 @@ export interface JobRow {
   updated_at: Date;
   finished_at: Date | null;
   paused?: boolean;
+  workflow_id: string | null;
+  step_name: string | null;
+  pending_parents: number;
 }
 
 export const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
@@ -66,6 +70,9 @@ export function toJob(r: JobRow): Job {
     updatedAt: r.updated_at.toISOString(),
     finishedAt: iso(r.finished_at),
     paused: r.paused ?? false,
+    workflowId: r.workflow_id,
+    stepName: r.step_name,
+    pendingParents: r.pending_parents,
   };
 }
 

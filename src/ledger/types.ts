@@ -1,4 +1,4 @@
-export const JOB_STATES = ['queued', 'leased', 'succeeded', 'failed', 'dead_lettered', 'canceled', 'timed_out', 'cleared'] as const;
+export const JOB_STATES = ['queued', 'leased', 'succeeded', 'failed', 'dead_lettered', 'canceled', 'timed_out', 'cleared', 'waiting'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
 /** Orders of a job list: newest/oldest by creation (id); priority is the claim order of waiting work. */
@@ -17,7 +17,23 @@ export interface EnqueueInput {
   maxAttempts?: number;
   idempotencyKey?: string;
   correlationId?: string;
+  /** Jobs this one waits for (state `waiting`) before it is queued. */
+  dependsOn?: Dependency[];
+  /** The workflow and step this job is (src/workflows; set by a workflow's submission). */
+  workflowId?: string;
+  stepName?: string;
 }
+
+/**
+ * What a dependent does when a parent ends without success (dead-lettered,
+ * canceled, timed out): `cancel` it (and what depends on it), `ignore` the
+ * failure and run, or `wait` until a replay of the parent succeeds.
+ */
+export const EDGE_POLICIES = ['cancel', 'ignore', 'wait'] as const;
+export type EdgePolicy = (typeof EDGE_POLICIES)[number];
+
+/** A parent: an existing job of the same tenant (`jobId`), or the input at `index` of the same batch. */
+export type Dependency = ({ jobId: string; index?: never } | { index: number; jobId?: never }) & { onFailure?: EdgePolicy };
 
 export interface EnqueueResult {
   id: string;
@@ -70,6 +86,11 @@ export interface Job {
   finishedAt: string | null;
   /** Queued (or waiting to retry) but held back by a dispatch pause. */
   paused: boolean;
+  /** The workflow and step it belongs to, if any. */
+  workflowId: string | null;
+  stepName: string | null;
+  /** While waiting: the parents it still waits for. */
+  pendingParents: number;
 }
 
 export interface HistoryEntry {
@@ -102,6 +123,12 @@ export interface Lease {
   payload: unknown;
   correlationId: string | null;
   deadlineAt: string | null;
+  /**
+   * For a job that waited for others: each parent's result, by step name (by
+   * job id outside a workflow). A result over 64 KiB, or past 1 MiB in all,
+   * is replaced by { truncated: true, jobId, bytes }: fetch that job instead.
+   */
+  parents?: Record<string, unknown>;
 }
 
 export interface ClaimRequest {
@@ -175,7 +202,7 @@ export interface JobTypeDefinition {
 export const TRANSITION_CAUSES = [
   'enqueued', 'replayed', 'claimed', 'worker_completed', 'worker_failed', 'worker_released',
   'lease_expired', 'timed_out', 'force_released', 'worker_lost', 'operator_canceled', 'dlq_cleared',
-  'scheduled', 'backfilled',
+  'scheduled', 'backfilled', 'dependencies_met', 'dependency_failed',
 ] as const;
 export type TransitionCause = (typeof TRANSITION_CAUSES)[number];
 

@@ -1,7 +1,6 @@
 import { LedgerError } from './errors.ts';
 import { JobTypes } from './job-types.ts';
-import type { EnqueueInput } from './types.ts';
-
+import { EDGE_POLICIES, type Dependency, type EnqueueInput } from './types.ts';
 import { isTenantId, TENANT_PATTERN } from '../wire.ts';
 
 export { TENANT_PATTERN };
@@ -15,7 +14,12 @@ export function validateTenant(tenantId: string, field = 'tenantId'): void {
 /** An enqueue input that passed validation, with its payload already serialised once. */
 export interface PreparedJob extends EnqueueInput {
   payloadJson: string;
+  /** Set for jobs enqueued with dependencies (transitions/depend.ts): how they start. */
+  graph?: { state: 'queued' | 'waiting'; pendingParents: number; dependents: number };
 }
+
+/** Parents one job may name; a workflow's steps and edges have their own bounds (src/workflows). */
+export const MAX_DEPENDENCIES = 1000;
 
 /**
  * Checks one enqueue input against the ledger's rules. In-process callers
@@ -46,12 +50,32 @@ export function prepareJob(input: EnqueueInput, maxPayloadBytes: number, field =
     }
     if (v !== undefined) checkText(v, f(k));
   }
+  if (input.dependsOn !== undefined) checkDependencies(input.dependsOn, f('dependsOn'));
   const payloadJson = toStorableJson(input.payload === undefined ? null : input.payload, f('payload'));
   const bytes = Buffer.byteLength(payloadJson);
   if (bytes > maxPayloadBytes) {
     throw new LedgerError('invalid', f('payload'), `${f('payload')} is ${bytes} bytes, over the ${maxPayloadBytes}-byte limit`);
   }
   return { ...input, payloadJson };
+}
+
+function checkDependencies(deps: Dependency[], field: string): void {
+  if (!Array.isArray(deps) || deps.length > MAX_DEPENDENCIES) {
+    throw new LedgerError('invalid', field, `${field} must be a list of at most ${MAX_DEPENDENCIES} jobs`);
+  }
+  const seen = new Set<string>();
+  deps.forEach((d, k) => {
+    const at = `${field}[${k}]`;
+    const ref = d.jobId !== undefined ? `job ${d.jobId}` : `index ${d.index}`;
+    if (d.jobId !== undefined ? !/^[1-9][0-9]{0,18}$/.test(d.jobId) : !(Number.isInteger(d.index) && d.index! >= 0)) {
+      throw new LedgerError('invalid', at, `${at} must name a job id (digits) or a batch index`);
+    }
+    if (d.onFailure !== undefined && !EDGE_POLICIES.includes(d.onFailure)) {
+      throw new LedgerError('invalid', `${at}.onFailure`, `${at}.onFailure must be one of ${EDGE_POLICIES.join(', ')}`);
+    }
+    if (seen.has(ref)) throw new LedgerError('invalid', at, `${at} names ${ref} twice`);
+    seen.add(ref);
+  });
 }
 
 /**

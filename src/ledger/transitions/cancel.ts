@@ -1,27 +1,34 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { LedgerError } from '../errors.ts';
-import { appendHistory, recordTransitions } from './history.ts';
+import { appendHistory, ENDS_JOBS, recordTransitions } from './history.ts';
 import type { Actor, JobState, TransitionRecord } from '../types.ts';
 
+/** States a job can be canceled from: it has not ended. */
+export const CANCELABLE_STATES = ['queued', 'failed', 'leased', 'waiting'] as const satisfies readonly JobState[];
+
 /**
- * queued|failed|leased -> canceled, in one statement. A running job's lease
- * stops being renewable at once, so its worker learns at its next heartbeat
- * and its late ack is refused.
+ * queued|failed|leased|waiting -> canceled for jobs of one tenant, in one
+ * statement, from the states given ($6, a subset of CANCELABLE_STATES). A
+ * running job's lease stops being renewable at once, so its worker learns at
+ * its next heartbeat and its late ack is refused. What depended on a
+ * canceled job is settled by its edges' policies (history.ts).
  */
 const cancelStatement = prepared('cancel', `
-WITH cur AS (
-  SELECT id, state FROM orch.jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE
+WITH RECURSIVE cur AS (
+  SELECT tenant_id, id, state FROM orch.jobs WHERE tenant_id = $2 AND id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 ), upd AS (
   UPDATE orch.jobs j SET state = 'canceled', lease_until = NULL, finished_at = now(), updated_at = now(), ${appendHistory('$5')}
-  FROM cur WHERE j.id = cur.id AND cur.state IN ('queued', 'failed', 'leased')
-  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, cur.state AS from_state
+  FROM cur WHERE j.tenant_id = cur.tenant_id AND j.id = cur.id AND cur.state = ANY($6::orch.job_state[])
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, cur.state AS from_state, j.dependents, j.workflow_id
 ), entries AS (
-  SELECT id, tenant_id, job_type, from_state, 'canceled'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$5::uuid', '$3', '$4', "'operator_canceled'")}
-SELECT cur.state AS current_state, upd.* FROM cur LEFT JOIN upd ON true`);
+  SELECT id, tenant_id, job_type, from_state, 'canceled'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error,
+         dependents, workflow_id FROM upd
+), ${recordTransitions('entries', '$5::uuid', '$3', '$4', "'operator_canceled'", { ends: true })}
+SELECT cur.id AS job_id, cur.state AS current_state, upd.id, upd.tenant_id, upd.job_type, upd.attempt, upd.from_state
+FROM cur LEFT JOIN upd ON upd.id = cur.id ORDER BY cur.id`, ENDS_JOBS);
 
 interface CancelRow {
+  job_id: string;
   current_state: JobState;
   id: string | null;
   tenant_id: string;
@@ -30,10 +37,20 @@ interface CancelRow {
   from_state: JobState;
 }
 
-export async function cancel(db: Queryable, tenantId: string, jobId: string, actor: Actor, reason: string | null): Promise<TransitionRecord> {
-  const { rows } = await cancelStatement<CancelRow>(db, [jobId, tenantId, actor, reason, randomUUID()]);
-  const row = rows[0];
-  if (!row) throw new LedgerError('not_found', 'jobId', `job ${jobId} not found`);
-  if (row.id === null) throw new LedgerError('conflict', 'jobId', `job ${jobId} is ${row.current_state} and cannot be canceled`);
-  return { jobId: row.id, tenantId: row.tenant_id, jobType: row.job_type, from: row.from_state, to: 'canceled', attempt: row.attempt, cause: 'operator_canceled', ...(reason ? { reason } : {}) };
+/** Per job asked for: canceled now (the record), or its state when it was not (absent: no such job of the tenant). */
+export interface CancelOutcome { jobId: string; state: JobState; record: TransitionRecord | null }
+
+export async function cancel(
+  db: Queryable, tenantId: string, jobIds: string[], actor: Actor, reason: string | null, states: readonly JobState[] = CANCELABLE_STATES,
+): Promise<CancelOutcome[]> {
+  if (jobIds.length === 0) return [];
+  const { rows } = await cancelStatement<CancelRow>(db, [jobIds, tenantId, actor, reason, randomUUID(), states]);
+  return rows.map((row) => ({
+    jobId: row.job_id,
+    state: row.id === null ? row.current_state : 'canceled',
+    record: row.id === null ? null : {
+      jobId: row.id, tenantId: row.tenant_id, jobType: row.job_type, from: row.from_state, to: 'canceled', attempt: row.attempt,
+      cause: 'operator_canceled', ...(reason ? { reason } : {}),
+    },
+  }));
 }

@@ -29,6 +29,22 @@ import type { Actor, ClaimRequest, ClaimRound, JobState, ThrottleReason, Transit
  * handed to two workers. Work that a control held back comes back as
  * "throttle" rows (with the reason and when it may next run), not as leases.
  */
+/** Bounds of the parents' results a claim carries (see Lease.parents). */
+export const PARENT_RESULT_BYTES = 64 * 1024;
+export const PARENT_RESULTS_BYTES = 1024 * 1024;
+
+/** Each parent's result of leased job `j`, by step name (job id outside a workflow), bounded in size. */
+const PARENT_RESULTS = `
+  SELECT jsonb_object_agg(coalesce(r.step_name, r.id::text),
+    CASE WHEN r.bytes <= ${PARENT_RESULT_BYTES} AND r.total <= ${PARENT_RESULTS_BYTES} THEN r.result
+         ELSE jsonb_build_object('truncated', true, 'jobId', r.id::text, 'bytes', r.bytes) END)
+  FROM (
+    SELECT p.id, p.step_name, p.result, coalesce(octet_length(p.result::text), 0) AS bytes,
+           sum(coalesce(octet_length(p.result::text), 0)) OVER (ORDER BY p.id) AS total
+    FROM orch.job_edges e JOIN orch.jobs p ON p.tenant_id = e.tenant_id AND p.id = e.parent_id
+    WHERE e.tenant_id = j.tenant_id AND e.child_id = j.id
+  ) r`;
+
 const claimSql = (optimistic: boolean) => `
 WITH RECURSIVE heads AS (
   -- ordered like jobs_claim_idx, so each probe is one descent of that index (the primary key also
@@ -116,7 +132,9 @@ WITH RECURSIVE heads AS (
     to_json(j.lease_until) #>> '{}' AS lease_until, j.idempotency_key, j.correlation_id,
     to_json(j.deadline_at) #>> '{}' AS deadline_at, j.run_after, p.state AS from_state,
     extract(epoch FROM now() - greatest(j.run_after, j.created_at)) * 1000 AS latency_ms,
-    coalesce($5::integer, jt.lease_ms) AS lease_ms, p.n_all
+    coalesce($5::integer, jt.lease_ms) AS lease_ms, p.n_all,
+    -- parents' results, for the few jobs that waited for parents (a CASE: no probe for any other)
+    CASE WHEN j.has_parents THEN (${PARENT_RESULTS}) END AS parents
 ), entries AS (
   SELECT id, tenant_id, job_type, from_state, 'leased'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
 ), ${recordTransitions('entries', '$7::uuid', '$6', 'NULL', "'claimed'")}, spent AS (
@@ -180,11 +198,11 @@ WITH RECURSIVE heads AS (
   WHERE q.tenant_id = r.tenant_id AND q.job_type = r.job_type AND (s.n IS NOT NULL OR h.n IS NOT NULL OR rl.n IS NOT NULL)
 )`}
 SELECT 'lease' AS kind, id, tenant_id, job_type, priority, payload, attempt, max_attempts, lease_id, lease_until, idempotency_key,
-       correlation_id, deadline_at, from_state, latency_ms, lease_ms, NULL AS reason, NULL::float8 AS retry_ms, n_all
+       correlation_id, deadline_at, from_state, latency_ms, lease_ms, NULL AS reason, NULL::float8 AS retry_ms, n_all, parents
 FROM upd${optimistic ? ' WHERE (SELECT count(*) FROM conflict) = 0' : ''}
 UNION ALL
 SELECT 'throttle', NULL, tenant_id, job_type, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, reason,
-       extract(epoch FROM next_eligible_at - now()) * 1000, NULL
+       extract(epoch FROM next_eligible_at - now()) * 1000, NULL, NULL
 FROM throttled
 ORDER BY kind, n_all`;
 
@@ -220,6 +238,7 @@ interface LeaseRow {
   from_state: JobState;
   latency_ms: number;
   lease_ms: number;
+  parents: Record<string, unknown> | null;
 }
 
 interface ThrottleRow { kind: 'throttle'; tenant_id: string; job_type: string; reason: ThrottleReason; retry_ms: number | null }
@@ -246,6 +265,7 @@ export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Pro
     payload: r.payload,
     correlationId: r.correlation_id,
     deadlineAt: r.deadline_at,
+    ...(r.parents ? { parents: r.parents } : {}),
   }));
   const records = leaseRows.map((r) => ({
     jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: r.from_state, to: 'leased' as const, cause: 'claimed' as const,

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { toStorableJson } from '../validate.ts';
-import { appendHistory, recordTransitions } from './history.ts';
+import { appendHistory, ENDS_JOBS, recordTransitions } from './history.ts';
 import type { AckOutcome, Actor, CompleteInput, TransitionRecord } from '../types.ts';
 import { ACK_ACTOR, LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
@@ -13,7 +13,7 @@ import { ACK_ACTOR, LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } fr
  * each refusal can say why.
  */
 const completeStatement = prepared('complete', `
-WITH input AS (
+WITH RECURSIVE input AS (
   SELECT * FROM ROWS FROM (json_to_recordset($1::json) AS (tenant_id text, job_id bigint, lease_id uuid, result jsonb, artifacts jsonb))
     WITH ORDINALITY AS i(tenant_id, job_id, lease_id, result, artifacts, ord)
 ), upd AS (
@@ -21,16 +21,16 @@ WITH input AS (
     progress = 1, lease_until = NULL, finished_at = now(), updated_at = now(), ${appendHistory('$3')}
   FROM input i
   WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased'
-  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.worker_id,
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.worker_id, j.dependents, j.workflow_id,
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'succeeded'::orch.job_state AS to_state, attempt, lease_id, worker_id,
-         NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, 'NULL', "'worker_completed'")}
+         NULL::jsonb AS error, dependents, workflow_id FROM upd
+), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, 'NULL', "'worker_completed'", { ends: true })}
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms,
   'succeeded'::orch.job_state AS new_state, NULL AS error_class
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL
-ORDER BY i.ord`);
+ORDER BY i.ord`, ENDS_JOBS);
 
 export async function complete(db: Queryable, inputs: CompleteInput[], actor: Actor | null): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };

@@ -8,6 +8,10 @@ import type { PreparedJob } from '../validate.ts';
 const RETURNED = 'id, tenant_id, job_type, idempotency_key, state';
 interface EnqueuedRow { id: string; tenant_id: string; job_type: string; idempotency_key: string | null; state: JobState }
 
+/** A job of a graph (dependencies, a workflow's step) starts waiting or queued as depend.ts decided; others queued. */
+const GRAPH_COLUMNS = 'state, pending_parents, dependents, has_parents, workflow_id, step_name';
+const GRAPH_VALUES = "coalesce(i.state, 'queued'), coalesce(i.pending_parents, 0), coalesce(i.dependents, 0), coalesce(i.has_parents, false), i.workflow_id, i.step_name";
+
 
 /**
  * (none) -> queued, for a batch, in one statement: jobs, their first history
@@ -19,21 +23,22 @@ const enqueueStatement = prepared('enqueue', `
 WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS i(
     tenant_id text, job_type text, payload jsonb, priority integer, run_after timestamptz,
-    max_attempts integer, idempotency_key text, correlation_id text, ord bigint)
+    max_attempts integer, idempotency_key text, correlation_id text, ord bigint,
+    state orch.job_state, pending_parents integer, dependents integer, has_parents boolean, workflow_id uuid, step_name text)
 ), types AS (
   SELECT name, max_attempts FROM orch.job_types WHERE name IN (SELECT DISTINCT job_type FROM input)
 ), plain AS (
   -- Jobs without an idempotency key cannot conflict: a plain insert skips speculative insertion.
-  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, correlation_id, history)
+  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, correlation_id, history, ${GRAPH_COLUMNS})
   SELECT i.tenant_id, i.job_type, coalesce(i.payload, 'null'::jsonb), coalesce(i.priority, 0), coalesce(i.run_after, now()),
-         coalesce(i.max_attempts, t.max_attempts), i.correlation_id, ARRAY[$4::uuid]
+         coalesce(i.max_attempts, t.max_attempts), i.correlation_id, ARRAY[$4::uuid], ${GRAPH_VALUES}
   FROM input i JOIN types t ON t.name = i.job_type
   WHERE i.idempotency_key IS NULL ORDER BY i.ord
   RETURNING id, tenant_id, job_type, idempotency_key, state, run_after
 ), keyed AS (
-  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, idempotency_key, correlation_id, history)
+  INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, run_after, max_attempts, idempotency_key, correlation_id, history, ${GRAPH_COLUMNS})
   SELECT i.tenant_id, i.job_type, coalesce(i.payload, 'null'::jsonb), coalesce(i.priority, 0), coalesce(i.run_after, now()),
-         coalesce(i.max_attempts, t.max_attempts), i.idempotency_key, i.correlation_id, ARRAY[$4::uuid]
+         coalesce(i.max_attempts, t.max_attempts), i.idempotency_key, i.correlation_id, ARRAY[$4::uuid], ${GRAPH_VALUES}
   FROM input i JOIN types t ON t.name = i.job_type
   WHERE i.idempotency_key IS NOT NULL ORDER BY i.ord
   ON CONFLICT (tenant_id, job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -41,10 +46,10 @@ WITH input AS (
 ), ins AS (
   SELECT * FROM plain UNION ALL SELECT * FROM keyed
 ), entries AS (
-  SELECT id, tenant_id, job_type, NULL::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, 0 AS attempt,
+  SELECT id, tenant_id, job_type, NULL::orch.job_state AS from_state, state AS to_state, 0 AS attempt,
          NULL::uuid AS lease_id, NULL::jsonb AS error FROM ins
 ), ${recordTransitions('entries', '$4::uuid', '$2', '$3', '$5')}, wake AS (
-  SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins WHERE run_after <= now() GROUP BY job_type
+  SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins WHERE run_after <= now() AND state = 'queued' GROUP BY job_type
 )
 SELECT ins.id, ins.tenant_id, ins.job_type, ins.idempotency_key, ins.state, (SELECT count(*) FROM wake) AS woken
 FROM ins ORDER BY ins.id`);
@@ -78,6 +83,11 @@ export async function enqueue(
     if (j.maxAttempts !== undefined) o += `,"max_attempts":${j.maxAttempts}`;
     if (j.idempotencyKey !== undefined) o += `,"idempotency_key":${JSON.stringify(j.idempotencyKey)}`;
     if (j.correlationId !== undefined) o += `,"correlation_id":${JSON.stringify(j.correlationId)}`;
+    if (j.graph) {
+      o += `,"state":"${j.graph.state}","pending_parents":${j.graph.pendingParents},"dependents":${j.graph.dependents}`
+        + `,"has_parents":${(j.dependsOn?.length ?? 0) > 0}`;
+    }
+    if (j.workflowId !== undefined) o += `,"workflow_id":${JSON.stringify(j.workflowId)},"step_name":${JSON.stringify(j.stepName ?? null)}`;
     spec += (ord === 0 ? '' : ',') + o + '}';
   });
   spec += ']';

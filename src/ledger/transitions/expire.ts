@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { appendHistory, recordTransitions } from './history.ts';
+import { appendHistory, ENDS_JOBS, recordTransitions } from './history.ts';
 import type { Actor, JobState, TransitionCause, TransitionRecord } from '../types.ts';
 import { JOBS_CHANNEL } from '../channel.ts';
 
@@ -17,7 +17,7 @@ import { JOBS_CHANNEL } from '../channel.ts';
  */
 export function takeLeasesStatement(picked: string, reason: string, cause: string, error: { class: string; message: string }): string {
   return `
-WITH picked AS (
+WITH RECURSIVE picked AS (
   ${picked}
 ), upd AS (
   UPDATE orch.jobs j SET
@@ -28,11 +28,11 @@ WITH picked AS (
       ELSE jsonb_build_object('class', '${error.class}', 'message', '${error.message}', 'retryable', true) END,
     lease_until = NULL, updated_at = now(), ${appendHistory('$3')}
   FROM picked p WHERE j.tenant_id = p.tenant_id AND j.id = p.id
-  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.worker_id, j.state AS new_state, j.last_error
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.worker_id, j.state AS new_state, j.last_error, j.dependents, j.workflow_id
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id,
-         CASE WHEN new_state = 'dead_lettered' THEN last_error END AS error FROM upd
-), ${recordTransitions('entries', '$3::uuid', '$2', reason, cause)}, wake AS (
+         CASE WHEN new_state = 'dead_lettered' THEN last_error END AS error, dependents, workflow_id FROM upd
+), ${recordTransitions('entries', '$3::uuid', '$2', reason, cause, { ends: true })}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd WHERE new_state = 'queued' GROUP BY job_type
 )
 SELECT upd.id, upd.tenant_id, upd.job_type, upd.attempt, upd.lease_id, upd.worker_id, upd.new_state,
@@ -52,7 +52,7 @@ export const takenRecords = (rows: TakenLeaseRow[], cause: TransitionCause, reas
 const expireStatement = prepared('expire', takeLeasesStatement(`
   SELECT tenant_id, id, true AS charged FROM orch.jobs WHERE state = 'leased' AND lease_until < now()
   ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED`,
-  "'lease_expired'", "'lease_expired'", { class: 'LeaseExpired', message: 'lease expired without heartbeat' }));
+  "'lease_expired'", "'lease_expired'", { class: 'LeaseExpired', message: 'lease expired without heartbeat' }), ENDS_JOBS);
 
 export async function expire(db: Queryable, limit: number, actor: Actor): Promise<TransitionRecord[]> {
   const { rows } = await expireStatement<TakenLeaseRow>(db, [limit, actor, randomUUID()]);

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { checkText, toStorableJson } from '../validate.ts';
-import { appendHistory, recordTransitions } from './history.ts';
+import { appendHistory, ENDS_JOBS, recordTransitions } from './history.ts';
 import type { AckOutcome, Actor, FailInput, TransitionRecord } from '../types.ts';
 import { ACK_ACTOR, LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
@@ -11,7 +11,7 @@ import { ACK_ACTOR, LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } fr
  * Backoff: min(max, base * 2^(attempt-1)), less a random share up to `jitter`.
  */
 const failStatement = prepared('fail', `
-WITH input AS (
+WITH RECURSIVE input AS (
   SELECT * FROM ROWS FROM (json_to_recordset($1::json) AS (tenant_id text, job_id bigint, lease_id uuid, error jsonb, retryable boolean))
     WITH ORDINALITY AS i(tenant_id, job_id, lease_id, error, retryable, ord)
 ), upd AS (
@@ -26,14 +26,14 @@ WITH input AS (
   FROM input i, orch.job_types jt
   WHERE j.tenant_id = i.tenant_id AND j.id = i.job_id AND j.lease_id = i.lease_id AND j.state = 'leased'
     AND jt.name = j.job_type
-  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.worker_id, j.state AS new_state, i.error,
+  RETURNING j.id, j.tenant_id, j.job_type, j.attempt, j.lease_id, j.worker_id, j.state AS new_state, i.error, j.dependents, j.workflow_id,
     extract(epoch FROM now() - j.started_at) * 1000 AS run_ms
 ), entries AS (
-  SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id, worker_id, error FROM upd
-), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, "'worker_failed'", "'worker_failed'")}
+  SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id, worker_id, error, dependents, workflow_id FROM upd
+), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, "'worker_failed'", "'worker_failed'", { ends: true })}
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms, u.new_state, u.error->>'class' AS error_class
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL
-ORDER BY i.ord`);
+ORDER BY i.ord`, ENDS_JOBS);
 
 export async function fail(db: Queryable, inputs: FailInput[], actor: Actor | null): Promise<{ outcomes: AckOutcome[]; records: TransitionRecord[] }> {
   if (inputs.length === 0) return { outcomes: [], records: [] };

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
+import { ENDS_JOBS } from './history.ts';
 import type { Actor, TransitionRecord } from '../types.ts';
 import { takeLeasesStatement, takenRecords, type TakenLeaseRow } from './expire.ts';
 
@@ -36,7 +37,7 @@ const forceReleaseStatement = prepared('force_release', takeLeasesStatement(`
       OR coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $8::float8 / 1000) OR ($8 IS NOT NULL AND lease_until < now()))
     AND ($11::float8 IS NULL OR coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $11::float8 / 1000))
   ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED`,
-  '$9::text', '$12::text', { class: 'LeaseReleased', message: 'lease released by force' }));
+  '$9::text', '$12::text', { class: 'LeaseReleased', message: 'lease released by force' }), ENDS_JOBS);
 
 /** Why leases are taken: an operator's force release, or the reaper acting on a lost worker. */
 export type ReleaseCause = 'force_released' | 'worker_lost';
