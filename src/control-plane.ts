@@ -37,6 +37,7 @@ import { Schedules } from './schedules/schedules.ts';
 import { Scheduler } from './schedules/scheduler.ts';
 import { Backfills } from './backfills/backfills.ts';
 import { BackfillRunner } from './backfills/runner.ts';
+import { workflowOutcomes, Workflows } from './workflows/workflows.ts';
 import { windowSamples } from './windows/samples.ts';
 
 export interface ControlPlane {
@@ -111,6 +112,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     metrics.watchQueues(() => queueGauges(ledger.pool));
     metrics.watchLeases(() => leaseSamples(ledger.pool));
     metrics.watchWindows(() => windowSamples(ledger.pool));
+    metrics.watchWorkflows(() => workflowOutcomes(ledger.pool));
     const notify = config.cluster.notify !== 'auto' ? config.cluster.notify : (await notificationsArrive(connectionString)) ? 'listen' : 'poll';
     if (notify === 'poll') {
       log.warn({ pollMs: config.cluster.pollMs, setting: config.cluster.notify },
@@ -197,6 +199,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       cluster: { status: () => clusterStatus(db, config.cluster.leaderRenewMs) },
       schedules: new Schedules(pool, ledger, config.maxPayloadBytes, () => elector.nudgeLeaderService('scheduler')),
       backfills: new Backfills(pool, ledger, config.maxPayloadBytes, () => elector.nudgeLeaderService('backfill-runner')),
+      workflows: new Workflows(pool, ledger),
     }, log);
     await app.listen({ host: config.httpHost, port: config.httpPort }).catch(async (err: unknown) => {
       await app.close().catch(() => undefined);

@@ -15,6 +15,7 @@ import type { Authenticator } from '../auth/authenticator.ts';
 import type { ApiTokens } from '../auth/tokens.ts';
 import type { Schedules } from '../schedules/schedules.ts';
 import type { Backfills } from '../backfills/backfills.ts';
+import type { Workflows } from '../workflows/workflows.ts';
 
 export interface ReadinessCheck {
   ok: boolean;
@@ -37,6 +38,7 @@ export interface ApiContext {
   cluster: { status: () => Promise<ClusterStatus> };
   schedules: Schedules;
   backfills: Backfills;
+  workflows: Workflows;
 }
 
 export type App = FastifyInstance<

@@ -1,7 +1,7 @@
 import { Type, type Static, type TLiteral, type TSchema, type TUnion } from 'typebox';
 import { JOB_TYPE_PATTERN } from '../ledger/job-types.ts';
-import { MAX_KEY_LENGTH, MAX_PRIORITY, TENANT_PATTERN } from '../ledger/validate.ts';
-import { TRANSITION_CAUSES, type TransitionCause } from '../ledger/types.ts';
+import { MAX_DEPENDENCIES, MAX_KEY_LENGTH, MAX_PRIORITY, TENANT_PATTERN } from '../ledger/validate.ts';
+import { EDGE_POLICIES, TRANSITION_CAUSES, type TransitionCause } from '../ledger/types.ts';
 
 /** Request and response shapes of the HTTP API; the OpenAPI document is generated from these. */
 
@@ -42,6 +42,13 @@ export const EnqueueBody = Type.Object({
   maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
   idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_KEY_LENGTH })),
   correlationId: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_KEY_LENGTH })),
+  dependsOn: Type.Optional(Type.Array(Type.Union([JobId, Type.Object({
+    jobId: JobId,
+    onFailure: Type.Optional(OneOf(EDGE_POLICIES, 'When this parent ends dead-lettered, canceled or timed out: cancel this job (default), ignore it and run, or wait for a replay of the parent.')),
+  }, { additionalProperties: false })]), {
+    maxItems: MAX_DEPENDENCIES,
+    description: 'Jobs of the same tenant this one waits for (state waiting) before it is queued: ids, or { jobId, onFailure }.',
+  })),
 }, { additionalProperties: false });
 export type EnqueueBody = Static<typeof EnqueueBody>;
 
@@ -90,6 +97,9 @@ export const JobSchema = Type.Object({
   updatedAt: IsoTime,
   finishedAt: NullableIso,
   paused: Type.Boolean({ description: 'Queued but held back by a dispatch pause.' }),
+  workflowId: Nullable(Uuid),
+  stepName: Nullable(Type.String()),
+  pendingParents: Type.Integer({ description: 'While waiting: the parents it still waits for.' }),
 });
 
 export const HistorySchema = Type.Object({
@@ -118,6 +128,9 @@ export const LeaseSchema = Type.Object({
   payload: Type.Unknown(),
   correlationId: Type.Union([Type.String(), Type.Null()]),
   deadlineAt: NullableIso,
+  parents: Type.Optional(Type.Record(Type.String(), Type.Unknown(), {
+    description: 'For a job that waited for others: each parent\'s result by step name (job id outside a workflow); over 64 KiB each or 1 MiB in all, { truncated, jobId, bytes }.',
+  })),
 });
 
 export const ClaimBody = Type.Object({

@@ -21,6 +21,7 @@ import { opsRoutes } from './routes/ops.ts';
 import { quotaRoutes } from './routes/quotas.ts';
 import { scheduleRoutes } from './routes/schedules.ts';
 import { backfillRoutes } from './routes/backfills.ts';
+import { workflowRoutes } from './routes/workflows.ts';
 import { clusterRoutes } from './routes/cluster.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 
@@ -80,6 +81,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     clusterRoutes(scoped, ctx);
     scheduleRoutes(scoped, ctx);
     backfillRoutes(scoped, ctx);
+    workflowRoutes(scoped, ctx);
   }, { prefix: API_BASE });
   return app;
 }

@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { isTenantId, TENANT_PATTERN } from '../wire.ts';
 import { registerAuditCommands } from './commands/audit.ts';
 import { registerBackfillCommands } from './commands/backfill.ts';
+import { registerWorkflowCommands } from './commands/workflows.ts';
 import { registerClusterCommands } from './commands/cluster.ts';
 import { registerControlCommands } from './commands/controls.ts';
 import { registerDlqCommands } from './commands/dlq.ts';
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   registerClusterCommands(program);
   registerScheduleCommands(program);
   registerBackfillCommands(program);
+  registerWorkflowCommands(program);
 
   return program;
 }

@@ -138,6 +138,24 @@ export class Metrics implements LedgerObserver, RelayObserver {
     });
   }
 
+  readonly workflows = new Counter({
+    name: 'orchestrator_workflows_total',
+    help: 'Workflows that ended, by outcome (succeeded, failed, canceled); a retried workflow counts again when it ends. Stored in the database: every replica reports the same count.',
+    labelNames: ['tenant', 'outcome'] as const, registers: [this.registry],
+  });
+
+  /** Fills orchestrator_workflows_total from the stored outcome counts (a row per tenant and outcome) before every scrape. */
+  watchWorkflows(read: () => Promise<{ tenantId: string; outcome: string; n: number }[]>): void {
+    const counted = new Map<string, number>();
+    this.sources.push(async () => {
+      for (const o of await read()) {
+        const key = `${o.tenantId}\u0000${o.outcome}`;
+        this.workflows.inc({ tenant: o.tenantId, outcome: o.outcome }, Math.max(0, o.n - (counted.get(key) ?? 0)));
+        counted.set(key, Math.max(o.n, counted.get(key) ?? 0));
+      }
+    });
+  }
+
   readonly httpRequests = new Histogram({
     name: 'orchestrator_http_request_duration_seconds', help: 'API requests by route template, method and status code.',
     labelNames: ['method', 'route', 'status_code'] as const, registers: [this.registry],

@@ -3,7 +3,8 @@ import type { AuditRecord } from '../audit/audit-log.ts';
 import type { ApiTokenInfo, NewToken } from '../auth/tokens.ts';
 import type { Pause } from '../flow/pauses.ts';
 import type { Quota, QuotaChange, QuotaUse } from '../flow/quotas.ts';
-import type { EnqueueResult, HistoryEntry, Job, JobSort, JobState, JobTypeDefinition } from '../ledger/types.ts';
+import type { EdgePolicy, EnqueueResult, HistoryEntry, Job, JobSort, JobState, JobTypeDefinition } from '../ledger/types.ts';
+import type { Workflow, WorkflowDetail, WorkflowSpec, WorkflowState } from '../workflows/workflows.ts';
 import type { DlqEntry, DlqFilter, DlqStats } from '../recovery/dead-letters.ts';
 import type { LeaseView, LockView } from '../recovery/leases.ts';
 import type { ReplayProgress, ReplaySelection } from '../recovery/replays.ts';
@@ -23,6 +24,8 @@ export interface SubmitJob {
   maxAttempts?: number;
   idempotencyKey?: string;
   correlationId?: string;
+  /** Jobs this one waits for: ids, or { jobId, onFailure: cancel (default) | ignore | wait }. */
+  dependsOn?: (string | { jobId: string; onFailure?: EdgePolicy })[];
 }
 
 export type JobTypeSettings = Partial<Pick<JobTypeDefinition, 'maxAttempts' | 'backoffBaseMs' | 'backoffMaxMs' | 'backoffJitter' | 'leaseMs' | 'timeoutMs'>>;
@@ -239,6 +242,29 @@ export class OrchClient {
 
   backfillAction(id: string, action: 'pause' | 'resume' | 'cancel' | 'retry', why: OperatorWhy): Promise<Backfill> {
     return this.http.request('POST', `/backfills/${encodeURIComponent(id)}/${action}`, undefined, { headers: operatorHeaders(why) });
+  }
+
+  /** Submits a workflow (scope orch:write): its steps are stored and enqueued at once. */
+  submitWorkflow(spec: WorkflowSpec): Promise<WorkflowDetail> {
+    return this.http.request('POST', '/workflows', spec);
+  }
+
+  listWorkflows(filter: { state?: WorkflowState; limit?: number; before?: string } = {}): Promise<{ workflows: Workflow[]; nextCursor: string | null }> {
+    return this.http.request('GET', `/workflows${queryString(filter)}`);
+  }
+
+  getWorkflow(id: string): Promise<WorkflowDetail> {
+    return this.http.request('GET', `/workflows/${encodeURIComponent(id)}`);
+  }
+
+  /** Scope orch:operate: cancels the steps not started; with `includeRunning` the running ones too. */
+  cancelWorkflow(id: string, why: OperatorWhy, includeRunning = false): Promise<WorkflowDetail> {
+    return this.http.request('POST', `/workflows/${encodeURIComponent(id)}/cancel${includeRunning ? '?includeRunning=true' : ''}`, undefined, { headers: operatorHeaders(why) });
+  }
+
+  /** Scope orch:operate: replays every failed or canceled step; succeeded ones are left alone. */
+  retryWorkflow(id: string, why: OperatorWhy): Promise<WorkflowDetail> {
+    return this.http.request('POST', `/workflows/${encodeURIComponent(id)}/retry`, undefined, { headers: operatorHeaders(why) });
   }
 }
 

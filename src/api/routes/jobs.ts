@@ -20,6 +20,7 @@ function toInput(tenantId: string, b: EnqueueBody, field = ''): EnqueueInput {
   return {
     tenantId, jobType: b.jobType, payload: b.payload ?? null, priority: b.priority, runAfter,
     maxAttempts: b.maxAttempts, idempotencyKey: b.idempotencyKey, correlationId: b.correlationId,
+    ...(b.dependsOn ? { dependsOn: b.dependsOn.map((d) => (typeof d === 'string' ? { jobId: d } : d)) } : {}),
   };
 }
 

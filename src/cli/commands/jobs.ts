@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import ms from 'ms';
-import { JOB_SORTS, type JobSort, type JobState } from '../../ledger/types.ts';
+import { EDGE_POLICIES, JOB_SORTS, type EdgePolicy, type JobSort, type JobState } from '../../ledger/types.ts';
 import { OrchClient, type SubmitJob } from '../../sdk/client.ts';
 import { CliError, print, type OutputFormat } from '../output.ts';
 
@@ -46,7 +46,8 @@ export function registerJobCommands(program: Command): void {
     .option('--max-attempts <n>', 'attempts before dead-lettering')
     .option('--correlation-id <id>', 'carried on the job and its events')
     .option('--file <path>', 'NDJSON file of jobs: {"jobType": ..., "payload": ...} per line')
-    .action(async (type: string | undefined, o: Record<string, string | undefined>, cmd: Command) => {
+    .option('--depends-on <id[:policy]...>', 'wait for these jobs first; a policy (cancel, the default; ignore; wait) says what a failed parent does to this job')
+    .action(async (type: string | undefined, o: Record<string, string | undefined> & { dependsOn?: string[] }, cmd: Command) => {
       const { client, output } = clientFor(cmd);
       if (o.file) {
         const lines = (await readFile(o.file, 'utf8')).split('\n').filter((l) => l.trim() !== '');
@@ -67,6 +68,7 @@ export function registerJobCommands(program: Command): void {
         priority: o.priority === undefined ? undefined : integer(o.priority, '--priority'),
         maxAttempts: o.maxAttempts === undefined ? undefined : integer(o.maxAttempts, '--max-attempts'),
         delayMs: o.delay === undefined ? undefined : duration(o.delay, '--delay'),
+        ...(o.dependsOn ? { dependsOn: o.dependsOn.map(dependency) } : {}),
       };
       const r = await client.enqueue(job);
       print(output, r, [r], ['id', 'jobType', 'state', 'created']);
@@ -165,4 +167,13 @@ export function registerJobCommands(program: Command): void {
       }, why);
       print(output, t, [t], ['name', 'maxAttempts', 'backoffBaseMs', 'backoffMaxMs', 'leaseMs', 'timeoutMs']);
     });
+}
+
+/** `--depends-on 42` or `42:ignore`: a parent job and what its failure does to the dependent. */
+function dependency(arg: string): { jobId: string; onFailure?: EdgePolicy } {
+  const [jobId, policy] = arg.split(':') as [string, string | undefined];
+  if (!/^[1-9][0-9]{0,17}$/.test(jobId)) throw new CliError(`--depends-on: ${JSON.stringify(arg)} is not a job id`);
+  if (policy === undefined) return { jobId };
+  if (!(EDGE_POLICIES as readonly string[]).includes(policy)) throw new CliError(`--depends-on: policy ${JSON.stringify(policy)} is not one of ${EDGE_POLICIES.join(', ')}`);
+  return { jobId, onFailure: policy as EdgePolicy };
 }

@@ -142,7 +142,7 @@ function settleDependents(entries: string, batch: string): string {
   RETURNING w.id, w.tenant_id, w.name, w.state, w.open_steps
 ), wf_finished AS (
   INSERT INTO orch.outbox (tenant_id, events)
-  SELECT tenant_id, jsonb_agg(jsonb_build_object('type', 'workflow.finished', 'at', to_json(now()) #>> '{}', 'actor', 'system:workflows',
+  SELECT tenant_id, jsonb_agg(jsonb_build_object('type', 'workflow.finished', 'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'actor', 'system:workflows',
     'target', id::text, 'data', jsonb_build_object('workflowId', id, 'name', name, 'outcome', state)))
   FROM wf WHERE open_steps <= 0 GROUP BY tenant_id
 ), wf_outcomes AS (

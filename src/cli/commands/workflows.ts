@@ -1,0 +1,100 @@
+import { readFile } from 'node:fs/promises';
+import { Option, type Command } from 'commander';
+import type { WorkflowDetail, WorkflowSpec, WorkflowState } from '../../workflows/workflows.ts';
+import { print } from '../output.ts';
+import { clientFor, json } from './jobs.ts';
+
+const COLUMNS = ['id', 'name', 'state', 'stepCount', 'openSteps', 'failedSteps', 'createdAt', 'finishedAt'];
+const STATES: readonly WorkflowState[] = ['running', 'succeeded', 'failed', 'canceled'];
+
+const MARK: Record<string, string> = {
+  succeeded: '✔', leased: '▶', queued: '•', failed: '↻', waiting: '…', dead_lettered: '✖', canceled: '⊘', timed_out: '⌛', cleared: '✖',
+};
+
+/**
+ * The graph in the terminal: one line a step, parents before children, each
+ * indented by its depth (the longest path from a step without parents) and
+ * naming the steps it waits for, with the edge policy when it is not cancel.
+ */
+export function drawWorkflow(w: WorkflowDetail): string {
+  const byName = new Map(w.steps.map((s) => [s.name, s]));
+  const depth = new Map<string, number>();
+  const depthOf = (name: string, seen: Set<string> = new Set()): number => {
+    const known = depth.get(name);
+    if (known !== undefined) return known;
+    if (seen.has(name)) return 0;
+    seen.add(name);
+    const parents = byName.get(name)?.dependsOn ?? [];
+    const d = parents.length === 0 ? 0 : 1 + Math.max(...parents.map((p) => depthOf(p.step, seen)));
+    depth.set(name, d);
+    return d;
+  };
+  const steps = [...w.steps].sort((a, b) => depthOf(a.name) - depthOf(b.name) || a.name.localeCompare(b.name));
+  const label = (s: (typeof steps)[number]) => `${'  '.repeat(depthOf(s.name))}${depthOf(s.name) > 0 ? '└─ ' : ''}${s.name}`;
+  const width = Math.max(4, ...steps.map((s) => label(s).length));
+  const lines = [
+    `workflow ${w.id} "${w.name}": ${w.state}, ${w.stepCount - w.openSteps}/${w.stepCount} steps ended, ${w.failedSteps} failed${w.cancelRequested ? ', cancel requested' : ''}`,
+    `${'STEP'.padEnd(width)}  ${'STATE'.padEnd(15)}  ${'JOB'.padEnd(8)}  RUNS  AFTER`,
+  ];
+  for (const s of steps) {
+    const after = s.dependsOn.map((p) => (p.onFailure === 'cancel' ? p.step : `${p.step} (${p.onFailure})`)).join(', ');
+    lines.push(`${label(s).padEnd(width)}  ${`${MARK[s.job.state] ?? ' '} ${s.job.state}`.padEnd(15)}  ${s.job.id.padEnd(8)}  ${String(s.runs).padEnd(4)}  ${after}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** `orch workflows submit|list|show|cancel|retry`: DAGs of jobs. */
+export function registerWorkflowCommands(program: Command): void {
+  const workflows = program.command('workflows').description('DAGs of jobs: steps that wait for other steps');
+
+  workflows.command('submit').description('submit a workflow from a JSON file: {"name": ..., "steps": [{"name", "jobType", "payload", "dependsOn": [...]}]}')
+    .requiredOption('--file <path>', 'the workflow as JSON')
+    .action(async (o: { file: string }, cmd: Command) => {
+      const spec = json(await readFile(o.file, 'utf8'), '--file') as WorkflowSpec;
+      const { client, output } = clientFor(cmd);
+      const w = await client.submitWorkflow(spec);
+      if (output === 'json') return print(output, w, [], []);
+      process.stdout.write(drawWorkflow(w));
+    });
+
+  workflows.command('list').description('workflows, newest first')
+    .addOption(new Option('--state <state>', 'only those in this state').choices(STATES))
+    .option('--limit <n>', 'at most this many (default 50)')
+    .action(async (o: { state?: WorkflowState; limit?: string }, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const page = await client.listWorkflows({ state: o.state, limit: o.limit === undefined ? undefined : Number(o.limit) });
+      print(output, page, page.workflows, COLUMNS);
+    });
+
+  workflows.command('show').description('a workflow as a graph: each step with its state, job and the steps it waits for')
+    .argument('<id>')
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const w = await client.getWorkflow(id);
+      if (output === 'json') return print(output, w, [], []);
+      process.stdout.write(drawWorkflow(w));
+    });
+
+  workflows.command('cancel').description('cancel the steps not started (running ones finish unless --include-running)')
+    .argument('<id>')
+    .requiredOption('--reason <text>', 'why (recorded in the audit log and each step\'s history)')
+    .option('--ticket <ref>', 'ticket reference (recorded in the audit log)')
+    .option('--include-running', 'cancel running steps too (their workers learn at the next heartbeat)')
+    .action(async (id: string, o: { reason: string; ticket?: string; includeRunning?: boolean }, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const w = await client.cancelWorkflow(id, { reason: o.reason, ticket: o.ticket }, o.includeRunning ?? false);
+      if (output === 'json') return print(output, w, [], []);
+      process.stdout.write(drawWorkflow(w));
+    });
+
+  workflows.command('retry').description('replay every failed or canceled step; succeeded steps are left alone')
+    .argument('<id>')
+    .requiredOption('--reason <text>', 'why (recorded in the audit log)')
+    .option('--ticket <ref>', 'ticket reference (recorded in the audit log)')
+    .action(async (id: string, o: { reason: string; ticket?: string }, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const w = await client.retryWorkflow(id, { reason: o.reason, ticket: o.ticket });
+      if (output === 'json') return print(output, w, [], []);
+      process.stdout.write(drawWorkflow(w));
+    });
+}
