@@ -16,7 +16,7 @@ const SRC = fileURLToPath(new URL('../src/', import.meta.url));
 const FLOORS: [RegExp, number, string][] = [
   [/^(wire|logging|version)\.ts$|^config\//, 0, 'shared vocabulary: wire types, config, logging, version'],
   [/^ledger\//, 1, 'the ledger: tables, transitions, history, outbox writes'],
-  [/^(flow|recovery|events|audit|auth|dispatch|metrics|maintenance|cluster|schedules|backfills|windows)\//, 2, 'services on the ledger'],
+  [/^(flow|recovery|events|audit|auth|dispatch|metrics|maintenance|cluster|schedules|backfills|windows|workflows)\//, 2, 'services on the ledger'],
   [/^api\//, 3, 'the HTTP API'],
   [/^sdk\//, 3, 'the SDK (HTTP; the in-process transport reaches the ledger)'],
   [/^(control-plane|index)\.ts$/, 4, 'composition'],

@@ -12,6 +12,7 @@ import type { ControlPlane } from '../src/control-plane.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { eventually, startTestServer } from './helpers/server.ts';
 import { httpClient } from './helpers/http.ts';
+import { Workflows } from '../src/workflows/workflows.ts';
 
 const BASE = '/api/v1/orchestrator';
 const T = 'audited';
@@ -162,6 +163,12 @@ function cases(): Map<string, Case> {
   const backfillRow = async () => (await db.pool.query(
     `SELECT b.state, (SELECT count(*)::int FROM orch.windows w WHERE w.owner_id = b.id AND w.state = 'pending') AS pending
      FROM orch.backfills b WHERE b.tenant_id = $1`, [T2])).rows[0] ?? null;
+  // a one-step workflow: cancel ends it canceled (its step canceled), retry replays the step
+  let workflowId = '';
+  const workflowRow = async () => (await db.pool.query(
+    `SELECT w.state, w.cancel_requested, (SELECT string_agg(j.state::text, ',' ORDER BY j.id) FROM orch.jobs j WHERE j.tenant_id = w.tenant_id AND j.workflow_id = w.id) AS steps
+     FROM orch.workflows w WHERE w.tenant_id = $1 AND w.id = $2`, [T2, workflowId])).rows[0] ?? null;
+  const workflow = async () => (workflowId ||= (await new Workflows(db.pool, plane.ledger).submit(T2, { name: 'aud-wf', steps: [{ name: 'only', jobType: 'a_wf' }] }, 'api')).workflow.id);
   let cancelId = '';
   let releaseId = '';
   let clearIds: string[] = [];
@@ -277,6 +284,8 @@ function cases(): Map<string, Case> {
     ['POST /backfills/{id}/resume', { action: 'backfill.resume', request: async () => ({ method: 'POST', path: `/backfills/${await backfillId()}/resume`, ticket: true }), state: backfillRow }],
     ['POST /backfills/{id}/cancel', { action: 'backfill.cancel', request: async () => ({ method: 'POST', path: `/backfills/${await backfillId()}/cancel`, ticket: true }), state: backfillRow }],
     ['POST /backfills/{id}/retry', { action: 'backfill.retry', request: async () => ({ method: 'POST', path: `/backfills/${await backfillId()}/retry`, ticket: true }), state: backfillRow }],
+    ['POST /workflows/{id}/cancel', { action: 'workflow.cancel', request: async () => ({ method: 'POST', path: `/workflows/${await workflow()}/cancel` }), state: workflowRow }],
+    ['POST /workflows/{id}/retry', { action: 'workflow.retry', request: async () => ({ method: 'POST', path: `/workflows/${await workflow()}/retry` }), state: workflowRow }],
   ]);
 }
 

@@ -357,7 +357,8 @@ async function fingerprint(tenant: string): Promise<string> {
     (SELECT md5(coalesce(string_agg(row_to_json(j)::text, ',' ORDER BY j.name), '')) FROM orch.job_types j) AS job_types,
     (SELECT count(*) FROM orch.dlq_replays) AS replays,
     (SELECT md5(coalesce(string_agg(row_to_json(x)::text, ',' ORDER BY x.id), '')) FROM orch.schedules x) AS schedules,
-    (SELECT md5(coalesce(string_agg(row_to_json(x)::text, ',' ORDER BY x.id), '')) FROM orch.backfills x) AS backfills`, [tenant]);
+    (SELECT md5(coalesce(string_agg(row_to_json(x)::text, ',' ORDER BY x.id), '')) FROM orch.backfills x) AS backfills,
+    (SELECT md5(coalesce(string_agg(row_to_json(x)::text, ',' ORDER BY x.id), '')) FROM orch.workflows x) AS workflows`, [tenant]);
   return JSON.stringify(rows[0]);
 }
 
@@ -386,6 +387,8 @@ describe('4. operator headers', () => {
     assert.equal(bf.status, 201, JSON.stringify(bf.body));
     // its first window's job is launched by the leader in the background: before the fingerprints, not between them
     await eventually(async () => (await db.pool.query(`SELECT 1 FROM orch.jobs WHERE tenant_id = $1 AND job_type = 'op_bf'`, [T])).rowCount === 1, 10_000, 'the backfill\'s first window');
+    const wf = await call(admin, 'POST', '/workflows', { tenant: T, body: { name: 'op-wf', steps: [{ name: 'a', jobType: 'op_wf' }, { name: 'b', jobType: 'op_wf', dependsOn: ['a'] }] } });
+    assert.equal(wf.status, 201, JSON.stringify(wf.body));
     const backfillSpec = { jobType: 'op_bf2', from: '2026-01-01T00:00:00Z', to: '2026-01-01T02:00:00Z', windowMs: 3_600_000 };
     plans = new Map<string, { path: string; body?: unknown }>([
       ['POST /jobs/{jobId}/cancel', { path: `/jobs/${queued}/cancel` }],
@@ -417,6 +420,8 @@ describe('4. operator headers', () => {
       ['POST /backfills/{id}/resume', { path: `/backfills/${bf.body.id}/resume` }],
       ['POST /backfills/{id}/cancel', { path: `/backfills/${bf.body.id}/cancel` }],
       ['POST /backfills/{id}/retry', { path: `/backfills/${bf.body.id}/retry` }],
+      ['POST /workflows/{id}/cancel', { path: `/workflows/${wf.body.id}/cancel` }],
+      ['POST /workflows/{id}/retry', { path: `/workflows/${wf.body.id}/retry` }],
     ]);
     ops = (await operations()).ops.filter((o) => o.scope === 'orch:operate' || o.scope === 'orch:quota' || o.scope === 'orch:backfill');
     const unplanned = ops.map((o) => `${o.method} ${o.template}`).filter((k) => !plans.has(k));
