@@ -5,7 +5,7 @@
  *
  * Env: ORCH_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
  * BENCH_JOBS (default 100000), BENCH_LATENCY_SECONDS (default 10), BENCH_ONLY (comma list of scenarios:
- * drain, remote, replicas, footprint, controls, fairness, enqueue, latency, events, dlq, dlqstats, scrape), BENCH_SCRAPE_JOBS (default 1000000), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_DLQ_ENTRIES (default 100000: snapshot
+ * drain, remote, replicas, footprint, controls, fairness, enqueue, latency, events, dlq, dlqstats, scrape, workflows), BENCH_SCRAPE_JOBS (default 1000000), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_DLQ_ENTRIES (default 100000: snapshot
  * and replay), BENCH_DLQ_STATS_ENTRIES (default 1000000: dlq stats).
  */
 import * as graphile from './anchors/graphile.ts';
@@ -16,6 +16,7 @@ import * as recovery from './recovery.ts';
 import * as scrape from './scrape.ts';
 import * as events from './events.ts';
 import * as footprint from './footprint.ts';
+import * as workflows from './workflows.ts';
 
 const url = process.env.ORCH_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const JOBS = Number(process.env.BENCH_JOBS ?? 100_000);
@@ -105,6 +106,16 @@ if (wanted('events')) {
   figures.events = { ...e, target: 'ratio >= 0.8' };
   rows.push(['drain with events relayed + consumed (jobs/s)', `${e.withRelayJobsPerSec}`, '', '', `${e.ratio}x without relay (${e.withoutRelayJobsPerSec}/s; target >= 0.8)`]);
   rows.push(['events published and consumed (events/s)', `${e.eventsPerSec}`, '', '', `${e.eventsConsumed} events; commit-to-consumer lag p50 ${e.lagP50Ms} ms, p99 ${e.lagP99Ms} ms`]);
+}
+
+if (wanted('workflows')) {
+  // median of three runs: a single join's release is a few milliseconds, at the mercy of the machine's noise
+  const runs: workflows.FanResult[] = [];
+  for (let i = 0; i < 3; i++) runs.push(await measure('orch workflow: 1 root, 1,000 children, 1 join', () => workflows.fanOutFanIn(url, 1000)));
+  const median = (pick: (r: workflows.FanResult) => number) => runs.map(pick).sort((a, b) => a - b)[1]!;
+  figures.workflows = { runs, joinAfterLastChildMs: median((r) => r.joinAfterLastChildMs), runMs: median((r) => r.runMs), submitMs: median((r) => r.submitMs) };
+  rows.push(['workflow fan-out/fan-in 1,000 wide: join start after last child (ms)', `${median((r) => r.joinAfterLastChildMs)}`, '', '',
+    `median of 3; submit ${median((r) => r.submitMs)} ms, whole run ${median((r) => r.runMs)} ms (no anchor here runs DAGs)`]);
 }
 
 if (wanted('dlq')) {

@@ -15,8 +15,8 @@ export const WORKFLOW_STATES = ['running', 'succeeded', 'failed', 'canceled'] as
 export type WorkflowState = (typeof WORKFLOW_STATES)[number];
 
 /** Bounds of one submission: more is a 400. */
-export const MAX_STEPS = 1000;
-export const MAX_EDGES = 10_000;
+export const MAX_STEPS = 5000;
+export const MAX_EDGES = 50_000;
 export const STEP_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$';
 const STEP_NAME = new RegExp(STEP_NAME_PATTERN);
 
