@@ -39,7 +39,7 @@ CREATE TABLE orch.workflows (
   name             text NOT NULL,
   state            text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'succeeded', 'failed', 'canceled')),
   steps            integer NOT NULL,
-  -- steps not yet in a final state, and final ones that did not succeed: kept by the transitions
+  -- open_steps: steps not in a final state yet; bad_steps: final ones that did not succeed (their latest run); kept by the transitions
   open_steps       integer NOT NULL,
   bad_steps        integer NOT NULL DEFAULT 0,
   cancel_requested boolean NOT NULL DEFAULT false,

@@ -416,6 +416,17 @@ async function startLoad(): Promise<void> {
     payload: { mode: 'ok', from: '{{windowStart}}', to: '{{windowEnd}}' },
   }, WHY);
 
+  // Two workflows of dash_acme's dash_ingest: one whose steps succeed, one whose first step is invalid (dead-lettered;
+  // its dependent canceled): workflows ended by outcome.
+  await acme.submitWorkflow({ name: 'dash-ok', steps: [
+    { name: 'extract', jobType: 'dash_ingest', payload: { mode: 'ok' } },
+    { name: 'load', jobType: 'dash_ingest', payload: { mode: 'ok' }, dependsOn: ['extract'] },
+  ] });
+  await acme.submitWorkflow({ name: 'dash-failing', steps: [
+    { name: 'extract', jobType: 'dash_ingest', payload: { mode: 'invalid' } },
+    { name: 'load', jobType: 'dash_ingest', payload: { mode: 'ok' }, dependsOn: ['extract'] },
+  ] });
+
   // Steady load: every 250 ms a batch per tenant with both job types; every 10th tick a batch over the backpressure limit.
   const n = new Map<string, number>();
   let tick = 0;

@@ -11,7 +11,7 @@ import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** Measured on the 2-core CI machine, slowest first; files not listed run after these, in name order. */
-const SLOWEST = ['events', 'runbook', 'outage', 'scale-out', 'fuzz', 'chaos', 'cluster', 'schedules', 'synthetic', 'backfills', 'cli', 'quotas', 'crash', 'sdk', 'security', 'isolation', 'leases', 'embedded'];
+const SLOWEST = ['events', 'runbook', 'outage', 'scale-out', 'fuzz', 'chaos', 'cluster', 'schedules', 'synthetic', 'backfills', 'workflows', 'cli', 'quotas', 'crash', 'sdk', 'security', 'isolation', 'leases', 'embedded'];
 
 const dir = fileURLToPath(new URL('.', import.meta.url));
 const named = process.argv.slice(2);

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { isDatabaseUnavailable } from '../ledger/db.ts';
+import { isDatabaseUnavailable, isSerializationFailure } from '../ledger/db.ts';
 import { LedgerError } from '../ledger/errors.ts';
 import { HttpError } from '../wire.ts';
 
@@ -59,6 +59,11 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
   if (typeof pgCode === 'string' && pgCode.startsWith('22')) return send(reply, 400, 'invalid', null, 'a value is out of range or malformed');
   if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
     return send(reply, err.statusCode, 'bad_request', null, err.message);
+  }
+  if (isSerializationFailure(err)) {
+    // a transition met a concurrent change more often than it retries (a parent gaining dependents as it ends)
+    reply.header('retry-after', '1');
+    return send(reply, 503, 'conflict_retry', null, 'a concurrent change got in the way; retry');
   }
   if (isDatabaseUnavailable(err)) {
     if (Date.now() - unavailableLoggedAt > UNAVAILABLE_LOG_EVERY_MS) {

@@ -28,7 +28,7 @@ export function prepared(name: string, text: string, opts: { retrySerializationF
  * snapshot read (a dependent added to a job while it ended: orch.dependency_race).
  */
 export const isSerializationFailure = (err: unknown) => (err as { code?: unknown } | null)?.code === '40001';
-export const MAX_SERIALIZATION_RETRIES = 5;
+export const MAX_SERIALIZATION_RETRIES = 20;
 
 /**
  * Whether an error means the database cannot be reached right now (down, restarting, shutting

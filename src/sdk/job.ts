@@ -12,6 +12,8 @@ export interface JobContext<P = unknown> {
   readonly idempotencyKey: string;
   readonly leaseId: string;
   readonly correlationId: string | null;
+  /** For a job that waited for others: their results by step name (job id outside a workflow); {} otherwise. See Lease.parents. */
+  readonly parents: Readonly<Record<string, unknown>>;
   /** Fires when the job is canceled, its lease is lost, or the worker is shutting down past its grace period. */
   readonly signal: AbortSignal;
   /** Reports progress (0..1); sent with the next heartbeat. */
@@ -55,6 +57,7 @@ export class RunningJob<P> implements JobContext<P> {
   get idempotencyKey() { return this.lease.idempotencyKey; }
   get leaseId() { return this.lease.leaseId; }
   get correlationId() { return this.lease.correlationId; }
+  get parents() { return this.lease.parents ?? {}; }
 
   get signal(): AbortSignal {
     this.controller ??= new AbortController();

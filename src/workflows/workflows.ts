@@ -46,7 +46,7 @@ export interface Workflow {
   name: string;
   state: WorkflowState;
   stepCount: number;
-  /** Steps not yet ended, and ended ones that did not succeed (their latest run). */
+  /** Steps not ended yet; and steps whose latest run ended without success. */
   openSteps: number;
   failedSteps: number;
   cancelRequested: boolean;

@@ -46,7 +46,7 @@ export function registerJobCommands(program: Command): void {
     .option('--max-attempts <n>', 'attempts before dead-lettering')
     .option('--correlation-id <id>', 'carried on the job and its events')
     .option('--file <path>', 'NDJSON file of jobs: {"jobType": ..., "payload": ...} per line')
-    .option('--depends-on <id[:policy]...>', 'wait for these jobs first; a policy (cancel, the default; ignore; wait) says what a failed parent does to this job')
+    .option('--depends-on <ids...>', 'wait for these jobs first; ID:POLICY with a policy (cancel, the default; ignore; wait) says what a failed parent does to this job')
     .action(async (type: string | undefined, o: Record<string, string | undefined> & { dependsOn?: string[] }, cmd: Command) => {
       const { client, output } = clientFor(cmd);
       if (o.file) {

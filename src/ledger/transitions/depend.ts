@@ -7,16 +7,24 @@ import { ENDING_STATES } from './history.ts';
 
 /**
  * Counts the new dependents on existing parents and reads each parent's
- * latest state. The UPDATE locks the parent rows until the enqueue commits:
+ * latest state. A parent that was replayed stands for its latest replay (a
+ * replay takes the original's place), so a dependent waits for that. The UPDATE locks the parent rows until the enqueue commits:
  * a parent ending meanwhile waits, then sees by its row's dependents count
  * that it must re-read the edges (orch.dependency_race); a parent that ended
  * before is read as ended here, and its dependent does not wait for it.
  */
 const lockParentsStatement = prepared('lock_parents', `
-UPDATE orch.jobs p SET dependents = p.dependents + x.n
-FROM unnest($1::text[], $2::bigint[], $3::integer[]) AS x(tenant_id, id, n)
-WHERE p.tenant_id = x.tenant_id AND p.id = x.id
-RETURNING p.tenant_id, p.id::text AS id, p.state`);
+WITH RECURSIVE chain (tenant_id, asked, id, n) AS (
+  SELECT tenant_id, id, id, n FROM unnest($1::text[], $2::bigint[], $3::integer[]) AS x(tenant_id, id, n)
+  UNION ALL
+  SELECT c.tenant_id, c.asked, r.id, c.n FROM chain c JOIN orch.jobs r ON r.tenant_id = c.tenant_id AND r.replay_of = c.id
+), latest AS (
+  SELECT DISTINCT ON (tenant_id, asked) * FROM chain ORDER BY tenant_id, asked, id DESC
+)
+UPDATE orch.jobs p SET dependents = p.dependents + l.n
+FROM latest l
+WHERE p.tenant_id = l.tenant_id AND p.id = l.id
+RETURNING p.tenant_id, l.asked::text AS asked, p.id::text AS id, p.state`);
 
 const insertEdgesStatement = prepared('insert_edges', `
 INSERT INTO orch.job_edges (tenant_id, parent_id, child_id, policy)
@@ -53,12 +61,16 @@ export async function enqueueLinked(
     }
   }
   const states = new Map<string, JobState>();
+  const stands = new Map<string, string>();
   if (external.size > 0) {
     const parents = [...external.values()];
-    const { rows } = await lockParentsStatement<{ tenant_id: string; id: string; state: JobState }>(db, [
+    const { rows } = await lockParentsStatement<{ tenant_id: string; asked: string; id: string; state: JobState }>(db, [
       parents.map((p) => p.tenantId), parents.map((p) => p.id), parents.map((p) => p.n),
     ]);
-    for (const r of rows) states.set(key(r.tenant_id, r.id), r.state);
+    for (const r of rows) {
+      states.set(key(r.tenant_id, r.asked), r.state);
+      stands.set(key(r.tenant_id, r.asked), r.id);
+    }
   }
   const dependents = new Array<number>(inputs.length).fill(0);
   inputs.forEach((input, i) => {
@@ -91,7 +103,7 @@ export async function enqueueLinked(
         throw new LedgerError('conflict', `${field(i)}dependsOn`, `a parent in this batch already existed (idempotency key); enqueue it separately and depend on its id`);
       }
       edges.tenant.push(input.tenantId);
-      edges.parent.push(parent ? parent.id : d.jobId!);
+      edges.parent.push(parent ? parent.id : stands.get(key(input.tenantId, d.jobId!))!);
       edges.child.push(results[i]!.id);
       edges.policy.push(d.onFailure ?? 'cancel');
     }
