@@ -70,6 +70,18 @@ END $$;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON orch.job_edges, orch.workflows, orch.workflow_outcomes TO orch_service;
 
+-- The leader fence (0013), as on every ledger table: a leader service's session of a deposed term
+-- writes nothing (a leader-only service that ends jobs settles their dependents in these tables).
+DO $$
+DECLARE t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['job_edges', 'workflows', 'workflow_outcomes'] LOOP
+    EXECUTE format(
+      'CREATE TRIGGER leader_term_fence BEFORE INSERT OR UPDATE OR DELETE ON orch.%I FOR EACH STATEMENT '
+      'WHEN (coalesce(current_setting(''orch.leader_term'', true), '''') <> '''') EXECUTE FUNCTION orch.check_leader_term()', t);
+  END LOOP;
+END $$;
+
 DO $$
 DECLARE t text;
 BEGIN

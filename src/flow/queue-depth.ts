@@ -6,8 +6,8 @@ import { covers, notPaused, pendingReleases, quotaInForce, quotaRoom } from '../
 export interface DepthSample {
   tenantId: string;
   jobType: string;
-  /** queued (runnable or waiting for a retry), throttled (a quota has no room), paused, leased, dead_lettered */
-  state: 'queued' | 'throttled' | 'paused' | 'leased' | 'dead_lettered';
+  /** queued (runnable or waiting for a retry), throttled (a quota has no room), paused, leased, dead_lettered, waiting (for parents) */
+  state: 'queued' | 'throttled' | 'paused' | 'leased' | 'dead_lettered' | 'waiting';
   n: number;
 }
 
@@ -66,7 +66,7 @@ export async function queueOldestAge(db: Queryable, pairs: { tenantId: string; j
 /** What the queue gauges show: depth by state, and the oldest waiting job of every tenant and type with work waiting. */
 export async function queueGauges(db: Queryable): Promise<{ depth: DepthSample[]; oldest: OldestSample[] }> {
   const depth = await queueDepth(db);
-  const waiting = new Map(depth.filter((d) => d.n > 0 && d.state !== 'leased' && d.state !== 'dead_lettered')
+  const waiting = new Map(depth.filter((d) => d.n > 0 && d.state !== 'leased' && d.state !== 'dead_lettered' && d.state !== 'waiting')
     .map((d) => [`${d.tenantId}\u0000${d.jobType}`, { tenantId: d.tenantId, jobType: d.jobType }]));
   return { depth, oldest: await queueOldestAge(db, [...waiting.values()]) };
 }
