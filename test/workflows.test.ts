@@ -724,6 +724,28 @@ describe('a workflow', () => {
   });
 });
 
+describe('metrics of dependents', () => {
+  test('a dependent counts as enqueued once (not as an outcome "waiting"), its release is no outcome, and a cancel by its parent\'s failure counts as canceled', async () => {
+    const T = 'wf-metrics';
+    const [p] = await plane.ledger.enqueue([{ tenantId: T, jobType: 'wfm_parent', payload: {}, maxAttempts: 1 }]);
+    const [ok] = await plane.ledger.enqueue([{ tenantId: T, jobType: 'wfm_parent', payload: {} }]);
+    await plane.ledger.enqueue([
+      { tenantId: T, jobType: 'wfm_child', payload: {}, dependsOn: [{ jobId: p!.id }] },
+      { tenantId: T, jobType: 'wfm_child', payload: {}, dependsOn: [{ jobId: ok!.id }] },
+    ]);
+    const leases = await claim(T, 'wfm_parent');
+    assert.equal(leases.length, 2);
+    await deadLetter(leases.find((l) => l.jobId === p!.id)!);
+    await complete(leases.find((l) => l.jobId === ok!.id)!);
+    const text = await plane.metrics.scrape();
+    const child = (outcome: string) => sample(text, 'orchestrator_jobs_total', { tenant: T, job_type: 'wfm_child', outcome });
+    assert.equal(sample(text, 'orchestrator_jobs_enqueued_total', { tenant: T, job_type: 'wfm_child' }), 2);
+    assert.equal(child('canceled'), 1, 'the dependent of the dead-lettered parent');
+    assert.equal(child('waiting'), undefined);
+    assert.equal(child('retried'), undefined, 'a release is no retry');
+  });
+});
+
 describe('a parent that was replayed', () => {
   test('a dependent added later waits for the replay (it stands for the original), and its handler sees the replay\'s result', async () => {
     const T = 'wf-replayed';

@@ -167,8 +167,8 @@ export class Ledger {
   async cancelMany(
     tenantId: string, jobIds: string[], actor: Actor, reason: string | null, opts: { states?: readonly JobState[]; tx?: Tx } = {},
   ): Promise<CancelOutcome[]> {
-    const outcomes = await cancel(opts.tx?.client ?? this.pool, tenantId, jobIds, actor, reason, opts.states);
-    this.emitIn(opts.tx, outcomes.flatMap((o) => (o.record ? [o.record] : [])));
+    const { outcomes, settled } = await cancel(opts.tx?.client ?? this.pool, tenantId, jobIds, actor, reason, opts.states);
+    this.emitIn(opts.tx, [...outcomes.flatMap((o) => (o.record ? [o.record] : [])), ...settled]);
     return outcomes;
   }
 

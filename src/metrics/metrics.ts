@@ -318,13 +318,15 @@ export class Metrics implements LedgerObserver, RelayObserver {
       else byLabels.set(key, { labels, n: 1 });
     };
     for (const r of records) {
-      if (r.from === null && r.to === 'queued') {
+      if (r.from === null) {
+        // enqueued (or replayed), queued or waiting for its parents
         this.knowPairs([r]);
         count(this.jobsEnqueued, { tenant: r.tenantId, job_type: r.jobType });
       } else if (r.to === 'leased') {
         if (r.dispatchLatencyMs !== undefined) this.dispatchLatency.observe({ job_type: r.jobType }, r.dispatchLatencyMs / 1000);
-      } else if (r.cause !== 'dlq_cleared' && r.cause !== 'worker_released') {
-        // an attempt's outcome (a DLQ clear and a job handed back unrun are none)
+      } else if (r.cause !== 'dlq_cleared' && r.cause !== 'worker_released' && r.cause !== 'dependencies_met') {
+        // an attempt's outcome (a DLQ clear, a job handed back unrun and a waiting job's release are none; a
+        // dependent canceled by its parent's failure counts as canceled, as an operator's cancel of a queued job)
         const outcome = r.to === 'queued' ? 'retried' : r.to;
         count(this.jobs, { tenant: r.tenantId, job_type: r.jobType, outcome });
         if (r.runMs !== undefined) this.jobDuration.observe({ job_type: r.jobType, outcome }, r.runMs / 1000);

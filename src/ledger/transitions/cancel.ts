@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { appendHistory, ENDS_JOBS, recordTransitions } from './history.ts';
+import { appendHistory, ENDS_JOBS, recordTransitions, SETTLED_COLUMN, settledRecords } from './history.ts';
 import type { Actor, JobState, TransitionRecord } from '../types.ts';
 
 /** States a job can be canceled from: it has not ended. */
@@ -24,7 +24,7 @@ WITH RECURSIVE cur AS (
   SELECT id, tenant_id, job_type, from_state, 'canceled'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error,
          dependents, workflow_id FROM upd
 ), ${recordTransitions('entries', '$5::uuid', '$3', '$4', "'operator_canceled'", { ends: true })}
-SELECT cur.id AS job_id, cur.state AS current_state, upd.id, upd.tenant_id, upd.job_type, upd.attempt, upd.from_state
+SELECT cur.id AS job_id, cur.state AS current_state, upd.id, upd.tenant_id, upd.job_type, upd.attempt, upd.from_state, ${SETTLED_COLUMN}
 FROM cur LEFT JOIN upd ON upd.id = cur.id ORDER BY cur.id`, ENDS_JOBS);
 
 interface CancelRow {
@@ -35,6 +35,7 @@ interface CancelRow {
   job_type: string;
   attempt: number;
   from_state: JobState;
+  settled: [string, string, string, JobState][];
 }
 
 /** Per job asked for: canceled now (the record), or its state when it was not (absent: no such job of the tenant). */
@@ -42,10 +43,10 @@ export interface CancelOutcome { jobId: string; state: JobState; record: Transit
 
 export async function cancel(
   db: Queryable, tenantId: string, jobIds: string[], actor: Actor, reason: string | null, states: readonly JobState[] = CANCELABLE_STATES,
-): Promise<CancelOutcome[]> {
-  if (jobIds.length === 0) return [];
+): Promise<{ outcomes: CancelOutcome[]; settled: TransitionRecord[] }> {
+  if (jobIds.length === 0) return { outcomes: [], settled: [] };
   const { rows } = await cancelStatement<CancelRow>(db, [jobIds, tenantId, actor, reason, randomUUID(), states]);
-  return rows.map((row) => ({
+  const outcomes = rows.map((row): CancelOutcome => ({
     jobId: row.job_id,
     state: row.id === null ? row.current_state : 'canceled',
     record: row.id === null ? null : {
@@ -53,4 +54,5 @@ export async function cancel(
       cause: 'operator_canceled', ...(reason ? { reason } : {}),
     },
   }));
+  return { outcomes, settled: settledRecords(rows) };
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { toStorableJson } from '../validate.ts';
-import { appendHistory, ENDS_JOBS, recordTransitions } from './history.ts';
+import { appendHistory, ENDS_JOBS, recordTransitions, SETTLED_COLUMN } from './history.ts';
 import type { AckOutcome, Actor, CompleteInput, TransitionRecord } from '../types.ts';
 import { ACK_ACTOR, LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
@@ -28,7 +28,7 @@ WITH RECURSIVE input AS (
          NULL::jsonb AS error, dependents, workflow_id FROM upd
 ), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, 'NULL', "'worker_completed'", { ends: true })}
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms,
-  'succeeded'::orch.job_state AS new_state, NULL AS error_class
+  'succeeded'::orch.job_state AS new_state, NULL AS error_class, ${SETTLED_COLUMN}
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL
 ORDER BY i.ord`, ENDS_JOBS);
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { appendHistory, ENDS_JOBS, recordTransitions } from './history.ts';
+import { appendHistory, ENDS_JOBS, recordTransitions, SETTLED_COLUMN, settledRecords } from './history.ts';
 import type { Actor, JobState, TransitionCause, TransitionRecord } from '../types.ts';
 import { JOBS_CHANNEL } from '../channel.ts';
 
@@ -35,18 +35,20 @@ WITH RECURSIVE picked AS (
 ), ${recordTransitions('entries', '$3::uuid', '$2', reason, cause, { ends: true })}, wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd WHERE new_state = 'queued' GROUP BY job_type
 )
-SELECT upd.id, upd.tenant_id, upd.job_type, upd.attempt, upd.lease_id, upd.worker_id, upd.new_state,
+SELECT upd.id, upd.tenant_id, upd.job_type, upd.attempt, upd.lease_id, upd.worker_id, upd.new_state, ${SETTLED_COLUMN},
   CASE WHEN upd.new_state = 'dead_lettered' THEN upd.last_error->>'class' END AS error_class, (SELECT count(*) FROM wake) AS woken FROM upd`;
 }
 
 export interface TakenLeaseRow {
   id: string; tenant_id: string; job_type: string; attempt: number; lease_id: string; worker_id: string | null; new_state: JobState; error_class: string | null;
+  settled: [string, string, string, JobState][];
 }
 
-export const takenRecords = (rows: TakenLeaseRow[], cause: TransitionCause, reason: string): TransitionRecord[] => rows.map((r) => ({
+/** The leases taken, then the dependents their ends settled. */
+export const takenRecords = (rows: TakenLeaseRow[], cause: TransitionCause, reason: string): TransitionRecord[] => [...rows.map((r): TransitionRecord => ({
   cause, jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: r.new_state, attempt: r.attempt, reason,
   ...(r.error_class ? { errorClass: r.error_class } : {}),
-}));
+})), ...settledRecords(rows)];
 
 /** Up to `limit` leases whose deadline passed without a heartbeat. */
 const expireStatement = prepared('expire', takeLeasesStatement(`

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { checkText, toStorableJson } from '../validate.ts';
-import { appendHistory, ENDS_JOBS, recordTransitions } from './history.ts';
+import { appendHistory, ENDS_JOBS, recordTransitions, SETTLED_COLUMN } from './history.ts';
 import type { AckOutcome, Actor, FailInput, TransitionRecord } from '../types.ts';
 import { ACK_ACTOR, LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
@@ -31,7 +31,7 @@ WITH RECURSIVE input AS (
 ), entries AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id, worker_id, error, dependents, workflow_id FROM upd
 ), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, "'worker_failed'", "'worker_failed'", { ends: true })}
-SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms, u.new_state, u.error->>'class' AS error_class
+SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, u.run_ms, u.new_state, u.error->>'class' AS error_class, ${SETTLED_COLUMN}
 FROM input i LEFT JOIN upd u ON u.id = i.job_id LEFT JOIN orch.jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id AND u.id IS NULL
 ORDER BY i.ord`, ENDS_JOBS);
 

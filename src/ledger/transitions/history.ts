@@ -1,5 +1,6 @@
 import { JOBS_CHANNEL } from '../channel.ts';
 import { freeQuotaSlots } from '../flow-sql.ts';
+import type { JobState, TransitionRecord } from '../types.ts';
 
 /** The states counted in orch.queue_counts: the live ones (terminal states only grow, and nobody pages on them). */
 export const COUNTED_STATES = ['queued', 'failed', 'leased', 'dead_lettered', 'waiting'] as const;
@@ -150,6 +151,19 @@ function settleDependents(entries: string, batch: string): string {
   SELECT tenant_id, state, count(*) FROM wf WHERE open_steps <= 0 GROUP BY tenant_id, state
   ON CONFLICT (tenant_id, outcome) DO UPDATE SET n = orch.workflow_outcomes.n + excluded.n
 )`;
+}
+
+/**
+ * The column an ending statement's final SELECT adds (the same value on every
+ * row): the dependents it settled, for settledRecords.
+ */
+export const SETTLED_COLUMN = `(SELECT coalesce(json_agg(json_build_array(id::text, tenant_id, job_type, to_state)), '[]'::json) FROM released_entries) AS settled`;
+
+/** The transitions of the dependents an ending statement settled (SETTLED_COLUMN), for the ledger's observers. */
+export function settledRecords(rows: readonly { settled?: [string, string, string, JobState][] }[]): TransitionRecord[] {
+  return (rows[0]?.settled ?? []).map(([jobId, tenantId, jobType, to]) => ({
+    cause: to === 'canceled' ? 'dependency_failed' : 'dependencies_met', jobId, tenantId, jobType, from: 'waiting', to, attempt: 0,
+  }));
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { AckOutcome, JobState, RefusalReason, TransitionCause, TransitionRecord } from '../types.ts';
+import { settledRecords } from './history.ts';
 
 /** The current row of a job an ack or heartbeat named, read in the same statement. */
 export interface LeaseCheckRow {
@@ -38,6 +39,8 @@ export interface LeaseEndRow extends LeaseCheckRow {
   new_state: JobState | null;
   run_ms: string | null;
   error_class: string | null;
+  /** Ending statements only (complete, fail): the dependents they settled (SETTLED_COLUMN). */
+  settled?: [string, string, string, JobState][];
 }
 
 /** Per-job outcomes (in input order) and the transition records of those that applied. */
@@ -61,7 +64,7 @@ export function leaseEndOutcomes(rows: LeaseEndRow[], action: LeaseAction, cause
       ? { jobId: r.job_id, status: 'duplicate', state: r.state! }
       : { jobId: r.job_id, status: 'refused', reason: refusal, state: r.state });
   }
-  return { outcomes, records };
+  return { outcomes, records: [...records, ...settledRecords(rows)] };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
-import { appendHistory, ENDS_JOBS, recordTransitions } from './history.ts';
-import type { Actor, TransitionRecord } from '../types.ts';
+import { appendHistory, ENDS_JOBS, recordTransitions, SETTLED_COLUMN, settledRecords } from './history.ts';
+import type { Actor, JobState, TransitionRecord } from '../types.ts';
 
 /**
  * leased -> timed_out for up to `limit` jobs running past their job type's
@@ -20,13 +20,13 @@ WITH RECURSIVE picked AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'timed_out'::orch.job_state AS to_state, attempt, lease_id,
          last_error AS error, dependents, workflow_id FROM upd
 ), ${recordTransitions('entries', '$3::uuid', '$2', "'timeout'", "'timed_out'", { ends: true })}
-SELECT id, tenant_id, job_type, attempt FROM upd`, ENDS_JOBS);
+SELECT id, tenant_id, job_type, attempt, ${SETTLED_COLUMN} FROM upd`, ENDS_JOBS);
 
-interface TimeoutRow { id: string; tenant_id: string; job_type: string; attempt: number }
+interface TimeoutRow { id: string; tenant_id: string; job_type: string; attempt: number; settled: [string, string, string, JobState][] }
 
 export async function timeout(db: Queryable, limit: number, actor: Actor): Promise<TransitionRecord[]> {
   const { rows } = await timeoutStatement<TimeoutRow>(db, [limit, actor, randomUUID()]);
-  return rows.map((r) => ({
+  return [...rows.map((r): TransitionRecord => ({
     jobId: r.id, tenantId: r.tenant_id, jobType: r.job_type, from: 'leased', to: 'timed_out', attempt: r.attempt, cause: 'timed_out', reason: 'timeout', errorClass: 'Timeout',
-  }));
+  })), ...settledRecords(rows)];
 }
