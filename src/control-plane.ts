@@ -32,6 +32,7 @@ import { DeltaRollup } from './maintenance/delta-rollup.ts';
 import { EventBus } from './events/bus.ts';
 import { OutboxPruner } from './events/pruner.ts';
 import { OutboxRelay } from './events/relay.ts';
+import { JobPruner } from './maintenance/job-pruner.ts';
 import { EventStream } from './events/stream.ts';
 import { Schedules } from './schedules/schedules.ts';
 import { Scheduler } from './schedules/scheduler.ts';
@@ -161,6 +162,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
           new DeltaRollup([l.counts, dead.clusterFold], m.queueCountRollupIntervalMs, log),
           new ReplayRunner(runner, m.replayRunnerIntervalMs, log),
           new OutboxPruner(leaderPool, ev.outboxRetentionMs, relayBus !== null, m.outboxPrunerIntervalMs, log),
+          new JobPruner(l, config.jobRetentionMs, (n) => metrics.jobsPruned.inc(n), m.jobPrunerIntervalMs, log),
           new Scheduler(l, metrics, m.scheduleGraceMs, m.schedulerIntervalMs, log),
           new BackfillRunner(l, m.backfillRunnerIntervalMs, log),
           ...(relayBus ? [new OutboxRelay(leaderPool, relayBus, ev.relayBatchRows, m.outboxRelayIntervalMs, log, metrics)] : []),

@@ -113,7 +113,10 @@ export const ConfigSchema = Type.Object({
     /** A tick at most this late still fires whatever the catch-up policy; older ones were missed (docs/schedules.md). */
     scheduleGraceMs: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
     backfillRunnerIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000 }),
+    jobPrunerIntervalMs: Type.Integer({ minimum: 10, maximum: 3_600_000 }),
   }),
+  /** Jobs that ended (succeeded, canceled, timed out, cleared) leave the ledger, with their history, this long after; 0 keeps them. */
+  jobRetentionMs: Type.Integer({ minimum: 0 }),
 });
 export type Config = Static<typeof ConfigSchema>;
 
@@ -170,7 +173,9 @@ export const defaultConfig: Config = {
     schedulerIntervalMs: 250,
     scheduleGraceMs: 60_000,
     backfillRunnerIntervalMs: 500,
+    jobPrunerIntervalMs: 60_000,
   },
+  jobRetentionMs: 7 * 24 * 3600 * 1000,
 };
 
 export class ConfigError extends Error {}
@@ -275,7 +280,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       schedulerIntervalMs: int(env, 'ORCH_SCHEDULER_INTERVAL_MS', d.maintenance.schedulerIntervalMs),
       scheduleGraceMs: int(env, 'ORCH_SCHEDULE_GRACE_MS', d.maintenance.scheduleGraceMs),
       backfillRunnerIntervalMs: int(env, 'ORCH_BACKFILL_RUNNER_INTERVAL_MS', d.maintenance.backfillRunnerIntervalMs),
+      jobPrunerIntervalMs: int(env, 'ORCH_JOB_PRUNER_INTERVAL_MS', d.maintenance.jobPrunerIntervalMs),
     },
+    jobRetentionMs: int(env, 'ORCH_JOB_RETENTION_MS', d.jobRetentionMs),
     ...overrides,
   };
   return validateConfig(config);

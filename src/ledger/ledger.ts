@@ -17,6 +17,7 @@ import { expire } from './transitions/expire.ts';
 import { fail } from './transitions/fail.ts';
 import { forceRelease, type LeaseSelector, type ReleaseCause } from './transitions/force-release.ts';
 import { heartbeat } from './transitions/heartbeat.ts';
+import { pruneFinished, pruneWorkflows, type PruneCursor, type PruneResult } from './transitions/prune.ts';
 import { release } from './transitions/release.ts';
 import { replay, type ReplayOutcome } from './transitions/replay.ts';
 import { timeout } from './transitions/timeout.ts';
@@ -210,6 +211,16 @@ export class Ledger {
     const { outcomes, records } = await replay(opts.tx?.client ?? this.pool, tenantId, [...new Set(jobIds)], opts);
     this.emitIn(opts.tx, records);
     return outcomes;
+  }
+
+  /** Deletes jobs that ended before `cutoff` with their history, from the history batches after `cursor` (see transitions/prune.ts). */
+  pruneFinished(cutoff: Date, cursor: PruneCursor, limit: number): Promise<PruneResult> {
+    return pruneFinished(this.pool, cutoff, cursor, limit);
+  }
+
+  /** Deletes workflows that ended before `cutoff`, with their jobs that ended. */
+  pruneWorkflows(cutoff: Date, limit: number): Promise<{ jobs: number; workflows: number; scanned: number }> {
+    return pruneWorkflows(this.pool, cutoff, limit);
   }
 
   getJob(tenantId: string, id: string): Promise<Job | null> {

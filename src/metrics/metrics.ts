@@ -138,6 +138,11 @@ export class Metrics implements LedgerObserver, RelayObserver {
     });
   }
 
+  readonly jobsPruned = new Counter({
+    name: 'orchestrator_jobs_pruned_total', help: 'Jobs that ended and left the ledger with their history after ORCH_JOB_RETENTION_MS (on the leader).',
+    registers: [this.registry],
+  });
+
   readonly workflows = new Counter({
     name: 'orchestrator_workflows_total',
     help: 'Workflows that ended, by outcome (succeeded, failed, canceled); a retried workflow counts again when it ends. Stored in the database: every replica reports the same count.',
