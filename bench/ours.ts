@@ -65,9 +65,48 @@ export async function drainWith(jobs: number, opts: Omit<WorkerOptions, 'jobType
 
 export const DRAIN_WORKER = { concurrency: 50, prefetch: 1000, batchSize: 500, claimers: 2, ackers: 2, waitMs: 1000 };
 
-export async function drainInProcess(connectionString: string, jobs: number): Promise<DrainResult> {
+/** The in-process drain; `peakRssMb` is this process's resident memory at its highest during it (worker and its pools). */
+export async function drainInProcess(connectionString: string, jobs: number): Promise<DrainResult & { peakRssMb: number }> {
   await prepareDrain(connectionString, jobs);
-  return drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1);
+  return withPeakRss(() => drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1));
+}
+
+async function withPeakRss<T extends object>(fn: () => Promise<T>): Promise<T & { peakRssMb: number }> {
+  let peak = process.memoryUsage.rss();
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 100);
+  try {
+    const r = await fn();
+    return { ...r, peakRssMb: Math.round(Math.max(peak, process.memoryUsage.rss()) / 1e6) };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/**
+ * The in-process drain of `jobs` with `finished` succeeded jobs already in
+ * the ledger (written by one INSERT, as months of work would have left them,
+ * older than the queued ones), against the same drain on an empty ledger.
+ */
+export async function drainAged(connectionString: string, jobs: number, finished: number): Promise<{ empty: DrainResult; aged: DrainResult; ratio: number }> {
+  const empty = await drainInProcess(connectionString, jobs);
+  await reset(connectionString);
+  const pool = createPool(connectionString, 4);
+  const ledger = new Ledger(pool, defaultConfig);
+  await ledger.jobTypes.ensure([JOB_TYPE]);
+  await ledger.tenants.ensure(['bench']);
+  for (const [start, end] of chunks(finished, 250_000)) {
+    await pool.query(
+      `INSERT INTO orch.jobs (tenant_id, job_type, payload, state, attempt, max_attempts, acked, result, started_at, finished_at, created_at, updated_at)
+       SELECT 'bench', $1, jsonb_build_object('i', g), 'succeeded', 1, 3, 'succeeded', 'null', now() - interval '1 day', now() - interval '1 day',
+              now() - interval '1 day', now() - interval '1 day'
+       FROM generate_series($2::bigint, $3::bigint - 1) g`, [JOB_TYPE, start, end]);
+  }
+  await pool.query('VACUUM ANALYZE orch.jobs');
+  await preEnqueue(ledger, jobs);
+  await pool.end();
+  await settle(connectionString, 'orch');
+  const aged = await drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1);
+  return { empty, aged, ratio: Math.round((aged.jobsPerSec / empty.jobsPerSec) * 100) / 100 };
 }
 
 /** Runs `fn` while `orch serve` runs as its own process (as in production) with `env`, ready to serve. */

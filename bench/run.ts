@@ -5,7 +5,7 @@
  *
  * Env: ORCH_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
  * BENCH_JOBS (default 100000), BENCH_LATENCY_SECONDS (default 10), BENCH_ONLY (comma list of scenarios:
- * drain, remote, replicas, footprint, controls, fairness, enqueue, latency, events, dlq, dlqstats, scrape, workflows), BENCH_SCRAPE_JOBS (default 1000000), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_DLQ_ENTRIES (default 100000: snapshot
+ * drain, remote, replicas, footprint, controls, fairness, enqueue, latency, events, dlq, dlqstats, scrape, workflows, aged), BENCH_AGED_JOBS (default 1000000: finished jobs already in the ledger), BENCH_SCRAPE_JOBS (default 1000000), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_DLQ_ENTRIES (default 100000: snapshot
  * and replay), BENCH_DLQ_STATS_ENTRIES (default 1000000: dlq stats).
  */
 import * as graphile from './anchors/graphile.ts';
@@ -46,6 +46,7 @@ if (wanted('drain')) {
   const best = Math.max(g.jobsPerSec, b.jobsPerSec);
   figures.drain = { graphile: g, pgboss: b, orch: o, ratioToFasterAnchor: round(o.jobsPerSec / best), target: 1.2 };
   rows.push(['drain in-process (jobs/s)', `${o.jobsPerSec}`, `${g.jobsPerSec}`, `${b.jobsPerSec}`, `${round(o.jobsPerSec / best)}x faster anchor (target >= 1.2)`]);
+  rows.push(['peak RSS during the in-process drain (MB)', `${o.peakRssMb}`, '', '', 'worker and its pools in this process (target < 300)']);
   if (wanted('remote')) {
     const r: DrainResult = await measure('orch drain (remote, HTTP bridge)', () => ours.drainRemote(url, JOBS));
     figures.drainRemote = { orch: r, ratioToFasterAnchorInProcess: round(r.jobsPerSec / best), target: 0.5 };
@@ -106,6 +107,13 @@ if (wanted('events')) {
   figures.events = { ...e, target: 'ratio >= 0.8' };
   rows.push(['drain with events relayed + consumed (jobs/s)', `${e.withRelayJobsPerSec}`, '', '', `${e.ratio}x without relay (${e.withoutRelayJobsPerSec}/s; target >= 0.8)`]);
   rows.push(['events published and consumed (events/s)', `${e.eventsPerSec}`, '', '', `${e.eventsConsumed} events; commit-to-consumer lag p50 ${e.lagP50Ms} ms, p99 ${e.lagP99Ms} ms`]);
+}
+
+if (wanted('aged')) {
+  const finished = Number(process.env.BENCH_AGED_JOBS ?? 1_000_000);
+  const a = await measure(`orch drain with ${finished} finished jobs in the ledger vs an empty one`, () => ours.drainAged(url, JOBS, finished));
+  figures.aged = { ...a, finished, target: 'ratio >= 0.9' };
+  rows.push([`drain with ${finished} finished jobs in the ledger (jobs/s)`, `${a.aged.jobsPerSec}`, '', '', `${a.ratio}x an empty ledger (${a.empty.jobsPerSec}/s; target >= 0.9)`]);
 }
 
 if (wanted('workflows')) {
