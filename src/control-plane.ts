@@ -162,7 +162,8 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
           new DeltaRollup([l.counts, dead.clusterFold], m.queueCountRollupIntervalMs, log),
           new ReplayRunner(runner, m.replayRunnerIntervalMs, log),
           new OutboxPruner(leaderPool, ev.outboxRetentionMs, relayBus !== null, m.outboxPrunerIntervalMs, log),
-          new JobPruner(l, config.jobRetentionMs, (n) => metrics.jobsPruned.inc(n), m.jobPrunerIntervalMs, log),
+          // retention 0 keeps every job: no pruner then
+          ...(config.jobRetentionMs > 0 ? [new JobPruner(l, config.jobRetentionMs, (n) => metrics.jobsPruned.inc(n), m.jobPrunerIntervalMs, log)] : []),
           new Scheduler(l, metrics, m.scheduleGraceMs, m.schedulerIntervalMs, log),
           new BackfillRunner(l, m.backfillRunnerIntervalMs, log),
           ...(relayBus ? [new OutboxRelay(leaderPool, relayBus, ev.relayBatchRows, m.outboxRelayIntervalMs, log, metrics)] : []),

@@ -5,6 +5,9 @@ import { EDGE_POLICIES, TRANSITION_CAUSES, type TransitionCause } from '../ledge
 
 /** Request and response shapes of the HTTP API; the OpenAPI document is generated from these. */
 
+/** Body limit of a request carrying many jobs or results (a batch, acks, a workflow): 64 payloads' worth, at most 256 MiB. */
+export const manyPayloadsLimit = (maxPayloadBytes: number) => Math.min(256 * 1024 * 1024, maxPayloadBytes * 64);
+
 export const JobId = Type.String({ pattern: '^[1-9][0-9]{0,17}$', description: 'Job id (decimal string).' });
 export const LeaseId = Type.String({ pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' });
 export const JobTypeName = Type.String({ pattern: JOB_TYPE_PATTERN });

@@ -105,11 +105,11 @@ export class Ledger {
     const cause = opts.cause ?? 'enqueued';
     const actor = opts.actor ?? 'api';
     const db = opts.tx?.client ?? opts.client;
+    // parents are locked and the jobs and their edges written together: in the caller's transaction, or one of its own
+    const linked = (client: Queryable) => enqueueLinked(client, prepared, actor, opts.reason ?? null, cause, field);
     const results = !prepared.some((p) => (p.dependsOn?.length ?? 0) > 0)
       ? await enqueue(db ?? this.pool, prepared, actor, opts.reason ?? null, cause)
-      // parents are locked and the jobs and their edges written together: in the caller's transaction, or one of its own
-      : db ? await enqueueLinked(db, prepared, actor, opts.reason ?? null, cause, (i) => (field(i) ? `${field(i)}.` : ''))
-        : await withTransaction(this.pool, (client) => enqueueLinked(client, prepared, actor, opts.reason ?? null, cause, (i) => (field(i) ? `${field(i)}.` : '')));
+      : db ? await linked(db) : await withTransaction(this.pool, linked);
     this.emitIn(opts.tx, results.filter((r) => r.created).map((r) => ({
       cause, jobId: r.id, tenantId: r.tenantId, jobType: r.jobType, from: null, to: r.state, attempt: 0,
     })));

@@ -30,7 +30,6 @@ export class JobPruner extends PeriodicService {
   }
 
   protected async runOnce(): Promise<RunResult> {
-    if (this.retentionMs === 0) return { count: 0, more: false };
     const cutoff = new Date(Date.now() - this.retentionMs);
     const jobs = await this.ledger.pruneFinished(cutoff, this.cursor, BATCHES);
     this.cursor = jobs.cursor;

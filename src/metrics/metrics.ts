@@ -122,16 +122,9 @@ export class Metrics implements LedgerObserver, RelayObserver {
 
   /** Fills the schedule, watermark and backfill series from `read` (small tables, never the job table) before every scrape. */
   watchWindows(read: () => Promise<WindowSamples>): void {
-    const counted = new Map<string, number>();
     this.sources.push(async () => {
       const { schedules, watermarks, backfills } = await read();
-      for (const s of schedules) {
-        // the count lives in the database; the counter follows it, so a new leader or replica reports the same total
-        const key = `${s.tenantId}\u0000${s.schedule}`;
-        const delta = s.missedTicks - (counted.get(key) ?? 0);
-        this.scheduleMissedTicks.inc({ tenant: s.tenantId, schedule: s.schedule }, Math.max(0, delta));
-        counted.set(key, Math.max(s.missedTicks, counted.get(key) ?? 0));
-      }
+      this.followAll(this.scheduleMissedTicks, schedules.map((s) => [{ tenant: s.tenantId, schedule: s.schedule }, s.missedTicks]));
       this.setAll(this.watermark, watermarks.map((w) => [{ tenant: w.tenantId, job_type: w.jobType }, Date.parse(w.watermark) / 1000]));
       this.setAll(this.backfillWindows, backfills.flatMap((b) => Object.entries(b.windows)
         .map(([state, n]): [Record<string, string>, number] => [{ tenant: b.tenantId, backfill: b.backfillId, state }, n])));
@@ -151,14 +144,7 @@ export class Metrics implements LedgerObserver, RelayObserver {
 
   /** Fills orchestrator_workflows_total from the stored outcome counts (a row per tenant and outcome) before every scrape. */
   watchWorkflows(read: () => Promise<{ tenantId: string; outcome: string; n: number }[]>): void {
-    const counted = new Map<string, number>();
-    this.sources.push(async () => {
-      for (const o of await read()) {
-        const key = `${o.tenantId}\u0000${o.outcome}`;
-        this.workflows.inc({ tenant: o.tenantId, outcome: o.outcome }, Math.max(0, o.n - (counted.get(key) ?? 0)));
-        counted.set(key, Math.max(o.n, counted.get(key) ?? 0));
-      }
-    });
+    this.sources.push(async () => this.followAll(this.workflows, (await read()).map((o) => [{ tenant: o.tenantId, outcome: o.outcome }, o.n])));
   }
 
   readonly httpRequests = new Histogram({
@@ -254,6 +240,20 @@ export class Metrics implements LedgerObserver, RelayObserver {
   }
 
   /** Sets a gauge's series to `values`; series reported before but missing now drop to 0. */
+  /**
+   * Moves counters up to totals stored in the database: the count lives there, the counter follows
+   * it, so a new leader or another replica reports the same total, and it never goes back.
+   */
+  private followAll<L extends string>(counter: Counter<L>, totals: [Partial<Record<L, string>>, number][]): void {
+    let counted = this.followed.get(counter);
+    if (!counted) this.followed.set(counter, (counted = new Map()));
+    for (const [labels, n] of totals) {
+      const key = JSON.stringify(labels);
+      counter.inc(labels, Math.max(0, n - (counted.get(key) ?? 0)));
+      counted.set(key, Math.max(n, counted.get(key) ?? 0));
+    }
+  }
+
   private setAll<L extends string>(gauge: Gauge<L>, values: [Partial<Record<L, string>>, number][]): void {
     let reported = this.reported.get(gauge);
     if (!reported) this.reported.set(gauge, (reported = new Map()));
@@ -303,6 +303,8 @@ export class Metrics implements LedgerObserver, RelayObserver {
   private readonly knownPairs = new Set<string>();
   /** Label sets each gauge has reported, so a series that disappears reads 0 instead of its last value. */
   private readonly reported = new Map<Gauge<string>, Map<string, object>>();
+  /** Per counter that follows stored totals: the total each label set was moved up to. */
+  private readonly followed = new Map<Counter<string>, Map<string, number>>();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });

@@ -197,8 +197,7 @@ export class Workflows {
     const { rows: [w] } = await db.query<WorkflowRow>('SELECT * FROM orch.workflows WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
     if (!w) return null;
     const { rows: jobs } = await db.query<JobRow & { runs: string }>(
-      `SELECT DISTINCT ON (step_name) ${JOB_COLUMNS}, count(*) OVER (PARTITION BY step_name) AS runs
-       FROM orch.jobs WHERE tenant_id = $1 AND workflow_id = $2 ORDER BY step_name, id DESC`, [tenantId, id]);
+      LATEST_STEPS, [tenantId, id]);
     const { rows: edges } = await db.query<{ child: string; parent: string; policy: EdgePolicy }>(
       `SELECT c.step_name AS child, p.step_name AS parent, e.policy
        FROM orch.jobs c JOIN orch.job_edges e ON e.tenant_id = c.tenant_id AND e.child_id = c.id
@@ -258,6 +257,14 @@ export async function workflowOutcomes(db: Queryable): Promise<{ tenantId: strin
   return rows.map((r) => ({ tenantId: r.tenant_id, outcome: r.outcome, n: Number(r.n) }));
 }
 
+/**
+ * Each step's latest job of workflow $2 of tenant $1 (a replay replaces a step's job), and `runs`: how many
+ * jobs the step ran as. Through the workflow index.
+ */
+const LATEST_STEPS = `
+  SELECT DISTINCT ON (step_name) ${JOB_COLUMNS}, count(*) OVER (PARTITION BY step_name) AS runs
+  FROM orch.jobs WHERE tenant_id = $1 AND workflow_id = $2 ORDER BY step_name, id DESC`;
+
 const what = (action: string, tenantId: string, id: string) => ({ action, tenantId, target: `workflow:${id}` });
 
 async function lockWorkflow(db: Queryable, tenantId: string, id: string): Promise<WorkflowRow> {
@@ -269,7 +276,6 @@ async function lockWorkflow(db: Queryable, tenantId: string, id: string): Promis
 /** The ids of the workflow's steps whose latest job is in one of `states`. */
 async function currentSteps(db: Queryable, tenantId: string, id: string, states: readonly string[]): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
-    `SELECT id FROM (SELECT DISTINCT ON (step_name) id, state FROM orch.jobs WHERE tenant_id = $1 AND workflow_id = $2 ORDER BY step_name, id DESC) s
-     WHERE state::text = ANY($3::text[])`, [tenantId, id, states]);
+    `SELECT id FROM (${LATEST_STEPS}) s WHERE state::text = ANY($3::text[])`, [tenantId, id, states]);
   return rows.map((r) => r.id);
 }

@@ -5,7 +5,7 @@ import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import {
   AckOutcomeSchema, AcksBody, ClaimBody, CompleteBody, ErrorBody, FailBody, HeartbeatBody, HeartbeatOutcomeSchema,
-  HeartbeatsBody, JobId, LeaseId, LeaseSchema, TenantId,
+  HeartbeatsBody, JobId, LeaseId, LeaseSchema, manyPayloadsLimit, TenantId,
 } from '../schemas.ts';
 import { authorizeTenant, optionalTenant, reachableTenants, requireTenant } from '../tenant.ts';
 import { ackActorOf, allowsJobType } from '../../auth/principal.ts';
@@ -106,7 +106,7 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
 
   app.post('/acks', {
     config: { scope: 'orch:worker' },
-    bodyLimit: Math.min(256 * 1024 * 1024, config.maxPayloadBytes * 64),
+    bodyLimit: manyPayloadsLimit(config.maxPayloadBytes),
     schema: {
       summary: 'Ack many leases in one request; each gets its own outcome', tags: ['workers'], body: AcksBody,
       response: { 200: Type.Object({ results: Type.Array(AckOutcomeSchema) }), 400: ErrorBody },

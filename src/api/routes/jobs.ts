@@ -5,7 +5,7 @@ import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { operatorOf } from '../operator.ts';
 import {
-  EnqueueBody, EnqueuedRef, ErrorBody, HistorySchema, JobId, JobSchema, JobStateSchema, JobTypeName, TenantHeaders,
+  EnqueueBody, EnqueuedRef, ErrorBody, HistorySchema, JobId, JobSchema, JobStateSchema, JobTypeName, manyPayloadsLimit, TenantHeaders,
 } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
 import { actorOf } from '../../auth/principal.ts';
@@ -44,7 +44,7 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
 
   app.post('/jobs/batch', {
     config: { scope: 'orch:write' },
-    bodyLimit: Math.min(256 * 1024 * 1024, config.maxPayloadBytes * 64),
+    bodyLimit: manyPayloadsLimit(config.maxPayloadBytes),
     schema: {
       summary: 'Enqueue many jobs in one transaction', tags: ['jobs'], headers: TenantHeaders,
       body: Type.Object({ jobs: Type.Array(EnqueueBody, { minItems: 1, maxItems: config.maxBatchSize }) }, { additionalProperties: false }),

@@ -7,7 +7,7 @@ import { MAX_EDGES, MAX_STEPS, STEP_NAME_PATTERN, WORKFLOW_STATES } from '../../
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { operatorOf } from '../operator.ts';
-import { ErrorBody, IsoTime, JobSchema, JobTypeName, Nullable, OneOf, TenantHeaders, TenantOperatorHeaders, Uuid } from '../schemas.ts';
+import { ErrorBody, IsoTime, JobSchema, JobTypeName, manyPayloadsLimit, Nullable, OneOf, TenantHeaders, TenantOperatorHeaders, Uuid } from '../schemas.ts';
 import { reachableTenants, requireTenant } from '../tenant.ts';
 
 const StepName = Type.String({ pattern: STEP_NAME_PATTERN });
@@ -51,7 +51,7 @@ export function workflowRoutes(app: App, ctx: ApiContext): void {
 
   app.post('/workflows', {
     config: { scope: 'orch:write' },
-    bodyLimit: Math.min(256 * 1024 * 1024, ctx.config.maxPayloadBytes * 64),
+    bodyLimit: manyPayloadsLimit(ctx.config.maxPayloadBytes),
     schema: {
       summary: 'Submit a workflow: named steps and their dependencies, stored at once', tags, headers: TenantHeaders, body: SubmitBody,
       description: 'A cycle, an unknown step or a duplicate name is a 422 naming the steps. Steps without dependencies are queued at once; the others wait.',

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import type { WorkflowDetail, WorkflowSpec, WorkflowState } from '../../workflows/workflows.ts';
-import { print } from '../output.ts';
+import { print, type OutputFormat } from '../output.ts';
 import { clientFor, json } from './jobs.ts';
 
 const COLUMNS = ['id', 'name', 'state', 'stepCount', 'openSteps', 'failedSteps', 'createdAt', 'finishedAt'];
@@ -19,13 +19,12 @@ const MARK: Record<string, string> = {
 export function drawWorkflow(w: WorkflowDetail): string {
   const byName = new Map(w.steps.map((s) => [s.name, s]));
   const depth = new Map<string, number>();
-  const depthOf = (name: string, seen: Set<string> = new Set()): number => {
+  // the server keeps the graph acyclic (checked at submit; a replay only takes its original's place)
+  const depthOf = (name: string): number => {
     const known = depth.get(name);
     if (known !== undefined) return known;
-    if (seen.has(name)) return 0;
-    seen.add(name);
     const parents = byName.get(name)?.dependsOn ?? [];
-    const d = parents.length === 0 ? 0 : 1 + Math.max(...parents.map((p) => depthOf(p.step, seen)));
+    const d = parents.length === 0 ? 0 : 1 + Math.max(...parents.map((p) => depthOf(p.step)));
     depth.set(name, d);
     return d;
   };
@@ -43,6 +42,12 @@ export function drawWorkflow(w: WorkflowDetail): string {
   return lines.join('\n') + '\n';
 }
 
+/** One workflow: JSON as the API returns it, or its graph drawn. */
+function printWorkflow(output: OutputFormat, w: WorkflowDetail): void {
+  if (output === 'json') print(output, w, [], []);
+  else process.stdout.write(drawWorkflow(w));
+}
+
 /** `orch workflows submit|list|show|cancel|retry`: DAGs of jobs. */
 export function registerWorkflowCommands(program: Command): void {
   const workflows = program.command('workflows').description('DAGs of jobs: steps that wait for other steps');
@@ -52,9 +57,7 @@ export function registerWorkflowCommands(program: Command): void {
     .action(async (o: { file: string }, cmd: Command) => {
       const spec = json(await readFile(o.file, 'utf8'), '--file') as WorkflowSpec;
       const { client, output } = clientFor(cmd);
-      const w = await client.submitWorkflow(spec);
-      if (output === 'json') return print(output, w, [], []);
-      process.stdout.write(drawWorkflow(w));
+      printWorkflow(output, await client.submitWorkflow(spec));
     });
 
   workflows.command('list').description('workflows, newest first')
@@ -70,31 +73,21 @@ export function registerWorkflowCommands(program: Command): void {
     .argument('<id>')
     .action(async (id: string, _o: unknown, cmd: Command) => {
       const { client, output } = clientFor(cmd);
-      const w = await client.getWorkflow(id);
-      if (output === 'json') return print(output, w, [], []);
-      process.stdout.write(drawWorkflow(w));
+      printWorkflow(output, await client.getWorkflow(id));
     });
 
-  workflows.command('cancel').description('cancel the steps not started (running ones finish unless --include-running)')
-    .argument('<id>')
-    .requiredOption('--reason <text>', 'why (recorded in the audit log and each step\'s history)')
-    .option('--ticket <ref>', 'ticket reference (recorded in the audit log)')
-    .option('--include-running', 'cancel running steps too (their workers learn at the next heartbeat)')
-    .action(async (id: string, o: { reason: string; ticket?: string; includeRunning?: boolean }, cmd: Command) => {
+  for (const [action, description] of [
+    ['cancel', 'cancel the steps not started (running ones finish unless --include-running)'],
+    ['retry', 'replay every failed or canceled step; succeeded steps are left alone'],
+  ] as const) {
+    const command = workflows.command(action).description(description).argument('<id>')
+      .requiredOption('--reason <text>', 'why (recorded in the audit log and each step\'s history)')
+      .option('--ticket <ref>', 'ticket reference (recorded in the audit log)');
+    if (action === 'cancel') command.option('--include-running', 'cancel running steps too (their workers learn at the next heartbeat)');
+    command.action(async (id: string, o: { reason: string; ticket?: string; includeRunning?: boolean }, cmd: Command) => {
       const { client, output } = clientFor(cmd);
-      const w = await client.cancelWorkflow(id, { reason: o.reason, ticket: o.ticket }, o.includeRunning ?? false);
-      if (output === 'json') return print(output, w, [], []);
-      process.stdout.write(drawWorkflow(w));
+      const why = { reason: o.reason, ticket: o.ticket };
+      printWorkflow(output, action === 'cancel' ? await client.cancelWorkflow(id, why, o.includeRunning ?? false) : await client.retryWorkflow(id, why));
     });
-
-  workflows.command('retry').description('replay every failed or canceled step; succeeded steps are left alone')
-    .argument('<id>')
-    .requiredOption('--reason <text>', 'why (recorded in the audit log)')
-    .option('--ticket <ref>', 'ticket reference (recorded in the audit log)')
-    .action(async (id: string, o: { reason: string; ticket?: string }, cmd: Command) => {
-      const { client, output } = clientFor(cmd);
-      const w = await client.retryWorkflow(id, { reason: o.reason, ticket: o.ticket });
-      if (output === 'json') return print(output, w, [], []);
-      process.stdout.write(drawWorkflow(w));
-    });
+  }
 }

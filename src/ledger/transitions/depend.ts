@@ -3,7 +3,7 @@ import { LedgerError } from '../errors.ts';
 import type { Actor, EdgePolicy, EnqueueCause, EnqueueResult, JobState } from '../types.ts';
 import type { PreparedJob } from '../validate.ts';
 import { enqueue } from './enqueue.ts';
-import { ENDING_STATES } from './history.ts';
+import { REPLAYABLE_STATES } from './replay.ts';
 
 /**
  * Counts the new dependents on existing parents and reads each parent's
@@ -30,8 +30,8 @@ const insertEdgesStatement = prepared('insert_edges', `
 INSERT INTO orch.job_edges (tenant_id, parent_id, child_id, policy)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])`);
 
-/** Ended without success: what a dependent's edge policy applies to. */
-const FAILED_ENDS: ReadonlySet<JobState> = new Set([...ENDING_STATES.filter((s) => s !== 'succeeded'), 'cleared']);
+/** Ended without success (the states a replay starts from): what a dependent's edge policy applies to. */
+const FAILED_ENDS: ReadonlySet<JobState> = new Set(REPLAYABLE_STATES);
 
 /** Whether a parent in `state` no longer holds back a dependent over an edge with `policy`. */
 const resolves = (state: JobState, policy: EdgePolicy) => state === 'succeeded' || (FAILED_ENDS.has(state) && policy === 'ignore');
@@ -50,6 +50,7 @@ const key = (tenantId: string, id: string) => `${tenantId}\u0000${id}`;
 export async function enqueueLinked(
   db: Queryable, inputs: PreparedJob[], actor: Actor, reason: string | null, cause: EnqueueCause, field: (i: number) => string,
 ): Promise<EnqueueResult[]> {
+  const prefix = (i: number) => (field(i) ? `${field(i)}.` : '');
   const external = new Map<string, { tenantId: string; id: string; n: number }>();
   for (const input of inputs) {
     for (const d of input.dependsOn ?? []) {
@@ -75,7 +76,7 @@ export async function enqueueLinked(
   const dependents = new Array<number>(inputs.length).fill(0);
   inputs.forEach((input, i) => {
     (input.dependsOn ?? []).forEach((d, k) => {
-      const at = `${field(i)}dependsOn[${k}]`;
+      const at = `${prefix(i)}dependsOn[${k}]`;
       if (d.index !== undefined) {
         if (d.index >= inputs.length || d.index === i) throw new LedgerError('unprocessable', at, `${at}: index ${d.index} names no other job of this batch`);
         dependents[d.index]!++;
@@ -100,7 +101,7 @@ export async function enqueueLinked(
     for (const d of input.dependsOn ?? []) {
       const parent = d.index !== undefined ? results[d.index]! : null;
       if (parent && !parent.created) {
-        throw new LedgerError('conflict', `${field(i)}dependsOn`, `a parent in this batch already existed (idempotency key); enqueue it separately and depend on its id`);
+        throw new LedgerError('conflict', `${prefix(i)}dependsOn`, `a parent in this batch already existed (idempotency key); enqueue it separately and depend on its id`);
       }
       edges.tenant.push(input.tenantId);
       edges.parent.push(parent ? parent.id : stands.get(key(input.tenantId, d.jobId!))!);

@@ -81,7 +81,6 @@ function settleDependents(entries: string, batch: string): string {
     `JOIN orch.job_edges e ON e.tenant_id = ${parent}.tenant_id AND e.parent_id = ${parent}.id${policy ? ` AND e.policy = '${policy}'` : ''}`;
   const waitingChild = `JOIN orch.jobs c ON c.tenant_id = e.tenant_id AND c.id = e.child_id AND c.state = 'waiting'`;
   const ending = `to_state IN (${list(ENDING_STATES)}) AND (from_state IS NULL OR from_state NOT IN (${list(ENDING_STATES)}))`;
-  const releasedBatch = `md5(${batch}::text || CASE WHEN state = 'canceled' THEN note ELSE 'dependencies_met' END)::uuid`;
   return `ended AS (
   SELECT id, tenant_id, to_state, dependents FROM ${entries} WHERE dependents > 0 AND ${ending}
 ), dependency_race AS (
@@ -106,25 +105,23 @@ function settleDependents(entries: string, batch: string): string {
     pending_parents = CASE WHEN s.doom THEN c.pending_parents ELSE c.pending_parents - s.resolved END,
     state = CASE WHEN s.doom THEN 'canceled' WHEN c.pending_parents - s.resolved <= 0 THEN 'queued' ELSE 'waiting' END::orch.job_state,
     finished_at = CASE WHEN s.doom THEN now() END,
-    history = CASE WHEN s.doom THEN c.history || md5(${batch}::text || s.note)::uuid
-                   WHEN c.pending_parents - s.resolved <= 0 THEN c.history || md5(${batch}::text || 'dependencies_met')::uuid
+    -- a batch of its own per cause and note (one history row per batch and tenant), derived from the statement's
+    history = CASE WHEN s.doom OR c.pending_parents - s.resolved <= 0
+                   THEN c.history || md5(${batch}::text || CASE WHEN s.doom THEN s.note ELSE 'dependencies_met' END)::uuid
                    ELSE c.history END,
     updated_at = now()
   FROM settled s
   WHERE c.tenant_id = s.tenant_id AND c.id = s.id AND c.state = 'waiting' AND NOT EXISTS (SELECT 1 FROM dependency_race)
-  RETURNING c.id, c.tenant_id, c.job_type, c.attempt, c.state, c.workflow_id, s.note
+  RETURNING c.id, c.tenant_id, c.job_type, c.attempt, c.state, c.workflow_id, s.note, c.history[cardinality(c.history)] AS batch_id
 ), released_entries AS (
-  SELECT id, tenant_id, job_type, 'waiting'::orch.job_state AS from_state, state AS to_state, attempt, workflow_id,
-    CASE WHEN state = 'canceled' THEN 'dependency_failed' ELSE 'dependencies_met' END AS cause,
-    CASE WHEN state = 'canceled' THEN note END AS note, ${releasedBatch} AS batch_id
+  SELECT id, tenant_id, job_type, 'waiting'::orch.job_state AS from_state, state AS to_state, attempt, NULL::uuid AS lease_id,
+    NULL::jsonb AS error, workflow_id, CASE WHEN state = 'canceled' THEN 'dependency_failed' ELSE 'dependencies_met' END AS cause,
+    CASE WHEN state = 'canceled' THEN note END AS note, batch_id
   FROM released WHERE state <> 'waiting'
 ), released_wake AS (
   SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM released_entries WHERE to_state = 'queued' GROUP BY job_type
 ), released_hist AS (
-  INSERT INTO orch.job_transitions (batch_id, tenant_id, actor, reason, cause, job_ids, from_states, to_states, attempts, lease_ids, errors, job_types)
-  SELECT batch_id, tenant_id, 'system:dependencies', note, cause, array_agg(id), array_agg(from_state), array_agg(to_state),
-         array_agg(attempt), array_agg(NULL::uuid), array_agg(NULL::jsonb), array_agg(job_type)
-  FROM released_entries GROUP BY batch_id, tenant_id, note, cause
+  ${historyInsert('released_entries', 'batch_id', "'system:dependencies'", 'note', 'cause')}
 ), released_outboxed AS (
   INSERT INTO orch.outbox (tenant_id, batch_id)
   SELECT DISTINCT tenant_id, batch_id FROM released_entries WHERE (SELECT count(*) FROM released_wake) >= 0
@@ -174,14 +171,15 @@ export function settledRecords(rows: readonly { settled?: [string, string, strin
  * `source` names a CTE with columns id, tenant_id, from_state, to_state,
  * attempt, lease_id, error; `batch`, `actor`, `reason` and `cause` (a
  * TransitionCause, or a parameter holding one) are SQL expressions.
- * The actor may read the entry's columns (an ack's holder): one row per
- * tenant and actor then (GROUP BY 3 is the actor column).
+ * Any of them may read the entry's columns (an ack's holder as the actor;
+ * the batch, note and cause of a settled dependent): one row per distinct
+ * batch, tenant, actor, reason and cause then.
  */
 function historyInsert(source: string, batch: string, actor: string, reason: string, cause: string): string {
   return `INSERT INTO orch.job_transitions (batch_id, tenant_id, actor, reason, cause, job_ids, from_states, to_states, attempts, lease_ids, errors, job_types)
   SELECT ${batch}, tenant_id, ${actor}, ${reason}, ${cause}, array_agg(id), array_agg(from_state), array_agg(to_state),
          array_agg(attempt), array_agg(lease_id), array_agg(error), array_agg(job_type)
-  FROM ${source} e GROUP BY tenant_id, 3`;
+  FROM ${source} e GROUP BY 1, 2, 3, 4, 5`;
 }
 
 /** SQL for the jobs.history column after a transition of batch `batch`. */

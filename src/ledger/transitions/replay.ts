@@ -8,6 +8,9 @@ import type { Actor, TransitionRecord } from '../types.ts';
 /** States a job can be replayed from: it ended without success and will not run again by itself. */
 export const REPLAYABLE_STATES = ['dead_lettered', 'cleared', 'canceled', 'timed_out'] as const;
 
+/** The replayable states as an SQL list: the ends without success. */
+const FAILED_ENDS = REPLAYABLE_STATES.map((s) => `'${s}'`).join(', ');
+
 /**
  * (none) -> queued: a new job cloned from each given job of one tenant (same
  * type, payload, correlation id and attempt budget; fresh attempts; priority
@@ -26,7 +29,7 @@ const replayStatement = prepared('replay', `
 WITH src AS (
   SELECT tenant_id, id, job_type, payload, priority, max_attempts, correlation_id, workflow_id, step_name, dependents, has_parents
   FROM orch.jobs o
-  WHERE tenant_id = $1 AND id = ANY($2::bigint[]) AND state IN (${REPLAYABLE_STATES.map((s) => `'${s}'`).join(', ')})
+  WHERE tenant_id = $1 AND id = ANY($2::bigint[]) AND state IN (${FAILED_ENDS})
     AND NOT EXISTS (SELECT 1 FROM orch.jobs r WHERE r.tenant_id = $1 AND r.replay_of = o.id)
 ), inc AS (
   SELECT e.child_id, e.parent_id, e.policy, EXISTS (SELECT 1 FROM src p WHERE p.id = e.parent_id) AS parent_replayed
@@ -39,7 +42,7 @@ WITH src AS (
   RETURNING p.id, p.state
 ), pending AS (
   SELECT i.child_id, count(*) FILTER (WHERE i.parent_replayed OR NOT (l.state = 'succeeded'
-    OR (l.state IN (${REPLAYABLE_STATES.map((s) => `'${s}'`).join(', ')}) AND i.policy = 'ignore')))::integer AS n
+    OR (l.state IN (${FAILED_ENDS}) AND i.policy = 'ignore')))::integer AS n
   FROM inc i LEFT JOIN locked l ON l.id = i.parent_id GROUP BY i.child_id
 ), ins AS (
   INSERT INTO orch.jobs (tenant_id, job_type, payload, priority, max_attempts, correlation_id, replay_of, history,
