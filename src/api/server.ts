@@ -24,6 +24,8 @@ import { backfillRoutes } from './routes/backfills.ts';
 import { workflowRoutes } from './routes/workflows.ts';
 import { clusterRoutes } from './routes/cluster.ts';
 import { tokenRoutes } from './routes/tokens.ts';
+import { whoamiRoutes } from './routes/whoami.ts';
+import { installConsole, isConsolePage } from './console.ts';
 
 /** Builds the HTTP app: validation from the route schemas, OpenAPI 3.1 at /.well-known/openapi. */
 export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
@@ -52,7 +54,10 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
   app.addHook('onResponse', async (request, reply) => {
     ctx.metrics.onHttpResponse(request.method, request.routeOptions.url, reply.statusCode, reply.elapsedTime / 1000);
   });
-  app.setNotFoundHandler((request, reply) => reply.status(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}`, field: null } }));
+  let consolePage: ((reply: FastifyReply) => FastifyReply) | null = null;
+  app.setNotFoundHandler((request, reply) => consolePage && isConsolePage(request.method, request.url, request.headers.accept)
+    ? consolePage(reply)
+    : reply.status(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}`, field: null } }));
 
   await app.register(swagger, {
     openapi: {
@@ -66,6 +71,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
   app.get('/.well-known/openapi', { schema: { hide: true } }, async () => app.swagger());
 
   opsRoutes(app, ctx);
+  consolePage = await installConsole(app);
   await app.register(async (api) => {
     const scoped = api as unknown as App;
     jobRoutes(scoped, ctx);
@@ -82,6 +88,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     scheduleRoutes(scoped, ctx);
     backfillRoutes(scoped, ctx);
     workflowRoutes(scoped, ctx);
+    whoamiRoutes(scoped);
   }, { prefix: API_BASE });
   return app;
 }

@@ -1,0 +1,3 @@
+export function BackfillsPage() {
+  return <h1>backfills</h1>;
+}

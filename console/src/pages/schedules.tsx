@@ -1,0 +1,3 @@
+export function SchedulesPage() {
+  return <h1>schedules</h1>;
+}

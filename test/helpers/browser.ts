@@ -1,0 +1,58 @@
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import AxeBuilder from '@axe-core/playwright';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { REPO_ROOT } from './server.ts';
+
+/**
+ * The console's tests drive a real Chromium: Debian's package (.ci/run
+ * installs it) or ORCH_TEST_CHROMIUM. Without one they skip loudly, except
+ * in CI, where a missing browser is a broken environment.
+ */
+const CHROMIUM = process.env.ORCH_TEST_CHROMIUM ?? '/usr/bin/chromium';
+
+export function skipUnlessChromium(what: string): string | false {
+  if (existsSync(CHROMIUM)) return false;
+  if (process.env.CI === 'true') throw new Error(`${what}: Chromium is required in CI but ${CHROMIUM} is missing (.ci/run installs Debian's chromium)`);
+  const reason = `Chromium not found at ${CHROMIUM}: skipping ${what}`;
+  process.stderr.write(`\n*** ${reason} ***\n\n`);
+  return reason;
+}
+
+/** The console is served from its vite build: the tests need `npm run build` (npm install runs it). */
+export function assertConsoleBuilt(): void {
+  if (!existsSync(`${REPO_ROOT}dist/console/index.html`)) throw new Error('dist/console is missing: run `npm run build` before the console tests');
+}
+
+export async function launchBrowser(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    // as root in a sandbox without a GPU; no background traffic to hosts this offline machine cannot reach
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/** Opens the console at `url` and signs in with `token` (empty: an open server) as `tenant`. */
+export async function signIn(browser: Browser, url: string, token: string, tenant = 'default'): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  await page.goto(url);
+  await page.evaluate((t) => sessionStorage.setItem('orch.tenant', t), tenant);
+  await page.getByLabel('API token').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('navigation', { name: 'Pages' }).waitFor();
+  return page;
+}
+
+/** axe-core's serious and critical violations on the page as it is now (rule id and the first offending element). */
+export async function accessibilityViolations(page: Page): Promise<string[]> {
+  const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa']).analyze();
+  return result.violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id}: ${v.help} (${v.nodes[0]?.target.join(' ') ?? ''})`);
+}
+
+/** Saves a screenshot for docs/console.md (docs/console/<name>.png). */
+export async function screenshot(page: Page, name: string): Promise<void> {
+  await mkdir(`${REPO_ROOT}docs/console`, { recursive: true });
+  await page.screenshot({ path: `${REPO_ROOT}docs/console/${name}.png`, fullPage: false });
+}
