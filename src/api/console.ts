@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
 import swaggerUi from '@fastify/swagger-ui';
@@ -22,9 +23,9 @@ const NOT_PAGES = [API_BASE, '/docs', '/metrics', '/healthz', '/readyz', '/.well
  * reference at `/docs` (Swagger UI over /.well-known/openapi), on the API's
  * own port. Both are static files shipped in the package: no CDN.
  */
-export async function installConsole(app: App): Promise<(reply: FastifyReply) => FastifyReply> {
+export async function installConsole(app: App, consoleDir: string | null): Promise<(reply: FastifyReply) => FastifyReply> {
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true, tryItOutEnabled: false }, staticCSP: true });
-  const root = CONSOLE_DIRS.find((dir) => existsSync(`${dir}index.html`));
+  const root = (consoleDir ? [path.resolve(consoleDir) + path.sep] : CONSOLE_DIRS).find((dir) => existsSync(`${dir}index.html`));
   if (!root) {
     const notBuilt = (reply: FastifyReply) => reply.type('text/html; charset=utf-8').send(NOT_BUILT);
     app.get('/', { schema: { hide: true } }, async (_request, reply) => notBuilt(reply));

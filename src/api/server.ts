@@ -71,7 +71,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
   app.get('/.well-known/openapi', { schema: { hide: true } }, async () => app.swagger());
 
   opsRoutes(app, ctx);
-  consolePage = await installConsole(app);
+  consolePage = await installConsole(app, ctx.config.consoleDir);
   await app.register(async (api) => {
     const scoped = api as unknown as App;
     jobRoutes(scoped, ctx);

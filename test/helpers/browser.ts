@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import AxeBuilder from '@axe-core/playwright';
+import { AxeBuilder } from '@axe-core/playwright';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { REPO_ROOT } from './server.ts';
 
@@ -36,7 +36,7 @@ export async function launchBrowser(): Promise<Browser> {
 export async function signIn(browser: Browser, url: string, token: string, tenant = 'default'): Promise<Page> {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   await page.goto(url);
-  await page.evaluate((t) => sessionStorage.setItem('orch.tenant', t), tenant);
+  await page.evaluate(`sessionStorage.setItem('orch.tenant', ${JSON.stringify(tenant)})`);
   await page.getByLabel('API token').fill(token);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByRole('navigation', { name: 'Pages' }).waitFor();

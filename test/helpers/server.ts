@@ -13,7 +13,8 @@ export const CLI_ENTRY = fileURLToPath(new URL('../../src/cli/main.ts', import.m
  * reaper's start-up grace is off (tests of expiry would wait it out); test/outage.test.ts tests it.
  */
 export async function startTestServer(databaseUrl: string, overrides: Partial<Config> = {}): Promise<ControlPlane> {
-  const config = loadConfig({ ORCH_DATABASE_URL: databaseUrl, ORCH_HTTP_PORT: '0', ORCH_LOG_LEVEL: 'silent', ORCH_LEASE_GRACE_MS: '0' }, overrides);
+  // ORCH_CONSOLE_DIR: a console built elsewhere (vite build --outDir), for working on it beside other builds
+  const config = loadConfig({ ORCH_DATABASE_URL: databaseUrl, ORCH_HTTP_PORT: '0', ORCH_LOG_LEVEL: 'silent', ORCH_LEASE_GRACE_MS: '0', ORCH_CONSOLE_DIR: process.env.ORCH_CONSOLE_DIR }, overrides);
   return startControlPlane(config, createLogger(config.logLevel));
 }
 
