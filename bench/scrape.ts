@@ -10,20 +10,19 @@ import { defaultConfig } from '../src/config/config.ts';
 import { createPool } from '../src/ledger/db.ts';
 import { Ledger } from '../src/ledger/ledger.ts';
 import { chunks, nowMs, percentile, settle } from './anchors/util.ts';
-import { reset, withOrchServer } from './ours.ts';
+import { reset } from './ours.ts';
 
-const TENANTS = ['acme', 'globex', 'initech'];
+export const TENANTS = ['acme', 'globex', 'initech'];
 const TYPES = ['mail', 'pdf', 'sync', 'billing'];
 
-export interface ScrapeResult { jobs: number; seedSeconds: number; bytes: number; p50Ms: number; p99Ms: number; maxMs: number; scrapes: number }
+export interface ScrapeResult { jobs: number; bytes: number; p50Ms: number; p99Ms: number; maxMs: number; scrapes: number }
 
 /**
  * `n` jobs over three tenants, four types and three priority levels, through
  * the real transitions: a tenth run to success, a twentieth dead-letter, a
- * few hundred stay leased, the rest wait. Then `scrapes` GETs of /metrics on
- * a real server process.
+ * few hundred stay leased, the rest wait. Returns the seconds it took.
  */
-export async function scrapeAtScale(connectionString: string, n: number, scrapes = 50): Promise<ScrapeResult> {
+export async function seedAtScale(connectionString: string, n: number): Promise<number> {
   await reset(connectionString);
   const pool = createPool(connectionString, 8);
   const ledger = new Ledger(pool, { ...defaultConfig, maxQueuedPerTenant: 0 });
@@ -55,20 +54,22 @@ export async function scrapeAtScale(connectionString: string, n: number, scrapes
   }
   const seedSeconds = Math.round((nowMs() - t0) / 1000);
   await settle(connectionString, 'orch');
+  return seedSeconds;
+}
 
-  return withOrchServer({ ORCH_DATABASE_URL: connectionString }, async (apiUrl) => {
-    const samples: number[] = [];
-    let bytes = 0;
-    for (let i = 0; i < scrapes + 3; i++) {
-      const t = nowMs();
-      const res = await fetch(`${apiUrl}/metrics`);
-      const text = await res.text();
-      if (!res.ok || !text.includes('orchestrator_queue_oldest_age_seconds{')) throw new Error(`scrape ${res.status} without the ledger gauges`);
-      if (i >= 3) samples.push(nowMs() - t); // the first scrapes warm the server's connections and plans
-      bytes = text.length;
-    }
-    samples.sort((a, b) => a - b);
-    const round = (x: number) => Math.round(x * 10) / 10;
-    return { jobs: n, seedSeconds, bytes, p50Ms: round(percentile(samples, 50)), p99Ms: round(percentile(samples, 99)), maxMs: round(samples.at(-1)!), scrapes };
-  });
+/** `scrapes` GETs of /metrics on a server over a ledger seeded by seedAtScale. */
+export async function scrapeAtScale(apiUrl: string, n: number, scrapes = 50): Promise<ScrapeResult> {
+  const samples: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < scrapes + 3; i++) {
+    const t = nowMs();
+    const res = await fetch(`${apiUrl}/metrics`);
+    const text = await res.text();
+    if (!res.ok || !text.includes('orchestrator_queue_oldest_age_seconds{')) throw new Error(`scrape ${res.status} without the ledger gauges`);
+    if (i >= 3) samples.push(nowMs() - t); // the first scrapes warm the server's connections and plans
+    bytes = text.length;
+  }
+  samples.sort((a, b) => a - b);
+  const round = (x: number) => Math.round(x * 10) / 10;
+  return { jobs: n, bytes, p50Ms: round(percentile(samples, 50)), p99Ms: round(percentile(samples, 99)), maxMs: round(samples.at(-1)!), scrapes };
 }

@@ -352,6 +352,7 @@ describe('operations', () => {
       ['get', '/backfills'], ['post', '/backfills'], ['post', '/backfills/plan'], ['get', '/backfills/{id}'],
       ['post', '/backfills/{id}/pause'], ['post', '/backfills/{id}/resume'], ['post', '/backfills/{id}/cancel'], ['post', '/backfills/{id}/retry'],
       ['get', '/workflows'], ['post', '/workflows'], ['get', '/workflows/{id}'], ['post', '/workflows/{id}/cancel'], ['post', '/workflows/{id}/retry'],
+      ['get', '/whoami'],
     ];
     for (const [method, path] of expected) {
       assert.ok(r.body.paths[BASE + path]?.[method], `${method.toUpperCase()} ${BASE}${path} is documented`);

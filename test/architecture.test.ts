@@ -30,12 +30,13 @@ function floorOf(file: string): number {
   return hit[1];
 }
 
-async function sources(dir = SRC): Promise<string[]> {
+/** The TypeScript modules under `root`, as paths relative to it. */
+async function sources(root = SRC, dir = root): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...await sources(p));
-    else if (e.name.endsWith('.ts')) out.push(path.relative(SRC, p).split(path.sep).join('/'));
+    if (e.isDirectory()) out.push(...await sources(root, p));
+    else if (/\.tsx?$/.test(e.name)) out.push(path.relative(root, p).split(path.sep).join('/'));
   }
   return out;
 }
@@ -84,6 +85,36 @@ describe('the floors', () => {
     };
     for (const f of files) visit(f, []);
     assert.deepEqual(cycles, []);
+  });
+});
+
+describe('the console', () => {
+  const CONSOLE = fileURLToPath(new URL('../console/src/', import.meta.url));
+  /** What the browser bundle may run of the server's code: the wire vocabulary, the HTTP client, and constant lists without imports. */
+  const BUNDLED = new Set(['wire.ts', 'sdk/client.ts', 'sdk/http.ts', 'ledger/types.ts']);
+
+  test('its value imports from src/ are the HTTP SDK and the wire vocabulary (types may come from anywhere)', async () => {
+    const broken: string[] = [];
+    for (const file of await sources(CONSOLE)) {
+      const text = await readFile(path.join(CONSOLE, file), 'utf8');
+      for (const m of text.matchAll(/(?:^|\n)\s*import\s+(?!type\b)[^'"\n;]*?from\s+'(\.[^']+)'/g)) {
+        const target = path.relative(SRC, path.resolve(CONSOLE, path.dirname(file), m[1]!)).split(path.sep).join('/');
+        if (!target.startsWith('..') && !BUNDLED.has(target)) broken.push(`console/src/${file} -> src/${target}`);
+      }
+    }
+    assert.deepEqual(broken, []);
+  });
+
+  test('the modules it bundles from src/ import nothing outside that set at run time', async () => {
+    const broken: string[] = [];
+    for (const file of BUNDLED) {
+      const text = await readFile(path.join(SRC, file), 'utf8');
+      for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)\s+(?!type\b)[^'"\n;]*?from\s+'([^']+)'/g)) {
+        const dep = m[1]!.startsWith('.') ? path.posix.normalize(path.posix.join(path.posix.dirname(file), m[1]!)) : m[1]!;
+        if (!BUNDLED.has(dep)) broken.push(`${file} -> ${dep}`);
+      }
+    }
+    assert.deepEqual(broken, []);
   });
 });
 

@@ -127,6 +127,10 @@ export class OrchClient {
     return this.http.request('POST', '/deadletter/snapshots', filter);
   }
 
+  async listSnapshots(limit?: number): Promise<SnapshotManifest[]> {
+    return (await this.http.request<{ snapshots: SnapshotManifest[] }>('GET', `/deadletter/snapshots${queryString({ limit })}`)).snapshots;
+  }
+
   getSnapshot(id: string): Promise<SnapshotManifest> {
     return this.http.request('GET', `/deadletter/snapshots/${encodeURIComponent(id)}`);
   }
@@ -144,6 +148,10 @@ export class OrchClient {
   /** Starts a replay; follow a running one with getReplay. */
   replayDlq(selection: ReplaySelection, why: OperatorWhy, priority?: number): Promise<ReplayProgress> {
     return this.http.request('POST', '/deadletter/replay', { ...selection, ...(priority === undefined ? {} : { priority }) }, { headers: operatorHeaders(why) });
+  }
+
+  async listReplays(limit?: number): Promise<ReplayProgress[]> {
+    return (await this.http.request<{ replays: ReplayProgress[] }>('GET', `/deadletter/replays${queryString({ limit })}`)).replays;
   }
 
   getReplay(id: string): Promise<ReplayProgress> {
