@@ -334,6 +334,7 @@ describe('operations', () => {
     const expected: [string, string][] = [
       ['post', '/claim'], ['post', '/acks'], ['post', '/heartbeats'], ['post', '/releases'],
       ['post', '/jobs'], ['get', '/jobs'], ['post', '/jobs/batch'], ['get', '/jobs/{jobId}'], ['post', '/jobs/{jobId}/cancel'],
+      ['get', '/jobs/counts'], ['post', '/jobs/bulk'],
       ['post', '/jobs/{jobId}/heartbeat'], ['post', '/jobs/{jobId}/complete'], ['post', '/jobs/{jobId}/fail'],
       ['get', '/jobtypes'], ['get', '/jobtypes/{name}'], ['put', '/jobtypes/{name}'],
       ['get', '/pauses'], ['post', '/jobtypes/{name}/pause'], ['post', '/jobtypes/{name}/resume'],
@@ -352,7 +353,7 @@ describe('operations', () => {
       ['get', '/backfills'], ['post', '/backfills'], ['post', '/backfills/plan'], ['get', '/backfills/{id}'],
       ['post', '/backfills/{id}/pause'], ['post', '/backfills/{id}/resume'], ['post', '/backfills/{id}/cancel'], ['post', '/backfills/{id}/retry'],
       ['get', '/workflows'], ['post', '/workflows'], ['get', '/workflows/{id}'], ['post', '/workflows/{id}/cancel'], ['post', '/workflows/{id}/retry'],
-      ['get', '/whoami'],
+      ['get', '/whoami'], ['get', '/alerts'], ['get', '/stats/throughput'],
     ];
     for (const [method, path] of expected) {
       assert.ok(r.body.paths[BASE + path]?.[method], `${method.toUpperCase()} ${BASE}${path} is documented`);

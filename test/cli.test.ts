@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createPool, defaultConfig, Ledger, type ControlPlane, type EnqueueResult, type HistoryEntry, type Job } from '../src/index.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { runCli, spawnServer, startTestServer } from './helpers/server.ts';
+import { CLI_ENTRY, eventually, REPO_ROOT, runCli, spawnServer, startTestServer } from './helpers/server.ts';
 import { freePort } from '../src/ledger/embedded.ts';
 import { loadMigrations } from '../src/ledger/migrate.ts';
 import { scope } from './helpers/scope.ts';
@@ -33,6 +34,22 @@ after(async () => {
 
 function orch(...args: string[]) {
   return runCli(['--api-url', plane.url, ...args]);
+}
+
+/** The CLI with standard input given (runCli closes it), or with its stdout closed at once (a reader that went away). */
+function cli(args: string[], opts: { input?: string; env?: Record<string, string>; closeStdout?: boolean } = {}) {
+  return new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...args], {
+      cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'silent', ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    if (opts.closeStdout) child.stdout.destroy();
+    else child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdin.end(opts.input ?? '');
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
 }
 
 function json<T>(stdout: string): T {
@@ -113,7 +130,7 @@ describe('orch enqueue', () => {
     assert.deepEqual(leases, []);
   });
 
-  test('--file jobs.ndjson enqueues one job per line, TYPE as the default job type', async () => {
+  test('--file jobs.ndjson enqueues one job per line, TYPE as the default job type, and prints a summary', async () => {
     const file = path.join(tmp, 'jobs.ndjson');
     await writeFile(file, [
       JSON.stringify({ payload: { line: 1 } }),
@@ -124,15 +141,103 @@ describe('orch enqueue', () => {
     ].join('\n'));
     const r = await orch('--output', 'json', 'enqueue', 'cli_file', '--file', file);
     assert.equal(r.code, 0, r.stderr);
-    const res = json<EnqueueResult[]>(r.stdout);
-    assert.equal(res.length, 3);
-    assert.deepEqual(res.map((x) => [x.jobType, x.created]), [['cli_file', true], ['cli_file_other', true], ['cli_file', true]]);
-    const jobs = await Promise.all(res.map((x) => getJob(x.id)));
-    assert.deepEqual(jobs.map((j) => j.payload), [{ line: 1 }, { line: 2 }, { line: 3 }]);
-    assert.equal(jobs[1]!.priority, 7);
-    assert.equal(jobs[2]!.idempotencyKey, 'file-3');
+    assert.deepEqual(json(r.stdout), { submitted: 3, created: 3, existing: 0, failed: 0 });
+    const { rows } = await db.pool.query<{ job_type: string; payload: unknown; priority: number; idempotency_key: string | null }>(
+      "SELECT job_type, payload, priority, idempotency_key FROM orch.jobs WHERE job_type IN ('cli_file', 'cli_file_other') ORDER BY id");
+    assert.deepEqual(rows.map((j) => [j.job_type, j.payload]), [['cli_file', { line: 1 }], ['cli_file_other', { line: 2 }], ['cli_file', { line: 3 }]]);
+    assert.equal(rows[1]!.priority, 7);
+    assert.equal(rows[2]!.idempotency_key, 'file-3');
+
+    const t = await orch('enqueue', 'cli_file', '--file', file);
+    assert.equal(t.code, 0, t.stderr);
+    assert.deepEqual(table(t.stdout), [['SUBMITTED', 'CREATED', 'EXISTING', 'FAILED'], ['3', '2', '1', '0']], 'a table of the summary, not of every line');
   });
 
+  test('--file of 100,000 lines streams through batches; rerunning it creates nothing (idempotency keys)', async () => {
+    const file = path.join(tmp, 'big.ndjson');
+    const lines: string[] = [];
+    for (let i = 1; i <= 100_000; i++) lines.push(JSON.stringify({ payload: { i }, idempotencyKey: `big-${i}` }));
+    await writeFile(file, lines.join('\n') + '\n');
+    const first = await orch('--output', 'json', 'enqueue', 'cli_big', '--file', file);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.stderr, '', 'no progress bar when stderr is not a terminal');
+    assert.deepEqual(json(first.stdout), { submitted: 100_000, created: 100_000, existing: 0, failed: 0 });
+    assert.equal(await countJobs('cli_big'), 100_000);
+
+    const again = await orch('--output', 'json', 'enqueue', 'cli_big', '--file', file);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(json(again.stdout), { submitted: 100_000, created: 0, existing: 100_000, failed: 0 });
+    assert.equal(await countJobs('cli_big'), 100_000);
+  });
+
+  test('--file with bad lines: each named by line number (at most 20, then a count), the good lines go in, exit 1', async () => {
+    const file = path.join(tmp, 'bad.ndjson');
+    const bad = [
+      JSON.stringify({ payload: { good: 1 } }),
+      'not json',
+      '[1, 2]',
+      JSON.stringify({ jobType: 'cli_bad_lines', payload: { good: 2 } }),
+      JSON.stringify({ jobType: 42 }),
+      JSON.stringify({ priority: -1 }), // refused by the server, alone: the rest of its batch still goes in
+      '',
+      JSON.stringify({ payload: { good: 3 } }),
+      ...Array.from({ length: 25 }, () => 'null'),
+    ];
+    await writeFile(file, bad.join('\n'));
+    const r = await orch('--output', 'json', 'enqueue', 'cli_bad_lines', '--file', file);
+    assert.equal(r.code, 1);
+    assert.deepEqual(json(r.stdout), { submitted: 32, created: 3, existing: 0, failed: 29 });
+    const errors = r.stderr.trimEnd().split('\n');
+    assert.equal(errors.length, 21, r.stderr);
+    assert.match(errors[0]!, /^orch: line 2: not JSON/);
+    assert.match(errors[1]!, /^orch: line 3: not a JSON object/);
+    assert.match(errors[2]!, /^orch: line 5: jobType is not a string/);
+    assert.match(errors[3]!, /^orch: line 6: .*priority.*HTTP 400/);
+    assert.doesNotMatch(errors[3]!, /jobs\[/, 'the line number, not the index in the batch, says which job');
+    assert.match(errors[4]!, /^orch: line 9: not a JSON object/);
+    assert.equal(errors[20], 'orch: … and 9 more failed lines');
+    assert.equal(await countJobs('cli_bad_lines'), 3);
+
+    const noType = path.join(tmp, 'notype.ndjson');
+    await writeFile(noType, JSON.stringify({ payload: {} }) + '\n');
+    const r2 = await orch('enqueue', '--file', noType);
+    assert.equal(r2.code, 1);
+    assert.match(oneErrorLine(r2.stderr), /^orch: line 1: no jobType/);
+  });
+
+  test('--payload @FILE reads the payload from a file, --payload - from standard input; bad JSON names the option', async () => {
+    const file = path.join(tmp, 'payload.json');
+    await writeFile(file, JSON.stringify({ from: 'file', n: [1, 2] }));
+    const fromFile = await orch('--output', 'json', 'enqueue', 'cli_payload_src', '--payload', `@${file}`);
+    assert.equal(fromFile.code, 0, fromFile.stderr);
+    assert.deepEqual((await getJob(json<EnqueueResult>(fromFile.stdout).id)).payload, { from: 'file', n: [1, 2] });
+
+    const fromStdin = await cli(['--api-url', plane.url, '--output', 'json', 'enqueue', 'cli_payload_src', '--payload', '-'], { input: '{"from":"stdin"}\n' });
+    assert.equal(fromStdin.code, 0, fromStdin.stderr);
+    assert.deepEqual((await getJob(json<EnqueueResult>(fromStdin.stdout).id)).payload, { from: 'stdin' });
+
+    await writeFile(file, '{"from": ');
+    const badFile = await orch('enqueue', 'cli_payload_src', '--payload', `@${file}`);
+    assert.equal(badFile.code, 1);
+    assert.match(oneErrorLine(badFile.stderr), /^orch: --payload @.*payload\.json: not valid JSON/);
+    const missing = await orch('enqueue', 'cli_payload_src', '--payload', `@${file}.missing`);
+    assert.equal(missing.code, 1);
+    assert.match(oneErrorLine(missing.stderr), /^orch: --payload: cannot read .*payload\.json\.missing \(ENOENT\)/);
+    const badStdin = await cli(['--api-url', plane.url, 'enqueue', 'cli_payload_src', '--payload', '-'], { input: 'nope' });
+    assert.equal(badStdin.code, 1);
+    assert.match(oneErrorLine(badStdin.stderr), /^orch: --payload - \(standard input\): not valid JSON/);
+    assert.equal(await countJobs('cli_payload_src'), 2);
+
+    // schedules and backfills take the same forms
+    const sched = await cli(['--api-url', plane.url, '--output', 'json', 'schedules', 'create', 'cli-payload-stdin', 'cli_payload_src',
+      '--every', '1h', '--paused', '--reason', 'cli test', '--payload', '-'], { input: '{"from":"schedule"}' });
+    assert.equal(sched.code, 0, sched.stderr);
+    assert.deepEqual(json<{ payload: unknown }>(sched.stdout).payload, { from: 'schedule' });
+    await writeFile(file, '{"from":"backfill"}');
+    const plan = await orch('--output', 'json', 'backfill', 'create', 'cli_payload_src', '--from', '2024-01-01T00:00:00Z', '--to', '2024-01-01T02:00:00Z',
+      '--window', '1h', '--payload', `@${file}`, '--dry-run');
+    assert.equal(plan.code, 0, plan.stderr);
+  });
   test('--payload notjson: exit 1, one line on stderr, nothing enqueued', async () => {
     const r = await orch('enqueue', 'cli_bad_payload', '--payload', 'notjson');
     assert.equal(r.code, 1);
@@ -250,6 +355,75 @@ describe('orch jobs', () => {
     const again = await orch('jobs', 'cancel', e!.id, '--reason', 'again');
     assert.equal(again.code, 1);
     assert.match(oneErrorLine(again.stderr), /cannot be canceled.*HTTP 409/);
+  });
+});
+
+describe('orch output', () => {
+  test('a reader that goes away (orch ... | head) ends the CLI quietly with exit 0', async () => {
+    await plane.ledger.enqueue(Array.from({ length: 500 }, (_, n) => ({ tenantId: TENANT, jobType: 'cli_head', payload: { n } })));
+    const r = await cli(['--api-url', plane.url, 'jobs', 'list', '--type', 'cli_head', '--limit', '500'], { closeStdout: true });
+    assert.deepEqual({ code: r.code, signal: r.signal, stderr: r.stderr }, { code: 0, signal: null, stderr: '' });
+  });
+
+  test('table cells cut at 60 characters end in …; --wide shows them whole; resume says what it lifted', async () => {
+    const reason = `cli wide ${'x'.repeat(90)}`;
+    const paused = await orch('pause', 'cli_wide', '--reason', reason, '--ticket', 'INC-9');
+    assert.equal(paused.code, 0, paused.stderr);
+    assert.match(paused.stdout, /^paused dispatch of cli_wide for every tenant: running jobs finish/);
+
+    const cut = await orch('pauses');
+    assert.equal(cut.code, 0, cut.stderr);
+    const row = table(cut.stdout).find((c) => c[1] === 'cli_wide');
+    assert.equal(row?.[2], `${reason.slice(0, 59)}…`);
+    const wide = await orch('--wide', 'pauses');
+    assert.equal(table(wide.stdout).find((c) => c[1] === 'cli_wide')?.[2], reason);
+
+    const resumed = await orch('resume', 'cli_wide', '--reason', 'done');
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stdout, new RegExp(`^resumed dispatch of cli_wide for every tenant \\(paused since \\S+ by \\S+: ${reason}, ticket INC-9\\)\\n$`));
+    const again = await orch('resume', 'cli_wide', '--reason', 'done');
+    assert.equal(again.code, 1);
+    assert.match(oneErrorLine(again.stderr), /no pause .*HTTP 404/);
+  });
+});
+
+describe('the local address file', () => {
+  test('orch serve leaves its address (no secret) in $ORCH_DATA_DIR/local.json; orch jobs list finds it; a clean stop removes it', async () => {
+    const dataDir = path.join(tmp, 'local-data');
+    const file = path.join(dataDir, 'local.json');
+    const { child, url } = await spawnServer({ ORCH_DATABASE_URL: db.url, ORCH_DATA_DIR: dataDir, ORCH_HTTP_PORT: String(await freePort()) });
+    try {
+      const local = await eventually(async () => JSON.parse(await readFile(file, 'utf8').catch(() => 'null')) as Record<string, unknown> | null, 10_000, 'local.json');
+      assert.deepEqual(Object.keys(local).sort(), ['auth', 'pid', 'startedAt', 'url']);
+      assert.deepEqual([local.url, local.auth, local.pid], [url, 'open', child.pid]);
+      assert.equal(((await stat(file)).mode & 0o777).toString(8), '644');
+
+      const [e] = await plane.ledger.enqueue([{ tenantId: TENANT, jobType: 'cli_local', payload: {} }]);
+      const list = await runCli(['jobs', 'list', '--type', 'cli_local'], { ORCH_DATA_DIR: dataDir, ORCH_API_URL: '' });
+      assert.equal(list.code, 0, list.stderr);
+      assert.deepEqual(table(list.stdout).slice(1).map((c) => c[0]), [e!.id]);
+
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await exited;
+      await assert.rejects(stat(file), /ENOENT/, 'a clean stop removes the file');
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  test('a file left by a server that is gone: one line naming the address tried and the file', async () => {
+    const dataDir = path.join(tmp, 'stale-data');
+    const gone = spawn(process.execPath, ['-e', '']);
+    await once(gone, 'exit');
+    const port = await freePort();
+    await mkdir(dataDir, { recursive: true });
+    await writeFile(path.join(dataDir, 'local.json'), JSON.stringify({ url: `http://127.0.0.1:${port}`, pid: gone.pid, auth: 'open', startedAt: new Date().toISOString() }));
+    const r = await runCli(['jobs', 'list'], { ORCH_DATA_DIR: dataDir, ORCH_API_URL: '' });
+    assert.equal(r.code, 1);
+    const line = oneErrorLine(r.stderr);
+    assert.match(line, new RegExp(`cannot reach the orchestrator API at http://127\\.0\\.0\\.1:${port}, the address in ${dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/local\\.json`));
+    assert.match(line, new RegExp(`pid ${gone.pid}\\) is gone`));
   });
 });
 

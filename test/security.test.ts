@@ -392,6 +392,7 @@ describe('4. operator headers', () => {
     const backfillSpec = { jobType: 'op_bf2', from: '2026-01-01T00:00:00Z', to: '2026-01-01T02:00:00Z', windowMs: 3_600_000 };
     plans = new Map<string, { path: string; body?: unknown }>([
       ['POST /jobs/{jobId}/cancel', { path: `/jobs/${queued}/cancel` }],
+      ['POST /jobs/bulk', { path: '/jobs/bulk', body: { action: 'cancel', filter: { jobType: 'op_type' } } }],
       // orch:write now (a type is shared by all tenants); planned in case it is an operator action again
       ['PUT /jobtypes/{name}', { path: '/jobtypes/op_type', body: { maxAttempts: 7 } }],
       ['POST /jobtypes/{name}/pause', { path: `/jobtypes/op_type/pause?tenantId=${T}` }],
@@ -606,6 +607,19 @@ describe('6. tenant isolation through every route', () => {
     assert.equal(leases.status, 200);
     assert.deepEqual(leases.body.leases.filter((l: { tenantId: string }) => l.tenantId !== A), []);
     forbidden(await call(tokA, 'GET', '/leases', { tenant: B }), 'leases of B');
+  });
+
+  test('alerts and throughput: A sees only its own job types, never B\'s lease, dead letters or history', async () => {
+    const alerts = await call(tokA, 'GET', '/alerts');
+    assert.equal(alerts.status, 200, JSON.stringify(alerts.body));
+    assert.equal(alerts.body.tenantId, A);
+    assert.deepEqual(alerts.body.jobTypes.map((g: { jobType: string }) => g.jobType), ['iso_q']);
+    assert.ok(!JSON.stringify(alerts.body.alerts).includes(B), 'no label set names B');
+    const tp = await call(tokA, 'GET', '/stats/throughput?minutes=10');
+    assert.equal(tp.status, 200, JSON.stringify(tp.body));
+    assert.deepEqual(tp.body.jobTypes.map((t: { jobType: string }) => t.jobType), ['iso_q']);
+    forbidden(await call(tokA, 'GET', '/alerts', { tenant: B }), 'alerts of B');
+    forbidden(await call(tokA, 'GET', '/stats/throughput', { tenant: B }), 'throughput of B');
   });
 
   test('dead letters: A sees none of B\'s entries, snapshots or replays, and cannot snapshot, download or clear them', async () => {

@@ -9,6 +9,7 @@ import type { ApiContext, App } from './context.ts';
 import { API_BASE } from '../wire.ts';
 import { installAuth } from './auth.ts';
 import { ApiError, clientErrorHandler, errorHandler } from './errors.ts';
+import { alertRoutes } from './routes/alerts.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { bridgeRoutes } from './routes/bridge.ts';
 import { controlRoutes } from './routes/controls.ts';
@@ -89,6 +90,7 @@ export async function buildApi(ctx: ApiContext, log: Logger): Promise<App> {
     backfillRoutes(scoped, ctx);
     workflowRoutes(scoped, ctx);
     whoamiRoutes(scoped);
+    alertRoutes(scoped, ctx);
   }, { prefix: API_BASE });
   return app;
 }

@@ -1,6 +1,21 @@
 import { OrchApiError } from '../sdk/http.ts';
+import { unreachableHint } from './api-address.ts';
 
 export type OutputFormat = 'table' | 'json';
+
+/** Widest a table cell is drawn unless --wide: one long payload or error would otherwise push every other column off screen. */
+const CELL_WIDTH = 60;
+
+/** Set once from the global options before a command runs (src/cli/program.ts). */
+const tables = { wide: false };
+export function setWideTables(wide: boolean): void {
+  tables.wide = wide;
+}
+
+/** A cell as drawn: cut to CELL_WIDTH with "…" so a cut value never passes for the whole one. */
+function fit(v: string): string {
+  return tables.wide || v.length <= CELL_WIDTH ? v : `${v.slice(0, CELL_WIDTH - 1)}…`;
+}
 
 /** Rows as aligned columns (table) or the raw value as JSON. */
 export function print(format: OutputFormat, value: unknown, objects: readonly object[], columns: string[]): void {
@@ -9,11 +24,12 @@ export function print(format: OutputFormat, value: unknown, objects: readonly ob
     process.stdout.write(JSON.stringify(value, null, 2) + '\n');
     return;
   }
-  const cell = (v: unknown) => (v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v));
-  const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => Math.min(60, cell(r[c]).length))));
-  const line = (vals: string[]) => vals.map((v, i) => v.slice(0, 60).padEnd(widths[i]!)).join('  ').trimEnd();
+  const cell = (v: unknown) => fit(v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v));
+  const cells = rows.map((r) => columns.map((c) => cell(r[c])));
+  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i]!.length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd();
   process.stdout.write(line(columns.map((c) => c.toUpperCase())) + '\n');
-  for (const r of rows) process.stdout.write(line(columns.map((c) => cell(r[c]))) + '\n');
+  for (const r of cells) process.stdout.write(line(r) + '\n');
 }
 
 /** A comma-separated option value ("1,2, 3") as its items. */
@@ -36,7 +52,7 @@ export function fail(err: unknown): never {
     code = err.exitCode;
     message = err.message;
   } else if (err instanceof Error && /ECONNREFUSED|fetch failed/.test(`${err.message} ${String((err as { cause?: unknown }).cause)}`)) {
-    message = `cannot reach the orchestrator API (${err.message}); is "orch serve" running? (--api-url)`;
+    message = `cannot reach the orchestrator API${unreachableHint(err.message)}`;
   } else {
     message = err instanceof Error ? err.message : String(err);
   }

@@ -1,5 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isTenantId, TENANT_PATTERN } from '../wire.ts';
+import { DEFAULT_API_URL, resolveApiUrl } from './api-address.ts';
+import { setWideTables } from './output.ts';
 import { registerAuditCommands } from './commands/audit.ts';
 import { registerBackfillCommands } from './commands/backfill.ts';
 import { registerWorkflowCommands } from './commands/workflows.ts';
@@ -24,12 +26,20 @@ function tenantId(value: string): string {
 export function buildProgram(): Command {
   const program = new Command('orch')
     .description('Job orchestrator: control plane and operator CLI')
-    .addOption(new Option('--api-url <url>', 'orchestrator API URL').env('ORCH_API_URL').default('http://127.0.0.1:8080'))
+    .addOption(new Option('--api-url <url>', `orchestrator API URL (default: the address "orch serve" left in $ORCH_DATA_DIR/local.json, else ${DEFAULT_API_URL})`)
+      .env('ORCH_API_URL'))
     .addOption(new Option('--token <token>', 'bearer token').env('ORCH_TOKEN'))
     .addOption(new Option('--tenant <tenant>', 'tenant id').env('ORCH_TENANT').default('default').argParser(tenantId))
     .addOption(new Option('--output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .option('--wide', 'table cells whole (by default a cell is cut at 60 characters, ending in …)')
     .configureOutput({ outputError: (str, write) => write(`orch: ${str.replace(/^error: /, '').trim()}\n`) })
-    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 1));
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 1))
+    // Resolved once, before any command runs, so every verb (and its error messages) uses the same address.
+    .hook('preAction', () => {
+      const g = program.opts<{ apiUrl?: string; wide?: boolean }>();
+      program.setOptionValue('apiUrl', resolveApiUrl(g.apiUrl));
+      setWideTables(g.wide === true);
+    });
 
   registerServerCommands(program);
   registerJobCommands(program);

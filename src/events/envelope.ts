@@ -93,6 +93,8 @@ export function transitionEventType(cause: TransitionCause, to: JobState): Event
     case 'force_released': case 'worker_lost': case 'worker_released': return to === 'queued' ? 'lease.released' : 'job.dead_lettered';
     case 'worker_completed': return 'job.succeeded';
     case 'worker_failed': return to === 'failed' ? 'job.retry_scheduled' : 'job.dead_lettered';
+    // its retry, rescheduled to now
+    case 'operator_retried': return 'job.retry_scheduled';
     case 'operator_canceled': return 'job.canceled';
     case 'timed_out': return 'job.timed_out';
   }

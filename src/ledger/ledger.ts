@@ -20,6 +20,7 @@ import { heartbeat } from './transitions/heartbeat.ts';
 import { pruneFinished, pruneWorkflows, type PruneCursor, type PruneResult } from './transitions/prune.ts';
 import { release } from './transitions/release.ts';
 import { replay, type ReplayOutcome } from './transitions/replay.ts';
+import { retryNow } from './transitions/retry-now.ts';
 import { timeout } from './transitions/timeout.ts';
 import type {
   AckOutcome, Actor, ClaimRequest, ClaimRound, CompleteInput, EnqueueCause, EnqueueInput, EnqueueResult, FailInput, HeartbeatInput,
@@ -211,6 +212,16 @@ export class Ledger {
     const { outcomes, records } = await replay(opts.tx?.client ?? this.pool, tenantId, [...new Set(jobIds)], opts);
     this.emitIn(opts.tx, records);
     return outcomes;
+  }
+
+  /**
+   * Makes jobs waiting for their retry backoff claimable now ("retry now"); returns those it moved.
+   * Pass `tx` to run inside the caller's transaction.
+   */
+  async retryNow(tenantId: string, jobIds: string[], actor: Actor, reason: string, tx?: Tx): Promise<TransitionRecord[]> {
+    const records = await retryNow(tx?.client ?? this.pool, tenantId, jobIds, actor, reason);
+    this.emitIn(tx, records);
+    return records;
   }
 
   /** Deletes jobs that ended before `cutoff` with their history, from the history batches after `cursor` (see transitions/prune.ts). */

@@ -202,7 +202,7 @@ export interface JobTypeDefinition {
 export const TRANSITION_CAUSES = [
   'enqueued', 'replayed', 'claimed', 'worker_completed', 'worker_failed', 'worker_released',
   'lease_expired', 'timed_out', 'force_released', 'worker_lost', 'operator_canceled', 'dlq_cleared',
-  'scheduled', 'backfilled', 'dependencies_met', 'dependency_failed',
+  'scheduled', 'backfilled', 'dependencies_met', 'dependency_failed', 'operator_retried',
 ] as const;
 export type TransitionCause = (typeof TRANSITION_CAUSES)[number];
 

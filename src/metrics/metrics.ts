@@ -331,8 +331,8 @@ export class Metrics implements LedgerObserver, RelayObserver {
         count(this.jobsEnqueued, { tenant: r.tenantId, job_type: r.jobType });
       } else if (r.to === 'leased') {
         if (r.dispatchLatencyMs !== undefined) this.dispatchLatency.observe({ job_type: r.jobType }, r.dispatchLatencyMs / 1000);
-      } else if (r.cause !== 'dlq_cleared' && r.cause !== 'worker_released' && r.cause !== 'dependencies_met') {
-        // an attempt's outcome (a DLQ clear, a job handed back unrun and a waiting job's release are none; a
+      } else if (r.cause !== 'dlq_cleared' && r.cause !== 'worker_released' && r.cause !== 'dependencies_met' && r.cause !== 'operator_retried') {
+        // an attempt's outcome (a DLQ clear, a job handed back unrun, a waiting job's release and a retry made due now are none; a
         // dependent canceled by its parent's failure counts as canceled, as an operator's cancel of a queued job)
         const outcome = r.to === 'queued' ? 'retried' : r.to;
         count(this.jobs, { tenant: r.tenantId, job_type: r.jobType, outcome });

@@ -1,9 +1,12 @@
 import type { ClusterStatus } from '../cluster/status.ts';
+import type { AlertReport } from '../metrics/alert-conditions.ts';
+import type { Throughput } from '../metrics/history.ts';
 import type { AuditRecord } from '../audit/audit-log.ts';
 import type { ApiTokenInfo, NewToken } from '../auth/tokens.ts';
 import type { Pause } from '../flow/pauses.ts';
 import type { Quota, QuotaChange, QuotaUse } from '../flow/quotas.ts';
 import type { EdgePolicy, EnqueueResult, HistoryEntry, Job, JobSort, JobState, JobTypeDefinition } from '../ledger/types.ts';
+import type { BulkAction, BulkResult, StateCount } from '../ledger/queries.ts';
 import type { Workflow, WorkflowDetail, WorkflowSpec, WorkflowState } from '../workflows/workflows.ts';
 import type { DlqEntry, DlqFilter, DlqStats } from '../recovery/dead-letters.ts';
 import type { LeaseView, LockView } from '../recovery/leases.ts';
@@ -26,6 +29,18 @@ export interface SubmitJob {
   correlationId?: string;
   /** Jobs this one waits for: ids, or { jobId, onFailure: cancel (default) | ignore | wait }. */
   dependsOn?: (string | { jobId: string; onFailure?: EdgePolicy })[];
+}
+
+/** What a job list, the state counts and a bulk action select besides the state (times ISO 8601). */
+export interface JobSelection {
+  jobType?: string;
+  /** The class of the job's last error. */
+  errorClass?: string;
+  createdAfter?: string;
+  createdBefore?: string;
+  /** Jobs whose payload contains this JSON object. */
+  payload?: Record<string, unknown>;
+  correlationId?: string;
 }
 
 export type JobTypeSettings = Partial<Pick<JobTypeDefinition, 'maxAttempts' | 'backoffBaseMs' | 'backoffMaxMs' | 'backoffJitter' | 'leaseMs' | 'timeoutMs'>>;
@@ -51,8 +66,20 @@ export class OrchClient {
   }
 
   /** Jobs of the tenant, newest first unless `sort` says oldest or priority (claim order; needs state queued or failed). */
-  listJobs(filter: { state?: JobState; jobType?: string; sort?: JobSort; cursor?: string; limit?: number } = {}): Promise<{ jobs: Job[]; nextCursor: string | null }> {
-    return this.http.request('GET', `/jobs${queryString(filter)}`);
+  listJobs(filter: JobSelection & { state?: JobState; sort?: JobSort; cursor?: string; limit?: number } = {}): Promise<{ jobs: Job[]; nextCursor: string | null }> {
+    return this.http.request('GET', `/jobs${queryString(selectionQuery(filter))}`);
+  }
+
+  /** Jobs per state matching a filter; a count marked capped is a lower bound (GET /jobs/counts). */
+  jobCounts(filter: JobSelection = {}): Promise<{ counts: StateCount[]; capped: boolean }> {
+    return this.http.request('GET', `/jobs/counts${queryString(selectionQuery(filter))}`);
+  }
+
+  /** Cancels, replays or retries now every job matching `filter` (scope orch:operate); `dryRun` only counts. */
+  bulkJobs(
+    request: { action: BulkAction; filter: JobSelection & { state?: JobState }; dryRun?: boolean; limit?: number }, why: OperatorWhy,
+  ): Promise<BulkResult> {
+    return this.http.request('POST', '/jobs/bulk', request, { headers: operatorHeaders(why) });
   }
 
   /** Cancels a job (scope orch:operate); `reason` is recorded in its history. */
@@ -171,6 +198,16 @@ export class OrchClient {
     return this.http.request('GET', '/cluster');
   }
 
+  /** Each alert of alerts.yaml: does its condition hold now for the tenant (without the rules' `for:`), for which labels (GET /alerts). */
+  alerts(): Promise<AlertReport> {
+    return this.http.request('GET', '/alerts');
+  }
+
+  /** Per job type and minute of the last `minutes`: attempts succeeded, failed, dead-lettered, and jobs waiting. */
+  throughput(minutes?: number): Promise<Throughput & { tenantId: string }> {
+    return this.http.request('GET', `/stats/throughput${queryString({ minutes })}`);
+  }
+
   listWorkers(): Promise<{ workers: WorkerRecord[]; lostAfterMs: number }> {
     return this.http.request('GET', '/workers');
   }
@@ -285,6 +322,11 @@ const operatorHeaders = (why: OperatorWhy): Record<string, string> =>
   ({ 'x-operator-reason': why.reason, ...(why.ticket ? { 'x-operator-ticket': why.ticket } : {}) });
 
 /** "?k=v&..." of the defined values, or "" when there are none. */
+/** A job selection as query parameters: the payload as JSON text. */
+function selectionQuery<T extends JobSelection>({ payload, ...rest }: T): Omit<T, 'payload'> & { payload?: string } {
+  return { ...rest, payload: payload === undefined ? undefined : JSON.stringify(payload) };
+}
+
 function queryString(params: Record<string, string | number | undefined>): string {
   const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
   return q.size ? `?${q}` : '';

@@ -34,7 +34,8 @@ export async function launchBrowser(): Promise<Browser> {
 
 /** Opens the console at `url` and signs in with `token` (empty: an open server) as `tenant`. */
 export async function signIn(browser: Browser, url: string, token: string, tenant = 'default'): Promise<Page> {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  // a context of its own: axe's analyze opens a page in the page's context, which a bare browser.newPage() refuses
+  const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
   await page.goto(url);
   await page.evaluate(`sessionStorage.setItem('orch.tenant', ${JSON.stringify(tenant)})`);
   await page.getByLabel('API token').fill(token);

@@ -1,16 +1,21 @@
 import { runOperatorAction } from '../../audit/operator-action.ts';
-import { Type } from 'typebox';
+import { Type, type Static } from 'typebox';
 import { JOB_SORTS, type EnqueueInput } from '../../ledger/types.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { operatorOf } from '../operator.ts';
 import {
-  EnqueueBody, EnqueuedRef, ErrorBody, HistorySchema, JobId, JobSchema, JobStateSchema, JobTypeName, manyPayloadsLimit, TenantHeaders,
+  EnqueueBody, EnqueuedRef, ErrorBody, HistorySchema, IsoTime, JobId, JobSchema, JobStateSchema, JobTypeName, manyPayloadsLimit, OneOf,
+  TenantHeaders, TenantOperatorHeaders,
 } from '../schemas.ts';
 import { requireTenant } from '../tenant.ts';
 import { actorOf } from '../../auth/principal.ts';
 import { asTenantReader } from '../../auth/tenant-scope.ts';
-import { getHistory, getJob, listJobs } from '../../ledger/queries.ts';
+import {
+  BULK_ACTIONS, bulkStates, bulkTargets, COUNT_SCAN, countJobs, getHistory, getJob, listJobs, type BulkAction, type BulkResult, type JobMatch,
+} from '../../ledger/queries.ts';
+import type { Tx } from '../../ledger/ledger.ts';
+import { checkText, MAX_KEY_LENGTH, toStorableJson } from '../../ledger/validate.ts';
 
 function toInput(tenantId: string, b: EnqueueBody, field = ''): EnqueueInput {
   if (b.runAfter !== undefined && b.delayMs !== undefined) {
@@ -24,6 +29,72 @@ function toInput(tenantId: string, b: EnqueueBody, field = ''): EnqueueInput {
   };
 }
 
+/** Most jobs one bulk request acts on: a larger selection is done in several requests (the result says `more`). */
+export const MAX_BULK = 10_000;
+/** Job ids a bulk result (and its audit entry) lists. */
+const LISTED_IDS = 100;
+
+/** The filters of a job list, its state counts and a bulk action, besides the state and the payload (JobMatch). */
+const MatchFields = {
+  jobType: Type.Optional(JobTypeName),
+  errorClass: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'The class of the job\'s last error.' })),
+  createdAfter: Type.Optional(IsoTime),
+  createdBefore: Type.Optional(IsoTime),
+  correlationId: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_KEY_LENGTH })),
+};
+const MatchQuery = Type.Object({
+  ...MatchFields,
+  payload: Type.Optional(Type.String({ minLength: 2, maxLength: 8192, description: 'A JSON object: jobs whose payload contains it (PostgreSQL @>), e.g. {"customer":"c-42"}.' })),
+});
+type MatchQuery = Static<typeof MatchQuery>;
+
+/** A filter's JobMatch, or a 400 naming the field (`prefix` is where the filter sits in the request). */
+function toMatch(q: Omit<MatchQuery, 'payload'>, payload: unknown, prefix = ''): JobMatch {
+  if (q.createdAfter !== undefined && q.createdBefore !== undefined && Date.parse(q.createdAfter) >= Date.parse(q.createdBefore)) {
+    throw new ApiError(400, 'invalid', `${prefix}createdBefore`, 'createdBefore must be after createdAfter');
+  }
+  if (q.errorClass !== undefined) checkText(q.errorClass, `${prefix}errorClass`);
+  if (q.correlationId !== undefined) checkText(q.correlationId, `${prefix}correlationId`);
+  if (payload !== undefined && (payload === null || typeof payload !== 'object' || Array.isArray(payload))) {
+    throw new ApiError(400, 'invalid', `${prefix}payload`, 'payload must be a JSON object, e.g. {"customer":"c-42"}');
+  }
+  return {
+    jobType: q.jobType, errorClass: q.errorClass, correlationId: q.correlationId,
+    createdAfter: q.createdAfter === undefined ? undefined : new Date(q.createdAfter),
+    createdBefore: q.createdBefore === undefined ? undefined : new Date(q.createdBefore),
+    payload: payload === undefined ? undefined : toStorableJson(payload, `${prefix}payload`),
+  };
+}
+
+/** The `payload` query parameter: JSON text of an object. */
+function queryPayload(text: string | undefined): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new ApiError(400, 'invalid', 'payload', 'payload is not JSON: give a JSON object, e.g. {"customer":"c-42"}');
+  }
+}
+
+const BulkBody = Type.Object({
+  action: OneOf(BULK_ACTIONS, 'cancel: jobs not ended; replay: jobs ended without success, not replayed before; retry: failed jobs waiting for their retry backoff, made runnable now'),
+  filter: Type.Object({
+    state: Type.Optional(JobStateSchema),
+    ...MatchFields,
+    payload: Type.Optional(Type.Unknown({ description: 'A JSON object: jobs whose payload contains it.' })),
+  }, { additionalProperties: false }),
+  dryRun: Type.Optional(Type.Boolean({ description: 'Count and list what would be acted on; change nothing.' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_BULK, description: `At most this many jobs, oldest first (default ${MAX_BULK}).` })),
+}, { additionalProperties: false });
+
+const BulkResult = Type.Object({
+  action: OneOf(BULK_ACTIONS),
+  dryRun: Type.Boolean(),
+  matched: Type.Integer({ description: 'Jobs selected (at most limit).' }),
+  more: Type.Boolean({ description: 'More jobs match than limit: run again for the rest.' }),
+  applied: Type.Integer({ description: 'Jobs the action changed (0 for a dry run; fewer than matched when some changed state meanwhile).' }),
+  jobIds: Type.Array(JobId, { description: `The first ${LISTED_IDS} selected.` }),
+});
 
 export function jobRoutes(app: App, ctx: ApiContext): void {
   const { ledger, config } = ctx;
@@ -62,20 +133,82 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
       summary: 'List jobs, newest first unless sorted otherwise', tags: ['jobs'], headers: TenantHeaders,
       querystring: Type.Object({
         state: Type.Optional(JobStateSchema),
-        jobType: Type.Optional(JobTypeName),
         sort: Type.Optional(Type.Union(JOB_SORTS.map((s) => Type.Literal(s)), {
           description: 'newest (default) or oldest: by creation; priority: waiting jobs (state queued or failed) in claim order',
         })),
         cursor: Type.Optional(JobId),
         limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 50 })),
+        ...MatchQuery.properties,
       }, { additionalProperties: false }),
       response: { 200: Type.Object({ jobs: Type.Array(JobSchema), nextCursor: Type.Union([Type.String(), Type.Null()]) }), 400: ErrorBody },
     },
   }, async (request) => {
     const q = request.query;
-    const filter = { tenantId: requireTenant(request), state: q.state, jobType: q.jobType, sort: q.sort, cursor: q.cursor, limit: q.limit ?? 50 };
+    const filter = { ...toMatch(q, queryPayload(q.payload)), tenantId: requireTenant(request), state: q.state, sort: q.sort, cursor: q.cursor, limit: q.limit ?? 50 };
     return asTenantReader(ledger.pool, request.principal.tenants, (db) => listJobs(db, filter));
   });
+
+  app.get('/jobs/counts', {
+    config: { scope: 'orch:read' },
+    schema: {
+      summary: 'Jobs per state matching a filter', tags: ['jobs'], headers: TenantHeaders,
+      description: `The live states (queued, leased, failed, dead_lettered, waiting) filtered by job type alone are exact; other counts look at the newest ${COUNT_SCAN} jobs of the tenant and say capped when older ones were left out.`,
+      querystring: Type.Object(MatchQuery.properties, { additionalProperties: false }),
+      response: {
+        200: Type.Object({
+          counts: Type.Array(Type.Object({ state: JobStateSchema, count: Type.Integer(), capped: Type.Boolean({ description: 'A lower bound.' }) })),
+          capped: Type.Boolean({ description: 'Some count is a lower bound.' }),
+        }),
+        400: ErrorBody,
+      },
+    },
+  }, async (request) => {
+    const tenantId = requireTenant(request);
+    const match = toMatch(request.query, queryPayload(request.query.payload));
+    return asTenantReader(ledger.pool, request.principal.tenants, (db) => countJobs(db, tenantId, match));
+  });
+
+  app.post('/jobs/bulk', {
+    config: { scope: 'orch:operate' },
+    schema: {
+      summary: 'Cancel, replay or retry now every job matching a filter', tags: ['jobs'], headers: TenantOperatorHeaders, body: BulkBody,
+      description: 'One transaction: the jobs\' transitions, their history and events, and one audit entry. '
+        + 'dryRun answers what would be acted on and changes nothing (no audit entry); it still needs the operator headers of the scope.',
+      response: { 200: BulkResult, 400: ErrorBody },
+    },
+  }, async (request) => {
+    const tenantId = requireTenant(request);
+    const op = operatorOf(request);
+    const { action, filter, dryRun = false, limit = MAX_BULK } = request.body;
+    const states = bulkStates(action);
+    if (filter.state !== undefined && !states.includes(filter.state)) {
+      throw new ApiError(400, 'invalid', 'filter.state', `${action} acts on jobs in state ${states.join(', ')}, not ${filter.state}`);
+    }
+    const match = { ...toMatch(filter, filter.payload, 'filter.'), state: filter.state };
+    // one more than the limit: whether more match
+    const select = (db: Tx['client']) => bulkTargets(db, tenantId, action, match, limit + 1);
+    const result = (ids: string[], applied: number): BulkResult => ({
+      action, dryRun, matched: Math.min(ids.length, limit), more: ids.length > limit, applied, jobIds: ids.slice(0, Math.min(limit, LISTED_IDS)),
+    });
+    if (dryRun) return result(await asTenantReader(ledger.pool, request.principal.tenants, select), 0);
+    return runOperatorAction(ledger.pool, op, { action: `job.bulk_${action}`, tenantId, target: 'jobs' }, async (tx) => {
+      const ids = await select(tx.client);
+      const done = result(ids, await applyBulk(action, tenantId, ids.slice(0, limit), op, tx));
+      return { result: done, details: { filter, matched: done.matched, applied: done.applied, more: done.more, jobIds: done.jobIds } };
+    });
+  });
+
+  /** Runs one bulk action's transition on the selected jobs in the operator action's transaction; returns how many it changed. */
+  async function applyBulk(action: BulkAction, tenantId: string, ids: string[], op: { actor: string; reason: string }, tx: Tx): Promise<number> {
+    switch (action) {
+      case 'cancel':
+        return (await ledger.cancelMany(tenantId, ids, op.actor, op.reason, { tx, states: bulkStates('cancel') })).filter((o) => o.record).length;
+      case 'replay':
+        return (await ledger.replay(tenantId, ids, { priority: null, actor: op.actor, reason: op.reason, tx })).filter((o) => o.status === 'replayed').length;
+      case 'retry':
+        return (await ledger.retryNow(tenantId, ids, op.actor, op.reason, tx)).length;
+    }
+  }
 
   app.get('/jobs/:jobId', {
     config: { scope: 'orch:read' },

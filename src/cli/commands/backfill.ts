@@ -3,7 +3,7 @@ import { Presets, SingleBar } from 'cli-progress';
 import type { Backfill, BackfillSpec, Reprocess } from '../../backfills/backfills.ts';
 import type { OrchClient } from '../../sdk/client.ts';
 import { CliError, print, type OutputFormat } from '../output.ts';
-import { clientFor, duration, integer, json } from './jobs.ts';
+import { clientFor, duration, integer, jsonArgument } from './jobs.ts';
 
 const COLUMNS = ['id', 'jobType', 'state', 'from', 'to', 'windows', 'done', 'running', 'failed', 'left', 'watermark', 'estimatedEndAt'];
 const row = (b: Backfill) => ({
@@ -49,7 +49,7 @@ export function registerBackfillCommands(program: Command): void {
     .requiredOption('--window <duration>', 'window length (e.g. 1h, 1d)')
     .option('--concurrency <n>', 'windows in flight at once (default 1)')
     .addOption(new Option('--reprocess <policy>', 'windows of the same bounds that ran before: none (default), failed, all').choices(REPROCESS))
-    .option('--payload <json>', 'payload template; strings may use {{windowStart}} {{windowEnd}} {{windowIndex}} {{watermark}} {{now}} {{backfillId}}')
+    .option('--payload <json>', 'payload template (JSON, @FILE, or - for standard input); strings may use {{windowStart}} {{windowEnd}} {{windowIndex}} {{watermark}} {{now}} {{backfillId}}')
     .option('--priority <n>', 'priority of each window\'s job (0..1000)')
     .option('--dry-run', 'show the windows, which would run and which would be skipped and why; enqueue nothing')
     .option('--follow', 'stay and show progress until it ends')
@@ -59,7 +59,7 @@ export function registerBackfillCommands(program: Command): void {
       const spec: BackfillSpec = { jobType: type, from: o.from, to: o.to, windowMs: duration(o.window, '--window') };
       if (o.concurrency !== undefined) spec.concurrency = integer(o.concurrency, '--concurrency');
       if (o.reprocess !== undefined) spec.reprocess = o.reprocess;
-      if (o.payload !== undefined) spec.payload = json(o.payload, '--payload');
+      if (o.payload !== undefined) spec.payload = await jsonArgument(o.payload, '--payload');
       if (o.priority !== undefined) spec.priority = integer(o.priority, '--priority');
       const { client, output } = clientFor(cmd);
       if (o.dryRun) {

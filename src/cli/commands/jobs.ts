@@ -4,6 +4,7 @@ import ms from 'ms';
 import { EDGE_POLICIES, JOB_SORTS, type EdgePolicy, type JobSort, type JobState } from '../../ledger/types.ts';
 import { OrchClient, type SubmitJob } from '../../sdk/client.ts';
 import { CliError, print, type OutputFormat } from '../output.ts';
+import { enqueueFile } from './enqueue-file.ts';
 
 /** The options every command takes (src/cli/program.ts). */
 export interface GlobalOptions { apiUrl: string; token?: string; tenant: string; output: OutputFormat }
@@ -27,9 +28,27 @@ export function integer(value: string, flag: string): number {
 export function json(value: string, flag: string): unknown {
   try {
     return JSON.parse(value);
-  } catch {
-    throw new CliError(`${flag}: not valid JSON`);
+  } catch (err) {
+    throw new CliError(`${flag}: not valid JSON (${(err as Error).message})`);
   }
+}
+
+/** A JSON option (--payload): the JSON itself, @FILE for a file's content, or - for standard input. */
+export async function jsonArgument(value: string, flag: string): Promise<unknown> {
+  if (value === '-') {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return json(Buffer.concat(chunks).toString('utf8'), `${flag} - (standard input)`);
+  }
+  if (!value.startsWith('@')) return json(value, flag);
+  const file = value.slice(1);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new CliError(`${flag}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  return json(text, `${flag} ${value}`);
 }
 
 const JOB_COLUMNS = ['id', 'jobType', 'state', 'priority', 'attempt', 'maxAttempts', 'runAfter', 'updatedAt'];
@@ -39,30 +58,21 @@ export function registerJobCommands(program: Command): void {
     .command('enqueue')
     .description('submit a job (or many with --file F.ndjson, one JSON job per line)')
     .argument('[type]', 'job type')
-    .option('--payload <json>', 'job payload as JSON', '{}')
+    .option('--payload <json>', 'job payload: JSON, @FILE for a file\'s content, or - for standard input', '{}')
     .option('--idempotency-key <key>', 'a second submit with this key returns the first job')
     .option('--priority <n>', 'higher runs first (0..1000)')
     .option('--delay <duration>', 'run no earlier than this from now (e.g. 30s, 5m)')
     .option('--max-attempts <n>', 'attempts before dead-lettering')
     .option('--correlation-id <id>', 'carried on the job and its events')
-    .option('--file <path>', 'NDJSON file of jobs: {"jobType": ..., "payload": ...} per line')
+    .option('--file <path>', 'NDJSON file of jobs ("-": standard input), {"jobType": ..., "payload": ..., "idempotencyKey": ...} a line, any number of lines; prints a summary')
     .option('--depends-on <ids...>', 'wait for these jobs first; ID:POLICY with a policy (cancel, the default; ignore; wait) says what a failed parent does to this job')
     .action(async (type: string | undefined, o: Record<string, string | undefined> & { dependsOn?: string[] }, cmd: Command) => {
       const { client, output } = clientFor(cmd);
-      if (o.file) {
-        const lines = (await readFile(o.file, 'utf8')).split('\n').filter((l) => l.trim() !== '');
-        const jobs = lines.map((l, i) => {
-          const j = json(l, `--file line ${i + 1}`) as SubmitJob;
-          return type && !j.jobType ? { ...j, jobType: type } : j;
-        });
-        const results = await client.enqueueBatch(jobs);
-        print(output, results, results, ['id', 'jobType', 'state', 'created']);
-        return;
-      }
+      if (o.file) return enqueueFile(client, output, o.file, type);
       if (!type) throw new CliError('enqueue: give a job type (or --file)');
       const job: SubmitJob = {
         jobType: type,
-        payload: json(o.payload ?? '{}', '--payload'),
+        payload: await jsonArgument(o.payload ?? '{}', '--payload'),
         idempotencyKey: o.idempotencyKey,
         correlationId: o.correlationId,
         priority: o.priority === undefined ? undefined : integer(o.priority, '--priority'),

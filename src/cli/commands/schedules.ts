@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import type { CatchUp, Schedule, ScheduleSpec } from '../../schedules/schedules.ts';
 import { CliError, print } from '../output.ts';
-import { clientFor, duration, integer, json } from './jobs.ts';
+import { clientFor, duration, integer, jsonArgument } from './jobs.ts';
 
 const COLUMNS = ['name', 'jobType', 'when', 'timeZone', 'enabled', 'catchUp', 'nextTickAt', 'lastTickAt', 'ticks', 'missedTicks', 'watermark'];
 /** An interval as people write it: 15m, 1h, 90s. */
@@ -15,7 +15,7 @@ interface SpecOptions {
 }
 
 /** The spec fields the options give (update leaves the others as they are). */
-function specOf(o: SpecOptions): Partial<ScheduleSpec> {
+async function specOf(o: SpecOptions): Promise<Partial<ScheduleSpec>> {
   if (o.cron !== undefined && o.every !== undefined) throw new CliError('give one of --cron and --every');
   const s: Partial<ScheduleSpec> = {};
   if (o.cron !== undefined) s.cron = o.cron;
@@ -23,7 +23,7 @@ function specOf(o: SpecOptions): Partial<ScheduleSpec> {
   if (o.tz !== undefined) s.timeZone = o.tz;
   if (o.catchUp !== undefined) s.catchUp = o.catchUp;
   if (o.catchUpMax !== undefined) s.catchUpMax = integer(o.catchUpMax, '--catch-up-max');
-  if (o.payload !== undefined) s.payload = json(o.payload, '--payload');
+  if (o.payload !== undefined) s.payload = await jsonArgument(o.payload, '--payload');
   if (o.priority !== undefined) s.priority = integer(o.priority, '--priority');
   if (o.maxAttempts !== undefined) s.maxAttempts = integer(o.maxAttempts, '--max-attempts');
   if (o.startsAt !== undefined) s.startsAt = o.startsAt;
@@ -39,7 +39,7 @@ function specOptions(cmd: Command): Command {
     .option('--tz <zone>', 'IANA time zone the cron expression is read in (default UTC)')
     .addOption(new Option('--catch-up <policy>', 'ticks missed while no server ran: skip, latest (run the latest once; default), all').choices(CATCH_UP))
     .option('--catch-up-max <n>', 'with --catch-up all: at most this many missed ticks run (default 100)')
-    .option('--payload <json>', 'payload template; strings may use {{windowStart}} {{windowEnd}} {{windowIndex}} {{tick}} {{watermark}} {{now}} {{scheduleName}}')
+    .option('--payload <json>', 'payload template (JSON, @FILE, or - for standard input); strings may use {{windowStart}} {{windowEnd}} {{windowIndex}} {{tick}} {{watermark}} {{now}} {{scheduleName}}')
     .option('--priority <n>', 'priority of each job (0..1000)')
     .option('--max-attempts <n>', 'attempts of each job before dead-lettering')
     .option('--starts-at <time>', 'no tick before this (ISO time); interval ticks count from it')
@@ -68,7 +68,7 @@ export function registerScheduleCommands(program: Command): void {
 
   specOptions(schedules.command('create').description('create a schedule: NAME TYPE (--cron EXPR | --every DUR)').argument('<name>').argument('<type>', 'job type'))
     .action(async (name: string, type: string, o: SpecOptions, cmd: Command) => {
-      const spec = specOf(o);
+      const spec = await specOf(o);
       if (spec.cron === undefined && spec.everyMs === undefined) throw new CliError('give --cron EXPR or --every DURATION');
       const { client, output } = clientFor(cmd);
       const s = await client.createSchedule(name, { ...spec, jobType: type }, { reason: o.reason });
@@ -79,7 +79,7 @@ export function registerScheduleCommands(program: Command): void {
     .option('--type <type>', 'job type')
     .option('--enabled', 'enable it (same as resume)')
     .action(async (name: string, o: SpecOptions & { type?: string; enabled?: boolean }, cmd: Command) => {
-      const patch = specOf(o);
+      const patch = await specOf(o);
       if (o.type !== undefined) patch.jobType = o.type;
       if (o.enabled) patch.enabled = true;
       if (Object.keys(patch).length === 0) throw new CliError('nothing to change: give at least one option');

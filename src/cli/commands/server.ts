@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { removeLocalAddress, writeLocalAddress } from '../api-address.ts';
 import { CliError } from '../output.ts';
 
 /**
@@ -9,7 +10,7 @@ const server = () => import('../../control-plane.ts');
 async function setup(level: (configured: string) => string) {
   const [{ loadConfig }, { createLogger }] = await Promise.all([import('../../config/config.ts'), import('../../logging.ts')]);
   const config = loadConfig();
-  return { config, log: createLogger(level(config.logLevel) as typeof config.logLevel) };
+  return { config, log: createLogger(level(config.logLevel) as typeof config.logLevel, config.logFormat) };
 }
 
 export function registerServerCommands(program: Command): void {
@@ -26,6 +27,7 @@ export function registerServerCommands(program: Command): void {
         if (stopping) return;
         stopping = true;
         log.info({ signal }, 'shutting down');
+        removeLocalAddress(config.dataDir);
         starting.then((plane) => plane.stop()).then(() => process.exit(0), (err: unknown) => {
           log.error({ err }, 'shutdown failed');
           process.exit(1);
@@ -33,11 +35,16 @@ export function registerServerCommands(program: Command): void {
       };
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
+      let plane;
       try {
-        await starting;
+        plane = await starting;
       } catch (err) {
         throw new CliError(`cannot start the control plane: ${(err as Error).message}`);
       }
+      // A signal while starting: shutdown has run (and found no file to remove), so leave none behind.
+      if (stopping) return;
+      const file = writeLocalAddress(config.dataDir, { url: plane.url, auth: config.auth.mode });
+      log.info({ file }, 'local address written: "orch" commands on this machine, from this directory, use it without --api-url');
     });
 
   program

@@ -1,8 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import type { WorkflowDetail, WorkflowSpec, WorkflowState } from '../../workflows/workflows.ts';
 import { print, type OutputFormat } from '../output.ts';
-import { clientFor, json } from './jobs.ts';
+import { clientFor, jsonArgument } from './jobs.ts';
 
 const COLUMNS = ['id', 'name', 'state', 'stepCount', 'openSteps', 'failedSteps', 'createdAt', 'finishedAt'];
 const STATES: readonly WorkflowState[] = ['running', 'succeeded', 'failed', 'canceled'];
@@ -53,9 +52,9 @@ export function registerWorkflowCommands(program: Command): void {
   const workflows = program.command('workflows').description('DAGs of jobs: steps that wait for other steps');
 
   workflows.command('submit').description('submit a workflow from a JSON file: {"name": ..., "steps": [{"name", "jobType", "payload", "dependsOn": [...]}]}')
-    .requiredOption('--file <path>', 'the workflow as JSON')
+    .requiredOption('--file <path>', 'the workflow as JSON ("-": standard input)')
     .action(async (o: { file: string }, cmd: Command) => {
-      const spec = json(await readFile(o.file, 'utf8'), '--file') as WorkflowSpec;
+      const spec = await jsonArgument(o.file === '-' ? '-' : `@${o.file}`, '--file') as WorkflowSpec;
       const { client, output } = clientFor(cmd);
       printWorkflow(output, await client.submitWorkflow(spec));
     });
