@@ -286,6 +286,14 @@ function cases(): Map<string, Case> {
     ['POST /backfills/{id}/retry', { action: 'backfill.retry', request: async () => ({ method: 'POST', path: `/backfills/${await backfillId()}/retry`, ticket: true }), state: backfillRow }],
     ['POST /workflows/{id}/cancel', { action: 'workflow.cancel', request: async () => ({ method: 'POST', path: `/workflows/${await workflow()}/cancel` }), state: workflowRow }],
     ['POST /workflows/{id}/retry', { action: 'workflow.retry', request: async () => ({ method: 'POST', path: `/workflows/${await workflow()}/retry` }), state: workflowRow }],
+    ['POST /jobs/bulk', {
+      action: 'job.bulk_cancel',
+      request: async () => {
+        await plane.ledger.enqueue([{ tenantId: T2, jobType: 'a_bulk', payload: { n: 1 } }, { tenantId: T2, jobType: 'a_bulk', payload: { n: 2 } }]);
+        return { method: 'POST', path: '/jobs/bulk', body: { action: 'cancel', filter: { jobType: 'a_bulk' } } };
+      },
+      state: async () => (await db.pool.query(`SELECT string_agg(state::text, ',' ORDER BY id) AS states FROM orch.jobs WHERE tenant_id = $1 AND job_type = 'a_bulk'`, [T2])).rows[0]!.states,
+    }],
   ]);
 }
 

@@ -71,30 +71,38 @@ class Submitter {
     if (this.failures.length > SHOWN_FAILURES) this.failures.sort((a, b) => a.line - b.line).pop();
   }
 
-  /** One batch; a job the server refuses is reported and the rest sent again; other errors end the run. */
+  /**
+   * One batch, in as few requests as it takes. A job the server refuses is reported and the rest
+   * sent again: the jobs before it passed its checks (they run in order) and go next whole; after
+   * them the requests start small and double, so a file of many bad lines costs a small request
+   * a bad line, not the whole batch again each time. Other errors end the run.
+   */
   async submit(lines: Line[]): Promise<void> {
     let rest = lines;
+    let ceiling = lines.length;
+    let size = ceiling;
     while (rest.length > 0) {
+      const chunk = rest.slice(0, size);
       try {
-        const results = await this.client.enqueueBatch(rest.map((l) => l.job));
+        const results = await this.client.enqueueBatch(chunk.map((l) => l.job));
         const created = results.filter((r) => r.created).length;
         this.summary.submitted += results.length;
         this.summary.created += created;
         this.summary.existing += results.length - created;
-        return;
+        rest = rest.slice(chunk.length);
+        size = Math.min(size * 2, ceiling);
       } catch (err) {
-        if (tooBig(err) && rest.length > 1) {
-          const half = Math.ceil(rest.length / 2);
-          await this.submit(rest.slice(0, half));
-          rest = rest.slice(half);
+        if (tooBig(err) && chunk.length > 1) {
+          ceiling = size = Math.ceil(chunk.length / 2);
           continue;
         }
-        const i = rejectedIndex(err, rest.length);
+        const i = rejectedIndex(err, chunk.length);
         if (i === null) throw err;
         const e = err as OrchApiError;
-        // the server numbers jobs within the batch; the line number says which one
-        this.reject(rest[i]!.line, `${e.message.replace(`jobs[${i}].`, '')} [HTTP ${e.status} ${e.code}]`);
+        // the server numbers jobs within the request; the line number says which one
+        this.reject(chunk[i]!.line, `${e.message.replace(`jobs[${i}].`, '')} [HTTP ${e.status} ${e.code}]`);
         rest = rest.toSpliced(i, 1);
+        size = Math.max(i, 1);
       }
     }
   }
