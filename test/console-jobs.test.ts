@@ -101,7 +101,7 @@ describe('the console: jobs', { skip }, () => {
     await waitForCount(rows, 1 + 2);
     await counts.getByRole('button', { name: /^2\s*queued$/ }).waitFor();
     const listed = await page.getByRole('table', { name: 'Jobs' }).getByRole('link').allInnerTexts();
-    assert.deepEqual(listed.sort(), [made[1]!, made[3]!].map((id) => `${id.slice(0, 13)}…`).sort());
+    assert.deepEqual(listed.sort(), [made[1]!, made[3]!].sort());
 
     await page.getByLabel('Error class').fill('Nope');
     await page.getByText('No job matches.').waitFor();

@@ -55,7 +55,7 @@ describe('the console', { skip }, () => {
     const job = await made.json() as { id: string };
     const page = await signIn(browser, cp.url, '');
     await page.getByRole('link', { name: 'Jobs', exact: true }).click();
-    await page.getByRole('link', { name: `${job.id.slice(0, 13)}…` }).waitFor();
+    await page.getByRole('link', { name: job.id, exact: true }).waitFor();
     await page.close();
   });
 });

@@ -81,7 +81,7 @@ function parseAddress(text: string): LocalAddress | null {
  * that is not an address (edited by hand, cut short by a full disk) is passed over for the default
  * address, and named only if that does not answer: serve and migrate never read it.
  */
-let resolved: { url: string; file?: string; pid?: number; unreadable?: string } = { url: DEFAULT_API_URL };
+let resolved: { url: string; file?: string; pid?: number; unreadable?: string; stale?: string } = { url: DEFAULT_API_URL };
 
 /** --api-url (or ORCH_API_URL) when given and not empty, else the local address file, else the default. */
 export function resolveApiUrl(given: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -97,7 +97,9 @@ export function resolveApiUrl(given: string | undefined, env: NodeJS.ProcessEnv 
     text = ''; // a file there that cannot be read (permissions, a directory): not an address either
   }
   const local = text === null ? null : parseAddress(text);
-  if (local) resolved = { url: local.url, file, pid: local.pid };
+  // a server killed (kill -9, a crash) leaves its file behind: its address is passed over for the default
+  if (local && running(local.pid)) resolved = { url: local.url, file, pid: local.pid };
+  else if (local) resolved = { url: DEFAULT_API_URL, stale: `${file} names pid ${local.pid}, which is gone` };
   else resolved = text === null ? { url: DEFAULT_API_URL } : { url: DEFAULT_API_URL, unreadable: file };
   return resolved.url;
 }
@@ -114,7 +116,8 @@ function running(pid: number): boolean {
 
 /** What follows "cannot reach the orchestrator API": the address tried, and what to do about it. */
 export function unreachableHint(detail: string): string {
-  const { url, file, pid, unreadable } = resolved;
+  const { url, file, pid, unreadable, stale } = resolved;
+  if (stale !== undefined) return ` at ${url} (${detail}); ${stale}: start "orch serve", or give --api-url`;
   if (unreadable !== undefined) return ` at ${url} (${detail}); ${unreadable} is not an address "orch serve" wrote: remove it, or give --api-url`;
   if (file === undefined || pid === undefined) return ` at ${url} (${detail}); is "orch serve" running? (--api-url)`;
   const server = running(pid) ? `the server that wrote it (pid ${pid}) runs but does not answer` : `the server that wrote it (pid ${pid}) is gone`;

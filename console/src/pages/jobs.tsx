@@ -14,7 +14,7 @@ import { useClient, useSession } from '../session.tsx';
 
 const column = createColumnHelper<Job>();
 const COLUMNS = [
-  column.accessor('id', { header: 'Job', cell: (c) => <Link to={`/jobs/${c.getValue()}`}>{c.getValue().slice(0, 13)}…</Link> }),
+  column.accessor('id', { header: 'Job', cell: (c) => <Link to={`/jobs/${c.getValue()}`}>{c.getValue()}</Link> }),
   column.accessor('jobType', { header: 'Type' }),
   column.accessor('state', { header: 'State', cell: (c) => <StateBadge state={c.getValue()} /> }),
   column.accessor('attempt', { header: 'Attempt', cell: (c) => `${c.getValue()} / ${c.row.original.maxAttempts}` }),

@@ -35,12 +35,9 @@ export function registerServerCommands(program: Command): void {
       };
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
-      let plane;
-      try {
-        plane = await starting;
-      } catch (err) {
+      const plane = await starting.catch((err: unknown) => {
         throw new CliError(`cannot start the control plane: ${(err as Error).message}`);
-      }
+      });
       // A signal while starting: shutdown has run (and found no file to remove), so leave none behind.
       if (stopping) return;
       const file = writeLocalAddress(config.dataDir, { url: plane.url, auth: config.auth.mode });
