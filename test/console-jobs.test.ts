@@ -5,26 +5,20 @@
  * docs/console.md.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import type { ControlPlane } from '../src/control-plane.ts';
+import { describe, test } from 'node:test';
+import type { Page } from 'playwright-core';
 import type { Lease } from '../src/ledger/types.ts';
 import { API_BASE } from '../src/wire.ts';
-import { accessibilityViolations, assertConsoleBuilt, launchBrowser, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { startTestServer } from './helpers/server.ts';
+import { accessibilityViolations, consoleWorld, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
 
 const skip = skipUnlessChromium('the console jobs tests');
 const TENANT = 'console-jobs';
 
 describe('the console: jobs', { skip }, () => {
-  let db: TestDatabase;
-  let cp: ControlPlane;
-  let browser: Browser;
 
   /** A request to the API as tenant TENANT (the test server is open: no token). */
   async function api<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const res = await fetch(`${cp.url}${API_BASE}${path}`, {
+    const res = await fetch(`${world.cp.url}${API_BASE}${path}`, {
       method, body: body === undefined ? undefined : JSON.stringify(body),
       headers: { 'x-tenant-id': TENANT, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
     });
@@ -37,22 +31,12 @@ describe('the console: jobs', { skip }, () => {
   /** The value the Job page's summary shows for `name`. */
   const summary = (page: Page, name: string) => page.getByRole('table', { name: 'Job' }).getByRole('row', { name: new RegExp(`^${name}`) });
 
-  before(async () => {
-    if (!process.env.ORCH_CONSOLE_DIR) assertConsoleBuilt();
-    db = await createTestDatabase();
-    cp = await startTestServer(db.url);
-    browser = await launchBrowser();
-  });
-  after(async () => {
-    await browser?.close();
-    await cp?.stop();
-    await db?.drop();
-  });
+  const world = consoleWorld();
 
   test('watch a job go queued -> running -> succeeded live, without a reload', async () => {
     const id = await enqueue({ jobType: 'cj_live', payload: { report: 'weekly', customer: 'c-42' }, correlationId: 'order-42' });
-    const page = await signIn(browser, cp.url, '', TENANT);
-    await page.goto(`${cp.url}/jobs/${id}`);
+    const page = await signIn(world.browser, world.cp.url, '', TENANT);
+    await page.goto(`${world.cp.url}/jobs/${id}`);
     await summary(page, 'State').getByText('queued', { exact: true }).waitFor();
     await page.getByText('Live: updates as the job changes.').waitFor();
     // a reload would lose this
@@ -83,8 +67,8 @@ describe('the console: jobs', { skip }, () => {
     const made = [];
     for (let i = 0; i < 4; i++) made.push(await enqueue({ jobType: 'cj_list', payload: { customer: i % 2 ? 'c-odd' : 'c-even', i } }));
     await enqueue({ jobType: 'cj_other', payload: { customer: 'c-odd' } });
-    const page = await signIn(browser, cp.url, '', TENANT);
-    await page.goto(`${cp.url}/jobs?jobType=cj_list`);
+    const page = await signIn(world.browser, world.cp.url, '', TENANT);
+    await page.goto(`${world.cp.url}/jobs?jobType=cj_list`);
     const counts = page.getByRole('group', { name: /Jobs per state/ });
     await counts.getByRole('button', { name: /^4\s*queued$/ }).waitFor();
     const rows = page.getByRole('table', { name: 'Jobs' }).getByRole('row');
@@ -114,8 +98,8 @@ describe('the console: jobs', { skip }, () => {
   test('bulk cancel shows the dry run\'s count in its confirmation, asks for a reason, and cancels every match', async () => {
     const ids = [];
     for (let i = 0; i < 3; i++) ids.push(await enqueue({ jobType: 'cj_bulk', payload: { i } }));
-    const page = await signIn(browser, cp.url, '', TENANT);
-    await page.goto(`${cp.url}/jobs?jobType=cj_bulk`);
+    const page = await signIn(world.browser, world.cp.url, '', TENANT);
+    await page.goto(`${world.cp.url}/jobs?jobType=cj_bulk`);
     // enabled once the dry run counted the matches
     const button = page.getByRole('button', { name: 'Cancel matching', disabled: false });
     await button.click();
@@ -128,7 +112,7 @@ describe('the console: jobs', { skip }, () => {
     await page.getByRole('status').filter({ hasText: '3 of 3 done' }).waitFor();
     const states = await Promise.all(ids.map(async (id) => (await api<{ job: { state: string } }>('GET', `/jobs/${id}`)).job.state));
     assert.deepEqual(states, ['canceled', 'canceled', 'canceled']);
-    const audit = await db.pool.query<{ reason: string; details: { applied: number } }>(`SELECT reason, details FROM orch.audit_log WHERE action = 'job.bulk_cancel'`);
+    const audit = await world.db.pool.query<{ reason: string; details: { applied: number } }>(`SELECT reason, details FROM orch.audit_log WHERE action = 'job.bulk_cancel'`);
     assert.deepEqual(audit.rows.map((r) => [r.reason, r.details.applied]), [['customer withdrew the batch', 3]]);
     // nothing left to cancel: the button says so
     await page.getByText('no job matches').first().waitFor();
@@ -139,13 +123,13 @@ describe('the console: jobs', { skip }, () => {
     const failed = await enqueue({ jobType: 'cj_shot', payload: { invoice: 'INV-7', amount: 120 }, correlationId: 'order-7' });
     const { leases } = await api<{ leases: Lease[] }>('POST', '/claim', { workerId: 'shot-worker', jobTypes: ['cj_shot'] });
     await api('POST', `/jobs/${failed}/fail`, { leaseId: leases[0]!.leaseId, error: { class: 'UpstreamTimeout', message: 'billing API did not answer in 30 s' } });
-    const page = await signIn(browser, cp.url, '', TENANT);
-    await page.goto(`${cp.url}/jobs`);
+    const page = await signIn(world.browser, world.cp.url, '', TENANT);
+    await page.goto(`${world.cp.url}/jobs`);
     await page.getByRole('table', { name: 'Jobs' }).waitFor();
     await page.getByRole('button', { name: 'Cancel matching', disabled: false }).waitFor();
     assert.deepEqual(await accessibilityViolations(page), [], 'jobs page');
     await screenshot(page, 'jobs');
-    await page.goto(`${cp.url}/jobs/${failed}`);
+    await page.goto(`${world.cp.url}/jobs/${failed}`);
     await page.getByRole('list', { name: 'History' }).getByText('UpstreamTimeout').waitFor();
     assert.deepEqual(await accessibilityViolations(page), [], 'job page');
     await screenshot(page, 'job');

@@ -5,50 +5,36 @@
  * no serious accessibility violation on any of them.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Browser } from 'playwright-core';
+import { before, describe, test } from 'node:test';
 import { defaultConfig } from '../src/config/config.ts';
-import type { ControlPlane } from '../src/control-plane.ts';
 import { OrchClient } from '../src/sdk/client.ts';
-import { accessibilityViolations, assertConsoleBuilt, launchBrowser, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { startTestServer } from './helpers/server.ts';
+import { accessibilityViolations, consoleWorld, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
 
 const skip = skipUnlessChromium('the console overview tests');
 const TENANT = 'default';
 
 describe('the console: overview and runbook', { skip }, () => {
-  let db: TestDatabase;
-  let cp: ControlPlane;
-  let browser: Browser;
+
+  // no worker is marked lost: the backdated heartbeat below stays a held, stalled lease
+  const world = consoleWorld({ workerLostAfterMs: 600_000, maintenance: { ...defaultConfig.maintenance, leaseGraceMs: 0 } });
 
   before(async () => {
-    if (!process.env.ORCH_CONSOLE_DIR) assertConsoleBuilt();
-    db = await createTestDatabase();
-    // no worker is marked lost: the backdated heartbeat below stays a held, stalled lease
-    cp = await startTestServer(db.url, { workerLostAfterMs: 600_000, maintenance: { ...defaultConfig.maintenance, leaseGraceMs: 0 } });
-    browser = await launchBrowser();
     // ov_fail: 12 attempts, every one failed (FailuresHigh); ov_stall: a lease silent for 400 s (LeaseStall)
-    await cp.ledger.jobTypes.define('ov_fail', { maxAttempts: 1 });
-    await cp.ledger.jobTypes.define('ov_stall', { leaseMs: 600_000 });
-    await cp.ledger.enqueue([
+    await world.cp.ledger.jobTypes.define('ov_fail', { maxAttempts: 1 });
+    await world.cp.ledger.jobTypes.define('ov_stall', { leaseMs: 600_000 });
+    await world.cp.ledger.enqueue([
       ...Array.from({ length: 12 }, (_, i) => ({ tenantId: TENANT, jobType: 'ov_fail', payload: { i } })),
       { tenantId: TENANT, jobType: 'ov_stall', payload: {} },
       { tenantId: TENANT, jobType: 'ov_stall', payload: {} },
     ]);
-    const failing = await cp.ledger.claim({ workerId: 'ov-w1', jobTypes: ['ov_fail'], limit: 12, tenantIds: [TENANT] });
-    await cp.ledger.fail(failing.map((l) => ({ tenantId: l.tenantId, jobId: l.jobId, leaseId: l.leaseId, error: { class: 'BadPayload', message: 'no' } })), 'test');
-    const [stalled] = await cp.ledger.claim({ workerId: 'ov-w2', jobTypes: ['ov_stall'], limit: 1, tenantIds: [TENANT] });
-    await db.pool.query(`UPDATE orch.jobs SET heartbeat_at = now() - interval '400 seconds' WHERE id = $1`, [stalled!.jobId]);
-  });
-  after(async () => {
-    await browser?.close();
-    await cp?.stop();
-    await db?.drop();
+    const failing = await world.cp.ledger.claim({ workerId: 'ov-w1', jobTypes: ['ov_fail'], limit: 12, tenantIds: [TENANT] });
+    await world.cp.ledger.fail(failing.map((l) => ({ tenantId: l.tenantId, jobId: l.jobId, leaseId: l.leaseId, error: { class: 'BadPayload', message: 'no' } })), 'test');
+    const [stalled] = await world.cp.ledger.claim({ workerId: 'ov-w2', jobTypes: ['ov_stall'], limit: 1, tenantIds: [TENANT] });
+    await world.db.pool.query(`UPDATE orch.jobs SET heartbeat_at = now() - interval '400 seconds' WHERE id = $1`, [stalled!.jobId]);
   });
 
   test('the overview shows the job types\' counts and the alert conditions that hold, each linking its runbook page', async () => {
-    const page = await signIn(browser, cp.url, '', TENANT);
+    const page = await signIn(world.browser, world.cp.url, '', TENANT);
     const types = page.getByRole('table', { name: 'Job types now' });
     await types.getByRole('row').filter({ hasText: 'ov_fail' }).getByRole('cell').nth(7).filter({ hasText: '12' }).waitFor();
     const stallRow = types.getByRole('row').filter({ hasText: 'ov_stall' });
@@ -70,9 +56,9 @@ describe('the console: overview and runbook', { skip }, () => {
   });
 
   test('an alert\'s runbook page: its labels, its steps, and an action that works', async () => {
-    const page = await signIn(browser, cp.url, '', TENANT);
+    const page = await signIn(world.browser, world.cp.url, '', TENANT);
     // as the alert's runbook_url opens it
-    await page.goto(`${cp.url}/runbook/OrchestratorFailuresHigh?tenant=${TENANT}&job_type=ov_fail`);
+    await page.goto(`${world.cp.url}/runbook/OrchestratorFailuresHigh?tenant=${TENANT}&job_type=ov_fail`);
     await page.getByRole('heading', { name: 'OrchestratorFailuresHigh', level: 1 }).waitFor();
     await page.getByLabel('Labels').filter({ hasText: 'tenant=default, job_type=ov_fail (from the alert link)' }).waitFor();
     await page.getByRole('list', { name: 'Firing label sets' }).getByText('critical: tenant=default, job_type=ov_fail').waitFor();
@@ -88,7 +74,7 @@ describe('the console: overview and runbook', { skip }, () => {
     if (await ticket.count() > 0) await ticket.fill('INC-1');
     await dialog.getByRole('button', { name: 'Confirm pause ov_fail' }).click();
     await dialog.waitFor({ state: 'hidden' });
-    const pauses = await new OrchClient({ apiUrl: cp.url, tenant: TENANT }).listPauses();
+    const pauses = await new OrchClient({ apiUrl: world.cp.url, tenant: TENANT }).listPauses();
     assert.deepEqual(pauses.map((p) => [p.tenantId, p.jobType]), [[TENANT, 'ov_fail']]);
     await page.close();
   });

@@ -7,17 +7,13 @@
  * with the reason, axe on the three pages, and their screenshots.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Browser, Locator, Page } from 'playwright-core';
-import { SCOPES } from '../src/auth/principal.ts';
-import { ApiTokens } from '../src/auth/tokens.ts';
+import { describe, test } from 'node:test';
+import type { Locator } from 'playwright-core';
 import { defaultConfig } from '../src/config/config.ts';
-import type { ControlPlane } from '../src/control-plane.ts';
 import { API_BASE } from '../src/wire.ts';
-import { accessibilityViolations, assertConsoleBuilt, launchBrowser, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { accessibilityViolations, act, consoleWorld, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
 import { httpRequest, type HttpOptions, type HttpResult } from './helpers/http.ts';
-import { eventually, startTestServer } from './helpers/server.ts';
+import { eventually } from './helpers/server.ts';
 
 const skip = skipUnlessChromium('the console recovery tests');
 const TENANT = 'default';
@@ -27,14 +23,9 @@ const STUCK_AFTER_MS = 1000;
 interface Lease { jobId: string; leaseId: string }
 
 describe('the console recovery pages', { skip }, () => {
-  let db: TestDatabase;
-  let cp: ControlPlane;
-  let browser: Browser;
-  /** Every scope, every tenant. */
-  let admin: string;
 
   const api = <T = any>(method: string, path: string, o: HttpOptions = {}): Promise<HttpResult<T>> =>
-    httpRequest<T>(`${cp.url}${API_BASE}${path}`, method, { tenant: TENANT, token: admin, ...o });
+    httpRequest<T>(`${world.cp.url}${API_BASE}${path}`, method, { tenant: TENANT, token: world.admin, ...o });
 
   async function enqueue(jobType: string, extra: Record<string, unknown> = {}): Promise<string> {
     const r = await api<{ id: string }>('POST', '/jobs', { body: { jobType, ...extra } });
@@ -49,39 +40,16 @@ describe('the console recovery pages', { skip }, () => {
     return r.body.leases;
   }
 
-  /** Clicks an action's button, fills the dialog's reason (and ticket), checks what it says it will do, confirms, waits for it to close. */
-  async function act(page: Page, button: Locator, says: RegExp | null, why: { reason: string; ticket?: string } | null) {
-    await button.click();
-    const dialog = page.getByRole('dialog');
-    await dialog.waitFor();
-    if (says) assert.match(await dialog.textContent() ?? '', says);
-    if (why) await dialog.getByLabel(/Reason/).fill(why.reason);
-    if (why?.ticket) await dialog.getByLabel('Ticket').fill(why.ticket);
-    await dialog.getByRole('button', { name: /^Confirm/ }).click();
-    await dialog.waitFor({ state: 'hidden' });
-  }
-
-  before(async () => {
-    assertConsoleBuilt();
-    db = await createTestDatabase();
-    cp = await startTestServer(db.url, {
-      auth: { mode: 'required', failedPerMinute: 100_000 },
-      leaseStuckAfterMs: STUCK_AFTER_MS,
-      events: { ...defaultConfig.events, ssePollMs: 50 },
-    });
-    admin = (await new ApiTokens(db.pool).create({ subject: 'root', tenants: ['*'], scopes: [...SCOPES] }, 'test:bootstrap')).token;
-    browser = await launchBrowser();
-  });
-  after(async () => {
-    await browser?.close();
-    await cp?.stop();
-    await db?.drop();
+  const world = consoleWorld({
+    auth: { mode: 'required', failedPerMinute: 100_000 },
+    leaseStuckAfterMs: STUCK_AFTER_MS,
+    events: { ...defaultConfig.events, ssePollMs: 50 },
   });
 
   test('pausing a job type on /controls stops its dispatch; resuming lets it be claimed', async () => {
     const id = await enqueue('cr-pause');
-    const page = await signIn(browser, cp.url, admin, TENANT);
-    await page.goto(`${cp.url}/controls`);
+    const page = await signIn(world.browser, world.cp.url, world.admin, TENANT);
+    await page.goto(`${world.cp.url}/controls`);
     const form = page.getByRole('group', { name: 'Pause dispatch' });
     // a select's label reads with its chosen option ("Job type cr-pause"): matched by its start
     await form.getByLabel('Job type').selectOption('cr-pause');
@@ -102,8 +70,8 @@ describe('the console recovery pages', { skip }, () => {
   test('a quota boost on /controls counts down, and restore now ends it', async () => {
     const put = await api('PUT', `/quotas/${TENANT}/cr-quota`, { body: { maxActive: 2, ratePerSecond: 1, burst: 2 }, reason: 'cap', ticket: 'INC-1' });
     assert.equal(put.status, 200, JSON.stringify(put.body));
-    const page = await signIn(browser, cp.url, admin, TENANT);
-    await page.goto(`${cp.url}/controls`);
+    const page = await signIn(world.browser, world.cp.url, world.admin, TENANT);
+    await page.goto(`${world.cp.url}/controls`);
     const row = page.getByRole('table', { name: 'Quotas' }).getByRole('row').filter({ hasText: 'cr-quota' });
     await act(page, row.getByRole('button', { name: 'Boost' }), /cap 2, rate 1\/s/, { reason: 'drain backlog', ticket: 'INC-2' });
     await row.getByText(/\d+:\d\d left/).waitFor();
@@ -126,8 +94,8 @@ describe('the console recovery pages', { skip }, () => {
     await failed('cr-dlq', 3, 'BadInput');
     await failed('cr-dlq-other', 1, 'Timeout');
 
-    const page = await signIn(browser, cp.url, admin, TENANT);
-    await page.goto(`${cp.url}/dead-letters?jobType=cr-dlq`);
+    const page = await signIn(world.browser, world.cp.url, world.admin, TENANT);
+    await page.goto(`${world.cp.url}/dead-letters?jobType=cr-dlq`);
     await page.getByRole('table', { name: 'Error clusters' }).getByText('BadInput').waitFor();
     assert.equal(await page.getByRole('table', { name: 'Dead letters', exact: true }).locator('tbody tr').count(), 3);
 
@@ -158,8 +126,8 @@ describe('the console recovery pages', { skip }, () => {
     const id = await enqueue('cr-lease', { maxAttempts: 3 });
     const [lease] = await claim('cr-lease', 1, 'w-silent');
     assert.equal(lease?.jobId, id);
-    const page = await signIn(browser, cp.url, admin, TENANT);
-    await page.goto(`${cp.url}/leases`);
+    const page = await signIn(world.browser, world.cp.url, world.admin, TENANT);
+    await page.goto(`${world.cp.url}/leases`);
     const row = page.getByRole('table', { name: 'Leases' }).getByRole('row').filter({ hasText: id });
     await row.getByText('stuck').waitFor();
     await page.getByRole('table', { name: 'Workers' }).getByRole('row').filter({ hasText: 'w-silent' }).getByText('active').waitFor();
@@ -174,9 +142,9 @@ describe('the console recovery pages', { skip }, () => {
   test('a read-only token sees every action disabled with the reason', async () => {
     const made = await api<{ token: string }>('POST', '/tokens', { body: { subject: 'viewer', tenants: [TENANT], scopes: ['orch:read'] } });
     assert.equal(made.status, 201, JSON.stringify(made.body));
-    const page = await signIn(browser, cp.url, made.body.token, TENANT);
+    const page = await signIn(world.browser, world.cp.url, made.body.token, TENANT);
     const disabled = async (path: string, name: string | RegExp, scope: string) => {
-      await page.goto(`${cp.url}${path}`);
+      await page.goto(`${world.cp.url}${path}`);
       const button = page.getByRole('button', { name, exact: true }).first();
       await button.waitFor();
       assert.equal(await button.isDisabled(), true, `${path}: ${name}`);
@@ -199,14 +167,14 @@ describe('the console recovery pages', { skip }, () => {
     await claim('cr-shot-lease', 1, 'w-shot');
     await eventually(async () => (await api<{ stuck: number }>('GET', '/leases')).body.stuck > 0, 10_000, 'a stuck lease');
 
-    const page = await signIn(browser, cp.url, admin, TENANT);
+    const page = await signIn(world.browser, world.cp.url, world.admin, TENANT);
     const pages: [string, string, Locator][] = [
       ['/dead-letters', 'dead-letters', page.getByRole('table', { name: 'Replays' })],
       ['/leases', 'leases', page.getByRole('table', { name: 'Workers' })],
       ['/controls', 'controls', page.getByRole('table', { name: 'Quotas' })],
     ];
     for (const [path, name, ready] of pages) {
-      await page.goto(`${cp.url}${path}`);
+      await page.goto(`${world.cp.url}${path}`);
       await ready.waitFor();
       assert.deepEqual(await accessibilityViolations(page), [], path);
       await screenshot(page, name);

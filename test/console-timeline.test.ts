@@ -9,61 +9,31 @@
  * the tail is paused. axe on all five pages, and their screenshots.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Browser, Locator, Page } from 'playwright-core';
-import { SCOPES } from '../src/auth/principal.ts';
+import { before, describe, test } from 'node:test';
+import type { Page } from 'playwright-core';
 import { ApiTokens } from '../src/auth/tokens.ts';
 import { defaultConfig } from '../src/config/config.ts';
-import type { ControlPlane } from '../src/control-plane.ts';
 import { API_BASE } from '../src/wire.ts';
-import { accessibilityViolations, assertConsoleBuilt, launchBrowser, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { accessibilityViolations, act, consoleWorld, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
 import { httpRequest, type HttpOptions, type HttpResult } from './helpers/http.ts';
-import { startTestServer } from './helpers/server.ts';
 
 const skip = skipUnlessChromium('the console timeline tests');
 const TENANT = 'default';
 
 describe('the console timeline pages', { skip }, () => {
-  let db: TestDatabase;
-  let cp: ControlPlane;
-  let browser: Browser;
-  /** Every scope, every tenant. */
-  let admin: string;
   let page: Page;
 
   const api = <T>(method: string, path: string, o: HttpOptions = {}): Promise<HttpResult<T>> =>
-    httpRequest<T>(`${cp.url}${API_BASE}${path}`, method, { tenant: TENANT, token: admin, ...o });
-
-  /** Clicks an action's button, checks what its dialog says it will do, fills the reason (and ticket), confirms, waits for it to close. */
-  async function act(button: Locator, says: RegExp, why: { reason: string; ticket?: string }) {
-    await button.click();
-    const dialog = page.getByRole('dialog');
-    await dialog.waitFor();
-    assert.match(await dialog.textContent() ?? '', says);
-    await dialog.getByLabel(/Reason/).fill(why.reason);
-    if (why.ticket) await dialog.getByLabel('Ticket').fill(why.ticket);
-    await dialog.getByRole('button', { name: /^Confirm/ }).click();
-    await dialog.waitFor({ state: 'hidden' });
-  }
+    httpRequest<T>(`${world.cp.url}${API_BASE}${path}`, method, { tenant: TENANT, token: world.admin, ...o });
 
   async function checkPage(name: string) {
     assert.deepEqual(await accessibilityViolations(page), [], `axe on /${name}`);
     await screenshot(page, name);
   }
 
+  const world = consoleWorld({ auth: { mode: 'required', failedPerMinute: 100_000 }, events: { ...defaultConfig.events, ssePollMs: 50 } });
   before(async () => {
-    assertConsoleBuilt();
-    db = await createTestDatabase();
-    cp = await startTestServer(db.url, { auth: { mode: 'required', failedPerMinute: 100_000 }, events: { ...defaultConfig.events, ssePollMs: 50 } });
-    admin = (await new ApiTokens(db.pool).create({ subject: 'root', tenants: ['*'], scopes: [...SCOPES] }, 'test:bootstrap')).token;
-    browser = await launchBrowser();
-    page = await signIn(browser, cp.url, admin, TENANT);
-  });
-  after(async () => {
-    await browser?.close();
-    await cp?.stop();
-    await db?.drop();
+    page = await signIn(world.browser, world.cp.url, world.admin, TENANT);
   });
 
   test('/schedules lists a schedule made through the API; trigger now enqueues its job', async () => {
@@ -74,7 +44,7 @@ describe('the console timeline pages', { skip }, () => {
     await row.getByText('0 2 * * *').waitFor();
     assert.match(await row.textContent() ?? '', /Europe\/Berlin.*in \d/, 'the zone and the next run, ahead');
 
-    await act(row.getByRole('button', { name: 'Trigger now' }), /Enqueues one report job of schedule nightly-report now/, { reason: 'try it once' });
+    await act(page, row.getByRole('button', { name: 'Trigger now' }), /Enqueues one report job of schedule nightly-report now/, { reason: 'try it once' });
     const link = row.getByRole('status').getByRole('link');
     await link.waitFor();
     const jobId = (await link.textContent())?.replace('job ', '') ?? '';
@@ -82,15 +52,15 @@ describe('the console timeline pages', { skip }, () => {
     assert.equal(job.status, 200);
     assert.equal(job.body.job.jobType, 'report');
 
-    await act(row.getByRole('button', { name: 'Pause' }), /stops ticking/, { reason: 'quiet week' });
+    await act(page, row.getByRole('button', { name: 'Pause' }), /stops ticking/, { reason: 'quiet week' });
     await row.getByText('paused', { exact: true }).first().waitFor();
     await checkPage('schedules');
   });
 
   test('a read-only token sees the schedule actions disabled, with the reason', async () => {
-    const reader = (await new ApiTokens(db.pool).create({ subject: 'viewer', tenants: [TENANT], scopes: ['orch:read'] }, 'test:bootstrap')).token;
-    const view = await signIn(browser, cp.url, reader, TENANT);
-    await view.goto(`${cp.url}/schedules`);
+    const reader = (await new ApiTokens(world.db.pool).create({ subject: 'viewer', tenants: [TENANT], scopes: ['orch:read'] }, 'test:bootstrap')).token;
+    const view = await signIn(world.browser, world.cp.url, reader, TENANT);
+    await view.goto(`${world.cp.url}/schedules`);
     const trigger = view.getByRole('row').filter({ hasText: 'nightly-report' }).getByRole('button', { name: 'Trigger now' });
     await trigger.waitFor();
     assert.equal(await trigger.isDisabled(), true);
@@ -114,7 +84,7 @@ describe('the console timeline pages', { skip }, () => {
     assert.equal(await planned.getByRole('row').count(), 4, 'three windows of an hour, and the header');
     assert.equal((await api<{ backfills: unknown[] }>('GET', '/backfills')).body.backfills.length, 0, 'a plan enqueues nothing');
 
-    await act(start, /Cuts 3 windows of rollup: runs 3, skips 0/, { reason: 'rebuild January', ticket: 'OPS-7' });
+    await act(page, start, /Cuts 3 windows of rollup: runs 3, skips 0/, { reason: 'rebuild January', ticket: 'OPS-7' });
     const row = page.getByRole('table', { name: 'Backfills' }).getByRole('row').filter({ hasText: 'rollup' });
     await row.getByText('OPS-7: rebuild January').waitFor();
     const list = await api<{ backfills: { jobType: string; windows: number; state: string }[] }>('GET', '/backfills');
@@ -159,7 +129,7 @@ describe('the console timeline pages', { skip }, () => {
     await node('transform').getByText('queued').waitFor();
     await checkPage('workflows');
 
-    await act(page.getByRole('button', { name: 'Cancel workflow' }), /Cancels every step of nightly-etl not started yet/, { reason: 'wrong day' });
+    await act(page, page.getByRole('button', { name: 'Cancel workflow' }), /Cancels every step of nightly-etl not started yet/, { reason: 'wrong day' });
     await node('transform').getByText('canceled').waitFor();
     await page.getByRole('heading', { name: 'Result' }).waitFor();
     assert.equal(await page.getByRole('button', { name: 'Retry failed steps' }).isEnabled(), true, 'canceled steps can be retried');

@@ -4,56 +4,39 @@
  * handling of console paths next to the API's.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Browser } from 'playwright-core';
-import type { ControlPlane } from '../src/control-plane.ts';
+import { describe, test } from 'node:test';
 import { API_BASE } from '../src/wire.ts';
-import { assertConsoleBuilt, launchBrowser, signIn, skipUnlessChromium } from './helpers/browser.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { startTestServer } from './helpers/server.ts';
+import { consoleWorld, signIn, skipUnlessChromium } from './helpers/browser.ts';
 
 const skip = skipUnlessChromium('the console tests');
 
 describe('the console', { skip }, () => {
-  let db: TestDatabase;
-  let cp: ControlPlane;
-  let browser: Browser;
 
-  before(async () => {
-    assertConsoleBuilt();
-    db = await createTestDatabase();
-    cp = await startTestServer(db.url);
-    browser = await launchBrowser();
-  });
-  after(async () => {
-    await browser?.close();
-    await cp?.stop();
-    await db?.drop();
-  });
+  const world = consoleWorld();
 
   test('the server answers console paths with the app and API paths with JSON', async () => {
     for (const path of ['/', '/jobs', '/runbook/OrchestratorLeaseStall']) {
-      const res = await fetch(cp.url + path, { headers: { accept: 'text/html' } });
+      const res = await fetch(world.cp.url + path, { headers: { accept: 'text/html' } });
       assert.equal(res.status, 200, path);
       assert.match(await res.text(), /<div id="root">/, path);
       assert.equal(res.headers.get('cache-control'), 'no-cache', path);
     }
-    const api = await fetch(`${cp.url}${API_BASE}/nope`, { headers: { accept: 'text/html' } });
+    const api = await fetch(`${world.cp.url}${API_BASE}/nope`, { headers: { accept: 'text/html' } });
     assert.equal(api.status, 404);
     assert.equal((await api.json() as { error: { code: string } }).error.code, 'not_found');
-    const docs = await fetch(`${cp.url}/docs`, { redirect: 'follow' });
+    const docs = await fetch(`${world.cp.url}/docs`, { redirect: 'follow' });
     assert.equal(docs.status, 200);
     assert.match(await docs.text(), /swagger/i);
   });
 
   test('sign in with an open server shows the navigation and a submitted job on the jobs page', async () => {
-    const made = await fetch(`${cp.url}${API_BASE}/jobs`, {
+    const made = await fetch(`${world.cp.url}${API_BASE}/jobs`, {
       method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'default' },
       body: JSON.stringify({ jobType: 'console-smoke', payload: { n: 1 } }),
     });
     assert.equal(made.status, 201);
     const job = await made.json() as { id: string };
-    const page = await signIn(browser, cp.url, '');
+    const page = await signIn(world.browser, world.cp.url, '');
     await page.getByRole('link', { name: 'Jobs', exact: true }).click();
     await page.getByRole('link', { name: job.id, exact: true }).waitFor();
     await page.close();

@@ -1,8 +1,15 @@
+import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { AxeBuilder } from '@axe-core/playwright';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { REPO_ROOT } from './server.ts';
+import { after, before } from 'node:test';
+import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
+import { ApiTokens } from '../../src/auth/tokens.ts';
+import { SCOPES } from '../../src/auth/principal.ts';
+import type { Config } from '../../src/config/config.ts';
+import type { ControlPlane } from '../../src/control-plane.ts';
+import { createTestDatabase, type TestDatabase } from './db.ts';
+import { REPO_ROOT, startTestServer } from './server.ts';
 
 /**
  * The console's tests drive a real Chromium: Debian's package (.ci/run
@@ -19,9 +26,53 @@ export function skipUnlessChromium(what: string): string | false {
   return reason;
 }
 
-/** The console is served from its vite build: the tests need `npm run build` (npm install runs it). */
-export function assertConsoleBuilt(): void {
-  if (!existsSync(`${REPO_ROOT}dist/console/index.html`)) throw new Error('dist/console is missing: run `npm run build` before the console tests');
+/** The console is served from its vite build: the tests need `npm run build` (npm install runs it), or ORCH_CONSOLE_DIR. */
+function assertConsoleBuilt(): void {
+  const dir = process.env.ORCH_CONSOLE_DIR ?? `${REPO_ROOT}dist/console`;
+  if (!existsSync(`${dir}/index.html`)) throw new Error(`${dir} holds no console build: run \`npm run build\` before the console tests`);
+}
+
+export interface ConsoleWorld {
+  db: TestDatabase;
+  cp: ControlPlane;
+  browser: Browser;
+  /** With auth required: a token of every scope and every tenant ('' on an open server). */
+  admin: string;
+}
+
+/**
+ * A console suite's world, set up before its tests and torn down after: a
+ * database of its own, a server on it (config `overrides`), a Chromium.
+ */
+export function consoleWorld(overrides: Partial<Config> = {}): ConsoleWorld {
+  const world = { admin: '' } as ConsoleWorld;
+  before(async () => {
+    assertConsoleBuilt();
+    world.db = await createTestDatabase();
+    world.cp = await startTestServer(world.db.url, overrides);
+    if (overrides.auth?.mode === 'required') {
+      world.admin = (await new ApiTokens(world.db.pool).create({ subject: 'root', tenants: ['*'], scopes: [...SCOPES] }, 'test:bootstrap')).token;
+    }
+    world.browser = await launchBrowser();
+  });
+  after(async () => {
+    await world.browser?.close();
+    await world.cp?.stop();
+    await world.db?.drop();
+  });
+  return world;
+}
+
+/** Clicks an operator action's button, checks what its dialog says it will do, fills the reason (and ticket), confirms, waits for it to close. */
+export async function act(page: Page, button: Locator, says: RegExp | null, why: { reason: string; ticket?: string } | null): Promise<void> {
+  await button.click();
+  const dialog = page.getByRole('dialog');
+  await dialog.waitFor();
+  if (says) assert.match(await dialog.textContent() ?? '', says);
+  if (why) await dialog.getByLabel(/Reason/).fill(why.reason);
+  if (why?.ticket) await dialog.getByLabel('Ticket').fill(why.ticket);
+  await dialog.getByRole('button', { name: /^Confirm/ }).click();
+  await dialog.waitFor({ state: 'hidden' });
 }
 
 export async function launchBrowser(): Promise<Browser> {
