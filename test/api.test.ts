@@ -334,7 +334,7 @@ describe('operations', () => {
     const expected: [string, string][] = [
       ['post', '/claim'], ['post', '/acks'], ['post', '/heartbeats'], ['post', '/releases'],
       ['post', '/jobs'], ['get', '/jobs'], ['post', '/jobs/batch'], ['get', '/jobs/{jobId}'], ['post', '/jobs/{jobId}/cancel'],
-      ['get', '/jobs/counts'], ['post', '/jobs/bulk'],
+      ['get', '/jobs/counts'], ['post', '/jobs/bulk'], ['post', '/jobs/bulk/preview'],
       ['post', '/jobs/{jobId}/heartbeat'], ['post', '/jobs/{jobId}/complete'], ['post', '/jobs/{jobId}/fail'],
       ['get', '/jobtypes'], ['get', '/jobtypes/{name}'], ['put', '/jobtypes/{name}'],
       ['get', '/pauses'], ['post', '/jobtypes/{name}/pause'], ['post', '/jobtypes/{name}/resume'],

@@ -215,14 +215,14 @@ test('bulk dry run counts and lists what the action would take, and changes noth
   const c = fClient();
   const before = await db.pool.query('SELECT id, state, history FROM orch.jobs ORDER BY id');
   const audits = await db.pool.query('SELECT count(*) FROM orch.audit_log');
-  const cancel = await c.bulkJobs({ action: 'cancel', filter: { jobType: 'f_a' }, dryRun: true }, why);
+  const cancel = await c.previewBulkJobs({ action: 'cancel', filter: { jobType: 'f_a' } });
   assert.deepEqual({ ...cancel, jobIds: cancel.jobIds.length }, { action: 'cancel', dryRun: true, matched: 3, more: false, applied: 0, jobIds: 3 });
-  const limited = await c.bulkJobs({ action: 'cancel', filter: { jobType: 'f_a' }, dryRun: true, limit: 2 }, why);
+  const limited = await c.previewBulkJobs({ action: 'cancel', filter: { jobType: 'f_a' }, limit: 2 });
   assert.equal(limited.matched, 2);
   assert.equal(limited.more, true);
   assert.deepEqual(limited.jobIds, cancel.jobIds.slice(0, 2), 'oldest first');
-  assert.equal((await c.bulkJobs({ action: 'replay', filter: { errorClass: 'Upstream' }, dryRun: true }, why)).matched, 2);
-  assert.equal((await c.bulkJobs({ action: 'retry', filter: {}, dryRun: true }, why)).matched, 1);
+  assert.equal((await c.previewBulkJobs({ action: 'replay', filter: { errorClass: 'Upstream' } })).matched, 2);
+  assert.equal((await c.previewBulkJobs({ action: 'retry', filter: {} })).matched, 1);
   assert.deepEqual((await db.pool.query('SELECT id, state, history FROM orch.jobs ORDER BY id')).rows, before.rows);
   assert.deepEqual((await db.pool.query('SELECT count(*) FROM orch.audit_log')).rows, audits.rows);
 });

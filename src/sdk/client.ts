@@ -43,6 +43,13 @@ export interface JobSelection {
   correlationId?: string;
 }
 
+export interface BulkRequest {
+  action: BulkAction;
+  filter: JobSelection & { state?: JobState };
+  /** At most this many jobs, oldest first (default and most 10,000). */
+  limit?: number;
+}
+
 export type JobTypeSettings = Partial<Pick<JobTypeDefinition, 'maxAttempts' | 'backoffBaseMs' | 'backoffMaxMs' | 'backoffJitter' | 'leaseMs' | 'timeoutMs'>>;
 
 /** The producer and operator side of the HTTP API (the CLI is built on it). */
@@ -75,11 +82,14 @@ export class OrchClient {
     return this.http.request('GET', `/jobs/counts${queryString(selectionQuery(filter))}`);
   }
 
-  /** Cancels, replays or retries now every job matching `filter` (scope orch:operate); `dryRun` only counts. */
-  bulkJobs(
-    request: { action: BulkAction; filter: JobSelection & { state?: JobState }; dryRun?: boolean; limit?: number }, why: OperatorWhy,
-  ): Promise<BulkResult> {
+  /** Cancels, replays or retries now every job matching `filter` (scope orch:operate). */
+  bulkJobs(request: BulkRequest, why: OperatorWhy): Promise<BulkResult> {
     return this.http.request('POST', '/jobs/bulk', request, { headers: operatorHeaders(why) });
+  }
+
+  /** What bulkJobs would act on, changing nothing (scope orch:read: a read-only operator sees it too). */
+  previewBulkJobs(request: BulkRequest): Promise<BulkResult> {
+    return this.http.request('POST', '/jobs/bulk/preview', request);
   }
 
   /** Cancels a job (scope orch:operate); `reason` is recorded in its history. */

@@ -182,19 +182,14 @@ function PayloadFilter({ value, onChange }: { value: string; onChange: (payload:
   );
 }
 
-/**
- * One bulk action on everything the filter matches. The confirmation shows
- * what a dry run found first. A dry run changes nothing and records nothing,
- * but the API's operator scope still wants a reason header: the preview
- * sends one that says it is a preview.
- */
+/** One bulk action on everything the filter matches; its confirmation shows what the preview found first. */
 function BulkButton({ action, label, verb, danger, client, filter }: (typeof BULK)[number] & { client: OrchClient; filter: JobSelection & { state?: JobState } }) {
   const { denied } = useSession();
   const allowed = denied('orch:operate') === null;
   const [result, setResult] = useState<BulkResult | null>(null);
   const preview = useQuery({
     queryKey: ['bulk-preview', action, filter],
-    queryFn: () => client.bulkJobs({ action, filter, dryRun: true }, { reason: `preview of bulk ${action} (dry run)` }),
+    queryFn: () => client.previewBulkJobs({ action, filter }),
     enabled: allowed,
     retry: false,
   });

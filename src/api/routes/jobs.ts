@@ -83,13 +83,12 @@ const BulkBody = Type.Object({
     ...MatchFields,
     payload: Type.Optional(Type.Unknown({ description: 'A JSON object: jobs whose payload contains it.' })),
   }, { additionalProperties: false }),
-  dryRun: Type.Optional(Type.Boolean({ description: 'Count and list what would be acted on; change nothing.' })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_BULK, description: `At most this many jobs, oldest first (default ${MAX_BULK}).` })),
 }, { additionalProperties: false });
 
 const BulkResult = Type.Object({
   action: OneOf(BULK_ACTIONS),
-  dryRun: Type.Boolean(),
+  dryRun: Type.Boolean({ description: 'true for a preview (POST /jobs/bulk/preview): nothing was changed.' }),
   matched: Type.Integer({ description: 'Jobs selected (at most limit).' }),
   more: Type.Boolean({ description: 'More jobs match than limit: run again for the rest.' }),
   applied: Type.Integer({ description: 'Jobs the action changed (0 for a dry run; fewer than matched when some changed state meanwhile).' }),
@@ -168,29 +167,46 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     return asTenantReader(ledger.pool, request.principal.tenants, (db) => countJobs(db, tenantId, match));
   });
 
-  app.post('/jobs/bulk', {
-    config: { scope: 'orch:operate' },
-    schema: {
-      summary: 'Cancel, replay or retry now every job matching a filter', tags: ['jobs'], headers: TenantOperatorHeaders, body: BulkBody,
-      description: 'One transaction: the jobs\' transitions, their history and events, and one audit entry. '
-        + 'dryRun answers what would be acted on and changes nothing (no audit entry); it still needs the operator headers of the scope.',
-      response: { 200: BulkResult, 400: ErrorBody },
-    },
-  }, async (request) => {
-    const tenantId = requireTenant(request);
-    const op = operatorOf(request);
-    const { action, filter, dryRun = false, limit = MAX_BULK } = request.body;
+  /** The bulk body's selection: the action's states checked against the filter's; one more than the limit, to say whether more match. */
+  function bulkSelection(tenantId: string, body: Static<typeof BulkBody>) {
+    const { action, filter, limit = MAX_BULK } = body;
     const states = bulkStates(action);
     if (filter.state !== undefined && !states.includes(filter.state)) {
       throw new ApiError(400, 'invalid', 'filter.state', `${action} acts on jobs in state ${states.join(', ')}, not ${filter.state}`);
     }
     const match = { ...toMatch(filter, filter.payload, 'filter.'), state: filter.state };
-    // one more than the limit: whether more match
-    const select = (db: Tx['client']) => bulkTargets(db, tenantId, action, match, limit + 1);
-    const result = (ids: string[], applied: number): BulkResult => ({
-      action, dryRun, matched: Math.min(ids.length, limit), more: ids.length > limit, applied, jobIds: ids.slice(0, Math.min(limit, LISTED_IDS)),
-    });
-    if (dryRun) return result(await asTenantReader(ledger.pool, request.principal.tenants, select), 0);
+    return {
+      select: (db: Tx['client']) => bulkTargets(db, tenantId, action, match, limit + 1),
+      result: (ids: string[], applied: number | null): BulkResult => ({
+        action, dryRun: applied === null, matched: Math.min(ids.length, limit), more: ids.length > limit, applied: applied ?? 0,
+        jobIds: ids.slice(0, Math.min(limit, LISTED_IDS)),
+      }),
+    };
+  }
+
+  app.post('/jobs/bulk/preview', {
+    config: { scope: 'orch:read' },
+    schema: {
+      summary: 'What a bulk action would act on: how many jobs match, the first ids; changes nothing', tags: ['jobs'], headers: TenantHeaders, body: BulkBody,
+      response: { 200: BulkResult, 400: ErrorBody },
+    },
+  }, async (request) => {
+    const { select, result } = bulkSelection(requireTenant(request), request.body);
+    return result(await asTenantReader(ledger.pool, request.principal.tenants, select), null);
+  });
+
+  app.post('/jobs/bulk', {
+    config: { scope: 'orch:operate' },
+    schema: {
+      summary: 'Cancel, replay or retry now every job matching a filter', tags: ['jobs'], headers: TenantOperatorHeaders, body: BulkBody,
+      description: 'One transaction: the jobs\' transitions, their history and events, and one audit entry. POST /jobs/bulk/preview says first what it would act on.',
+      response: { 200: BulkResult, 400: ErrorBody },
+    },
+  }, async (request) => {
+    const tenantId = requireTenant(request);
+    const op = operatorOf(request);
+    const { action, filter, limit = MAX_BULK } = request.body;
+    const { select, result } = bulkSelection(tenantId, request.body);
     return runOperatorAction(ledger.pool, op, { action: `job.bulk_${action}`, tenantId, target: 'jobs' }, async (tx) => {
       const ids = await select(tx.client);
       const done = result(ids, await applyBulk(action, tenantId, ids.slice(0, limit), op, tx));
