@@ -2,12 +2,13 @@
  * A JetStream consumer in its own process, as consumers run in production
  * (bench/events.ts): reads `expected` events from `stream`, then prints one
  * JSON line with the count and the commit-to-receipt lags of the events the
- * drain made. argv: natsUrl stream expected
+ * work made. argv: natsUrl stream expected all|live (live: job.enqueued events,
+ * committed before the work began, are left out of the lags)
  */
 import { connect } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 
-const [natsUrl, stream, expectedArg] = process.argv.slice(2);
+const [natsUrl, stream, expectedArg, which] = process.argv.slice(2);
 const expected = Number(expectedArg);
 const nc = await connect({ servers: natsUrl! });
 const messages = await (await jetstream(nc).consumers.get(stream!)).consume({ max_messages: 10_000 });
@@ -16,8 +17,7 @@ const lags: number[] = [];
 let consumed = 0;
 for await (const m of messages) {
   const e = m.json<{ occurredAt: string; eventType: string }>();
-  // the enqueue events were committed before the drain began: their age is not the relay's lag
-  if (e.eventType !== 'job.enqueued') lags.push(Date.now() - Date.parse(e.occurredAt));
+  if (which === 'all' || e.eventType !== 'job.enqueued') lags.push(Date.now() - Date.parse(e.occurredAt));
   if (++consumed === expected) break;
 }
 await messages.close();

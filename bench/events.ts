@@ -12,8 +12,12 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { percentile } from './anchors/util.ts';
-import { DRAIN_WORKER, drainWith, prepareDrain, withOrchServer } from './ours.ts';
+import { defaultConfig } from '../src/config/config.ts';
+import { createPool } from '../src/ledger/db.ts';
+import { Ledger } from '../src/ledger/ledger.ts';
+import { createWorker } from '../src/sdk/worker.ts';
+import { paced, percentile } from './anchors/util.ts';
+import { DRAIN_WORKER, JOB_TYPE, drainWith, prepareDrain, reset, withOrchServer } from './ours.ts';
 
 const CONSUMER = fileURLToPath(new URL('./event-consumer.ts', import.meta.url));
 
@@ -29,12 +33,22 @@ export interface EventsResult {
   lagP99Ms: number;
 }
 
-export async function drainWithEvents(connectionString: string, jobs: number, natsUrl: string): Promise<EventsResult> {
-  await prepareDrain(connectionString, jobs);
-  const without = await withOrchServer({ ORCH_DATABASE_URL: connectionString }, () => drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1));
+interface Consumed {
+  consumed: number;
+  /** Commit-to-receipt lags, ms, sorted. */
+  lags: number[];
+  /** From the start of `work` until the consumer read the last event. */
+  seconds: number;
+}
 
-  await prepareDrain(connectionString, jobs);
-  // a stream and subject prefix of its own: the bench runs on a NATS that other deployments and streams also use
+/**
+ * Runs `work` while `orch serve` (its own process) relays its outbox to a
+ * JetStream stream of its own (the bench runs on a NATS that other
+ * deployments and streams also use) and a consumer (its own process) reads
+ * `expected` events from it; `enqueuedLag`: whether job.enqueued events count
+ * in the lags (not when they were committed before the work began).
+ */
+async function withRelayAndConsumer<T>(connectionString: string, natsUrl: string, expected: number, enqueuedLag: boolean, work: () => Promise<T>): Promise<T & Consumed> {
   const stream = `BENCH_${randomBytes(4).toString('hex')}`;
   const nc = await connect({ servers: natsUrl });
   const jsm = await jetstreamManager(nc);
@@ -49,9 +63,7 @@ export async function drainWithEvents(connectionString: string, jobs: number, na
           await new Promise((r) => setTimeout(r, 100));
         }
       }
-      // enqueued (already waiting in the outbox) + leased + succeeded, for every job
-      const expected = jobs * 3;
-      const consumer = spawn(process.execPath, ['--import', 'tsx', CONSUMER, natsUrl, stream, String(expected)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const consumer = spawn(process.execPath, ['--import', 'tsx', CONSUMER, natsUrl, stream, String(expected), enqueuedLag ? 'all' : 'live'], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       consumer.stdout.on('data', (d) => (out += d));
       while (!out.includes('ready\n')) {
@@ -60,20 +72,70 @@ export async function drainWithEvents(connectionString: string, jobs: number, na
       }
       const finished = new Promise<void>((resolve) => consumer.once('exit', () => resolve()));
       const start = performance.now();
-      const withRelay = await drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1);
+      const result = await work();
       await finished;
       const seconds = (performance.now() - start) / 1000;
       const { consumed, lags } = JSON.parse(out.slice(out.indexOf('ready\n') + 6)) as { consumed: number; lags: number[] };
       lags.sort((a, b) => a - b);
-      const round = (x: number) => Math.round(x * 100) / 100;
-      return {
-        withoutRelayJobsPerSec: without.jobsPerSec, withRelayJobsPerSec: withRelay.jobsPerSec,
-        ratio: round(withRelay.jobsPerSec / without.jobsPerSec), eventsConsumed: consumed,
-        eventsPerSec: Math.round(consumed / seconds), lagP50Ms: round(percentile(lags, 50)), lagP99Ms: round(percentile(lags, 99)),
-      };
+      return { ...result, consumed, lags, seconds };
     });
   } finally {
     await jsm.streams.delete(stream).catch(() => undefined);
     await nc.close();
+  }
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+
+export async function drainWithEvents(connectionString: string, jobs: number, natsUrl: string): Promise<EventsResult> {
+  await prepareDrain(connectionString, jobs);
+  const without = await withOrchServer({ ORCH_DATABASE_URL: connectionString }, () => drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1));
+  await prepareDrain(connectionString, jobs);
+  // enqueued (already waiting in the outbox) + leased + succeeded, for every job
+  const r = await withRelayAndConsumer(connectionString, natsUrl, jobs * 3, false, () => drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1));
+  return {
+    withoutRelayJobsPerSec: without.jobsPerSec, withRelayJobsPerSec: r.jobsPerSec,
+    ratio: round(r.jobsPerSec / without.jobsPerSec), eventsConsumed: r.consumed,
+    eventsPerSec: Math.round(r.consumed / r.seconds), lagP50Ms: round(percentile(r.lags, 50)), lagP99Ms: round(percentile(r.lags, 99)),
+  };
+}
+
+export interface SustainedLagResult { ratePerSec: number; seconds: number; jobs: number; eventsConsumed: number; lagP50Ms: number; lagP99Ms: number; lagMaxMs: number }
+
+/**
+ * The event lag under a steady load rather than a drain: jobs enqueued at
+ * `ratePerSec` (batches of 1/100 s) for `durationSec` while a worker runs
+ * them, so each job's enqueued, leased and succeeded events are made live;
+ * the lag of every one, commit to the consumer's receipt.
+ */
+export async function sustainedEventLag(connectionString: string, natsUrl: string, ratePerSec: number, durationSec: number): Promise<SustainedLagResult> {
+  await reset(connectionString);
+  const pool = createPool(connectionString, 6);
+  const ledger = new Ledger(pool, defaultConfig);
+  await ledger.jobTypes.ensure([JOB_TYPE]);
+  const batch = Math.max(1, Math.round(ratePerSec / 100));
+  const total = Math.round(ratePerSec * durationSec / batch) * batch;
+  let done = 0;
+  let allDone!: () => void;
+  const drained = new Promise<void>((r) => (allDone = r));
+  const worker = await createWorker({
+    connectionString, jobTypes: [JOB_TYPE], concurrency: 50, handleSignals: false, waitMs: 30_000,
+    handler: () => {
+      if (++done === total) allDone();
+    },
+  });
+  try {
+    const r = await withRelayAndConsumer(connectionString, natsUrl, total * 3, true, async () => {
+      await paced(ratePerSec / batch, durationSec, () => ledger.enqueue(Array.from({ length: batch }, () => ({ tenantId: 'bench', jobType: JOB_TYPE, payload: {} }))));
+      await drained;
+      return {};
+    });
+    return {
+      ratePerSec, seconds: durationSec, jobs: total, eventsConsumed: r.consumed,
+      lagP50Ms: round(percentile(r.lags, 50)), lagP99Ms: round(percentile(r.lags, 99)), lagMaxMs: round(r.lags.at(-1) ?? Number.NaN),
+    };
+  } finally {
+    await worker.stop();
+    await pool.end();
   }
 }

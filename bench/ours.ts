@@ -17,7 +17,7 @@ import { createWorker, type WorkerOptions } from '../src/sdk/worker.ts';
 import type { DrainResult, EnqueueResult, LatencyResult } from './anchors/types.ts';
 import { chunks, nowMs, paced, sentAt, settle, sleep, summarizeLatency, throughput, timeBatches, withClient } from './anchors/util.ts';
 
-const JOB_TYPE = 'bench_noop';
+export const JOB_TYPE = 'bench_noop';
 const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 
 /** Fresh ledger tables before each measurement, so dead tuples from one run don't slow the next. */

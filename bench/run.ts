@@ -5,7 +5,7 @@
  *
  * Env: ORCH_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
  * BENCH_JOBS (default 100000), BENCH_LATENCY_SECONDS (default 10), BENCH_ONLY (comma list of scenarios:
- * drain, remote, replicas, footprint, controls, fairness, enqueue, latency, events, dlq, dlqstats, scrape, console, workflows, aged), BENCH_AGED_JOBS (default 1000000: finished jobs already in the ledger), BENCH_SCRAPE_JOBS (default 1000000), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_DLQ_ENTRIES (default 100000: snapshot
+ * drain, remote, replicas, footprint, controls, fairness, enqueue, latency, events, eventlag, dlq, dlqstats, scrape, console, workflows, aged), BENCH_AGED_JOBS (default 1000000: finished jobs already in the ledger), BENCH_SCRAPE_JOBS (default 1000000), BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_EVENT_RATE and BENCH_EVENT_SECONDS (eventlag: 2000 jobs/s for 20 s), BENCH_DLQ_ENTRIES (default 100000: snapshot
  * and replay), BENCH_DLQ_STATS_ENTRIES (default 1000000: dlq stats).
  */
 import * as graphile from './anchors/graphile.ts';
@@ -108,6 +108,14 @@ if (wanted('events')) {
   figures.events = { ...e, target: 'ratio >= 0.8' };
   rows.push(['drain with events relayed + consumed (jobs/s)', `${e.withRelayJobsPerSec}`, '', '', `${e.ratio}x without relay (${e.withoutRelayJobsPerSec}/s; target >= 0.8)`]);
   rows.push(['events published and consumed (events/s)', `${e.eventsPerSec}`, '', '', `${e.eventsConsumed} events; commit-to-consumer lag p50 ${e.lagP50Ms} ms, p99 ${e.lagP99Ms} ms`]);
+}
+
+if (wanted('eventlag')) {
+  const natsUrl = process.env.BENCH_NATS_URL ?? 'nats://127.0.0.1:4222';
+  const rate = Number(process.env.BENCH_EVENT_RATE ?? 2000);
+  const l = await measure(`event lag at a sustained ${rate} jobs/s`, () => events.sustainedEventLag(url, natsUrl, rate, Number(process.env.BENCH_EVENT_SECONDS ?? 20)));
+  figures.eventLag = { ...l, target: 'p99 < 500 ms at 2,000 jobs/s' };
+  rows.push([`event lag at a sustained ${rate} jobs/s, p99 (ms)`, `${l.lagP99Ms}`, '', '', `commit to JetStream consumer, p50 ${l.lagP50Ms} ms, max ${l.lagMaxMs} ms over ${l.eventsConsumed} events (target < 500)`]);
 }
 
 if (wanted('aged')) {
