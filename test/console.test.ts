@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { API_BASE } from '../src/wire.ts';
-import { consoleWorld, signIn, skipUnlessChromium } from './helpers/browser.ts';
+import { consoleWorld, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
 
 const skip = skipUnlessChromium('the console tests');
 
@@ -27,6 +27,20 @@ describe('the console', { skip }, () => {
     const docs = await fetch(`${world.cp.url}/docs`, { redirect: 'follow' });
     assert.equal(docs.status, 200);
     assert.match(await docs.text(), /swagger/i);
+  });
+
+  test('the API reference at /docs lists every operation, with request bodies and their examples', async () => {
+    const page = await (await world.browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
+    await page.goto(`${world.cp.url}/docs`);
+    const enqueue = page.locator('.opblock').filter({ hasText: `${API_BASE}/jobs` }).filter({ hasText: 'Enqueue a job' });
+    await enqueue.waitFor();
+    const spec = await (await fetch(`${world.cp.url}/.well-known/openapi`)).json() as { paths: Record<string, object> };
+    const operations = Object.values(spec.paths).reduce((n, ops) => n + Object.keys(ops).length, 0);
+    assert.equal(await page.locator('.opblock').count(), operations);
+    await screenshot(page, 'api-reference');
+    await enqueue.locator('.opblock-summary').click();
+    await page.getByText('"invoiceId": "inv-1042"').first().waitFor();
+    await page.close();
   });
 
   test('sign in with an open server shows the navigation and a submitted job on the jobs page', async () => {

@@ -52,7 +52,10 @@ export const EnqueueBody = Type.Object({
     maxItems: MAX_DEPENDENCIES,
     description: 'Jobs of the same tenant this one waits for (state waiting) before it is queued: ids, or { jobId, onFailure }.',
   })),
-}, { additionalProperties: false });
+}, {
+  additionalProperties: false,
+  examples: [{ jobType: 'send-invoice', payload: { invoiceId: 'inv-1042' }, priority: 5, maxAttempts: 5, idempotencyKey: 'invoice-inv-1042', correlationId: 'order-77' }],
+});
 export type EnqueueBody = Static<typeof EnqueueBody>;
 
 export const EnqueuedRef = Type.Object({

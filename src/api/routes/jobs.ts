@@ -84,7 +84,10 @@ const BulkBody = Type.Object({
     payload: Type.Optional(Type.Unknown({ description: 'A JSON object: jobs whose payload contains it.' })),
   }, { additionalProperties: false }),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_BULK, description: `At most this many jobs, oldest first (default ${MAX_BULK}).` })),
-}, { additionalProperties: false });
+}, {
+  additionalProperties: false,
+  examples: [{ action: 'replay', filter: { state: 'dead_lettered', jobType: 'send-invoice', errorClass: 'UpstreamTimeout' }, limit: 1000 }],
+});
 
 const BulkResult = Type.Object({
   action: OneOf(BULK_ACTIONS),

@@ -26,7 +26,18 @@ const SubmitBody = Type.Object({
       maxItems: MAX_STEPS, description: 'Steps this one waits for: names, or { step, onFailure }.',
     })),
   }, { additionalProperties: false }), { minItems: 1, maxItems: MAX_STEPS, description: `At most ${MAX_STEPS} steps and ${MAX_EDGES} dependencies in all.` }),
-}, { additionalProperties: false });
+}, {
+  additionalProperties: false,
+  examples: [{
+    name: 'nightly-etl', idempotencyKey: 'etl-2026-12-04',
+    steps: [
+      { name: 'extract', jobType: 'etl-extract', payload: { day: '2026-12-04' } },
+      { name: 'transform', jobType: 'etl-transform', dependsOn: ['extract'] },
+      { name: 'audit', jobType: 'etl-audit', dependsOn: [{ step: 'extract', onFailure: 'ignore' }] },
+      { name: 'load', jobType: 'etl-load', dependsOn: ['transform', { step: 'audit', onFailure: 'wait' }] },
+    ],
+  }],
+});
 
 const WorkflowSummary = {
   id: Uuid, tenantId: Type.String(), name: Type.String(), state: OneOf(WORKFLOW_STATES), stepCount: Type.Integer(),
