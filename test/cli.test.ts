@@ -358,6 +358,35 @@ describe('orch jobs', () => {
   });
 });
 
+describe('orch jobs counts and bulk', () => {
+  test('counts and list by payload and error class; bulk --dry-run counts and changes nothing; bulk cancel acts with its reason', async () => {
+    const made = (await plane.ledger.enqueue([1, 2, 3].map((n) => ({ tenantId: TENANT, jobType: 'cli_bulk', payload: { customer: n === 2 ? 'c-2' : 'c-1' } })))).map((r) => r.id);
+    const states = async () => Promise.all(made.map(async (id) => (await plane.ledger.getJob(TENANT, id))?.state));
+    const counts = await orch('--output', 'json', 'jobs', 'counts', '--type', 'cli_bulk');
+    assert.equal(counts.code, 0, counts.stderr);
+    assert.equal(json<{ counts: { state: string; count: number }[] }>(counts.stdout).counts.find((c) => c.state === 'queued')?.count, 3);
+    const listed = await orch('--output', 'json', 'jobs', 'list', '--type', 'cli_bulk', '--payload', '{"customer":"c-1"}');
+    assert.deepEqual(json<{ jobs: Job[] }>(listed.stdout).jobs.map((j) => j.id).sort(), [made[0], made[2]].sort());
+
+    const dry = await orch('jobs', 'bulk', 'cancel', '--type', 'cli_bulk', '--payload', '{"customer":"c-1"}', '--dry-run');
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(dry.stdout, 'would cancel 2 job(s)\n');
+    assert.deepEqual(await states(), ['queued', 'queued', 'queued']);
+
+    const noReason = await orch('jobs', 'bulk', 'cancel', '--type', 'cli_bulk');
+    assert.equal(noReason.code, 1);
+    assert.equal(noReason.stderr.trim().split('\n').length, 1);
+    assert.match(noReason.stderr, /--reason is required/);
+    const bad = await orch('jobs', 'bulk', 'explode', '--type', 'cli_bulk', '--dry-run');
+    assert.equal(bad.code, 1);
+
+    const done = await orch('jobs', 'bulk', 'cancel', '--type', 'cli_bulk', '--payload', '{"customer":"c-1"}', '--reason', 'bad batch');
+    assert.equal(done.code, 0, done.stderr);
+    assert.equal(done.stdout, 'cancel: 2 of 2 job(s) changed\n');
+    assert.deepEqual(await states(), ['canceled', 'queued', 'canceled']);
+  });
+});
+
 describe('orch output', () => {
   test('a reader that goes away (orch ... | head) ends the CLI quietly with exit 0', async () => {
     await plane.ledger.enqueue(Array.from({ length: 500 }, (_, n) => ({ tenantId: TENANT, jobType: 'cli_head', payload: { n } })));

@@ -6,7 +6,7 @@ import { JOB_COLUMNS, toHistory, toJob, type HistoryRow, type JobRow } from './r
 import { CANCELABLE_STATES } from './transitions/cancel.ts';
 import { COUNTED_STATES } from './transitions/history.ts';
 import { REPLAYABLE_STATES } from './transitions/replay.ts';
-import { JOB_STATES, type HistoryEntry, type Job, type JobSort, type JobState } from './types.ts';
+import { JOB_STATES, type BulkAction, type HistoryEntry, type Job, type JobSort, type JobState } from './types.ts';
 
 /** Whole jobs, plus whether a dispatch pause holds them back. */
 const JOB_VIEW = `${JOB_COLUMNS}, (state IN ('queued', 'failed') AND NOT ${notPaused('tenant_id', 'job_type')}) AS paused`;
@@ -169,8 +169,6 @@ export async function countJobs(db: Queryable, tenantId: string, m: JobMatch): P
   return { counts, capped: counts.some((c) => c.capped) };
 }
 
-export const BULK_ACTIONS = ['cancel', 'replay', 'retry'] as const;
-export type BulkAction = (typeof BULK_ACTIONS)[number];
 
 /** The jobs each bulk action applies to: their states, and what else a job of those states must be (SQL on the job row `j`). */
 const BULK_TARGETS = {

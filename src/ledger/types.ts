@@ -4,6 +4,9 @@ export type JobState = (typeof JOB_STATES)[number];
 /** Orders of a job list: newest/oldest by creation (id); priority is the claim order of waiting work. */
 export const JOB_SORTS = ['newest', 'oldest', 'priority'] as const;
 export type JobSort = (typeof JOB_SORTS)[number];
+/** What an operator does to every job a filter selects (POST /jobs/bulk): retry = a failed job waiting for its backoff runs now. */
+export const BULK_ACTIONS = ['cancel', 'replay', 'retry'] as const;
+export type BulkAction = (typeof BULK_ACTIONS)[number];
 
 /** Who caused a transition: "api", "worker:<id>", "system:<service>", "operator:<subject>". */
 export type Actor = string;

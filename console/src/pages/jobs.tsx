@@ -2,8 +2,8 @@ import { keepPreviousData, useQuery, useQueryClient } from '@tanstack/react-quer
 import { createColumnHelper } from '@tanstack/react-table';
 import { useState } from 'react';
 import { Link, useSearchParams } from 'react-router';
-import type { BulkAction, BulkResult } from '../../../src/ledger/queries.ts';
-import { JOB_STATES, type Job, type JobSort, type JobState } from '../../../src/ledger/types.ts';
+import type { BulkResult } from '../../../src/ledger/queries.ts';
+import { JOB_STATES, type BulkAction, type Job, type JobSort, type JobState } from '../../../src/ledger/types.ts';
 import type { JobSelection, OrchClient } from '../../../src/sdk/client.ts';
 import { ActionButton } from '../components/action.tsx';
 import { ago } from '../components/format.ts';

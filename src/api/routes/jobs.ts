@@ -1,6 +1,6 @@
 import { runOperatorAction } from '../../audit/operator-action.ts';
 import { Type, type Static } from 'typebox';
-import { JOB_SORTS, type EnqueueInput } from '../../ledger/types.ts';
+import { BULK_ACTIONS, JOB_SORTS, type BulkAction, type EnqueueInput } from '../../ledger/types.ts';
 import type { ApiContext, App } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { operatorOf } from '../operator.ts';
@@ -12,7 +12,7 @@ import { requireTenant } from '../tenant.ts';
 import { actorOf } from '../../auth/principal.ts';
 import { asTenantReader } from '../../auth/tenant-scope.ts';
 import {
-  BULK_ACTIONS, bulkStates, bulkTargets, COUNT_SCAN, countJobs, getHistory, getJob, listJobs, type BulkAction, type BulkResult, type JobMatch,
+  bulkStates, bulkTargets, COUNT_SCAN, countJobs, getHistory, getJob, listJobs, type BulkResult, type JobMatch,
 } from '../../ledger/queries.ts';
 import type { Tx } from '../../ledger/ledger.ts';
 import { checkText, MAX_KEY_LENGTH, toStorableJson } from '../../ledger/validate.ts';

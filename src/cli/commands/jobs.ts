@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import { Option, type Command } from 'commander';
+import { Argument, Option, type Command } from 'commander';
 import ms from 'ms';
-import { EDGE_POLICIES, JOB_SORTS, type EdgePolicy, type JobSort, type JobState } from '../../ledger/types.ts';
-import { OrchClient, type SubmitJob } from '../../sdk/client.ts';
+import { BULK_ACTIONS, EDGE_POLICIES, JOB_SORTS, type BulkAction, type EdgePolicy, type JobSort, type JobState } from '../../ledger/types.ts';
+import { OrchClient, type JobSelection, type SubmitJob } from '../../sdk/client.ts';
 import { CliError, print, type OutputFormat } from '../output.ts';
 import { enqueueFile } from './enqueue-file.ts';
 
@@ -85,22 +85,55 @@ export function registerJobCommands(program: Command): void {
     });
 
   const jobs = program.command('jobs').description('inspect and act on jobs');
-  jobs
+  selectionOptions(jobs
     .command('list')
     .description('jobs of the tenant, newest first unless --sort says otherwise')
-    .option('--state <state>', 'queued|leased|succeeded|failed|dead_lettered|canceled|timed_out|cleared')
-    .option('--type <jobType>', 'only this job type')
+    .option('--state <state>', 'queued|leased|succeeded|failed|dead_lettered|canceled|timed_out|cleared|waiting')
     .addOption(new Option('--sort <order>', 'newest|oldest (by creation), priority (waiting jobs in claim order; with --state queued or failed)')
       .choices(JOB_SORTS).default('newest'))
     .option('--limit <n>', 'page size', '50')
-    .option('--cursor <id>', 'continue after this id (printed as nextCursor)')
+    .option('--cursor <id>', 'continue after this id (printed as nextCursor)'))
     .action(async (o: Record<string, string | undefined>, cmd: Command) => {
       const { client, output } = clientFor(cmd);
       const page = await client.listJobs({
-        state: o.state as JobState | undefined, jobType: o.type, sort: o.sort as JobSort, cursor: o.cursor, limit: integer(o.limit ?? '50', '--limit'),
+        ...await selection(o), state: o.state as JobState | undefined, sort: o.sort as JobSort, cursor: o.cursor, limit: integer(o.limit ?? '50', '--limit'),
       });
       print(output, page, page.jobs, JOB_COLUMNS);
       if (output === 'table' && page.nextCursor) process.stdout.write(`next page: --cursor ${page.nextCursor}\n`);
+    });
+
+  selectionOptions(jobs
+    .command('counts')
+    .description('jobs per state matching the filter (a count marked ≥ is a lower bound: see the README)'))
+    .action(async (o: Record<string, string | undefined>, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const r = await client.jobCounts(await selection(o));
+      print(output, r, r.counts.map((c) => ({ ...c, count: `${c.capped ? '≥ ' : ''}${c.count}` })), ['state', 'count']);
+    });
+
+  selectionOptions(jobs
+    .command('bulk')
+    .description('cancel, replay or retry now every job matching the filter (at most --limit, oldest first; one audit entry); --dry-run only counts')
+    .addArgument(new Argument('<action>', 'cancel | replay | retry (a failed job waiting for its backoff runs now)').choices(BULK_ACTIONS))
+    .option('--state <state>', 'only jobs in this state (one the action acts on)')
+    .option('--limit <n>', 'at most this many jobs (default and most 10000); run again for the rest')
+    .option('--dry-run', 'say how many jobs it would act on and change nothing')
+    .option('--reason <text>', 'why (recorded in the audit log; required unless --dry-run)')
+    .option('--ticket <ticket>', 'ticket reference'))
+    .action(async (action: BulkAction, o: Record<string, string | boolean | undefined>, cmd: Command) => {
+      const { client, output } = clientFor(cmd);
+      const text = (k: string) => (typeof o[k] === 'string' ? o[k] as string : undefined);
+      const request = {
+        action, filter: { ...await selection(o), state: text('state') as JobState | undefined },
+        limit: text('limit') === undefined ? undefined : integer(text('limit')!, '--limit'),
+      };
+      if (!o.dryRun && !text('reason')) throw new CliError('jobs bulk: --reason is required (or --dry-run to count)');
+      const r = o.dryRun ? await client.previewBulkJobs(request) : await client.bulkJobs(request, { reason: text('reason')!, ticket: text('ticket') });
+      if (output === 'json') return print(output, r, [], []);
+      const verb = { cancel: 'cancel', replay: 'replay', retry: 'retry now' }[action];
+      process.stdout.write(r.dryRun
+        ? `would ${verb} ${r.matched} job(s)${r.more ? ` (the oldest ${r.matched}; more match)` : ''}\n`
+        : `${verb}: ${r.applied} of ${r.matched} job(s) changed${r.more ? '; more match: run it again for the rest' : ''}\n`);
     });
 
   jobs
@@ -177,6 +210,27 @@ export function registerJobCommands(program: Command): void {
       }, why);
       print(output, t, [t], ['name', 'maxAttempts', 'backoffBaseMs', 'backoffMaxMs', 'leaseMs', 'timeoutMs']);
     });
+}
+
+/** The filter options a job list, the counts and a bulk action share (JobSelection). */
+function selectionOptions(cmd: Command): Command {
+  return cmd
+    .option('--type <jobType>', 'only this job type')
+    .option('--error-class <class>', 'only jobs whose last error has this class')
+    .option('--created-after <time>', 'created at or after this ISO 8601 time')
+    .option('--created-before <time>', 'created before this ISO 8601 time')
+    .option('--payload <json>', 'only jobs whose payload contains this JSON object (JSON, @FILE or -)')
+    .option('--correlation-id <id>', 'only jobs with this correlation id');
+}
+
+async function selection(o: Record<string, string | boolean | undefined>): Promise<JobSelection> {
+  const text = (k: string) => (typeof o[k] === 'string' ? o[k] as string : undefined);
+  const payload = text('payload') === undefined ? undefined : await jsonArgument(text('payload')!, '--payload');
+  if (payload !== undefined && (payload === null || typeof payload !== 'object' || Array.isArray(payload))) throw new CliError('--payload: give a JSON object, e.g. {"customer":"c-42"}');
+  return {
+    jobType: text('type'), errorClass: text('errorClass'), createdAfter: text('createdAfter'), createdBefore: text('createdBefore'),
+    payload: payload as JobSelection['payload'], correlationId: text('correlationId'),
+  };
 }
 
 /** `--depends-on 42` or `42:ignore`: a parent job and what its failure does to the dependent. */
