@@ -20,6 +20,7 @@ describe('the console', { skip }, () => {
       assert.equal(res.status, 200, path);
       assert.match(await res.text(), /<div id="root">/, path);
       assert.equal(res.headers.get('cache-control'), 'no-cache', path);
+      assert.match(res.headers.get('content-security-policy') ?? '', /script-src 'self';.*frame-ancestors 'none'/, path);
     }
     const api = await fetch(`${world.cp.url}${API_BASE}/nope`, { headers: { accept: 'text/html' } });
     assert.equal(api.status, 404);

@@ -33,7 +33,7 @@ export async function installConsole(app: App, consoleDir: string | null): Promi
   }
   await app.register(fastifyStatic, { root, prefix: '/', wildcard: false, index: ['index.html'], cacheControl: false, setHeaders: cacheHeaders });
   app.get('/assets/*', { schema: { hide: true } }, async (request, reply) => reply.sendFile(`assets/${(request.params as { '*': string })['*']}`, { immutable: true, maxAge: '365d' }));
-  return (reply) => reply.header('cache-control', 'no-cache').sendFile('index.html');
+  return (reply) => pageHeaders(reply).sendFile('index.html');
 }
 
 /** Whether a request that matched no route is a console page (the SPA's index answers it). */
@@ -46,7 +46,19 @@ export function isConsolePage(method: string, url: string, accept: string | unde
 
 function cacheHeaders(reply: FastifyReply, path: string): void {
   // the index names hashed assets: it must never be cached, they may be forever
-  if (path.endsWith('.html')) void reply.header('cache-control', 'no-cache');
+  if (path.endsWith('.html')) void pageHeaders(reply);
+}
+
+/**
+ * A console page runs only its own scripts and talks only to its own origin
+ * (no CDN, no third party: an injected script has nowhere to load from or send
+ * to); inline styles stay allowed for the chart and graph libraries; no site
+ * may frame it (clickjacking an operator's actions).
+ */
+const CONTENT_SECURITY_POLICY = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+function pageHeaders(reply: FastifyReply): FastifyReply {
+  return reply.header('cache-control', 'no-cache').header('content-security-policy', CONTENT_SECURITY_POLICY).header('x-frame-options', 'DENY');
 }
 
 const NOT_BUILT = `<!doctype html><html lang="en"><title>orch</title><body>
