@@ -5,7 +5,6 @@
  * shows). Targets: each jobs-page call p99 < 300 ms, first load < 1 s.
  */
 import { existsSync } from 'node:fs';
-import { chromium } from 'playwright-core';
 import { API_BASE } from '../src/wire.ts';
 import { nowMs, percentile } from './anchors/util.ts';
 
@@ -47,6 +46,8 @@ export async function consoleAtScale(apiUrl: string, tenant: string, rounds = 30
 
 async function firstLoad(apiUrl: string): Promise<number | null> {
   if (!existsSync(CHROMIUM)) return null;
+  // loaded only here: the library alone adds some 60 MB to the process whose RSS the drain reports
+  const { chromium } = await import('playwright-core');
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'] });
   try {
     const samples: number[] = [];
