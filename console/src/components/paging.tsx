@@ -1,3 +1,4 @@
+import { useCallback } from 'react';
 import { useSearchParams } from 'react-router';
 
 /**
@@ -5,17 +6,26 @@ import { useSearchParams } from 'react-router';
  * view; changing a filter goes back to the first page (`cursorKey`, for a
  * paged list), since the cursor of one filter means nothing to another.
  */
-export function useUrlFilters(cursorKey?: string): { get: (key: string) => string | undefined; set: (key: string, value: string | undefined) => void } {
+export interface UrlFilters {
+  get: (key: string) => string | undefined;
+  set: (key: string, value: string | undefined) => void;
+  /** Several keys at once (one history entry); an empty value removes its key. */
+  setMany: (changes: Record<string, string | undefined>) => void;
+  params: URLSearchParams;
+}
+
+export function useUrlFilters(cursorKey?: string): UrlFilters {
   const [params, setParams] = useSearchParams();
-  return {
-    get: (key) => params.get(key) || undefined,
-    set: (key, value) => setParams((p) => {
-      const next = new URLSearchParams(p);
+  // as stable as react-router's setter: a page may hand it to memoised children
+  const setMany = useCallback((changes: Record<string, string | undefined>) => setParams((p) => {
+    const next = new URLSearchParams(p);
+    for (const [key, value] of Object.entries(changes)) {
       if (value) next.set(key, value); else next.delete(key);
-      if (cursorKey && key !== cursorKey) next.delete(cursorKey);
-      return next;
-    }),
-  };
+    }
+    if (cursorKey && !(cursorKey in changes)) next.delete(cursorKey);
+    return next;
+  }), [setParams, cursorKey]);
+  return { get: (key) => params.get(key) || undefined, set: (key, value) => setMany({ [key]: value }), setMany, params };
 }
 
 /** Keyset paging: back to the first page, or on to the page after `next` (null on the last page). */

@@ -1,7 +1,8 @@
 import { keepPreviousData, useQuery, useQueryClient } from '@tanstack/react-query';
 import { createColumnHelper } from '@tanstack/react-table';
 import { useCallback, useMemo, useState } from 'react';
-import { Link, useSearchParams } from 'react-router';
+import { Link } from 'react-router';
+import { Pager, useUrlFilters } from '../components/paging.tsx';
 import type { DlqCluster, DlqEntry, DlqFilter, DlqStats, DlqTypeStats } from '../../../src/recovery/dead-letters.ts';
 import type { ReplayProgress, ReplaySelection } from '../../../src/recovery/replays.ts';
 import type { ClearResult, SnapshotManifest } from '../../../src/recovery/snapshots.ts';
@@ -112,9 +113,9 @@ const DLQ = ['dlq'];
 export function DeadLettersPage() {
   const client = useClient();
   const queries = useQueryClient();
-  const [params, setParams] = useSearchParams();
-  const filter: DlqFilter = { jobType: params.get('jobType') || undefined, errorClass: params.get('errorClass') || undefined };
-  const cursor = params.get('cursor') || undefined;
+  const url = useUrlFilters('cursor');
+  const filter: DlqFilter = { jobType: url.get('jobType'), errorClass: url.get('errorClass') };
+  const cursor = url.get('cursor');
   const stats = useQuery({ queryKey: ['dlq', 'stats'], queryFn: () => client.dlqStats(CLUSTERS) });
   const entries = useQuery({
     queryKey: ['dlq', 'entries', filter, cursor],
@@ -122,18 +123,10 @@ export function DeadLettersPage() {
     placeholderData: keepPreviousData,
   });
   useLiveEvents({ eventType: ['job.dead_lettered', 'job.replayed', 'dlq.cleared'] }, () => void queries.invalidateQueries({ queryKey: DLQ }));
-  const set = (key: string, value: string) => setParams((p) => {
-    const next = new URLSearchParams(p);
-    if (value) next.set(key, value); else next.delete(key);
-    if (key !== 'cursor') next.delete('cursor');
-    return next;
-  });
-  // the shown snapshot is in the URL too, without resetting the entries' page; stable, as the snapshot table's columns depend on it
-  const showSnapshot = useCallback((id: string) => setParams((p) => {
-    const next = new URLSearchParams(p);
-    next.set('snapshot', id);
-    return next;
-  }), [setParams]);
+  const set = url.set;
+  // the shown snapshot is in the URL too, without resetting the entries' page (the cursor is kept); stable, as the snapshot table's columns depend on it
+  const { setMany } = url;
+  const showSnapshot = useCallback((id: string) => setMany({ snapshot: id, cursor }), [setMany, cursor]);
 
   return (
     <section>
@@ -183,14 +176,11 @@ export function DeadLettersPage() {
         {(page) => (
           <>
             <DataTable label="Dead letters" data={page.entries} columns={ENTRY_COLUMNS} rowId={(e) => e.job.id} empty="No dead letter matches." />
-            <div className="pager">
-              {cursor && <button type="button" onClick={() => set('cursor', '')}>First page</button>}
-              {page.nextCursor && <button type="button" onClick={() => set('cursor', page.nextCursor!)}>Next page</button>}
-            </div>
+            <Pager cursor={cursor} next={page.nextCursor} onPage={(c) => set('cursor', c)} />
           </>
         )}
       </Loaded>
-      <Snapshots selected={params.get('snapshot')} select={showSnapshot} />
+      <Snapshots selected={url.get('snapshot') ?? null} select={showSnapshot} />
       <Replays />
     </section>
   );

@@ -1,7 +1,8 @@
 import { keepPreviousData, useQuery, useQueryClient } from '@tanstack/react-query';
 import { createColumnHelper } from '@tanstack/react-table';
 import { useState } from 'react';
-import { Link, useSearchParams } from 'react-router';
+import { Link } from 'react-router';
+import { Pager, useUrlFilters } from '../components/paging.tsx';
 import type { BulkResult } from '../../../src/ledger/queries.ts';
 import { JOB_STATES, type BulkAction, type Job, type JobSort, type JobState } from '../../../src/ledger/types.ts';
 import type { JobSelection, OrchClient } from '../../../src/sdk/client.ts';
@@ -76,7 +77,8 @@ const fromLocalInput = (v: string) => (v ? new Date(v).toISOString() : '');
 export function JobsPage() {
   const client = useClient();
   const queries = useQueryClient();
-  const [params, setParams] = useSearchParams();
+  const url = useUrlFilters('cursor');
+  const params = url.params;
   const selection = selectionOf(params);
   const state = (params.get('state') || undefined) as JobState | undefined;
   const filter = {
@@ -91,14 +93,7 @@ export function JobsPage() {
     void queries.invalidateQueries({ queryKey: ['jobs'] });
     void queries.invalidateQueries({ queryKey: ['job-counts'] });
   });
-  const set = (changes: Record<string, string>) => setParams((p) => {
-    const next = new URLSearchParams(p);
-    for (const [key, value] of Object.entries(changes)) {
-      if (value) next.set(key, value); else next.delete(key);
-    }
-    if (!('cursor' in changes)) next.delete('cursor');
-    return next;
-  });
+  const set = url.setMany;
   // sort=priority lists waiting work only: choosing it without such a state picks queued
   const setSort = (sort: string) => set(sort === 'priority' && state !== 'queued' && state !== 'failed' ? { sort, state: 'queued' } : { sort });
   const setState = (s: string) => set(filter.sort === 'priority' && s !== 'queued' && s !== 'failed' ? { state: s, sort: '' } : { state: s });
@@ -125,7 +120,7 @@ export function JobsPage() {
             <option value="priority">priority (queued or failed)</option>
           </select>
         </label>
-        {SELECTION_KEYS.some((k) => params.has(k)) || state ? <button type="button" onClick={() => setParams(new URLSearchParams())}>Clear filters</button> : null}
+        {SELECTION_KEYS.some((k) => params.has(k)) || state ? <button type="button" onClick={() => set(Object.fromEntries([...params.keys()].map((k) => [k, undefined])))}>Clear filters</button> : null}
       </form>
       <Loaded query={counts}>
         {(c) => (
@@ -147,10 +142,7 @@ export function JobsPage() {
         {(page) => (
           <>
             <DataTable label="Jobs" data={page.jobs} columns={COLUMNS} rowId={(j) => j.id} empty="No job matches." />
-            <div className="pager">
-              {filter.cursor && <button type="button" onClick={() => set({ cursor: '' })}>First page</button>}
-              {page.nextCursor && <button type="button" onClick={() => set({ cursor: page.nextCursor! })}>Next page</button>}
-            </div>
+            <Pager cursor={filter.cursor} next={page.nextCursor} onPage={(c) => url.set('cursor', c)} />
           </>
         )}
       </Loaded>
