@@ -1,5 +1,8 @@
 import { useCallback } from 'react';
+import type { ColumnDef } from '@tanstack/react-table';
 import { useSearchParams } from 'react-router';
+import { Loaded } from './status.tsx';
+import { DataTable } from './table.tsx';
 
 /**
  * A list's filters and page cursor in the URL, so that a link shares the
@@ -35,5 +38,34 @@ export function Pager({ cursor, next, onPage }: { cursor: string | undefined; ne
       {cursor && <button type="button" onClick={() => onPage(undefined)}>First page</button>}
       {next && <button type="button" onClick={() => onPage(next)}>Next page</button>}
     </div>
+  );
+}
+
+interface PagedTableProps<P extends { nextCursor: string | null }, T> {
+  /** The query of one page: its rows and the cursor of the next. */
+  query: { data: P | undefined; error: unknown; isPending: boolean };
+  rows: (page: P) => T[];
+  label: string;
+  // TanStack types each column by its value; a table holds columns of several value types
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  columns: ColumnDef<T, any>[];
+  rowId: (row: T) => string;
+  empty: string;
+  /** The page shown (undefined: the first) and how to show another. */
+  cursor: string | undefined;
+  onPage: (cursor: string | undefined) => void;
+}
+
+/** One keyset page of a list as a table, with the pager under it. */
+export function PagedTable<P extends { nextCursor: string | null }, T>({ query, rows, label, columns, rowId, empty, cursor, onPage }: PagedTableProps<P, T>) {
+  return (
+    <Loaded query={query}>
+      {(page) => (
+        <>
+          <DataTable label={label} data={rows(page)} columns={columns} rowId={rowId} empty={empty} />
+          <Pager cursor={cursor} next={page.nextCursor} onPage={onPage} />
+        </>
+      )}
+    </Loaded>
   );
 }

@@ -3,9 +3,8 @@ import { createColumnHelper } from '@tanstack/react-table';
 import type { AuditRecord } from '../../../src/audit/audit-log.ts';
 import { time } from '../components/format.ts';
 import { JsonDetails } from '../components/json.tsx';
-import { Pager, useUrlFilters } from '../components/paging.tsx';
-import { Loaded, StateBadge } from '../components/status.tsx';
-import { DataTable } from '../components/table.tsx';
+import { PagedTable, useUrlFilters } from '../components/paging.tsx';
+import { StateBadge } from '../components/status.tsx';
 import { useClient } from '../session.tsx';
 import '../components/timeline.css';
 
@@ -43,14 +42,8 @@ export function AuditPage() {
         <label>Actor <input value={filter.actor ?? ''} onChange={(e) => url.set('actor', e.target.value.trim())} placeholder="operator:alice" /></label>
         <label>Since (UTC) <input type="datetime-local" value={since ?? ''} onChange={(e) => url.set('since', e.target.value)} /></label>
       </form>
-      <Loaded query={audit}>
-        {(page) => (
-          <>
-            <DataTable label="Audit log" data={page.entries} columns={COLUMNS} rowId={(e) => e.id} empty="No entry matches." />
-            <Pager cursor={filter.cursor} next={page.nextCursor} onPage={(c) => url.set('cursor', c)} />
-          </>
-        )}
-      </Loaded>
+      <PagedTable query={audit} rows={(page) => page.entries} label="Audit log" columns={COLUMNS} rowId={(e) => e.id} empty="No entry matches."
+        cursor={filter.cursor} onPage={(c) => url.set('cursor', c)} />
     </section>
   );
 }

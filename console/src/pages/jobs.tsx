@@ -2,7 +2,7 @@ import { keepPreviousData, useQuery, useQueryClient } from '@tanstack/react-quer
 import { createColumnHelper } from '@tanstack/react-table';
 import { useState } from 'react';
 import { Link } from 'react-router';
-import { Pager, useUrlFilters } from '../components/paging.tsx';
+import { PagedTable, useUrlFilters } from '../components/paging.tsx';
 import type { BulkResult } from '../../../src/ledger/queries.ts';
 import { JOB_STATES, type BulkAction, type Job, type JobSort, type JobState } from '../../../src/ledger/types.ts';
 import type { JobSelection, OrchClient } from '../../../src/sdk/client.ts';
@@ -10,7 +10,6 @@ import { ActionButton } from '../components/action.tsx';
 import { ago } from '../components/format.ts';
 import { useLiveEvents } from '../components/live.ts';
 import { Loaded, StateBadge } from '../components/status.tsx';
-import { DataTable } from '../components/table.tsx';
 import { useClient, useSession } from '../session.tsx';
 
 const column = createColumnHelper<Job>();
@@ -138,14 +137,8 @@ export function JobsPage() {
       <div className="actions" role="group" aria-label="Bulk actions on every matching job">
         {BULK.map((b) => <BulkButton key={b.action} {...b} client={client} filter={{ ...selection, state }} />)}
       </div>
-      <Loaded query={jobs}>
-        {(page) => (
-          <>
-            <DataTable label="Jobs" data={page.jobs} columns={COLUMNS} rowId={(j) => j.id} empty="No job matches." />
-            <Pager cursor={filter.cursor} next={page.nextCursor} onPage={(c) => url.set('cursor', c)} />
-          </>
-        )}
-      </Loaded>
+      <PagedTable query={jobs} rows={(page) => page.jobs} label="Jobs" columns={COLUMNS} rowId={(j) => j.id} empty="No job matches."
+        cursor={filter.cursor} onPage={(c) => url.set('cursor', c)} />
     </section>
   );
 }

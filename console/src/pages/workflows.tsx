@@ -8,7 +8,7 @@ import { ActionButton } from '../components/action.tsx';
 import { Choice, keysOf } from '../components/choices.tsx';
 import { JsonDetails } from '../components/json.tsx';
 import { useLiveEvents, type OrchEvent } from '../components/live.ts';
-import { Pager, useUrlFilters } from '../components/paging.tsx';
+import { PagedTable, useUrlFilters } from '../components/paging.tsx';
 import { Loaded, Metric, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
 import { When } from '../components/when.tsx';
@@ -46,14 +46,8 @@ export function WorkflowsPage() {
       <form className="filters" role="search" onSubmit={(e) => e.preventDefault()}>
         <Choice label="State" value={filter.state} options={STATES} onChange={(v) => url.set('state', v)} any="any" />
       </form>
-      <Loaded query={list}>
-        {(page) => (
-          <>
-            <DataTable label="Workflows" data={page.workflows} columns={COLUMNS} rowId={(w) => w.id} empty="No workflow matches." />
-            <Pager cursor={filter.before} next={page.nextCursor} onPage={(c) => url.set('before', c)} />
-          </>
-        )}
-      </Loaded>
+      <PagedTable query={list} rows={(page) => page.workflows} label="Workflows" columns={COLUMNS} rowId={(w) => w.id} empty="No workflow matches."
+        cursor={filter.before} onPage={(c) => url.set('before', c)} />
     </section>
   );
 }
