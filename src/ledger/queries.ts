@@ -169,7 +169,6 @@ export async function countJobs(db: Queryable, tenantId: string, m: JobMatch): P
   return { counts, capped: counts.some((c) => c.capped) };
 }
 
-
 /** The jobs each bulk action applies to: their states, and what else a job of those states must be (SQL on the job row `j`). */
 const BULK_TARGETS = {
   cancel: { states: CANCELABLE_STATES, where: 'true' },
