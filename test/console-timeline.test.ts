@@ -36,7 +36,7 @@ describe('the console timeline pages', { skip }, () => {
     page = await signIn(world.browser, world.cp.url, world.admin, TENANT);
   });
 
-  test('/schedules lists a schedule made through the API; trigger now enqueues its job', async () => {
+  test('/schedules lists a schedule made through the API; trigger now enqueues its job; an edit changes its cron', async () => {
     const made = await api('POST', '/schedules', { body: { name: 'nightly-report', jobType: 'report', cron: '0 2 * * *', timeZone: 'Europe/Berlin' }, reason: 'set up' });
     assert.equal(made.status, 201, JSON.stringify(made.body));
     await page.getByRole('link', { name: 'Schedules', exact: true }).click();
@@ -51,6 +51,17 @@ describe('the console timeline pages', { skip }, () => {
     const job = await api<{ job: { jobType: string } }>('GET', `/jobs/${jobId}`);
     assert.equal(job.status, 200);
     assert.equal(job.body.job.jobType, 'report');
+
+    // an edit in the action's own dialog: the cron changes, the zone stays
+    await row.getByRole('button', { name: 'Edit' }).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.getByLabel('Cron expression').fill('30 3 * * *');
+    await dialog.getByLabel(/Reason/).fill('run later');
+    await dialog.getByRole('button', { name: /^Confirm/ }).click();
+    await dialog.waitFor({ state: 'hidden' });
+    await row.getByText('30 3 * * *').waitFor();
+    const edited = await api<{ cron: string; timeZone: string; jobType: string }>('GET', '/schedules/nightly-report');
+    assert.deepEqual([edited.body.cron, edited.body.timeZone, edited.body.jobType], ['30 3 * * *', 'Europe/Berlin', 'report']);
 
     await act(page, row.getByRole('button', { name: 'Pause' }), /stops ticking/, { reason: 'quiet week' });
     await row.getByText('paused', { exact: true }).first().waitFor();

@@ -57,6 +57,7 @@ export function SchedulesPage() {
         {(list) => <DataTable label="Schedules" data={list} columns={COLUMNS} rowId={(s) => s.id} empty="No schedule yet." sortable />}
       </Loaded>
       <NewSchedule />
+      <datalist id="orch-time-zones">{ZONES.map((z) => <option key={z} value={z} />)}</datalist>
     </section>
   );
 }
@@ -78,6 +79,7 @@ function ScheduleActions({ schedule: s }: { schedule: Schedule }) {
           setTriggered(r.jobId);
           return r;
         }} />
+      <EditSchedule schedule={s} />
       <ActionButton label="Delete" scope={SCOPE} danger invalidates={[QUERY]}
         confirm={<p>Deletes schedule <strong>{s.name}</strong>; the jobs it made stay.</p>} run={(why) => client.deleteSchedule(s.name, why)} />
       {triggered && <span role="status">Triggered: <Link to={`/jobs/${triggered}`}>job {triggered}</Link></span>}
@@ -85,31 +87,34 @@ function ScheduleActions({ schedule: s }: { schedule: Schedule }) {
   );
 }
 
-function NewSchedule() {
-  const client = useClient();
-  const [name, setName] = useState('');
-  const [jobType, setJobType] = useState('');
-  const [by, setBy] = useState<'cron' | 'every'>('cron');
-  const [cron, setCron] = useState('0 * * * *');
-  const [everyMs, setEveryMs] = useState(15 * 60_000);
-  const [timeZone, setTimeZone] = useState('UTC');
-  const [catchUp, setCatchUp] = useState<CatchUp>('latest');
-  const [catchUpMax, setCatchUpMax] = useState('');
-  const [payload, setPayload] = useState('');
+/**
+ * The fields of a schedule, for a new one or an edit of `initial`: their
+ * values as a spec, what is missing before the API can judge them, and the
+ * fields to draw. An edit sends every field (PATCH keeps what is left out;
+ * switching between cron and every clears the other).
+ */
+function useScheduleFields(initial?: Schedule) {
+  const [jobType, setJobType] = useState(initial?.jobType ?? '');
+  const [by, setBy] = useState<'cron' | 'every'>(initial?.everyMs ? 'every' : 'cron');
+  const [cron, setCron] = useState(initial?.cron ?? '0 * * * *');
+  const [everyMs, setEveryMs] = useState(initial?.everyMs ?? 15 * 60_000);
+  const [timeZone, setTimeZone] = useState(initial?.timeZone ?? 'UTC');
+  const [catchUp, setCatchUp] = useState<CatchUp>(initial?.catchUp ?? 'latest');
+  const [catchUpMax, setCatchUpMax] = useState(initial?.catchUp === 'all' ? String(initial.catchUpMax) : '');
+  const [payload, setPayload] = useState(initial && initial.payload !== null ? JSON.stringify(initial.payload) : '');
   const parsed = parseJson(payload);
   const spec: ScheduleSpec = {
     jobType, timeZone, catchUp,
-    ...(by === 'cron' ? { cron: cron.trim() } : { everyMs }),
+    ...(by === 'cron' ? { cron: cron.trim(), ...(initial ? { everyMs: null } : {}) } : { everyMs, ...(initial ? { cron: null } : {}) }),
     ...(catchUp === 'all' && catchUpMax ? { catchUpMax: Number(catchUpMax) } : {}),
     ...(parsed.ok && parsed.value !== undefined ? { payload: parsed.value } : {}),
   };
   // the API checks the cron expression, zone and bounds and its answer shows in the dialog; these are what it cannot name yet
-  const missing = !name.trim() ? 'give the schedule a name' : !jobType.trim() ? 'give a job type'
+  const missing = !jobType.trim() ? 'give a job type'
     : by === 'every' && !Number.isFinite(everyMs) ? 'give the interval as a whole number' : !parsed.ok ? 'the payload is not JSON' : null;
-  return (
-    <fieldset className="create">
-      <legend>New schedule</legend>
-      <label>Name <input value={name} onChange={(e) => setName(e.target.value)} /></label>
+  const recurrence = by === 'cron' ? <>at <code>{cron}</code> ({timeZone})</> : <>every {duration(everyMs)}</>;
+  const fields = (
+    <>
       <label>Job type <input value={jobType} onChange={(e) => setJobType(e.target.value)} /></label>
       <Choice label="Ticks by" value={by} options={['cron', 'every'] as const} onChange={(v) => v && setBy(v)} />
       {by === 'cron'
@@ -117,14 +122,38 @@ function NewSchedule() {
         : <DurationField label="Every" defaultMs={everyMs} onChange={setEveryMs} />}
       <label>Time zone
         <input value={timeZone} onChange={(e) => setTimeZone(e.target.value)} list="orch-time-zones" />
-        <datalist id="orch-time-zones">{ZONES.map((z) => <option key={z} value={z} />)}</datalist>
       </label>
       <Choice label="Catch-up of missed ticks" value={catchUp} options={CATCH_UP} onChange={(v) => v && setCatchUp(v)} />
       {catchUp === 'all' && <label>At most <input type="number" min={1} max={10_000} value={catchUpMax} onChange={(e) => setCatchUpMax(e.target.value)} size={6} /></label>}
       <JsonField label="Payload (a template: {{windowStart}}, {{windowEnd}}, {{tick}}…)" value={payload} onChange={setPayload} placeholder='{"from":"{{windowStart}}"}' />
-      <ActionButton label="Create schedule" scope={SCOPE} invalidates={[QUERY]} disabled={missing}
-        confirm={<p>Creates schedule <strong>{name}</strong>: a <code>{jobType}</code> job {by === 'cron' ? <>at <code>{cron}</code> ({timeZone})</> : <>every {duration(everyMs)}</>}.</p>}
-        run={(why) => client.createSchedule(name.trim(), spec, why)} />
+    </>
+  );
+  return { spec, missing, fields, jobType, recurrence };
+}
+
+function NewSchedule() {
+  const client = useClient();
+  const [name, setName] = useState('');
+  const form = useScheduleFields();
+  return (
+    <fieldset className="create">
+      <legend>New schedule</legend>
+      <label>Name <input value={name} onChange={(e) => setName(e.target.value)} /></label>
+      {form.fields}
+      <ActionButton label="Create schedule" scope={SCOPE} invalidates={[QUERY]} disabled={!name.trim() ? 'give the schedule a name' : form.missing}
+        confirm={<p>Creates schedule <strong>{name}</strong>: a <code>{form.jobType}</code> job {form.recurrence}.</p>}
+        run={(why) => client.createSchedule(name.trim(), form.spec, why)} />
     </fieldset>
+  );
+}
+
+/** An edit of one schedule: its fields in the action's own dialog, sent as PATCH /schedules/{name}. */
+function EditSchedule({ schedule }: { schedule: Schedule }) {
+  const client = useClient();
+  const form = useScheduleFields(schedule);
+  return (
+    <ActionButton label="Edit" scope={SCOPE} invalidates={[QUERY]}
+      confirm={<div className="edit-fields"><p>Changes schedule <strong>{schedule.name}</strong>; its next tick is worked out again.</p>{form.fields}{form.missing && <p className="error">{form.missing}</p>}</div>}
+      run={(why) => client.updateSchedule(schedule.name, form.spec, why)} />
   );
 }
