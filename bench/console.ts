@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { API_BASE } from '../src/wire.ts';
-import { nowMs, percentile } from './anchors/util.ts';
+import { nowMs, percentile, timeCalls } from './anchors/util.ts';
 
 export interface ConsoleResult {
   /** p50 / p99 ms of each jobs-page call, by what it asks. */
@@ -30,16 +30,12 @@ const CALLS: Record<string, string> = {
 export async function consoleAtScale(apiUrl: string, tenant: string, rounds = 30): Promise<ConsoleResult> {
   const calls: ConsoleResult['calls'] = {};
   for (const [what, path] of Object.entries(CALLS)) {
-    const samples: number[] = [];
-    for (let i = 0; i < rounds + 3; i++) {
-      const t = nowMs();
+    const { p50Ms, p99Ms } = await timeCalls(rounds, async () => {
       const res = await fetch(`${apiUrl}${API_BASE}${path}`, { headers: { 'x-tenant-id': tenant } });
       await res.text();
       if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
-      if (i >= 3) samples.push(nowMs() - t); // the first calls warm connections and plans
-    }
-    samples.sort((a, b) => a - b);
-    calls[what] = { p50Ms: round(percentile(samples, 50)), p99Ms: round(percentile(samples, 99)) };
+    });
+    calls[what] = { p50Ms, p99Ms };
   }
   return { calls, slowestP99Ms: Math.max(...Object.values(calls).map((c) => c.p99Ms)), firstLoadMs: await firstLoad(apiUrl) };
 }

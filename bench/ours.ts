@@ -88,7 +88,9 @@ async function withPeakRss<T extends object>(fn: () => Promise<T>): Promise<T & 
  * older than the queued ones), against the same drain on an empty ledger.
  */
 export async function drainAged(connectionString: string, jobs: number, finished: number): Promise<{ empty: DrainResult; aged: DrainResult; ratio: number }> {
-  const empty = await drainInProcess(connectionString, jobs);
+  // both drains the same way (drainInProcess would add its memory sampling to one of them)
+  await prepareDrain(connectionString, jobs);
+  const empty = await drainWith(jobs, { ...DRAIN_WORKER, connectionString }, 1);
   await reset(connectionString);
   const pool = createPool(connectionString, 4);
   const ledger = new Ledger(pool, defaultConfig);

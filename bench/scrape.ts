@@ -9,7 +9,7 @@
 import { defaultConfig } from '../src/config/config.ts';
 import { createPool } from '../src/ledger/db.ts';
 import { Ledger } from '../src/ledger/ledger.ts';
-import { chunks, nowMs, percentile, settle } from './anchors/util.ts';
+import { chunks, nowMs, settle, timeCalls } from './anchors/util.ts';
 import { reset } from './ours.ts';
 
 export const TENANTS = ['acme', 'globex', 'initech'];
@@ -59,17 +59,12 @@ export async function seedAtScale(connectionString: string, n: number): Promise<
 
 /** `scrapes` GETs of /metrics on a server over a ledger seeded by seedAtScale. */
 export async function scrapeAtScale(apiUrl: string, n: number, scrapes = 50): Promise<ScrapeResult> {
-  const samples: number[] = [];
   let bytes = 0;
-  for (let i = 0; i < scrapes + 3; i++) {
-    const t = nowMs();
+  const t = await timeCalls(scrapes, async () => {
     const res = await fetch(`${apiUrl}/metrics`);
     const text = await res.text();
     if (!res.ok || !text.includes('orchestrator_queue_oldest_age_seconds{')) throw new Error(`scrape ${res.status} without the ledger gauges`);
-    if (i >= 3) samples.push(nowMs() - t); // the first scrapes warm the server's connections and plans
     bytes = text.length;
-  }
-  samples.sort((a, b) => a - b);
-  const round = (x: number) => Math.round(x * 10) / 10;
-  return { jobs: n, bytes, p50Ms: round(percentile(samples, 50)), p99Ms: round(percentile(samples, 99)), maxMs: round(samples.at(-1)!), scrapes };
+  });
+  return { jobs: n, bytes, ...t, scrapes };
 }

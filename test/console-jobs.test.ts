@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import type { Lease } from '../src/ledger/types.ts';
-import { API_BASE } from '../src/wire.ts';
 import { accessibilityViolations, consoleWorld, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
 
 const skip = skipUnlessChromium('the console jobs tests');
@@ -16,22 +15,17 @@ const TENANT = 'console-jobs';
 
 describe('the console: jobs', { skip }, () => {
 
-  /** A request to the API as tenant TENANT (the test server is open: no token). */
-  async function api<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const res = await fetch(`${world.cp.url}${API_BASE}${path}`, {
-      method, body: body === undefined ? undefined : JSON.stringify(body),
-      headers: { 'x-tenant-id': TENANT, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-    });
-    const text = await res.text();
-    assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
-    return JSON.parse(text) as T;
+  const world = consoleWorld({}, TENANT);
+  /** A request to the API as tenant TENANT (the test server is open: no token) that must succeed; its body. */
+  async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const r = await world.api<T>(method, path, { body });
+    assert.ok(r.status < 300, `${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body;
   }
   const enqueue = async (job: Record<string, unknown>) => (await api<{ id: string }>('POST', '/jobs', job)).id;
 
   /** The value the Job page's summary shows for `name`. */
   const summary = (page: Page, name: string) => page.getByRole('table', { name: 'Job' }).getByRole('row', { name: new RegExp(`^${name}`) });
-
-  const world = consoleWorld();
 
   test('watch a job go queued -> running -> succeeded live, without a reload', async () => {
     const id = await enqueue({ jobType: 'cj_live', payload: { report: 'weekly', customer: 'c-42' }, correlationId: 'order-42' });

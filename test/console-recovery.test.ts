@@ -10,9 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Locator } from 'playwright-core';
 import { defaultConfig } from '../src/config/config.ts';
-import { API_BASE } from '../src/wire.ts';
 import { accessibilityViolations, act, consoleWorld, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
-import { httpRequest, type HttpOptions, type HttpResult } from './helpers/http.ts';
 import { eventually } from './helpers/server.ts';
 
 const skip = skipUnlessChromium('the console recovery tests');
@@ -24,8 +22,6 @@ interface Lease { jobId: string; leaseId: string }
 
 describe('the console recovery pages', { skip }, () => {
 
-  const api = <T = any>(method: string, path: string, o: HttpOptions = {}): Promise<HttpResult<T>> =>
-    httpRequest<T>(`${world.cp.url}${API_BASE}${path}`, method, { tenant: TENANT, token: world.admin, ...o });
 
   async function enqueue(jobType: string, extra: Record<string, unknown> = {}): Promise<string> {
     const r = await api<{ id: string }>('POST', '/jobs', { body: { jobType, ...extra } });
@@ -45,6 +41,7 @@ describe('the console recovery pages', { skip }, () => {
     leaseStuckAfterMs: STUCK_AFTER_MS,
     events: { ...defaultConfig.events, ssePollMs: 50 },
   });
+  const api = world.api;
 
   test('pausing a job type on /controls stops its dispatch; resuming lets it be claimed', async () => {
     const id = await enqueue('cr-pause');

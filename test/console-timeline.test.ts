@@ -13,9 +13,7 @@ import { before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { ApiTokens } from '../src/auth/tokens.ts';
 import { defaultConfig } from '../src/config/config.ts';
-import { API_BASE } from '../src/wire.ts';
 import { accessibilityViolations, act, consoleWorld, screenshot, signIn, skipUnlessChromium } from './helpers/browser.ts';
-import { httpRequest, type HttpOptions, type HttpResult } from './helpers/http.ts';
 
 const skip = skipUnlessChromium('the console timeline tests');
 const TENANT = 'default';
@@ -23,8 +21,6 @@ const TENANT = 'default';
 describe('the console timeline pages', { skip }, () => {
   let page: Page;
 
-  const api = <T>(method: string, path: string, o: HttpOptions = {}): Promise<HttpResult<T>> =>
-    httpRequest<T>(`${world.cp.url}${API_BASE}${path}`, method, { tenant: TENANT, token: world.admin, ...o });
 
   async function checkPage(name: string) {
     assert.deepEqual(await accessibilityViolations(page), [], `axe on /${name}`);
@@ -32,6 +28,7 @@ describe('the console timeline pages', { skip }, () => {
   }
 
   const world = consoleWorld({ auth: { mode: 'required', failedPerMinute: 100_000 }, events: { ...defaultConfig.events, ssePollMs: 50 } });
+  const api = world.api;
   before(async () => {
     page = await signIn(world.browser, world.cp.url, world.admin, TENANT);
   });

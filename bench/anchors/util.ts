@@ -127,6 +127,23 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1] ?? Number.NaN;
 }
 
+/**
+ * Times `rounds` calls of `call` one after another, after `warmups` untimed
+ * ones (they open connections and plan statements): p50, p99 and max in ms,
+ * to a tenth.
+ */
+export async function timeCalls(rounds: number, call: () => Promise<void>, warmups = 3): Promise<{ p50Ms: number; p99Ms: number; maxMs: number }> {
+  const samples: number[] = [];
+  for (let i = 0; i < warmups + rounds; i++) {
+    const t = nowMs();
+    await call();
+    if (i >= warmups) samples.push(nowMs() - t);
+  }
+  samples.sort((a, b) => a - b);
+  const tenth = (x: number) => Math.round(x * 10) / 10;
+  return { p50Ms: tenth(percentile(samples, 50)), p99Ms: tenth(percentile(samples, 99)), maxMs: tenth(samples.at(-1)!) };
+}
+
 export function summarizeLatency(ratePerSec: number, samplesMs: readonly number[]): LatencyResult {
   const sorted = [...samplesMs].sort((a, b) => a - b);
   return {

@@ -3,10 +3,8 @@ import { notPaused } from './flow-sql.ts';
 import { LedgerError } from './errors.ts';
 import { CURRENT_COUNTS } from './queue-counts.ts';
 import { JOB_COLUMNS, toHistory, toJob, type HistoryRow, type JobRow } from './rows.ts';
-import { CANCELABLE_STATES } from './transitions/cancel.ts';
 import { COUNTED_STATES } from './transitions/history.ts';
-import { REPLAYABLE_STATES } from './transitions/replay.ts';
-import { JOB_STATES, type BulkAction, type HistoryEntry, type Job, type JobSort, type JobState } from './types.ts';
+import { CANCELABLE_STATES, JOB_STATES, REPLAYABLE_STATES, type BulkAction, type HistoryEntry, type Job, type JobSort, type JobState } from './types.ts';
 
 /** Whole jobs, plus whether a dispatch pause holds them back. */
 const JOB_VIEW = `${JOB_COLUMNS}, (state IN ('queued', 'failed') AND NOT ${notPaused('tenant_id', 'job_type')}) AS paused`;

@@ -4,6 +4,10 @@ export type JobState = (typeof JOB_STATES)[number];
 /** Orders of a job list: newest/oldest by creation (id); priority is the claim order of waiting work. */
 export const JOB_SORTS = ['newest', 'oldest', 'priority'] as const;
 export type JobSort = (typeof JOB_SORTS)[number];
+/** States a job can be canceled from: it has not ended. */
+export const CANCELABLE_STATES = ['queued', 'failed', 'leased', 'waiting'] as const satisfies readonly JobState[];
+/** States a job can be replayed from: it ended without success and will not run again by itself. */
+export const REPLAYABLE_STATES = ['dead_lettered', 'cleared', 'canceled', 'timed_out'] as const satisfies readonly JobState[];
 /** What an operator does to every job a filter selects (POST /jobs/bulk): retry = a failed job waiting for its backoff runs now. */
 export const BULK_ACTIONS = ['cancel', 'replay', 'retry'] as const;
 export type BulkAction = (typeof BULK_ACTIONS)[number];
@@ -208,6 +212,14 @@ export const TRANSITION_CAUSES = [
   'scheduled', 'backfilled', 'dependencies_met', 'dependency_failed', 'operator_retried',
 ] as const;
 export type TransitionCause = (typeof TRANSITION_CAUSES)[number];
+
+/**
+ * Transitions of a started job that end no attempt: a DLQ clear, a job handed
+ * back unrun, a waiting job's release, a retry made due now. The outcome
+ * counters (orchestrator_jobs_total) and the alert conditions read from the
+ * history (src/metrics/history.ts) both leave them out.
+ */
+export const NO_OUTCOME_CAUSES: ReadonlySet<TransitionCause> = new Set(['dlq_cleared', 'worker_released', 'dependencies_met', 'operator_retried']);
 
 /** What made a job: a producer's enqueue, a schedule's tick, a backfill's window. */
 export type EnqueueCause = Extract<TransitionCause, 'enqueued' | 'scheduled' | 'backfilled'>;

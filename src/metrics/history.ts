@@ -1,5 +1,6 @@
 import type { Queryable } from '../ledger/db.ts';
 import { CURRENT_COUNTS } from '../ledger/queue-counts.ts';
+import { NO_OUTCOME_CAUSES } from '../ledger/types.ts';
 
 /**
  * The job history (orch.job_transitions) read as the counters of
@@ -19,14 +20,14 @@ const entriesSince = (since: string) => `
 /**
  * SQL: attempt outcomes of the last `since`, as orchestrator_jobs_total{outcome} and
  * orchestrator_job_failures_total{error_class} count them (Metrics.onTransitions): an enqueue, a
- * claim, a DLQ clear, a job handed back unrun and a waiting job's release are no outcome; a lease
- * that went back to the queue is `retried`; a lapsed lease's error class is LeaseExpired.
+ * claim and the NO_OUTCOME_CAUSES are no outcome; a lease that went back to the queue is
+ * `retried`; a lapsed lease's error class is LeaseExpired.
  */
 export const attemptOutcomesSince = (since: string) => `
   SELECT h.at, h.job_type, CASE WHEN h.to_state = 'queued' THEN 'retried' ELSE h.to_state::text END AS outcome,
     CASE WHEN h.cause = 'lease_expired' THEN 'LeaseExpired' ELSE h.error->>'class' END AS error_class
   FROM (${entriesSince(since)}) h
-  WHERE h.from_state IS NOT NULL AND h.to_state <> 'leased' AND h.cause NOT IN ('dlq_cleared', 'worker_released', 'dependencies_met')`;
+  WHERE h.from_state IS NOT NULL AND h.to_state <> 'leased' AND h.cause NOT IN (${[...NO_OUTCOME_CAUSES].map((c) => `'${c}'`).join(', ')})`;
 
 /** Per job type, minute by minute: attempts that ended so, and the jobs waiting to run at the minute's end. */
 export interface Throughput {

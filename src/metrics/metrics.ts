@@ -5,7 +5,7 @@ import type { LeaseSample } from '../recovery/leases.ts';
 import type { OrchEvent } from '../events/envelope.ts';
 import type { RelayObserver } from '../events/relay.ts';
 import type { WindowSamples } from '../windows/samples.ts';
-import { THROTTLE_REASONS, type LedgerObserver, type Throttle, type TransitionRecord } from '../ledger/types.ts';
+import { NO_OUTCOME_CAUSES, THROTTLE_REASONS, type LedgerObserver, type Throttle, type TransitionRecord } from '../ledger/types.ts';
 
 /**
  * The process's Prometheus registry. Counters and histograms are fed from
@@ -331,9 +331,8 @@ export class Metrics implements LedgerObserver, RelayObserver {
         count(this.jobsEnqueued, { tenant: r.tenantId, job_type: r.jobType });
       } else if (r.to === 'leased') {
         if (r.dispatchLatencyMs !== undefined) this.dispatchLatency.observe({ job_type: r.jobType }, r.dispatchLatencyMs / 1000);
-      } else if (r.cause !== 'dlq_cleared' && r.cause !== 'worker_released' && r.cause !== 'dependencies_met' && r.cause !== 'operator_retried') {
-        // an attempt's outcome (a DLQ clear, a job handed back unrun, a waiting job's release and a retry made due now are none; a
-        // dependent canceled by its parent's failure counts as canceled, as an operator's cancel of a queued job)
+      } else if (!NO_OUTCOME_CAUSES.has(r.cause)) {
+        // an attempt's outcome (a dependent canceled by its parent's failure counts as canceled, as an operator's cancel of a queued job)
         const outcome = r.to === 'queued' ? 'retried' : r.to;
         count(this.jobs, { tenant: r.tenantId, job_type: r.jobType, outcome });
         if (r.runMs !== undefined) this.jobDuration.observe({ job_type: r.jobType, outcome }, r.runMs / 1000);

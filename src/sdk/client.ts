@@ -331,12 +331,12 @@ const quotaPath = (s: QuotaScope) => `/quotas/${encodeURIComponent(s.tenantId)}/
 const operatorHeaders = (why: OperatorWhy): Record<string, string> =>
   ({ 'x-operator-reason': why.reason, ...(why.ticket ? { 'x-operator-ticket': why.ticket } : {}) });
 
-/** "?k=v&..." of the defined values, or "" when there are none. */
 /** A job selection as query parameters: the payload as JSON text. */
 function selectionQuery<T extends JobSelection>({ payload, ...rest }: T): Omit<T, 'payload'> & { payload?: string } {
   return { ...rest, payload: payload === undefined ? undefined : JSON.stringify(payload) };
 }
 
+/** "?k=v&..." of the defined values, or "" when there are none. */
 function queryString(params: Record<string, string | number | undefined>): string {
   const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
   return q.size ? `?${q}` : '';

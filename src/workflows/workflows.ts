@@ -6,9 +6,7 @@ import type { Queryable } from '../ledger/db.ts';
 import { LedgerError } from '../ledger/errors.ts';
 import { inTransaction, type Ledger } from '../ledger/ledger.ts';
 import { iso, JOB_COLUMNS, toJob, type JobRow } from '../ledger/rows.ts';
-import { CANCELABLE_STATES } from '../ledger/transitions/cancel.ts';
-import { REPLAYABLE_STATES } from '../ledger/transitions/replay.ts';
-import { EDGE_POLICIES, type Actor, type EdgePolicy, type EnqueueInput, type Job } from '../ledger/types.ts';
+import { CANCELABLE_STATES, EDGE_POLICIES, REPLAYABLE_STATES, type Actor, type EdgePolicy, type EnqueueInput, type Job } from '../ledger/types.ts';
 import { checkText } from '../ledger/validate.ts';
 
 export const WORKFLOW_STATES = ['running', 'succeeded', 'failed', 'canceled'] as const;

@@ -8,7 +8,9 @@ import { ApiTokens } from '../../src/auth/tokens.ts';
 import { SCOPES } from '../../src/auth/principal.ts';
 import type { Config } from '../../src/config/config.ts';
 import type { ControlPlane } from '../../src/control-plane.ts';
+import { API_BASE } from '../../src/wire.ts';
 import { createTestDatabase, type TestDatabase } from './db.ts';
+import { httpClient, type HttpClient } from './http.ts';
 import { REPO_ROOT, startTestServer } from './server.ts';
 
 /**
@@ -38,14 +40,19 @@ export interface ConsoleWorld {
   browser: Browser;
   /** With auth required: a token of every scope and every tenant ('' on an open server). */
   admin: string;
+  /** The API of the server, as `tenant`, with the admin token (none on an open server). */
+  api: HttpClient;
 }
 
 /**
  * A console suite's world, set up before its tests and torn down after: a
- * database of its own, a server on it (config `overrides`), a Chromium.
+ * database of its own, a server on it (config `overrides`), a Chromium, and
+ * a client of its API as `tenant`.
  */
-export function consoleWorld(overrides: Partial<Config> = {}): ConsoleWorld {
+export function consoleWorld(overrides: Partial<Config> = {}, tenant = 'default'): ConsoleWorld {
   const world = { admin: '' } as ConsoleWorld;
+  // the token is made in before(): bound per call, not when the suite is declared
+  world.api = (method, path, o) => httpClient(() => world.cp.url, API_BASE, { tenant, token: world.admin || null })(method, path, o);
   before(async () => {
     assertConsoleBuilt();
     world.db = await createTestDatabase();

@@ -1,13 +1,9 @@
 import { useMutation, useQueryClient } from '@tanstack/react-query';
 import { useId, useRef, useState, type ReactNode } from 'react';
+import type { OperatorWhy } from '../../../src/sdk/client.ts';
 import { useSession } from '../session.tsx';
 import { ErrorNote } from './status.tsx';
 
-/** The reason (and ticket) an operator action records in the audit log, sent as X-Operator-Reason / X-Operator-Ticket. */
-export interface Why {
-  reason: string;
-  ticket?: string;
-}
 
 interface ActionProps {
   /** The button's text, e.g. "Pause". */
@@ -16,7 +12,8 @@ interface ActionProps {
   scope: string;
   /** What the action will do, shown before it runs (e.g. "Replays 42 dead letters"). */
   confirm: ReactNode;
-  run: (why: Why) => Promise<unknown>;
+  /** Gets the reason (and ticket) the audit log records, sent as X-Operator-Reason / X-Operator-Ticket. */
+  run: (why: OperatorWhy) => Promise<unknown>;
   /** Query keys to refetch after the action succeeded. */
   invalidates?: unknown[][];
   danger?: boolean;

@@ -1,4 +1,5 @@
 import { fetchEventSource } from '@microsoft/fetch-event-source';
+import { useQueryClient, type QueryKey } from '@tanstack/react-query';
 import { useEffect, useRef, useState } from 'react';
 import type { OrchEvent } from '../../../src/events/envelope.ts';
 import { API_BASE } from '../../../src/wire.ts';
@@ -57,4 +58,31 @@ export function useLiveEvents(filter: StreamFilter, onEvent: (e: OrchEvent) => v
     return () => abort.abort();
   }, [key, token, tenant]);
   return { connected };
+}
+
+/** Events are gathered this long before the queries they touch refetch once: a busy tenant sends hundreds a second. */
+const REFRESH_AFTER_MS = 500;
+
+/**
+ * Refetches `keys` when events of `filter` arrive (those `when` accepts),
+ * at most once per REFRESH_AFTER_MS, and without cancelling a refetch already
+ * on its way (a busy stream would otherwise restart the same request over and
+ * over). Progress events are left out unless the filter names a job.
+ */
+export function useLiveRefresh(filter: StreamFilter, keys: QueryKey[], when?: (e: OrchEvent) => boolean): { connected: boolean } {
+  const queries = useQueryClient();
+  const pending = useRef<ReturnType<typeof setTimeout> | null>(null);
+  const latest = useRef({ keys, when });
+  latest.current = { keys, when };
+  useEffect(() => () => {
+    if (pending.current) clearTimeout(pending.current);
+  }, []);
+  return useLiveEvents(filter, (e) => {
+    if (e.eventType === 'job.progress' && !filter.jobId) return;
+    if (latest.current.when && !latest.current.when(e)) return;
+    pending.current ??= setTimeout(() => {
+      pending.current = null;
+      for (const queryKey of latest.current.keys) void queries.invalidateQueries({ queryKey }, { cancelRefetch: false });
+    }, REFRESH_AFTER_MS);
+  });
 }

@@ -1,4 +1,4 @@
-import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
+import { useMutation, useQuery } from '@tanstack/react-query';
 import { createColumnHelper } from '@tanstack/react-table';
 import { useState } from 'react';
 import type { Backfill, BackfillPlan, BackfillSpec, BackfillState, PlannedWindow, Reprocess } from '../../../src/backfills/backfills.ts';
@@ -7,7 +7,7 @@ import { ActionButton } from '../components/action.tsx';
 import { Choice, DurationField, keysOf } from '../components/choices.tsx';
 import { duration } from '../components/format.ts';
 import { JsonField, parseJson } from '../components/json.tsx';
-import { useLiveEvents } from '../components/live.ts';
+import { useLiveRefresh } from '../components/live.ts';
 import { ErrorNote, Loaded, Metric, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
 import { utc, When } from '../components/when.tsx';
@@ -56,14 +56,10 @@ const WATERMARK_COLUMNS = [
 /** Backfills of the tenant with their progress and the watermarks they move; start one from its plan (a dry run) first. */
 export function BackfillsPage() {
   const client = useClient();
-  const queries = useQueryClient();
   const [state, setState] = useState<BackfillState | undefined>();
   const backfills = useQuery({ queryKey: [...QUERY, state], queryFn: () => client.listBackfills(state) });
   const watermarks = useQuery({ queryKey: WATERMARKS, queryFn: () => client.listWatermarks() });
-  useLiveEvents({ eventType: ['backfill.progress', 'backfill.changed', 'watermark.advanced'] }, () => {
-    void queries.invalidateQueries({ queryKey: QUERY });
-    void queries.invalidateQueries({ queryKey: WATERMARKS });
-  });
+  useLiveRefresh({ eventType: ['backfill.progress', 'backfill.changed', 'watermark.advanced'] }, [QUERY, WATERMARKS]);
   return (
     <section>
       <h1>Backfills</h1>

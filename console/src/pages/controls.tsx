@@ -9,7 +9,7 @@ import { ActionButton } from '../components/action.tsx';
 import { Countdown } from '../components/countdown.tsx';
 import { NumberFields, useNumberFields, type NumberSpec } from '../components/fields.tsx';
 import { ago, duration } from '../components/format.ts';
-import { useLiveEvents } from '../components/live.ts';
+import { useLiveRefresh } from '../components/live.ts';
 import { Loaded, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
 import { useClient, useSession } from '../session.tsx';
@@ -306,9 +306,8 @@ function Quotas() {
 /** Job type defaults, dispatch pauses and quotas: the controls the runbook reaches for in an incident. */
 export function ControlsPage() {
   const client = useClient();
-  const queries = useQueryClient();
   const pauses = useQuery({ queryKey: ['controls', 'pauses'], queryFn: () => client.listPauses() });
-  useLiveEvents({ eventType: ['jobtype.paused', 'jobtype.resumed', 'quota.changed'] }, () => void queries.invalidateQueries({ queryKey: CONTROLS }));
+  useLiveRefresh({ eventType: ['jobtype.paused', 'jobtype.resumed', 'quota.changed'] }, [CONTROLS]);
   return (
     <section>
       <h1>Job types, quotas and pauses</h1>

@@ -1,15 +1,15 @@
-import { keepPreviousData, useQuery, useQueryClient } from '@tanstack/react-query';
+import { keepPreviousData, useQuery } from '@tanstack/react-query';
 import { createColumnHelper } from '@tanstack/react-table';
 import { useCallback, useMemo, useState } from 'react';
 import { Link } from 'react-router';
-import { Pager, useUrlFilters } from '../components/paging.tsx';
+import { PagedTable, useUrlFilters } from '../components/paging.tsx';
 import type { DlqCluster, DlqEntry, DlqFilter, DlqStats, DlqTypeStats } from '../../../src/recovery/dead-letters.ts';
 import type { ReplayProgress, ReplaySelection } from '../../../src/recovery/replays.ts';
 import type { ClearResult, SnapshotManifest } from '../../../src/recovery/snapshots.ts';
 import type { OrchClient } from '../../../src/sdk/client.ts';
 import { ActionButton } from '../components/action.tsx';
 import { ago } from '../components/format.ts';
-import { useLiveEvents } from '../components/live.ts';
+import { useLiveRefresh } from '../components/live.ts';
 import { ErrorNote, Loaded, Metric, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
 import { useClient } from '../session.tsx';
@@ -112,7 +112,6 @@ const DLQ = ['dlq'];
  */
 export function DeadLettersPage() {
   const client = useClient();
-  const queries = useQueryClient();
   const url = useUrlFilters('cursor');
   const filter: DlqFilter = { jobType: url.get('jobType'), errorClass: url.get('errorClass') };
   const cursor = url.get('cursor');
@@ -122,7 +121,7 @@ export function DeadLettersPage() {
     queryFn: () => client.listDeadLetters({ ...filter, cursor, limit: 50 }),
     placeholderData: keepPreviousData,
   });
-  useLiveEvents({ eventType: ['job.dead_lettered', 'job.replayed', 'dlq.cleared'] }, () => void queries.invalidateQueries({ queryKey: DLQ }));
+  useLiveRefresh({ eventType: ['job.dead_lettered', 'job.replayed', 'dlq.cleared'] }, [DLQ]);
   const set = url.set;
   // the shown snapshot is in the URL too, without resetting the entries' page (the cursor is kept); stable, as the snapshot table's columns depend on it
   const { setMany } = url;
@@ -172,14 +171,8 @@ export function DeadLettersPage() {
           </>
         )}
       </Loaded>
-      <Loaded query={entries}>
-        {(page) => (
-          <>
-            <DataTable label="Dead letters" data={page.entries} columns={ENTRY_COLUMNS} rowId={(e) => e.job.id} empty="No dead letter matches." />
-            <Pager cursor={cursor} next={page.nextCursor} onPage={(c) => set('cursor', c)} />
-          </>
-        )}
-      </Loaded>
+      <PagedTable query={entries} rows={(page) => page.entries} label="Dead letters" columns={ENTRY_COLUMNS} rowId={(e) => e.job.id} empty="No dead letter matches."
+        cursor={cursor} onPage={(c) => set('cursor', c)} />
       <Snapshots selected={url.get('snapshot') ?? null} select={showSnapshot} />
       <Replays />
     </section>

@@ -1,10 +1,10 @@
-import { useQuery, useQueryClient } from '@tanstack/react-query';
+import { useQuery } from '@tanstack/react-query';
 import type { ReactNode } from 'react';
 import { Link, useNavigate, useParams } from 'react-router';
-import type { HistoryEntry, Job } from '../../../src/ledger/types.ts';
+import { CANCELABLE_STATES, REPLAYABLE_STATES, type HistoryEntry, type Job, type JobState } from '../../../src/ledger/types.ts';
 import { ActionButton } from '../components/action.tsx';
 import { ago, json, time } from '../components/format.ts';
-import { useLiveEvents } from '../components/live.ts';
+import { useLiveRefresh } from '../components/live.ts';
 import { Loaded, StateBadge } from '../components/status.tsx';
 import { useClient } from '../session.tsx';
 
@@ -27,10 +27,9 @@ function attemptsOf(history: HistoryEntry[]): Attempt[] {
 export function JobPage() {
   const { jobId = '' } = useParams();
   const client = useClient();
-  const queries = useQueryClient();
   const navigate = useNavigate();
   const detail = useQuery({ queryKey: ['job', jobId], queryFn: () => client.getJob(jobId) });
-  const { connected } = useLiveEvents({ jobId }, () => void queries.invalidateQueries({ queryKey: ['job', jobId] }));
+  const { connected } = useLiveRefresh({ jobId }, [['job', jobId]]);
   return (
     <section>
       <h1>Job {jobId}</h1>
@@ -40,13 +39,12 @@ export function JobPage() {
           <>
             <Summary job={job} />
             <div className="actions">
-              {/* a job has ended once it has a finish time: canceling needs one that has not, replaying one that ended without success */}
               <ActionButton label="Cancel job" scope="orch:operate" danger
-                disabled={job.finishedAt ? `the job has ended (${job.state})` : null}
+                disabled={(CANCELABLE_STATES as readonly JobState[]).includes(job.state) ? null : `the job has ended (${job.state})`}
                 confirm={<p>Cancels job {job.id} ({job.jobType}, {job.state}). A running job&apos;s worker learns at its next heartbeat.</p>}
                 run={(why) => client.cancel(job.id, why.reason)} invalidates={[['job', jobId], ['jobs']]} />
               <ActionButton label="Replay job" scope="orch:operate"
-                disabled={!job.finishedAt || job.state === 'succeeded' ? `only a job that ended without success can be replayed (it is ${job.state})` : null}
+                disabled={(REPLAYABLE_STATES as readonly JobState[]).includes(job.state) ? null : `only a job that ended without success can be replayed (it is ${job.state})`}
                 confirm={<p>Enqueues a new job with the payload of job {job.id}; a job already replayed returns its earlier replay.</p>}
                 run={(why) => client.replayJob(job.id, why)} invalidates={[['jobs']]}
                 onDone={(r) => navigate(`/jobs/${(r as { job: Job }).job.id}`)} />

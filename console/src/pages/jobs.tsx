@@ -1,4 +1,4 @@
-import { keepPreviousData, useQuery, useQueryClient } from '@tanstack/react-query';
+import { keepPreviousData, useQuery } from '@tanstack/react-query';
 import { createColumnHelper } from '@tanstack/react-table';
 import { useState } from 'react';
 import { Link } from 'react-router';
@@ -8,7 +8,7 @@ import { JOB_STATES, type BulkAction, type Job, type JobSort, type JobState } fr
 import type { JobSelection, OrchClient } from '../../../src/sdk/client.ts';
 import { ActionButton } from '../components/action.tsx';
 import { ago } from '../components/format.ts';
-import { useLiveEvents } from '../components/live.ts';
+import { useLiveRefresh } from '../components/live.ts';
 import { Loaded, StateBadge } from '../components/status.tsx';
 import { useClient, useSession } from '../session.tsx';
 
@@ -75,7 +75,6 @@ const fromLocalInput = (v: string) => (v ? new Date(v).toISOString() : '');
  */
 export function JobsPage() {
   const client = useClient();
-  const queries = useQueryClient();
   const url = useUrlFilters('cursor');
   const params = url.params;
   const selection = selectionOf(params);
@@ -88,10 +87,7 @@ export function JobsPage() {
   };
   const jobs = useQuery({ queryKey: ['jobs', filter], queryFn: () => client.listJobs(filter), placeholderData: keepPreviousData });
   const counts = useQuery({ queryKey: ['job-counts', selection], queryFn: () => client.jobCounts(selection), placeholderData: keepPreviousData });
-  useLiveEvents({ jobType: selection.jobType }, () => {
-    void queries.invalidateQueries({ queryKey: ['jobs'] });
-    void queries.invalidateQueries({ queryKey: ['job-counts'] });
-  });
+  useLiveRefresh({ jobType: selection.jobType }, [['jobs'], ['job-counts']]);
   const set = url.setMany;
   // sort=priority lists waiting work only: choosing it without such a state picks queued
   const setSort = (sort: string) => set(sort === 'priority' && state !== 'queued' && state !== 'failed' ? { sort, state: 'queued' } : { sort });

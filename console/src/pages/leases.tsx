@@ -1,11 +1,11 @@
-import { useQuery, useQueryClient } from '@tanstack/react-query';
+import { useQuery } from '@tanstack/react-query';
 import { createColumnHelper } from '@tanstack/react-table';
 import { Link } from 'react-router';
 import type { WorkerRecord } from '../../../src/ledger/workers.ts';
 import type { LeaseView, LockView } from '../../../src/recovery/leases.ts';
 import { ActionButton } from '../components/action.tsx';
 import { ago, duration } from '../components/format.ts';
-import { useLiveEvents } from '../components/live.ts';
+import { useLiveRefresh } from '../components/live.ts';
 import { Loaded, Metric, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
 import { useClient } from '../session.tsx';
@@ -84,11 +84,9 @@ const WORKER_COLUMNS = [
  */
 export function LeasesPage() {
   const client = useClient();
-  const queries = useQueryClient();
   const leases = useQuery({ queryKey: ['leases', 'list'], queryFn: () => client.listLeases({ limit: 500 }), refetchInterval: REFRESH_MS });
   const workers = useQuery({ queryKey: ['leases', 'workers'], queryFn: () => client.listWorkers(), refetchInterval: REFRESH_MS });
-  useLiveEvents({ eventType: ['job.leased', 'lease.expired', 'lease.released', 'job.succeeded', 'job.retry_scheduled', 'job.dead_lettered'] },
-    () => void queries.invalidateQueries({ queryKey: LEASES }));
+  useLiveRefresh({ eventType: ['job.leased', 'lease.expired', 'lease.released', 'job.succeeded', 'job.retry_scheduled', 'job.dead_lettered'] }, [LEASES]);
   return (
     <section>
       <h1>Leases and workers</h1>

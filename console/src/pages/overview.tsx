@@ -1,4 +1,4 @@
-import { useQuery, useQueryClient } from '@tanstack/react-query';
+import { useQuery } from '@tanstack/react-query';
 import { createColumnHelper } from '@tanstack/react-table';
 import { useMemo } from 'react';
 import { Link } from 'react-router';
@@ -6,7 +6,7 @@ import type { AlertHealth, JobTypeGauges } from '../../../src/metrics/alert-cond
 import type { Throughput } from '../../../src/metrics/history.ts';
 import { TimeChart, type Series } from '../components/chart.tsx';
 import { duration } from '../components/format.ts';
-import { useLiveEvents } from '../components/live.ts';
+import { useLiveRefresh } from '../components/live.ts';
 import { Loaded, Metric, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
 import { useClient } from '../session.tsx';
@@ -48,13 +48,9 @@ function lines(t: Throughput, pick: (s: Throughput['jobTypes'][number]) => numbe
 /** The tenant at a glance: the alert conditions, the gauges per job type, and the last hour per minute. */
 export function OverviewPage() {
   const client = useClient();
-  const queries = useQueryClient();
   const alerts = useQuery({ queryKey: ALERTS_KEY, queryFn: () => client.alerts(), refetchInterval: REFRESH_MS });
   const throughput = useQuery({ queryKey: THROUGHPUT_KEY, queryFn: () => client.throughput(MINUTES), refetchInterval: REFRESH_MS * 6 });
-  useLiveEvents({}, () => {
-    void queries.invalidateQueries({ queryKey: ALERTS_KEY });
-    void queries.invalidateQueries({ queryKey: ['throughput'] });
-  });
+  useLiveRefresh({}, [ALERTS_KEY, ['throughput']]);
   return (
     <section>
       <h1>Overview</h1>

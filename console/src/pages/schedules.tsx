@@ -1,4 +1,4 @@
-import { useQuery, useQueryClient } from '@tanstack/react-query';
+import { useQuery } from '@tanstack/react-query';
 import { createColumnHelper } from '@tanstack/react-table';
 import { useState } from 'react';
 import { Link } from 'react-router';
@@ -7,7 +7,7 @@ import { ActionButton } from '../components/action.tsx';
 import { Choice, DurationField, keysOf } from '../components/choices.tsx';
 import { duration } from '../components/format.ts';
 import { JsonField, parseJson } from '../components/json.tsx';
-import { useLiveEvents } from '../components/live.ts';
+import { useLiveRefresh } from '../components/live.ts';
 import { Loaded, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
 import { When } from '../components/when.tsx';
@@ -47,9 +47,8 @@ const COLUMNS = [
 /** The tenant's schedules: when each ticks next and last, what it missed; create, pause, resume, trigger, delete. */
 export function SchedulesPage() {
   const client = useClient();
-  const queries = useQueryClient();
   const schedules = useQuery({ queryKey: QUERY, queryFn: () => client.listSchedules(), refetchInterval: 30_000 });
-  useLiveEvents({ eventType: ['schedule.ticked', 'schedule.changed'] }, () => void queries.invalidateQueries({ queryKey: QUERY }));
+  useLiveRefresh({ eventType: ['schedule.ticked', 'schedule.changed'] }, [QUERY]);
   return (
     <section>
       <h1>Schedules</h1>

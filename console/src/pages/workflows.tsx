@@ -1,13 +1,13 @@
-import { keepPreviousData, useQuery, useQueryClient } from '@tanstack/react-query';
+import { keepPreviousData, useQuery } from '@tanstack/react-query';
 import { createColumnHelper } from '@tanstack/react-table';
 import { useState } from 'react';
 import { Link, useParams } from 'react-router';
-import type { JobState } from '../../../src/ledger/types.ts';
+import { REPLAYABLE_STATES, type JobState } from '../../../src/ledger/types.ts';
 import type { Workflow, WorkflowDetail, WorkflowState, WorkflowStep } from '../../../src/workflows/workflows.ts';
 import { ActionButton } from '../components/action.tsx';
 import { Choice, keysOf } from '../components/choices.tsx';
 import { JsonDetails } from '../components/json.tsx';
-import { useLiveEvents, type OrchEvent } from '../components/live.ts';
+import { useLiveRefresh, type OrchEvent } from '../components/live.ts';
 import { PagedTable, useUrlFilters } from '../components/paging.tsx';
 import { Loaded, Metric, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
@@ -16,8 +16,6 @@ import { WorkflowGraph } from '../components/workflow-graph.tsx';
 import { useClient } from '../session.tsx';
 
 const STATES = keysOf<WorkflowState>({ running: 0, succeeded: 0, failed: 0, canceled: 0 });
-/** Job states of a step's latest run that retry replays (docs/workflows.md). */
-const RETRYABLE: readonly JobState[] = ['dead_lettered', 'cleared', 'canceled', 'timed_out'];
 /** Past this many steps a graph is a blur of boxes and dagre takes seconds: the steps table alone shows them. */
 const MAX_DRAWN_STEPS = 400;
 
@@ -35,11 +33,10 @@ const COLUMNS = [
 /** Workflows of the tenant, newest first, a page at a time; refreshed when one starts or finishes. */
 export function WorkflowsPage() {
   const client = useClient();
-  const queries = useQueryClient();
   const url = useUrlFilters('before');
   const filter = { state: STATES.find((s) => s === url.get('state')), before: url.get('before'), limit: 50 };
   const list = useQuery({ queryKey: ['workflows', filter], queryFn: () => client.listWorkflows(filter), placeholderData: keepPreviousData });
-  useLiveEvents({ eventType: ['workflow.started', 'workflow.finished'] }, () => void queries.invalidateQueries({ queryKey: ['workflows'] }));
+  useLiveRefresh({ eventType: ['workflow.started', 'workflow.finished'] }, [['workflows']]);
   return (
     <section>
       <h1>Workflows</h1>
@@ -67,16 +64,13 @@ const STEP_COLUMNS = [
 export function WorkflowPage() {
   const id = useParams().workflowId ?? '';
   const client = useClient();
-  const queries = useQueryClient();
   const key = ['workflow', id];
   const workflow = useQuery({ queryKey: key, queryFn: () => client.getWorkflow(id) });
   const jobs = new Set(workflow.data?.steps.map((s) => s.job.id));
   // the stream cannot filter by workflow: keep the events of this workflow and of its steps' jobs, and
   // replays, whose new job is not yet one of its steps' (a step replayed from the dead-letter page)
   const concerns = (e: OrchEvent) => e.data?.workflowId === id || (e.job !== null && jobs.has(e.job.id)) || e.eventType === 'job.replayed';
-  useLiveEvents({}, (e) => {
-    if (concerns(e)) void queries.invalidateQueries({ queryKey: key });
-  });
+  useLiveRefresh({}, [key], concerns);
   return (
     <Loaded query={workflow}>
       {(w) => (
@@ -103,7 +97,7 @@ export function WorkflowPage() {
 function WorkflowSummary({ workflow: w }: { workflow: WorkflowDetail }) {
   const client = useClient();
   const [includeRunning, setIncludeRunning] = useState(false);
-  const retryable = w.steps.filter((s) => RETRYABLE.includes(s.job.state)).length;
+  const retryable = w.steps.filter((s) => (REPLAYABLE_STATES as readonly JobState[]).includes(s.job.state)).length;
   const invalidates = [['workflow', w.id], ['workflows']];
   return (
     <>

@@ -8,7 +8,7 @@ import { ErrorBody, HistorySchema, IsoTime, JobId, JobSchema, JobTypeName, Nulla
 import { requireTenant } from '../tenant.ts';
 import { actorOf } from '../../auth/principal.ts';
 import type { ReplaySelection } from '../../recovery/replays.ts';
-import { REPLAYABLE_STATES } from '../../ledger/transitions/replay.ts';
+import { REPLAYABLE_STATES } from '../../ledger/types.ts';
 
 const tags = ['deadletter'];
 const JobIds = Type.Array(JobId, { minItems: 1, maxItems: 100_000 });

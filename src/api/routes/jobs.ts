@@ -179,6 +179,7 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
     }
     const match = { ...toMatch(filter, filter.payload, 'filter.'), state: filter.state };
     return {
+      action, filter, limit,
       select: (db: Tx['client']) => bulkTargets(db, tenantId, action, match, limit + 1),
       result: (ids: string[], applied: number | null): BulkResult => ({
         action, dryRun: applied === null, matched: Math.min(ids.length, limit), more: ids.length > limit, applied: applied ?? 0,
@@ -208,8 +209,7 @@ export function jobRoutes(app: App, ctx: ApiContext): void {
   }, async (request) => {
     const tenantId = requireTenant(request);
     const op = operatorOf(request);
-    const { action, filter, limit = MAX_BULK } = request.body;
-    const { select, result } = bulkSelection(tenantId, request.body);
+    const { action, filter, limit, select, result } = bulkSelection(tenantId, request.body);
     return runOperatorAction(ledger.pool, op, { action: `job.bulk_${action}`, tenantId, target: 'jobs' }, async (tx) => {
       const ids = await select(tx.client);
       const done = result(ids, await applyBulk(action, tenantId, ids.slice(0, limit), op, tx));

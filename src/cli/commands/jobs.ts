@@ -122,7 +122,7 @@ export function registerJobCommands(program: Command): void {
     .option('--ticket <ticket>', 'ticket reference'))
     .action(async (action: BulkAction, o: Record<string, string | boolean | undefined>, cmd: Command) => {
       const { client, output } = clientFor(cmd);
-      const text = (k: string) => (typeof o[k] === 'string' ? o[k] as string : undefined);
+      const text = (k: string) => optionText(o, k);
       const request = {
         action, filter: { ...await selection(o), state: text('state') as JobState | undefined },
         limit: text('limit') === undefined ? undefined : integer(text('limit')!, '--limit'),
@@ -223,8 +223,11 @@ function selectionOptions(cmd: Command): Command {
     .option('--correlation-id <id>', 'only jobs with this correlation id');
 }
 
+/** A text option of a command that also has flags (commander gives those as booleans). */
+const optionText = (o: Record<string, string | boolean | undefined>, key: string): string | undefined => (typeof o[key] === 'string' ? o[key] : undefined);
+
 async function selection(o: Record<string, string | boolean | undefined>): Promise<JobSelection> {
-  const text = (k: string) => (typeof o[k] === 'string' ? o[k] as string : undefined);
+  const text = (k: string) => optionText(o, k);
   const payload = text('payload') === undefined ? undefined : await jsonArgument(text('payload')!, '--payload');
   if (payload !== undefined && (payload === null || typeof payload !== 'object' || Array.isArray(payload))) throw new CliError('--payload: give a JSON object, e.g. {"customer":"c-42"}');
   return {

@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { appendHistory, ENDS_JOBS, recordTransitions, SETTLED_COLUMN, settledRecords } from './history.ts';
-import type { Actor, JobState, TransitionRecord } from '../types.ts';
+import { CANCELABLE_STATES, type Actor, type JobState, type TransitionRecord } from '../types.ts';
 
-/** States a job can be canceled from: it has not ended. */
-export const CANCELABLE_STATES = ['queued', 'failed', 'leased', 'waiting'] as const satisfies readonly JobState[];
 
 /**
  * queued|failed|leased|waiting -> canceled for jobs of one tenant, in one

@@ -1,9 +1,8 @@
 import { prepared, type Queryable } from '../db.ts';
 import { LedgerError } from '../errors.ts';
-import type { Actor, EdgePolicy, EnqueueCause, EnqueueResult, JobState } from '../types.ts';
+import { REPLAYABLE_STATES, type Actor, type EdgePolicy, type EnqueueCause, type EnqueueResult, type JobState } from '../types.ts';
 import type { PreparedJob } from '../validate.ts';
 import { enqueue } from './enqueue.ts';
-import { REPLAYABLE_STATES } from './replay.ts';
 
 /**
  * Counts the new dependents on existing parents and reads each parent's

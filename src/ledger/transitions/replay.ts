@@ -3,10 +3,8 @@ import { JOBS_CHANNEL } from '../channel.ts';
 import { prepared, type Queryable } from '../db.ts';
 import { MAX_PRIORITY } from '../validate.ts';
 import { recordTransitions } from './history.ts';
-import type { Actor, TransitionRecord } from '../types.ts';
+import { REPLAYABLE_STATES, type Actor, type TransitionRecord } from '../types.ts';
 
-/** States a job can be replayed from: it ended without success and will not run again by itself. */
-export const REPLAYABLE_STATES = ['dead_lettered', 'cleared', 'canceled', 'timed_out'] as const;
 
 /** The replayable states as an SQL list: the ends without success. */
 const FAILED_ENDS = REPLAYABLE_STATES.map((s) => `'${s}'`).join(', ');
