@@ -47,12 +47,10 @@ function TenantSwitcher() {
       </form>
     );
   }
-  const tenants = me.tenants;
-  if (!tenants.includes(tenant) && tenants[0]) queueMicrotask(() => setTenant(tenants[0]!));
   return (
     <label className="tenant">Tenant{' '}
       <select value={tenant} onChange={(e) => setTenant(e.target.value)}>
-        {tenants.map((t) => <option key={t} value={t}>{t}</option>)}
+        {me.tenants.map((t) => <option key={t} value={t}>{t}</option>)}
       </select>
     </label>
   );

@@ -34,15 +34,19 @@ const SessionContext = createContext<Session | null>(null);
 
 export function SessionProvider({ children }: { children: ReactNode }) {
   const [token, setToken] = useState<string | null>(() => sessionStorage.getItem(TOKEN_KEY));
-  const [tenant, setTenantState] = useState<string>(() => sessionStorage.getItem(TENANT_KEY) ?? 'default');
+  const [chosen, setTenantState] = useState<string>(() => sessionStorage.getItem(TENANT_KEY) ?? 'default');
   const queries = useQueryClient();
-  const client = useMemo(() => new OrchClient({ apiUrl: window.location.origin, token: token ?? undefined, tenant }), [token, tenant]);
   const me = useQuery({
     queryKey: ['whoami', token],
-    queryFn: () => client.http.request<WhoAmI>('GET', '/whoami'),
+    // who the token is does not depend on the tenant
+    queryFn: () => new OrchClient({ apiUrl: window.location.origin, token: token ?? undefined }).http.request<WhoAmI>('GET', '/whoami'),
     enabled: token !== null,
     staleTime: 60_000,
   });
+  // a token of some tenants acts for one of them: the one chosen if it may, else its first
+  const allowed = me.data?.tenants;
+  const tenant = Array.isArray(allowed) && allowed[0] !== undefined && !allowed.includes(chosen) ? allowed[0] : chosen;
+  const client = useMemo(() => new OrchClient({ apiUrl: window.location.origin, token: token ?? undefined, tenant }), [token, tenant]);
   const signIn = useCallback((t: string) => {
     sessionStorage.setItem(TOKEN_KEY, t);
     setToken(t);

@@ -7,6 +7,15 @@ export function When({ iso }: { iso: string | null | undefined }) {
   return <time dateTime={iso} title={time(iso)}>{ahead > 0 ? `in ${duration(ahead)}` : ago(iso)}</time>;
 }
 
+/** A time as a datetime-local input shows it, to the minute: the console's forms take times in UTC (their labels say so). */
+export const toUtcInput = (time: string | number | undefined): string => (time === undefined || time === '' ? '' : new Date(time).toISOString().slice(0, 16));
+
+/** A datetime-local input's value read as UTC: the ISO time, or null for no time. */
+export function fromUtcInput(v: string | undefined): string | null {
+  const d = v ? new Date(`${v}Z`) : null;
+  return d && !Number.isNaN(d.getTime()) ? d.toISOString() : null;
+}
+
 /** "2026-12-01 00:00Z": a time of a window or range in UTC, as the forms that take one read it. */
 export function utc(iso: string | null | undefined): string {
   if (!iso) return '—';

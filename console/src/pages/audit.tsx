@@ -5,6 +5,7 @@ import { time } from '../components/format.ts';
 import { JsonDetails } from '../components/json.tsx';
 import { PagedTable, useUrlFilters } from '../components/paging.tsx';
 import { StateBadge } from '../components/status.tsx';
+import { fromUtcInput } from '../components/when.tsx';
 import { useClient } from '../session.tsx';
 import '../components/timeline.css';
 
@@ -21,18 +22,12 @@ const COLUMNS = [
   column.accessor('details', { header: 'Details', cell: (c) => <JsonDetails summary="details" value={c.getValue()} /> }),
 ];
 
-/** The "since" filter: a datetime-local in UTC, as the API compares it. */
-function sinceIso(v: string | undefined): string | undefined {
-  const d = v ? new Date(`${v}Z`) : null;
-  return d && !Number.isNaN(d.getTime()) ? d.toISOString() : undefined;
-}
-
 /** The audit log of operator actions, newest first: filters in the URL, a page at a time (keyset on the entry id). */
 export function AuditPage() {
   const client = useClient();
   const url = useUrlFilters('cursor');
   const since = url.get('since');
-  const filter = { action: url.get('action'), actor: url.get('actor'), since: sinceIso(since), cursor: url.get('cursor'), limit: 50 };
+  const filter = { action: url.get('action'), actor: url.get('actor'), since: fromUtcInput(since) ?? undefined, cursor: url.get('cursor'), limit: 50 };
   const audit = useQuery({ queryKey: ['audit', filter], queryFn: () => client.listAudit(filter), placeholderData: keepPreviousData });
   return (
     <section>

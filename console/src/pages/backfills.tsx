@@ -10,7 +10,7 @@ import { JsonField, parseJson } from '../components/json.tsx';
 import { useLiveRefresh } from '../components/live.ts';
 import { ErrorNote, Loaded, Metric, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
-import { utc, When } from '../components/when.tsx';
+import { fromUtcInput, toUtcInput, utc, When } from '../components/when.tsx';
 import { useClient } from '../session.tsx';
 import '../components/timeline.css';
 
@@ -108,26 +108,20 @@ function BackfillActions({ backfill: b }: { backfill: Backfill }) {
   );
 }
 
-/** "2026-12-01T00:00" for an ISO time, as a datetime-local input shows it; the console reads and writes those in UTC. */
-const toLocalInput = (ms: number) => new Date(ms).toISOString().slice(0, 16);
-function fromLocalInput(v: string): string | null {
-  const d = new Date(`${v}Z`);
-  return Number.isNaN(d.getTime()) ? null : d.toISOString();
-}
 
 function NewBackfill() {
   const client = useClient();
   const today = Math.floor(Date.now() / 86_400_000) * 86_400_000;
   const [jobType, setJobType] = useState('');
-  const [from, setFrom] = useState(() => toLocalInput(today - 86_400_000));
-  const [to, setTo] = useState(() => toLocalInput(today));
+  const [from, setFrom] = useState(() => toUtcInput(today - 86_400_000));
+  const [to, setTo] = useState(() => toUtcInput(today));
   const [windowMs, setWindowMs] = useState(3_600_000);
   const [concurrency, setConcurrency] = useState('1');
   const [reprocess, setReprocess] = useState<Reprocess>('none');
   const [payload, setPayload] = useState('');
   const parsed = parseJson(payload);
-  const fromIso = fromLocalInput(from);
-  const toIso = fromLocalInput(to);
+  const fromIso = fromUtcInput(from);
+  const toIso = fromUtcInput(to);
   const missing = !jobType.trim() ? 'give a job type' : !fromIso || !toIso ? 'give the range' : !Number.isFinite(windowMs) ? 'give the window as a whole number'
     : !parsed.ok ? 'the payload is not JSON' : null;
   const spec: BackfillSpec | null = missing || !fromIso || !toIso ? null : {

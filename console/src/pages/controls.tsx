@@ -12,6 +12,7 @@ import { ago, duration } from '../components/format.ts';
 import { useLiveRefresh } from '../components/live.ts';
 import { Loaded, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
+import { When } from '../components/when.tsx';
 import { useClient, useSession } from '../session.tsx';
 
 /** Every query of this page starts with 'controls': one invalidation refreshes it after an action or an event. */
@@ -26,7 +27,6 @@ function useEveryTenant(): string | null {
   return me?.tenants === '*' ? null : 'this needs a token of every tenant';
 }
 
-const when = (iso: string) => <time dateTime={iso}>{ago(iso)}</time>;
 
 // ---- job types
 
@@ -85,7 +85,7 @@ function JobTypes({ pauses }: { pauses: Pause[] }) {
     }),
     typeColumn.accessor('leaseMs', { header: 'Lease', cell: (c) => duration(c.getValue()) }),
     typeColumn.accessor('timeoutMs', { header: 'Timeout', cell: (c) => (c.getValue() === null ? 'none' : duration(c.getValue()!)) }),
-    typeColumn.accessor('updatedAt', { header: 'Changed', cell: (c) => when(c.getValue()) }),
+    typeColumn.accessor('updatedAt', { header: 'Changed', cell: (c) => <When iso={c.getValue()} /> }),
     // keyed by the definition's time: the dialog's fields start again from the stored values after a change
     typeColumn.display({ id: 'edit', header: 'Defaults', cell: (c) => <EditJobType key={c.row.original.updatedAt} def={c.row.original} /> }),
   ];
@@ -156,7 +156,7 @@ const PAUSE_COLUMNS = [
   pauseColumn.accessor('reason', { header: 'Reason' }),
   pauseColumn.accessor('ticket', { header: 'Ticket', cell: (c) => c.getValue() ?? '—' }),
   pauseColumn.accessor('actor', { header: 'By' }),
-  pauseColumn.accessor('pausedAt', { header: 'Since', cell: (c) => when(c.getValue()) }),
+  pauseColumn.accessor('pausedAt', { header: 'Since', cell: (c) => <When iso={c.getValue()} /> }),
   pauseColumn.display({ id: 'resume', header: 'Resume', cell: (c) => <ResumeButton pause={c.row.original} /> }),
 ];
 
@@ -273,7 +273,7 @@ const QUOTA_COLUMNS = [
     cell: (c) => {
       const use = c.row.original.use;
       if (!use?.throttledBy) return '—';
-      return <><StateBadge state={use.throttledBy} />{use.nextEligibleAt ? <> until {when(use.nextEligibleAt)}</> : null}</>;
+      return <><StateBadge state={use.throttledBy} />{use.nextEligibleAt ? <>, eligible {<When iso={use.nextEligibleAt} />}</> : null}</>;
     },
   }),
   quotaColumn.display({

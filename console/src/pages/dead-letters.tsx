@@ -12,6 +12,7 @@ import { ago } from '../components/format.ts';
 import { useLiveRefresh } from '../components/live.ts';
 import { ErrorNote, Loaded, Metric, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
+import { When } from '../components/when.tsx';
 import { useClient } from '../session.tsx';
 
 /** Most error clusters the stats return: enough that the replay preview can add up every cluster of an error class. */
@@ -52,13 +53,12 @@ function matching(stats: DlqStats, f: DlqFilter): { count: number; exact: boolea
 
 const filterLink = (f: DlqFilter) => ({ search: `?${new URLSearchParams(Object.entries(f).filter(([, v]) => v))}` });
 const jobLink = (id: string) => <Link to={`/jobs/${id}`}>{id}</Link>;
-const when = (iso: string | null) => iso ? <time dateTime={iso}>{ago(iso)}</time> : '—';
 
 const typeColumn = createColumnHelper<DlqTypeStats>();
 const TYPE_COLUMNS = [
   typeColumn.accessor('jobType', { header: 'Job type', cell: (c) => <Link to={filterLink({ jobType: c.getValue() })}>{c.getValue()}</Link> }),
   typeColumn.accessor('depth', { header: 'Dead letters' }),
-  typeColumn.accessor('oldestAt', { header: 'Oldest', cell: (c) => when(c.getValue()) }),
+  typeColumn.accessor('oldestAt', { header: 'Oldest', cell: (c) => <When iso={c.getValue()} /> }),
 ];
 
 const clusterColumn = createColumnHelper<DlqCluster>();
@@ -70,14 +70,14 @@ const CLUSTER_COLUMNS = [
   }),
   clusterColumn.accessor('message', { header: 'Message (normalised)', cell: (c) => <code>{c.getValue()}</code> }),
   clusterColumn.accessor('count', { header: 'Count' }),
-  clusterColumn.accessor('lastSeen', { header: 'Last seen', cell: (c) => when(c.getValue()) }),
+  clusterColumn.accessor('lastSeen', { header: 'Last seen', cell: (c) => <When iso={c.getValue()} /> }),
 ];
 
 const entryColumn = createColumnHelper<DlqEntry>();
 const ENTRY_COLUMNS = [
   entryColumn.accessor((e) => e.job.id, { id: 'job', header: 'Job', cell: (c) => jobLink(c.getValue()) }),
   entryColumn.accessor((e) => e.job.jobType, { id: 'type', header: 'Type' }),
-  entryColumn.accessor((e) => e.job.finishedAt, { id: 'at', header: 'Dead-lettered', cell: (c) => when(c.getValue()) }),
+  entryColumn.accessor((e) => e.job.finishedAt, { id: 'at', header: 'Dead-lettered', cell: (c) => <When iso={c.getValue()} /> }),
   entryColumn.accessor((e) => `${e.job.attempt} / ${e.job.maxAttempts}`, { id: 'attempts', header: 'Attempts' }),
   entryColumn.accessor((e) => e.job.lastError?.class ?? '', { id: 'class', header: 'Error class' }),
   entryColumn.accessor((e) => e.job.lastError?.message ?? '', { id: 'message', header: 'Error message' }),
@@ -86,7 +86,7 @@ const ENTRY_COLUMNS = [
 
 const replayColumn = createColumnHelper<ReplayProgress>();
 const REPLAY_COLUMNS = [
-  replayColumn.accessor('createdAt', { header: 'Started', cell: (c) => when(c.getValue()) }),
+  replayColumn.accessor('createdAt', { header: 'Started', cell: (c) => <When iso={c.getValue()} /> }),
   replayColumn.accessor('selection', { header: 'Of', cell: (c) => describeSelection(c.getValue()) }),
   replayColumn.accessor('state', { header: 'State', cell: (c) => <StateBadge state={c.getValue()} /> }),
   replayColumn.accessor('done', {
@@ -135,7 +135,7 @@ export function DeadLettersPage() {
           <>
             <div className="metrics">
               <Metric label="Dead letters" value={s.depth} />
-              <Metric label="Oldest" value={when(s.oldestAt)} hint={s.oldestAt ?? undefined} />
+              <Metric label="Oldest" value={<When iso={s.oldestAt} />} hint={s.oldestAt ?? undefined} />
               <Metric label="Job types" value={s.byJobType.length} />
               <Metric label="Error clusters" value={s.clusters.length} />
             </div>
@@ -206,7 +206,7 @@ function Snapshots({ selected, select }: { selected: string | null; select: (id:
   const client = useClient();
   const snapshots = useQuery({ queryKey: ['dlq', 'snapshots'], queryFn: () => client.listSnapshots(20) });
   const columns = useMemo(() => [
-    snapshotColumn.accessor('createdAt', { header: 'Taken', cell: (c) => when(c.getValue()) }),
+    snapshotColumn.accessor('createdAt', { header: 'Taken', cell: (c) => <When iso={c.getValue()} /> }),
     snapshotColumn.accessor('filter', { header: 'Of', cell: (c) => describeFilter(c.getValue()) }),
     snapshotColumn.accessor('entries', { header: 'Entries' }),
     snapshotColumn.accessor('actor', { header: 'By' }),
@@ -243,7 +243,7 @@ function SnapshotDetail({ id }: { id: string }) {
             <dt>Entries</dt><dd>{m.entries}</dd>
             <dt>Size</dt><dd>{m.bytes} bytes</dd>
             <dt>sha256</dt><dd><code>{m.sha256}</code></dd>
-            <dt>Taken</dt><dd>{when(m.createdAt)} by {m.actor}</dd>
+            <dt>Taken</dt><dd>{<When iso={m.createdAt} />} by {m.actor}</dd>
           </dl>
           <div className="actions">
             <button type="button" onClick={() => { setDownloadError(null); download(client, m).catch(setDownloadError); }}>Download NDJSON</button>

@@ -7,9 +7,9 @@ import type { BulkResult } from '../../../src/ledger/queries.ts';
 import { JOB_STATES, type BulkAction, type Job, type JobSort, type JobState } from '../../../src/ledger/types.ts';
 import type { JobSelection, OrchClient } from '../../../src/sdk/client.ts';
 import { ActionButton } from '../components/action.tsx';
-import { ago } from '../components/format.ts';
 import { useLiveRefresh } from '../components/live.ts';
 import { Loaded, StateBadge } from '../components/status.tsx';
+import { fromUtcInput, toUtcInput, When } from '../components/when.tsx';
 import { useClient, useSession } from '../session.tsx';
 
 const column = createColumnHelper<Job>();
@@ -19,7 +19,7 @@ const COLUMNS = [
   column.accessor('state', { header: 'State', cell: (c) => <StateBadge state={c.getValue()} /> }),
   column.accessor('attempt', { header: 'Attempt', cell: (c) => `${c.getValue()} / ${c.row.original.maxAttempts}` }),
   column.accessor('priority', { header: 'Priority' }),
-  column.accessor('createdAt', { header: 'Created', cell: (c) => <time dateTime={c.getValue()}>{ago(c.getValue())}</time> }),
+  column.accessor('createdAt', { header: 'Created', cell: (c) => <When iso={c.getValue()} /> }),
   column.accessor((j) => j.lastError?.class ?? '', { id: 'error', header: 'Error class' }),
 ];
 
@@ -60,13 +60,6 @@ function appliedPayload(text: string): string | null {
   return typeof p === 'object' ? JSON.stringify(p) : p === undefined ? '' : null;
 }
 
-/** An ISO time as a datetime-local input shows it (local time, minutes), and back. */
-const toLocalInput = (iso: string | undefined) => {
-  if (!iso) return '';
-  const d = new Date(iso);
-  return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
-};
-const fromLocalInput = (v: string) => (v ? new Date(v).toISOString() : '');
 
 /**
  * Jobs of the tenant: filters in the URL (a link shares the view), counts per
@@ -104,8 +97,8 @@ export function JobsPage() {
         </label>
         <label>Job type <input value={params.get('jobType') ?? ''} onChange={(e) => set({ jobType: e.target.value })} /></label>
         <label>Error class <input value={params.get('errorClass') ?? ''} onChange={(e) => set({ errorClass: e.target.value })} /></label>
-        <label>Created after <input type="datetime-local" value={toLocalInput(selection.createdAfter)} onChange={(e) => set({ createdAfter: fromLocalInput(e.target.value) })} /></label>
-        <label>Created before <input type="datetime-local" value={toLocalInput(selection.createdBefore)} onChange={(e) => set({ createdBefore: fromLocalInput(e.target.value) })} /></label>
+        <label>Created after (UTC) <input type="datetime-local" value={toUtcInput(selection.createdAfter)} onChange={(e) => set({ createdAfter: fromUtcInput(e.target.value) ?? undefined })} /></label>
+        <label>Created before (UTC) <input type="datetime-local" value={toUtcInput(selection.createdBefore)} onChange={(e) => set({ createdBefore: fromUtcInput(e.target.value) ?? undefined })} /></label>
         <PayloadFilter value={params.get('payload') ?? ''} onChange={(payload) => set({ payload })} />
         <label>Correlation id <input value={params.get('correlationId') ?? ''} onChange={(e) => set({ correlationId: e.target.value })} /></label>
         <label>Sort

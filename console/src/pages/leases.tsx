@@ -4,10 +4,11 @@ import { Link } from 'react-router';
 import type { WorkerRecord } from '../../../src/ledger/workers.ts';
 import type { LeaseView, LockView } from '../../../src/recovery/leases.ts';
 import { ActionButton } from '../components/action.tsx';
-import { ago, duration } from '../components/format.ts';
+import { duration } from '../components/format.ts';
 import { useLiveRefresh } from '../components/live.ts';
 import { Loaded, Metric, StateBadge } from '../components/status.tsx';
 import { DataTable } from '../components/table.tsx';
+import { When } from '../components/when.tsx';
 import { useClient } from '../session.tsx';
 
 /** Heartbeat ages grow by the second; the lists are read again this often (and on every lease event). */
@@ -44,7 +45,7 @@ const LEASE_COLUMNS = [
   leaseColumn.accessor('ageSeconds', { header: 'Held for', cell: (c) => duration(c.getValue() * 1000) }),
   leaseColumn.accessor('leaseUntil', {
     header: 'Lease ends',
-    cell: (c) => { const left = Date.parse(c.getValue()) - Date.now(); return <time dateTime={c.getValue()}>{left >= 0 ? `in ${duration(left)}` : `${duration(-left)} ago`}</time>; },
+    cell: (c) => <When iso={c.getValue()} />,
   }),
   leaseColumn.accessor('progress', {
     header: 'Progress',
@@ -70,11 +71,11 @@ const WORKER_COLUMNS = [
   workerColumn.accessor('status', { header: 'State', cell: (c) => <StateBadge state={c.getValue()} /> }),
   workerColumn.accessor('jobTypes', { header: 'Job types', cell: (c) => c.getValue().join(', ') || 'any' }),
   workerColumn.accessor('tenantId', { header: 'Tenant', cell: (c) => (c.getValue() === '*' ? 'every tenant' : c.getValue()) }),
-  workerColumn.accessor('lastSeen', { header: 'Last heartbeat', cell: (c) => <time dateTime={c.getValue()}>{ago(c.getValue())}</time> }),
+  workerColumn.accessor('lastSeen', { header: 'Last heartbeat', cell: (c) => <When iso={c.getValue()} /> }),
   workerColumn.accessor('inFlight', { header: 'Leases held' }),
   workerColumn.accessor('host', { header: 'Host', cell: (c) => c.getValue() ?? '—' }),
   workerColumn.accessor('version', { header: 'Version', cell: (c) => c.getValue() ?? '—' }),
-  workerColumn.accessor((w) => w.lostAt ?? w.stoppedAt, { id: 'ended', header: 'Lost or stopped', cell: (c) => { const at = c.getValue(); return at ? <time dateTime={at}>{ago(at)}</time> : '—'; } }),
+  workerColumn.accessor((w) => w.lostAt ?? w.stoppedAt, { id: 'ended', header: 'Lost or stopped', cell: (c) => <When iso={c.getValue()} /> }),
 ];
 
 /**
