@@ -105,7 +105,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
     // Every connection of the server acts as orch_service, whatever role the URL logs in as: it
     // cannot alter the schema nor rewrite or switch off the audit log (docs/security.md).
-    pool = createPool(connectionString, config.dbPoolSize, { role: SERVICE_ROLE });
+    pool = createPool(connectionString, config.dbPoolSize, { role: SERVICE_ROLE, idleMs: config.dbPoolIdleMs });
 
     const ledger = new Ledger(pool, config);
     const metrics = new Metrics();
@@ -146,7 +146,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
     const leaderWork: LeaderWork = {
       // 6: the scheduler and the backfill runner each hold a transaction while their enqueue asks the pool for a
       // second connection (job type and tenant registration, backpressure), beside the single statements of the others
-      openPool: (term) => createPool(connectionString, 6, { role: SERVICE_ROLE, settings: { 'orch.leader_term': String(term) }, name: 'orch-leader' }),
+      openPool: (term) => createPool(connectionString, 6, { role: SERVICE_ROLE, settings: { 'orch.leader_term': String(term) }, name: 'orch-leader', idleMs: config.dbPoolIdleMs }),
       services(leaderPool) {
         const l = new Ledger(leaderPool, config);
         l.observe(metrics);

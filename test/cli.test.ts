@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createPool, defaultConfig, Ledger, type ControlPlane, type EnqueueResult, type HistoryEntry, type Job } from '../src/index.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { CLI_ENTRY, eventually, REPO_ROOT, runCli, spawnServer, startTestServer } from './helpers/server.ts';
+import { CLI_ARGS, eventually, REPO_ROOT, runCli, spawnServer, startTestServer } from './helpers/server.ts';
 import { freePort } from '../src/ledger/embedded.ts';
 import { loadMigrations } from '../src/ledger/migrate.ts';
 import { scope } from './helpers/scope.ts';
@@ -39,7 +39,7 @@ function orch(...args: string[]) {
 /** The CLI with standard input given (runCli closes it), or with its stdout closed at once (a reader that went away). */
 function cli(args: string[], opts: { input?: string; env?: Record<string, string>; closeStdout?: boolean } = {}) {
   return new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...args], {
+    const child = spawn(process.execPath, [...CLI_ARGS, ...args], {
       cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'silent', ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';

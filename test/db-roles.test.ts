@@ -144,3 +144,15 @@ describe('with a single superuser URL the server still acts as orch_service', ()
     assert.equal(rows[0]!.n, 1);
   });
 });
+
+describe('the server\'s connections', () => {
+  test('a burst opens several; they close once idle for ORCH_DB_POOL_IDLE_MS (here 1 s; default 10 s)', async () => {
+    const open = async () => (await db.pool.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'orch' AND usename = $1`, [APP_ROLE])).rows[0]!.n;
+    // the pool opens a connection per request it cannot serve from an idle one
+    await Promise.all(Array.from({ length: 12 }, () => fetch(`${plane.url}${BASE}/jobs?limit=1`, { headers: { 'x-tenant-id': T } })));
+    const burst = await open();
+    assert.ok(burst >= 4, `the burst opened several connections (${burst})`);
+    await eventually(async () => (await open()) <= 2, 5000, `the burst's idle connections to close (${burst} open)`);
+  });
+});

@@ -26,7 +26,7 @@ import {
   deleteStream, MACHINE_NATS_URL, natsConnect, NatsProcess, ownStream, readStream, skipUnlessNats, streamCount, subjectPrefixOf, type StoredMessage,
 } from './helpers/nats.ts';
 import { kill } from './helpers/processes.ts';
-import { CLI_ENTRY, eventually, REPO_ROOT, spawnServer, startTestServer } from './helpers/server.ts';
+import { CLI_ARGS, eventually, REPO_ROOT, spawnServer, startTestServer, TEST_POOL_IDLE_MS, TEST_POOL_SIZE } from './helpers/server.ts';
 import { scope, type End } from './helpers/scope.ts';
 
 /**
@@ -245,8 +245,10 @@ async function busReady(url: string, jsm: JetStreamManager, stream: string): Pro
 async function allPublished(db: pg.Pool, jsm: JetStreamManager, stream: string, expected: number, timeoutMs = 30_000): Promise<void> {
   let last = { pending: -1, stored: -1 };
   await eventually(async () => {
-    // (the test's own NATS client may still be reconnecting after a restart: that is "not yet", not a failure)
-    last = { pending: (await outboxRows(db)).pending, stored: await streamCount(jsm, stream).catch(() => -1) };
+    // (the test's own NATS client may still be reconnecting after a restart: that is "not yet", not a failure;
+    // a request sent just before it reconnected is never answered, so ask again after 2 s, not the client's 15 s)
+    const stored = Promise.race([streamCount(jsm, stream).catch(() => -1), new Promise<number>((r) => setTimeout(r, 2000, -1))]);
+    last = { pending: (await outboxRows(db)).pending, stored: await stored };
     return last.pending === 0 && last.stored >= expected;
   }, timeoutMs, `all ${expected} events published`).catch((err: Error) => {
     throw new Error(`${err.message} (last seen: ${last.pending} outbox rows pending, ${last.stored} messages stored)`);
@@ -366,8 +368,8 @@ function assertIncreasing(ms: SseMessage[], what: string): void {
 
 /** `orch serve` as a process, returned at once (spawnServer waits for /readyz; the backlog test must be watching before that). */
 function spawnOrch(end: End, env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, 'serve'], {
-    cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'ignore', 'ignore'],
+  const child = spawn(process.execPath, [...CLI_ARGS, 'serve'], {
+    cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'warn', ORCH_DB_POOL_SIZE: TEST_POOL_SIZE, ORCH_DB_POOL_IDLE_MS: TEST_POOL_IDLE_MS, ...env }, stdio: ['ignore', 'ignore', 'ignore'],
   });
   return end(child, (c) => kill(c, 'SIGKILL'));
 }

@@ -18,7 +18,7 @@ import { createWorker, type Worker } from '../src/sdk/worker.ts';
 import { createEmptyDatabase, createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { NatsProcess } from './helpers/nats.ts';
 import { sample } from '../src/metrics/exposition.ts';
-import { eventually, REPO_ROOT, runCli, spawnServer, startTestServer } from './helpers/server.ts';
+import { eventually, REPO_ROOT, runCli, SCRIPTS_CLI_ENV, spawnServer, startTestServer } from './helpers/server.ts';
 
 /**
  * ops/devops/orchestrator/incident-response.md, made executable: every `orch`
@@ -279,7 +279,7 @@ test('every command line of the runbook runs against a live server and does what
 
   const env: Record<string, string> = { ORCH_LOG_LEVEL: 'silent' };
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ORCH_') && v !== undefined) env[k] = v;
-  Object.assign(env, { PATH: `${path.join(deploy, 'bin')}:${process.env.PATH}`, ORCH_DATABASE_URL: drillDb.url, ORCH_NATS_URL: nats.url, ORCH_TENANT: DRILL_TENANT });
+  Object.assign(env, SCRIPTS_CLI_ENV, { PATH: `${path.join(deploy, 'bin')}:${process.env.PATH}`, ORCH_DATABASE_URL: drillDb.url, ORCH_NATS_URL: nats.url, ORCH_TENANT: DRILL_TENANT });
   // `orch serve` itself, as production runs it: its worker registry keeps silent workers (the stuck one) for the whole drill.
   const server = await spawnServer({ ...env, ORCH_LEASE_STUCK_AFTER_MS: String(STUCK_AFTER_MS), ORCH_WORKER_LOST_AFTER_MS: String(24 * 3600 * 1000) });
   cleanups.push(() => server.stop());

@@ -20,7 +20,7 @@ import { sample } from '../src/metrics/exposition.ts';
 import {
   deleteStream, MACHINE_NATS_URL, natsConnect, ownStream, skipUnlessNats,
 } from './helpers/nats.ts';
-import { eventually, REPO_ROOT, runCli, startTestServer } from './helpers/server.ts';
+import { eventually, REPO_ROOT, runCli, SCRIPTS_CLI_ENV, startTestServer } from './helpers/server.ts';
 import { scope, type End } from './helpers/scope.ts';
 
 /**
@@ -49,7 +49,7 @@ const natsSkip = await skipUnlessNats('the probe and smoke script tests', { mach
 function baseEnv(): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ORCH_') && v !== undefined) env[k] = v;
-  return { ...env, ORCH_LOG_LEVEL: 'silent' };
+  return { ...env, ...SCRIPTS_CLI_ENV, ORCH_LOG_LEVEL: 'silent' };
 }
 
 interface ScriptRun { code: number | null; stdout: string; stderr: string; ms: number }

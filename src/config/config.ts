@@ -56,6 +56,8 @@ export const ConfigSchema = Type.Object({
   /** pretty lines for a person, JSON lines for machines; auto: pretty when stderr (where logs go) is a terminal (src/logging.ts). */
   logFormat: Type.Union([Type.Literal('auto'), Type.Literal('pretty'), Type.Literal('json')]),
   dbPoolSize: Type.Integer({ minimum: 2, maximum: 200 }),
+  /** How long a connection may sit idle in a pool before it is closed. */
+  dbPoolIdleMs: Type.Integer({ minimum: 100, maximum: 3_600_000 }),
   maxJobTypes: Type.Integer({ minimum: 1, maximum: 100_000 }),
   maxPayloadBytes: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024 }),
   maxBatchSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
@@ -134,6 +136,7 @@ export const defaultConfig: Config = {
   logLevel: 'info',
   logFormat: 'auto',
   dbPoolSize: 20,
+  dbPoolIdleMs: 10_000,
   maxJobTypes: 1000,
   maxPayloadBytes: 1024 * 1024,
   maxBatchSize: 10_000,
@@ -251,6 +254,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     logLevel: (env.ORCH_LOG_LEVEL || d.logLevel) as Config['logLevel'],
     logFormat: (env.ORCH_LOG_FORMAT || d.logFormat) as Config['logFormat'],
     dbPoolSize: int(env, 'ORCH_DB_POOL_SIZE', d.dbPoolSize),
+    dbPoolIdleMs: int(env, 'ORCH_DB_POOL_IDLE_MS', d.dbPoolIdleMs),
     maxJobTypes: int(env, 'ORCH_MAX_JOB_TYPES', d.maxJobTypes),
     maxPayloadBytes: int(env, 'ORCH_MAX_PAYLOAD_BYTES', d.maxPayloadBytes),
     maxBatchSize: int(env, 'ORCH_MAX_BATCH_SIZE', d.maxBatchSize),

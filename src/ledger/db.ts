@@ -58,7 +58,7 @@ const UNAVAILABLE_MESSAGE = /Connection terminated|connection error and is not q
 export const SERVICE_ROLE = 'orch_service';
 
 /** `role`: set at connection start (so RESET ROLE returns to it), e.g. SERVICE_ROLE. */
-export function createPool(connectionString: string, max: number, opts: { role?: string; settings?: Record<string, string>; name?: string } = {}): pg.Pool {
+export function createPool(connectionString: string, max: number, opts: { role?: string; settings?: Record<string, string>; name?: string; idleMs?: number } = {}): pg.Pool {
   // JIT off: the transition statements are short OLTP queries whose cost estimates (CTEs, LATERAL
   // limits) can cross jit_above_cost; compiling then takes ~100 ms for a 1 ms statement.
   // Generic plans: the prepared transitions are planned once per connection. The claim takes ~2 ms
@@ -68,7 +68,7 @@ export function createPool(connectionString: string, max: number, opts: { role?:
   // A connection that cannot be made (or a free one found) within the timeout fails the request (503)
   // instead of holding it while the database is unreachable.
   const pool = new pg.Pool({
-    connectionString, max, application_name: opts.name ?? 'orch', connectionTimeoutMillis: 10_000,
+    connectionString, max, application_name: opts.name ?? 'orch', connectionTimeoutMillis: 10_000, idleTimeoutMillis: opts.idleMs ?? 10_000,
     options: ['-c jit=off -c plan_cache_mode=force_generic_plan', opts.role ? `-c role=${opts.role}` : '',
       ...Object.entries(opts.settings ?? {}).map(([k, v]) => `-c ${k}=${v}`)].filter(Boolean).join(' '),
   });

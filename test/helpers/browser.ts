@@ -110,8 +110,12 @@ export async function accessibilityViolations(page: Page): Promise<string[]> {
     .map((v) => `${v.id}: ${v.help} (${v.nodes[0]?.target.join(' ') ?? ''})`);
 }
 
-/** Saves a screenshot for docs/console.md (docs/console/<name>.png). */
+/**
+ * Saves a screenshot for docs/console.md (docs/console/<name>.png) when ORCH_UPDATE_SCREENSHOTS=1,
+ * so that a test run does not rewrite the checked-in images.
+ */
 export async function screenshot(page: Page, name: string): Promise<void> {
+  if (process.env.ORCH_UPDATE_SCREENSHOTS !== '1') return;
   await mkdir(`${REPO_ROOT}docs/console`, { recursive: true });
   await page.screenshot({ path: `${REPO_ROOT}docs/console/${name}.png`, fullPage: false });
 }
