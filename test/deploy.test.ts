@@ -14,6 +14,7 @@ import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBu
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { loadConfig } from '../src/config/config.ts';
+import { SERVE_NODE_FLAGS } from '../src/synthetic/server-process.ts';
 import { REPO_ROOT } from './helpers/server.ts';
 
 const DIR = path.join(REPO_ROOT, 'deploy/kubernetes');
@@ -80,7 +81,10 @@ describe('deploy/kubernetes', () => {
   test('the image runs the compiled server the way the Deployment expects', async () => {
     const docker = await readFile(path.join(REPO_ROOT, 'deploy/Dockerfile'), 'utf8');
     assert.match(docker, /^FROM node:20/m, 'Node 20, the version the project names');
-    assert.match(docker, /CMD \["node", "dist\/cli\/main\.js", "serve"\]/);
+    // orch serve runs with the node flags the bench and the tests give it (src/synthetic/server-process.ts)
+    assert.ok(docker.includes(`CMD ${JSON.stringify(['node', ...SERVE_NODE_FLAGS, 'dist/cli/main.js', 'serve'])}`.replaceAll(',', ', ')), 'the image\'s CMD');
+    const pkg = JSON.parse(await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    assert.equal(pkg.scripts.start, ['node', ...SERVE_NODE_FLAGS, 'dist/cli/main.js', 'serve'].join(' '), 'npm start');
     assert.match(docker, /COPY migrations/, 'migrations ship with the image (the server applies them at start)');
     assert.match(docker, /EXPOSE 8080/);
   });
