@@ -123,6 +123,15 @@ const batchKey = (batchId: string, tenantId: string) => `${batchId}/${tenantId}`
  * id and replay origin of the few jobs that have one.
  */
 export async function expand(db: Queryable, rows: OutboxRow[]): Promise<PositionedEvent[]> {
+  return [...await expandEach(db, rows)];
+}
+
+/**
+ * The same events, each envelope made only when the iteration reaches it: a
+ * drain's rows hold hundreds of thousands of events, and building them in one
+ * go held the event loop for over a second (the leader missed its renewal).
+ */
+export async function expandEach(db: Queryable, rows: OutboxRow[]): Promise<Iterable<PositionedEvent>> {
   const batched = rows.filter((r) => r.batch_id !== null);
   const entries = new Map<string, TransitionEntry[]>();
   if (batched.length > 0) {
@@ -149,15 +158,18 @@ export async function expand(db: Queryable, rows: OutboxRow[]): Promise<Position
       list.push(e);
     }
   }
-  const out: PositionedEvent[] = [];
+  return envelopes(rows, entries);
+}
+
+function* envelopes(rows: OutboxRow[], entries: Map<string, TransitionEntry[]>): Generator<PositionedEvent> {
   for (const r of rows) {
     const atMs = r.at.getTime();
     if (r.batch_id !== null) {
       const list = (entries.get(batchKey(r.batch_id, r.tenant_id)) ?? []).sort((a, b) => a.n - b.n);
-      list.forEach((e, index) => {
+      for (const [index, e] of list.entries()) {
         const cursor = { xid: r.xid, seq: r.seq, index };
         const type = transitionEventType(e.cause, e.to_state);
-        out.push({
+        yield {
           cursor,
           event: {
             schema: 'orch.event.v1', eventId: eventId(atMs, cursor), eventType: type, occurredAt: r.at.toISOString(), tenantId: r.tenant_id,
@@ -166,26 +178,25 @@ export async function expand(db: Queryable, rows: OutboxRow[]): Promise<Position
             data: e.error ? { error: e.error, ...(e.replay_of ? { replayOf: e.replay_of } : {}) } : e.replay_of ? { replayOf: e.replay_of } : null,
             idempotencyKey: `orch-${type}-${e.job_id}-${e.attempt}`,
           },
-        });
-      });
+        };
+      }
       continue;
     }
-    (r.events ?? []).forEach((e, index) => {
+    for (const [index, e] of (r.events ?? []).entries()) {
       const cursor = { xid: r.xid, seq: r.seq, index };
       const job = e.jobId !== undefined
         ? { id: e.jobId, type: e.jobType!, attempt: e.attempt ?? 0, leaseId: e.leaseId ?? null, status: e.status ?? 'leased', reason: null }
         : null;
-      out.push({
+      yield {
         cursor,
         event: {
           schema: 'orch.event.v1', eventId: eventId(atMs, cursor), eventType: e.type, occurredAt: e.at, tenantId: r.tenant_id,
           correlationId: e.correlationId ?? null, actor: actorOf(e.actor), job, data: { ...(e.target ? { target: e.target } : {}), ...e.data },
           idempotencyKey: job ? `orch-${e.type}-${job.id}-${job.attempt}` : `orch-${e.type}-${e.target ?? r.tenant_id}-${r.seq}`,
         },
-      });
-    });
+      };
+    }
   }
-  return out;
 }
 
 /**

@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { DepthSample, OldestSample } from '../flow/queue-depth.ts';
 import type { QuotaUse } from '../flow/quotas.ts';
 import type { LeaseSample } from '../recovery/leases.ts';
-import type { OrchEvent } from '../events/envelope.ts';
+import type { EventType } from '../events/envelope.ts';
 import type { RelayObserver } from '../events/relay.ts';
 import type { WindowSamples } from '../windows/samples.ts';
 import { NO_OUTCOME_CAUSES, THROTTLE_REASONS, type LedgerObserver, type Throttle, type TransitionRecord } from '../ledger/types.ts';
@@ -171,10 +171,8 @@ export class Metrics implements LedgerObserver, RelayObserver {
     registers: [this.registry], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
   });
 
-  onPublished(events: OrchEvent[], lagsMs: number[]): void {
-    const byType = new Map<string, number>();
-    for (const e of events) byType.set(e.eventType, (byType.get(e.eventType) ?? 0) + 1);
-    for (const [eventType, n] of byType) this.eventsPublished.inc({ event_type: eventType }, n);
+  onPublished(published: ReadonlyMap<EventType, number>, lagsMs: number[]): void {
+    for (const [eventType, n] of published) this.eventsPublished.inc({ event_type: eventType }, n);
     for (const lag of lagsMs) this.outboxLag.observe(lag / 1000);
   }
 
