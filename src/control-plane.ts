@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type pg from 'pg';
-import { Elector, type LeaderWork } from './cluster/elector.ts';
+import { Elector, type LeaderWork, type StepDownCause } from './cluster/elector.ts';
 import { clusterStatus } from './cluster/status.ts';
 import { VERSION } from './version.ts';
 import type { Config } from './config/config.ts';
@@ -174,6 +174,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Co
       replicaId: config.cluster.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
       host: hostname(), version: VERSION, notify: notifier.mode, renewMs: config.cluster.leaderRenewMs,
     }, log);
+    elector.on('follower', (_term: number, cause: StepDownCause) => metrics.leaderStepDowns.inc({ cause }));
     metrics.watchCluster(async () => ({
       replicasUp: (await clusterStatus(ledger.pool, config.cluster.leaderRenewMs)).replicas.filter((r) => r.state === 'up').length,
       leading: elector.term !== null,

@@ -129,6 +129,10 @@ describe('one leader among replicas', () => {
     const downAt = await steppedDown;
     assert.ok(downAt - cutAt < 1.5 * RENEW_MS, `stepped down ${downAt - cutAt} ms after the cut, within its lease (${1.5 * RENEW_MS} ms)`);
     assert.deepEqual(cut.services.map((s) => s.name), ['leader-elector']);
+    // an operator sees it: the step-down counted under its cause (read from the counter: a scrape would ask the unreachable database for the gauges)
+    const { values } = await cut.metrics.leaderStepDowns.get();
+    const stepDowns = Object.fromEntries(values.map((v) => [v.labels.cause, v.value]));
+    assert.deepEqual(stepDowns, { renewal_late: 1, superseded: 0, shutdown: 0 }, 'orchestrator_leader_stepdowns_total');
     await eventually(async () => leaderOf(await status(other.url))?.replicaId === 'other', 4 * RENEW_MS, 'the other replica to lead');
     await proxy.restore();
     // Back on the database, the cut replica follows: it does not take the lease back.

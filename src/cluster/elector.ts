@@ -13,6 +13,14 @@ export interface ElectorOptions {
 }
 
 /**
+ * Why a leader stopped leading: its renewal came too late (the database was
+ * unreachable, or its event loop was held past the fence), another replica's
+ * term began, or it was shut down.
+ */
+export const STEP_DOWN_CAUSES = ['renewal_late', 'superseded', 'shutdown'] as const;
+export type StepDownCause = (typeof STEP_DOWN_CAUSES)[number];
+
+/**
  * The leader-only services of one term: built on a pool of their own whose
  * connections carry the term (orch.leader_term), so the database refuses
  * their writes once the term is over (the fence in migrations/0013_cluster.sql).
@@ -103,7 +111,7 @@ export class Elector extends PeriodicService {
       if (this.lostDatabase) this.databaseBack = Date.now();
       this.lostDatabase = false;
       await this.change(async () => {
-        if (this.lead && this.lead.term !== won?.term) await this.stepDown(won ? `term ${won.term} began` : 'another replica leads');
+        if (this.lead && this.lead.term !== won?.term) await this.stepDown('superseded', won ? `term ${won.term} began` : 'another replica leads');
         if (won && !this.lead) await this.stepUp(won.term);
       });
     }
@@ -130,7 +138,7 @@ export class Elector extends PeriodicService {
     this.emit('leader', term);
   }
 
-  private async stepDown(why: string): Promise<void> {
+  private async stepDown(cause: StepDownCause, why: string): Promise<void> {
     const lead = this.lead;
     if (!lead) return;
     this.lead = null;
@@ -138,13 +146,13 @@ export class Elector extends PeriodicService {
     await lead.pool.end().catch(() => undefined);
     this.reportedAt = -Infinity;
     this.log.warn({ term: lead.term, replica: this.opts.replicaId, why }, 'this replica no longer leads: leader-only services stopped');
-    this.emit('follower', lead.term);
+    this.emit('follower', lead.term, cause);
   }
 
   /** A leader that has not renewed stops before its lease can expire (a quarter interval of margin). */
   private selfFence(): void {
     if (this.lead && performance.now() - this.renewedAt > this.ttlMs - this.intervalMs) {
-      void this.change(() => this.stepDown('could not renew the lease in time (database unreachable?)'));
+      void this.change(() => this.stepDown('renewal_late', 'could not renew the lease in time (database unreachable, or the event loop held?)'));
     }
   }
 
@@ -153,7 +161,7 @@ export class Elector extends PeriodicService {
     this.fence = null;
     await super.stop();
     const term = this.lead?.term;
-    await this.change(() => this.stepDown('shutting down'));
+    await this.change(() => this.stepDown('shutdown', 'shutting down'));
     if (term !== undefined) await resign(this.pool, this.opts.replicaId, term).catch(() => undefined);
     await replicaStopped(this.pool, this.opts.replicaId).catch(() => undefined);
   }

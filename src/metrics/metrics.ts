@@ -4,6 +4,7 @@ import type { QuotaUse } from '../flow/quotas.ts';
 import type { LeaseSample } from '../recovery/leases.ts';
 import type { EventType } from '../events/envelope.ts';
 import type { RelayObserver } from '../events/relay.ts';
+import { STEP_DOWN_CAUSES } from '../cluster/elector.ts';
 import type { WindowSamples } from '../windows/samples.ts';
 import { NO_OUTCOME_CAUSES, THROTTLE_REASONS, type LedgerObserver, type Throttle, type TransitionRecord } from '../ledger/types.ts';
 
@@ -92,6 +93,13 @@ export class Metrics implements LedgerObserver, RelayObserver {
     name: 'orchestrator_replicas', help: 'Replicas of this orchestrator up (reported within three leader renew intervals), as orch.replicas says.',
     registers: [this.registry],
   });
+
+  readonly leaderStepDowns = new Counter({
+    name: 'orchestrator_leader_stepdowns_total',
+    help: 'Times this replica stopped leading, by cause: renewal_late (its renewal came too late: the database unreachable or its event loop held), superseded (another replica\'s term began), shutdown.',
+    labelNames: ['cause'] as const, registers: [this.registry],
+  });
+
   readonly leader = new Gauge({
     name: 'orchestrator_leader', help: '1 on the replica that leads (runs the leader-only services), else 0.',
     registers: [this.registry],
@@ -306,6 +314,8 @@ export class Metrics implements LedgerObserver, RelayObserver {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });
+    // at 0 from the start, so that increase() sees the first step-down
+    for (const cause of STEP_DOWN_CAUSES) this.leaderStepDowns.inc({ cause }, 0);
   }
 
   /**
