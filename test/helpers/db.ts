@@ -17,6 +17,8 @@ const SERVER_URL = process.env.ORCH_TEST_DATABASE_URL ?? 'postgres://postgres@12
 
 let embedded: EmbeddedDatabase | null = null;
 let adminUrl: string | null = null;
+/** Test databases not yet dropped: an embedded server stops with the last (a later one starts it again). */
+let databases = 0;
 
 async function reachable(url: string): Promise<boolean> {
   const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
@@ -121,6 +123,7 @@ async function createDatabase(from: string | null): Promise<{ url: string; drop(
   await client.connect();
   await client.query(`CREATE DATABASE ${name}${from ? ` TEMPLATE ${from}` : ''}`);
   await client.end();
+  databases++;
   return {
     url: databaseUrl(base, name),
     async drop() {
@@ -128,6 +131,14 @@ async function createDatabase(from: string | null): Promise<{ url: string; drop(
       await c.connect();
       await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await c.end();
+      if (--databases === 0 && embedded) {
+        // the embedded server (and the template in it) goes with the last database; the next one starts anew
+        const stopping = embedded;
+        embedded = null;
+        adminUrl = null;
+        template = null;
+        await stopping.stop();
+      }
     },
   };
 }
@@ -142,7 +153,6 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     async drop() {
       await pool.end();
       await empty.drop();
-      if (embedded) await embedded.stop();
     },
   };
 }
