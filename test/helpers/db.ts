@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -15,7 +15,7 @@ import { loadMigrations, migrate } from '../../src/ledger/migrate.ts';
  */
 const SERVER_URL = process.env.ORCH_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
-let embedded: EmbeddedDatabase | null = null;
+let embedded: { server: EmbeddedDatabase; dir: string } | null = null;
 let adminUrl: string | null = null;
 /** Test databases not yet dropped: an embedded server stops with the last (a later one starts it again). */
 let databases = 0;
@@ -40,8 +40,8 @@ async function admin(): Promise<string> {
   } else {
     process.stderr.write(`\n*** PostgreSQL not reachable at ${SERVER_URL}: starting an embedded PostgreSQL for the tests ***\n\n`);
     const dir = await mkdtemp(path.join(tmpdir(), 'orch-test-pg-'));
-    embedded = await startEmbeddedDatabase(dir, { info: () => undefined, debug: () => undefined });
-    adminUrl = embedded.connectionString.replace(/\/orch$/, '/postgres');
+    embedded = { server: await startEmbeddedDatabase(dir, { info: () => undefined, debug: () => undefined }), dir };
+    adminUrl = embedded.server.connectionString.replace(/\/orch$/, '/postgres');
   }
   return adminUrl;
 }
@@ -137,7 +137,8 @@ async function createDatabase(from: string | null): Promise<{ url: string; drop(
         embedded = null;
         adminUrl = null;
         template = null;
-        await stopping.stop();
+        await stopping.server.stop();
+        await rm(stopping.dir, { recursive: true, force: true });
       }
     },
   };
