@@ -82,9 +82,10 @@ describe('deploy/kubernetes', () => {
     const docker = await readFile(path.join(REPO_ROOT, 'deploy/Dockerfile'), 'utf8');
     assert.match(docker, /^FROM node:20/m, 'Node 20, the version the project names');
     // orch serve runs with the node flags the bench and the tests give it (src/synthetic/server-process.ts)
-    assert.ok(docker.includes(`CMD ${JSON.stringify(['node', ...SERVE_NODE_FLAGS, 'dist/cli/main.js', 'serve'])}`.replaceAll(',', ', ')), 'the image\'s CMD');
+    const serve = ['node', ...SERVE_NODE_FLAGS, 'dist/cli/main.js', 'serve'];
+    assert.ok(docker.includes(`CMD ${JSON.stringify(serve).replaceAll(',', ', ')}`), 'the image\'s CMD');
     const pkg = JSON.parse(await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
-    assert.equal(pkg.scripts.start, ['node', ...SERVE_NODE_FLAGS, 'dist/cli/main.js', 'serve'].join(' '), 'npm start');
+    assert.equal(pkg.scripts.start, serve.join(' '), 'npm start');
     assert.match(docker, /COPY migrations/, 'migrations ship with the image (the server applies them at start)');
     assert.match(docker, /EXPOSE 8080/);
   });

@@ -26,7 +26,8 @@ import {
   deleteStream, MACHINE_NATS_URL, natsConnect, NatsProcess, ownStream, readStream, skipUnlessNats, streamCount, subjectPrefixOf, type StoredMessage,
 } from './helpers/nats.ts';
 import { kill } from './helpers/processes.ts';
-import { CLI_ARGS, eventually, REPO_ROOT, spawnServer, startTestServer, TEST_POOL_IDLE_MS, TEST_POOL_SIZE } from './helpers/server.ts';
+import { CLI_ARGS, eventually, REPO_ROOT, spawnServer, startTestServer, TEST_SERVER_ENV } from './helpers/server.ts';
+import { SERVE_NODE_FLAGS } from '../src/synthetic/server-process.ts';
 import { scope, type End } from './helpers/scope.ts';
 
 /**
@@ -368,8 +369,8 @@ function assertIncreasing(ms: SseMessage[], what: string): void {
 
 /** `orch serve` as a process, returned at once (spawnServer waits for /readyz; the backlog test must be watching before that). */
 function spawnOrch(end: End, env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, [...CLI_ARGS, 'serve'], {
-    cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'warn', ORCH_DB_POOL_SIZE: TEST_POOL_SIZE, ORCH_DB_POOL_IDLE_MS: TEST_POOL_IDLE_MS, ...env }, stdio: ['ignore', 'ignore', 'ignore'],
+  const child = spawn(process.execPath, [...SERVE_NODE_FLAGS, ...CLI_ARGS, 'serve'], {
+    cwd: REPO_ROOT, env: { ...process.env, ORCH_LOG_LEVEL: 'warn', ...TEST_SERVER_ENV, ...env }, stdio: ['ignore', 'ignore', 'ignore'],
   });
   return end(child, (c) => kill(c, 'SIGKILL'));
 }

@@ -51,20 +51,16 @@ export class OutboxRelay extends PeriodicService {
       return { count: 0, more: false };
     }
     const byType = new Map<EventType, number>();
-    let count = 0;
     try {
       let slice: OrchEvent[] = [];
       for (const { event } of await expandEach(this.pool, rows)) {
-        slice.push(event);
         byType.set(event.eventType, (byType.get(event.eventType) ?? 0) + 1);
-        if (slice.length === IN_FLIGHT) {
+        if (slice.push(event) === IN_FLIGHT) {
           await this.bus.publishAll(slice);
-          count += slice.length;
           slice = [];
         }
       }
       if (slice.length > 0) await this.bus.publishAll(slice);
-      count += slice.length;
     } catch (err) {
       this.observer.onPending(await this.countPending());
       throw err;
@@ -75,6 +71,8 @@ export class OutboxRelay extends PeriodicService {
       [rows.map((r) => r.xid), rows.map((r) => r.seq)]);
     this.observer.onPublished(byType, marked.map((m) => m.lag_ms));
     this.observer.onPending(await this.countPending());
+    let count = 0;
+    for (const n of byType.values()) count += n;
     return { count, more: rows.length === this.batchRows };
   }
 

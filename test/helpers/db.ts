@@ -144,10 +144,17 @@ async function createDatabase(from: string | null): Promise<{ url: string; drop(
   };
 }
 
+/**
+ * The pools of tests and of the servers they start (the server's default is 20 connections, closed
+ * after 10 s idle): four test files run at once, some with three replicas each, on one PostgreSQL
+ * whose max_connections is 100.
+ */
+export const TEST_POOL = { size: 8, idleMs: 1000 } as const;
+
 /** A fresh, migrated database for one test file. */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const empty = await createDatabase(await migratedTemplate(await admin()));
-  const pool = createPool(empty.url, 8, { idleMs: 1000 });
+  const pool = createPool(empty.url, TEST_POOL.size, { idleMs: TEST_POOL.idleMs });
   return {
     url: empty.url,
     pool,

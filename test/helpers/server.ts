@@ -6,6 +6,7 @@ import { loadConfig, type Config } from '../../src/config/config.ts';
 import { startControlPlane, type ControlPlane } from '../../src/control-plane.ts';
 import { createLogger } from '../../src/logging.ts';
 import { spawnOrchServer, type ServerProcess } from '../../src/synthetic/server-process.ts';
+import { TEST_POOL } from './db.ts';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CLI_ENTRY = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -19,15 +20,8 @@ function buildIsCurrent(): boolean {
   } catch {
     return false;
   }
-  const dirs = [path.join(REPO_ROOT, 'src')];
-  for (const dir of dirs) {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) dirs.push(p);
-      else if (statSync(p).mtimeMs > built) return false;
-    }
-  }
-  return true;
+  const src = path.join(REPO_ROOT, 'src');
+  return readdirSync(src, { recursive: true, encoding: 'utf8' }).every((f) => statSync(path.join(src, f)).mtimeMs <= built);
 }
 
 const useBuild = buildIsCurrent();
@@ -56,13 +50,10 @@ function builtCliWrapper(): string {
   return bin;
 }
 
-/**
- * The database pool of a server in a test (the default is 20): four test files run at once, some
- * with three replicas each, on one PostgreSQL whose max_connections is 100 ...
- */
-export const TEST_POOL_SIZE = '8';
-/** ... and their idle connections close after a second, not ten. */
-export const TEST_POOL_IDLE_MS = '1000';
+/** What every server a test starts runs with, in this process or its own (TEST_POOL: test/helpers/db.ts). */
+export const TEST_SERVER_ENV: Readonly<Record<string, string>> = {
+  ORCH_DB_POOL_SIZE: String(TEST_POOL.size), ORCH_DB_POOL_IDLE_MS: String(TEST_POOL.idleMs),
+};
 
 /**
  * The control plane in this process on a free port, against the given database. The lease
@@ -70,7 +61,7 @@ export const TEST_POOL_IDLE_MS = '1000';
  */
 export async function startTestServer(databaseUrl: string, overrides: Partial<Config> = {}): Promise<ControlPlane> {
   // ORCH_CONSOLE_DIR: a console built elsewhere (vite build --outDir), for working on it beside other builds
-  const config = loadConfig({ ORCH_DATABASE_URL: databaseUrl, ORCH_HTTP_PORT: '0', ORCH_LOG_LEVEL: 'silent', ORCH_LEASE_GRACE_MS: '0', ORCH_DB_POOL_SIZE: TEST_POOL_SIZE, ORCH_DB_POOL_IDLE_MS: TEST_POOL_IDLE_MS, ORCH_CONSOLE_DIR: process.env.ORCH_CONSOLE_DIR }, overrides);
+  const config = loadConfig({ ORCH_DATABASE_URL: databaseUrl, ORCH_HTTP_PORT: '0', ORCH_LOG_LEVEL: 'silent', ORCH_LEASE_GRACE_MS: '0', ...TEST_SERVER_ENV, ORCH_CONSOLE_DIR: process.env.ORCH_CONSOLE_DIR }, overrides);
   return startControlPlane(config, createLogger(config.logLevel));
 }
 
@@ -90,7 +81,7 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
 
 /** Spawns `orch serve` as a real process (for kill tests); resolves once /readyz answers 200. */
 export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
-  const server = await spawnOrchServer([...CLI_ARGS], { ...process.env, ORCH_LOG_LEVEL: 'warn', ORCH_DB_POOL_SIZE: TEST_POOL_SIZE, ORCH_DB_POOL_IDLE_MS: TEST_POOL_IDLE_MS, ...env }, 60_000);
+  const server = await spawnOrchServer([...CLI_ARGS], { ...process.env, ORCH_LOG_LEVEL: 'warn', ...TEST_SERVER_ENV, ...env }, 60_000);
   // A server that dies of its own accord (not by a test's kill) leaves its client with a bare
   // "fetch failed": print why it died, so a rare failure in CI names its cause.
   server.child.once('exit', (code, signal) => {

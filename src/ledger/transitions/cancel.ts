@@ -3,7 +3,6 @@ import { prepared, type Queryable } from '../db.ts';
 import { appendHistory, ENDS_JOBS, recordTransitions, SETTLED_COLUMN, settledRecords } from './history.ts';
 import { CANCELABLE_STATES, type Actor, type JobState, type TransitionRecord } from '../types.ts';
 
-
 /**
  * queued|failed|leased|waiting -> canceled for jobs of one tenant, in one
  * statement, from the states given ($6, a subset of CANCELABLE_STATES). A

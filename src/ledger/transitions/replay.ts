@@ -5,7 +5,6 @@ import { MAX_PRIORITY } from '../validate.ts';
 import { recordTransitions } from './history.ts';
 import { REPLAYABLE_STATES, type Actor, type TransitionRecord } from '../types.ts';
 
-
 /** The replayable states as an SQL list: the ends without success. */
 const FAILED_ENDS = REPLAYABLE_STATES.map((s) => `'${s}'`).join(', ');
 
