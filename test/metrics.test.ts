@@ -81,6 +81,23 @@ test('lapsed leases count as retried and lease_expired; handed-back leases count
   assert.equal(await value('orchestrator_job_failures_total', { job_type: 'm_lapse', error_class: 'LeaseExpired' }), 3);
 });
 
+test('claims are counted by whether they leased anything, both outcomes from 0', async () => {
+  const fresh = new Metrics();
+  const counted = new Ledger(db.pool, loadConfig({}));
+  counted.observe(fresh);
+  const claims = async (outcome: string) => {
+    const m = (await fresh.registry.getMetricsAsJSON()).find((x) => x.name === 'orchestrator_claims_total');
+    return m?.values.find((v) => v.labels.outcome === outcome)?.value;
+  };
+  assert.deepEqual([await claims('leased'), await claims('empty')], [0, 0]);
+  await counted.enqueue([{ tenantId: 'acme', jobType: 'm_claims', payload: 1 }]);
+  const req = { workerId: 'w', jobTypes: ['m_claims'], limit: 5 };
+  assert.equal((await counted.claim(req)).length, 1);
+  assert.equal((await counted.claim(req)).length, 0);
+  assert.equal((await counted.claim(req)).length, 0);
+  assert.deepEqual([await claims('leased'), await claims('empty')], [1, 2]);
+});
+
 test('error classes past the cap per job type are folded into "other"', async () => {
   const n = Metrics.MAX_ERROR_CLASSES_PER_TYPE + 5;
   await ledger.enqueue(Array.from({ length: n }, (_, i) => ({ tenantId: 'acme', jobType: 'm_classes', payload: i })));

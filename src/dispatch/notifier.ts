@@ -44,6 +44,9 @@ export async function notificationsArrive(connectionString: string, timeoutMs = 
 export class JobNotifier {
   private client: pg.Client | null = null;
   private readonly waiters = new Map<string, Set<Waiter>>();
+  /** Notifications heard per job type, and those for every type (a "*", a reconnect): see epoch(). */
+  private readonly heard = new Map<string, number>();
+  private heardForAll = 0;
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | null = null;
 
@@ -65,7 +68,10 @@ export class JobNotifier {
       const [type, count] = (msg.payload ?? '').split(' ');
       const n = Number(count);
       if (type === '*') this.wakeAll();
-      else if (type) this.wake(type, n === 0 ? Infinity : n || 1);
+      else if (type) {
+        this.heard.set(type, (this.heard.get(type) ?? 0) + 1);
+        this.wake(type, n === 0 ? Infinity : n || 1);
+      }
     });
     client.on('error', (err) => {
       this.log.warn({ err }, 'job notifier connection lost; reconnecting');
@@ -96,6 +102,20 @@ export class JobNotifier {
     this.wakeAll();
     await this.client?.end().catch(() => undefined);
     this.client = null;
+  }
+
+  /**
+   * Grows with every notification that concerns one of `types`. Equal
+   * values taken at two moments mean nothing new arrived in between: work
+   * committed after the first moment notifies after it (NOTIFY is sent at
+   * commit), so it would have moved the value. Null in poll mode, where no
+   * notification ever arrives and unchanged values say nothing.
+   */
+  epoch(types: string[]): number | null {
+    if (this.mode === 'poll' || !this.client) return null;
+    let sum = this.heardForAll;
+    for (const t of types) sum += this.heard.get(t) ?? 0;
+    return sum;
   }
 
   /**
@@ -135,6 +155,7 @@ export class JobNotifier {
   }
 
   private wakeAll(): void {
+    this.heardForAll++;
     for (const set of [...this.waiters.values()]) for (const w of [...set]) w.wake();
   }
 }

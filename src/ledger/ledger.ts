@@ -124,10 +124,13 @@ export class Ledger {
   /** A claim that also says which work flow control held back, and until when. */
   async claimRound(req: ClaimRequest): Promise<ClaimRound> {
     await this.workers.seen(req);
-    const { leases, throttled, records } = await claim(this.pool, req, `worker:${req.workerId}`);
+    const { records, ...round } = await claim(this.pool, req, `worker:${req.workerId}`);
     this.emit(records);
-    if (throttled.length > 0) for (const o of this.observers) o.onThrottled?.(throttled);
-    return { leases, throttled };
+    for (const o of this.observers) {
+      o.onClaimed?.(round.leases.length);
+      if (round.throttled.length > 0) o.onThrottled?.(round.throttled);
+    }
+    return round;
   }
 
   heartbeat(inputs: HeartbeatInput[]): Promise<HeartbeatOutcome[]> {

@@ -245,6 +245,8 @@ export interface LedgerObserver {
   onTransitions(records: TransitionRecord[]): void;
   /** Claim rounds that found work a control held back. */
   onThrottled?(throttles: Throttle[]): void;
+  /** Every claim statement run, with the leases it took (0: it found nothing to take). */
+  onClaimed?(leases: number): void;
   /** An enqueue of `jobs` jobs refused by backpressure. */
   onEnqueueRefused?(tenantId: string, jobs: number): void;
 }
@@ -264,4 +266,6 @@ export interface Throttle {
 export interface ClaimRound {
   leases: Lease[];
   throttled: Throttle[];
+  /** The claim left no runnable job of its types and tenants behind: nothing more to take until news arrives. */
+  drained: boolean;
 }

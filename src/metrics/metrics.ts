@@ -37,6 +37,11 @@ export class Metrics implements LedgerObserver, RelayObserver {
     help: 'Claim rounds that found runnable work a control held back, by reason: rate (token bucket), concurrency (cap), quota (hourly count), paused.',
     labelNames: ['tenant', 'job_type', 'reason'] as const, registers: [this.registry],
   });
+  readonly claims = new Counter({
+    name: 'orchestrator_claims_total',
+    help: 'Claim statements this replica ran (each a transaction on the ledger), by outcome: leased (took at least one job) or empty (found nothing to take).',
+    labelNames: ['outcome'] as const, registers: [this.registry],
+  });
   readonly boostRemaining = new Gauge({
     name: 'orchestrator_quota_boost_remaining_seconds',
     help: 'Seconds left of a temporary budget boost (orch quota boost); 0 when the quota runs on its own limits.',
@@ -292,6 +297,10 @@ export class Metrics implements LedgerObserver, RelayObserver {
     }
   }
 
+  onClaimed(leases: number): void {
+    this.claims.inc({ outcome: leases > 0 ? 'leased' : 'empty' });
+  }
+
   onThrottled(throttles: Throttle[]): void {
     for (const t of throttles) this.throttled.inc({ tenant: t.tenantId, job_type: t.jobType, reason: t.reason });
   }
@@ -316,6 +325,7 @@ export class Metrics implements LedgerObserver, RelayObserver {
     collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });
     // at 0 from the start, so that increase() sees the first step-down
     for (const cause of STEP_DOWN_CAUSES) this.leaderStepDowns.inc({ cause }, 0);
+    for (const outcome of ['leased', 'empty']) this.claims.inc({ outcome }, 0);
   }
 
   /**

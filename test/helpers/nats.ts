@@ -151,16 +151,27 @@ export class NatsProcess {
     await rm(this.storeDir, { recursive: true, force: true });
   }
 
-  /** A JetStream cluster of `n` nodes on loopback, routed to each other; started, with a meta leader. */
+  /**
+   * A JetStream cluster of `n` nodes on loopback, routed to each other; started, with a meta leader.
+   * A port found free can be taken (by another test's outgoing connection) before the node binds
+   * it: then the cluster starts again on new ports.
+   */
   static async cluster(n: number): Promise<NatsProcess[]> {
-    const routePorts = await Promise.all(Array.from({ length: n }, () => freePort()));
-    const routes = routePorts.map((p) => `nats://127.0.0.1:${p}`).join(',');
-    const nodes = await Promise.all(routePorts.map((p, i) => NatsProcess.create({
-      args: ['-n', `orch-test-${i}`, '--cluster_name', 'orch-test', '--cluster', `nats://127.0.0.1:${p}`, '--routes', routes],
-    })));
-    for (const node of nodes) node.spawn();
-    await Promise.all(nodes.map((node) => node.ready()));
-    return nodes;
+    for (let attempt = 1; ; attempt++) {
+      const routePorts = await Promise.all(Array.from({ length: n }, () => freePort()));
+      const routes = routePorts.map((p) => `nats://127.0.0.1:${p}`).join(',');
+      const nodes = await Promise.all(routePorts.map((p, i) => NatsProcess.create({
+        args: ['-n', `orch-test-${i}`, '--cluster_name', 'orch-test', '--cluster', `nats://127.0.0.1:${p}`, '--routes', routes],
+      })));
+      for (const node of nodes) node.spawn();
+      try {
+        await Promise.all(nodes.map((node) => node.ready()));
+        return nodes;
+      } catch (err) {
+        await Promise.all(nodes.map((node) => node.destroy()));
+        if (attempt >= 3 || !/address already in use/.test(String(err))) throw err;
+      }
+    }
   }
 }
 

@@ -89,7 +89,8 @@ WITH RECURSIVE heads AS (
     FROM room x WHERE ${covers('x', 'p.tenant_id', 'p.job_type')}
   ) r ON true
 ), open_pairs AS (
-  SELECT o.*, (o.pair_no + (SELECT nextval('orch.claim_turn'))) % o.pairs AS turn FROM (
+  SELECT o.*, (o.pair_no + (SELECT nextval('orch.claim_turn'))) % o.pairs AS turn,
+    least(ceil($2::numeric * o.weight / o.total_weight), o.room) AS share FROM (
     SELECT pr.*, sum(pr.weight) OVER () AS total_weight, row_number() OVER (ORDER BY pr.job_type, pr.tenant_id) AS pair_no,
            count(*) OVER () AS pairs
     FROM pair_room pr WHERE pr.dispatchable AND coalesce(pr.room, 1) > 0) o
@@ -101,7 +102,7 @@ WITH RECURSIVE heads AS (
     SELECT j.ctid AS row_ctid, j.tenant_id, j.id, j.state, j.priority, j.run_after FROM orch.jobs j
     WHERE j.job_type = o.job_type AND j.tenant_id = o.tenant_id AND j.state IN ('queued', 'failed') AND j.run_after <= now()
     ORDER BY j.priority DESC, j.run_after, j.id
-    LIMIT least(ceil($2::numeric * o.weight / o.total_weight), o.room)
+    LIMIT o.share
     FOR UPDATE SKIP LOCKED
   ) c
 ), ranked AS (
@@ -147,6 +148,14 @@ WITH RECURSIVE heads AS (
   WHERE (NOT pr.dispatchable OR pr.room = 0) AND EXISTS (
     SELECT 1 FROM orch.jobs j WHERE j.job_type = pr.job_type AND j.tenant_id = pr.tenant_id
       AND j.state IN ('queued', 'failed') AND j.run_after <= now())
+), drained AS (
+  -- every open queue ran out before its share, no shared cap cut the list and nothing runnable was held
+  -- back: this claim left no runnable job behind (short of rows another claim holds), so the next one
+  -- can wait for a notification instead of asking at once (src/dispatch/dispatcher.ts)
+  SELECT true AS drained FROM open_pairs o
+    LEFT JOIN (SELECT job_type, tenant_id, count(*) AS n FROM candidates GROUP BY job_type, tenant_id) c USING (job_type, tenant_id)
+  HAVING bool_and(coalesce(c.n, 0) < o.share) IS NOT FALSE
+    AND (SELECT count(*) FROM candidates) = (SELECT count(*) FROM picked) AND NOT EXISTS (SELECT 1 FROM throttled)
 ), held AS (
   SELECT x.tenant_id, x.job_type, count(*)::integer AS n FROM throttled t JOIN room x ON ${covers('x', 't.tenant_id', 't.job_type')} AND x.room = 0
   GROUP BY x.tenant_id, x.job_type
@@ -204,6 +213,9 @@ UNION ALL
 SELECT 'throttle', NULL, tenant_id, job_type, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, reason,
        extract(epoch FROM next_eligible_at - now()) * 1000, NULL, NULL
 FROM throttled
+UNION ALL
+SELECT 'drained', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM drained
 ORDER BY kind, n_all`;
 
 /**
@@ -219,7 +231,7 @@ const optimisticClaim = prepared('claim', claimSql(true));
 const lockingClaim = prepared('claim_locking', claimSql(false));
 const SERIALIZATION_FAILURE = '40001';
 
-type ClaimRow = LeaseRow | ThrottleRow;
+type ClaimRow = LeaseRow | ThrottleRow | { kind: 'drained' };
 
 interface LeaseRow {
   kind: 'lease';
@@ -244,7 +256,7 @@ interface LeaseRow {
 interface ThrottleRow { kind: 'throttle'; tenant_id: string; job_type: string; reason: ThrottleReason; retry_ms: number | null }
 
 export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Promise<ClaimRound & { records: TransitionRecord[] }> {
-  if (req.limit <= 0 || req.jobTypes.length === 0) return { leases: [], throttled: [], records: [] };
+  if (req.limit <= 0 || req.jobTypes.length === 0) return { leases: [], throttled: [], records: [], drained: false };
   const params = [req.jobTypes, req.limit, req.workerId, req.tenantIds ?? null, req.leaseMs ?? null, actor, randomUUID()];
   const { rows } = await optimisticClaim<ClaimRow>(db, params).catch((err: unknown) => {
     if ((err as { code?: string }).code !== SERIALIZATION_FAILURE) throw err;
@@ -275,5 +287,5 @@ export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Pro
     tenantId: r.tenant_id, jobType: r.job_type, reason: r.reason,
     retryInMs: r.retry_ms === null ? null : Math.max(0, Math.ceil(Number(r.retry_ms))),
   }));
-  return { leases, throttled, records };
+  return { leases, throttled, records, drained: rows.some((r) => r.kind === 'drained') };
 }

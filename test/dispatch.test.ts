@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { defaultConfig } from '../src/config/config.ts';
+import { Dispatcher } from '../src/dispatch/dispatcher.ts';
+import { JobNotifier } from '../src/dispatch/notifier.ts';
+import { Pauses } from '../src/flow/pauses.ts';
+import { Ledger } from '../src/ledger/ledger.ts';
+import type { ClaimRequest } from '../src/ledger/types.ts';
+import { createLogger } from '../src/logging.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+
+/**
+ * Claims that come back empty-handed cost as much as the useful ones: a
+ * claim says whether it left runnable work behind (drained), and the
+ * dispatcher does not ask again at once after one that did not, until a
+ * notification or the poll tick says there may be news.
+ */
+
+let db: TestDatabase;
+let ledger: Ledger;
+let notifier: JobNotifier;
+
+before(async () => {
+  db = await createTestDatabase();
+  ledger = new Ledger(db.pool, defaultConfig);
+  notifier = new JobNotifier(db.url, createLogger('silent'));
+  await notifier.start();
+});
+
+after(async () => {
+  await notifier?.stop();
+  await db?.drop();
+});
+
+const enqueue = (jobType: string, tenantId: string, n: number, runAfter?: Date) =>
+  ledger.enqueue(Array.from({ length: n }, (_, i) => ({ tenantId, jobType, payload: { i }, ...(runAfter ? { runAfter } : {}) })));
+
+describe('a claim says whether it drained its queues', () => {
+  test('a claim that fills its limit leaves work behind; the one that takes the rest, and an empty one, drain', async () => {
+    await enqueue('dr_one', 'dr-a', 3);
+    const req = { workerId: 'w', jobTypes: ['dr_one'], tenantIds: ['dr-a'] };
+    const full = await ledger.claimRound({ ...req, limit: 2 });
+    assert.deepEqual([full.leases.length, full.drained], [2, false]);
+    const rest = await ledger.claimRound({ ...req, limit: 5 });
+    assert.deepEqual([rest.leases.length, rest.drained], [1, true]);
+    const empty = await ledger.claimRound({ ...req, limit: 5 });
+    assert.deepEqual([empty.leases.length, empty.drained], [0, true]);
+  });
+
+  test('a claim short of its limit because each tenant got only its share has not drained', async () => {
+    await enqueue('dr_fair', 'dr-big', 10);
+    await enqueue('dr_fair', 'dr-small', 1);
+    // two tenants share a limit of 4: two each; the small one has one, so 3 leases and 8 jobs left
+    const round = await ledger.claimRound({ workerId: 'w', jobTypes: ['dr_fair'], limit: 4 });
+    assert.equal(round.leases.length, 3);
+    assert.equal(round.drained, false, 'dr-big still had runnable jobs past its share');
+  });
+
+  test('a paused queue with runnable work is held back, not drained', async () => {
+    await enqueue('dr_paused', 'dr-p', 2);
+    await new Pauses(db.pool).pause('dr-p', 'dr_paused', { actor: 'operator:test', reason: 'dispatch test', ticket: 'OPS-1' });
+    const round = await ledger.claimRound({ workerId: 'w', jobTypes: ['dr_paused'], tenantIds: ['dr-p'], limit: 5 });
+    assert.equal(round.leases.length, 0);
+    assert.equal(round.throttled[0]?.reason, 'paused');
+    assert.equal(round.drained, false);
+  });
+});
+
+describe('the dispatcher after a drained claim', () => {
+  /** A real dispatcher over the real ledger, counting the claims it makes. */
+  function counting(pollIntervalMs: number): { dispatcher: Dispatcher; claims: () => number } {
+    let claims = 0;
+    const counted = Object.create(ledger) as Ledger;
+    counted.claimRound = (req: ClaimRequest) => {
+      claims++;
+      return ledger.claimRound(req);
+    };
+    return { dispatcher: new Dispatcher(counted, notifier, pollIntervalMs), claims: () => claims };
+  }
+
+  test('a worker taking jobs one at a time claims once per job, not once more for nothing', async () => {
+    const { dispatcher, claims } = counting(60_000);
+    const req = { workerId: 'w-one', jobTypes: ['dr_trickle'], tenantIds: ['dr-t'], limit: 5 };
+    // as a woken worker does: the job's notification is heard, then the claim starts
+    const heard = notifier.register(req.jobTypes);
+    const [first] = await enqueue('dr_trickle', 'dr-t', 1);
+    await heard.promise;
+    const got1 = await dispatcher.claim(req, 10_000);
+    assert.deepEqual(got1.map((l) => l.jobId), [first!.id]);
+    assert.equal(claims(), 1);
+    // the next long-poll waits for news instead of claiming at once (that claim would find nothing)
+    const next = dispatcher.claim(req, 10_000);
+    const [second] = await enqueue('dr_trickle', 'dr-t', 1);
+    const got2 = await next;
+    assert.deepEqual(got2.map((l) => l.jobId), [second!.id]);
+    assert.equal(claims(), 2, 'one claim per job: the empty claim in between was not made');
+  });
+
+  test('after a claim that left work behind, the next one claims at once', async () => {
+    const { dispatcher, claims } = counting(60_000);
+    const req = { workerId: 'w-more', jobTypes: ['dr_more'], tenantIds: ['dr-m'], limit: 2 };
+    await enqueue('dr_more', 'dr-m', 3);
+    assert.equal((await dispatcher.claim(req, 10_000)).length, 2);
+    // no notification arrives in between: only an immediate claim finds the third job
+    assert.equal((await dispatcher.claim(req, 10_000)).length, 1);
+    assert.equal(claims(), 2);
+  });
+
+  test('work that becomes runnable without a notification (a delayed job) is found by the poll tick', async () => {
+    const { dispatcher } = counting(100);
+    const req = { workerId: 'w-late', jobTypes: ['dr_late'], tenantIds: ['dr-l'], limit: 5 };
+    assert.equal((await dispatcher.claim(req, 0)).length, 0, 'drained: nothing there');
+    const [late] = await enqueue('dr_late', 'dr-l', 1, new Date(Date.now() + 300));
+    const started = Date.now();
+    const got = await dispatcher.claim(req, 10_000);
+    assert.deepEqual(got.map((l) => l.jobId), [late!.id]);
+    assert.ok(Date.now() - started < 5_000, 'found by the poll tick, not the end of the long-poll');
+  });
+});
