@@ -147,6 +147,13 @@ async function pendingClusterDeltas(tenantId: string): Promise<number> {
 }
 
 async function rollup(): Promise<void> {
+  // The rollup is a leader's service: a loaded machine can cost the server its term (renewal_late), and
+  // the next term starts services of its own, on a pool of its own; fold with this term's, schedule stopped.
+  const current = await eventually(async () => plane.services.find((s) => s.name === 'delta-rollup') ?? null, 10_000, 'this replica leading');
+  if (current !== rollupService) {
+    await current.stop();
+    rollupService = current;
+  }
   await rollupService.runNow();
 }
 

@@ -65,11 +65,16 @@ export function createPool(connectionString: string, max: number, opts: { role?:
   // to plan and workers claim one job at a time when idle: planning it on every call made dispatch
   // fall behind at 500 jobs/s (p50 212 ms; generic: 3.6 ms). Its access paths come from its shape
   // (index ranges, LATERAL limits, TID scan), not from parameter values.
+  // Sequential scans off: a generic plan is made at a statement's first run on the connection. In a
+  // ledger that starts empty that run sees a table of a few rows, where reading all of it looks
+  // cheapest, and the plan stays while the table grows until an ANALYZE replans it (never, with
+  // autovacuum off): every ack then read the whole job table twice (test/plans.test.ts). Every query
+  // of ours reaches job rows through an index; a table without a usable index is still scanned.
   // A connection that cannot be made (or a free one found) within the timeout fails the request (503)
   // instead of holding it while the database is unreachable.
   const pool = new pg.Pool({
     connectionString, max, application_name: opts.name ?? 'orch', connectionTimeoutMillis: 10_000, idleTimeoutMillis: opts.idleMs ?? 10_000,
-    options: ['-c jit=off -c plan_cache_mode=force_generic_plan', opts.role ? `-c role=${opts.role}` : '',
+    options: ['-c jit=off -c plan_cache_mode=force_generic_plan -c enable_seqscan=off', opts.role ? `-c role=${opts.role}` : '',
       ...Object.entries(opts.settings ?? {}).map(([k, v]) => `-c ${k}=${v}`)].filter(Boolean).join(' '),
   });
   // A connection that dies (the server restarting, shutting down) emits 'error' on its client; with no
