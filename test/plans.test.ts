@@ -71,3 +71,24 @@ test('transitions planned on a nearly empty ledger never read the whole job tabl
     await pool.end();
   }
 });
+
+test('a claim of one queue without quota or pause runs the single-queue statement alone; sharing or a control takes the fair one', async () => {
+  const pool = createPool(db.url, 1);
+  const ledger = new Ledger(pool, loadConfig({}));
+  // the statements this connection has prepared so far: each claim form is prepared on its first run
+  const prepared = async () => (await pool.query<{ name: string }>(
+    `SELECT name FROM pg_prepared_statements WHERE name LIKE 'orch_claim%' ORDER BY name`)).rows.map((r) => r.name);
+  try {
+    await ledger.enqueue([{ tenantId: 'one', jobType: 'pl_single', payload: 1 }, { tenantId: 'one', jobType: 'pl_single', payload: 2 }]);
+    const solo = await ledger.claimRound({ workerId: 'w', jobTypes: ['pl_single'], limit: 5 });
+    assert.deepEqual([solo.leases.map((l) => l.payload), solo.drained], [[1, 2], true]);
+    assert.deepEqual(await prepared(), ['orch_claim_single'], 'one queue: the fair claim never ran');
+
+    await ledger.enqueue([{ tenantId: 'one', jobType: 'pl_shared', payload: 'a' }, { tenantId: 'two', jobType: 'pl_shared', payload: 'b' }]);
+    const shared = await ledger.claimRound({ workerId: 'w', jobTypes: ['pl_shared'], limit: 5 });
+    assert.deepEqual(shared.leases.map((l) => l.payload).sort(), ['a', 'b']);
+    assert.deepEqual(await prepared(), ['orch_claim', 'orch_claim_single'], 'two tenants: the fair claim shared the limit');
+  } finally {
+    await pool.end();
+  }
+});

@@ -45,6 +45,40 @@ const PARENT_RESULTS = `
     WHERE e.tenant_id = j.tenant_id AND e.child_id = j.id
   ) r`;
 
+/**
+ * The rows of `picked` (row_ctid, tenant_id, id, state, n_all: the order the
+ * leases come back in) become leases, with their history, counts and events.
+ * Shared by both claim statements.
+ */
+const TAKE_LEASES = `upd AS (
+  UPDATE orch.jobs j SET
+    state = 'leased', attempt = j.attempt + 1, lease_id = gen_random_uuid(),
+    lease_ms = coalesce($5::integer, jt.lease_ms), lease_until = now() + make_interval(secs => coalesce($5::integer, jt.lease_ms) / 1000.0),
+    worker_id = $3, heartbeat_at = now(), started_at = now(),
+    deadline_at = now() + make_interval(secs => jt.timeout_ms / 1000.0),
+    acked = NULL, progress = NULL, progress_message = NULL, updated_at = now(), ${appendHistory('$7')}
+  FROM picked p, orch.job_types jt
+  -- by row address (a TID scan whatever the estimates): this statement holds the rows locked, so they cannot move
+  WHERE j.ctid = ANY (ARRAY(SELECT row_ctid FROM picked)) AND j.ctid = p.row_ctid AND jt.name = j.job_type
+  RETURNING j.id, j.tenant_id, j.job_type, j.priority, j.payload, j.attempt, j.max_attempts, j.lease_id,
+    -- times as ISO 8601 text: formatting here is cheaper than parsing to Date and back in Node
+    to_json(j.lease_until) #>> '{}' AS lease_until, j.idempotency_key, j.correlation_id,
+    to_json(j.deadline_at) #>> '{}' AS deadline_at, j.run_after, p.state AS from_state,
+    extract(epoch FROM now() - greatest(j.run_after, j.created_at)) * 1000 AS latency_ms,
+    coalesce($5::integer, jt.lease_ms) AS lease_ms, p.n_all,
+    -- parents' results, for the few jobs that waited for parents (a CASE: no probe for any other)
+    CASE WHEN j.has_parents THEN (${PARENT_RESULTS}) END AS parents
+), entries AS (
+  SELECT id, tenant_id, job_type, from_state, 'leased'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
+), ${recordTransitions('entries', '$7::uuid', '$6', 'NULL', "'claimed'")}`;
+
+const LEASE_ROWS = `SELECT 'lease' AS kind, id, tenant_id, job_type, priority, payload, attempt, max_attempts, lease_id, lease_until,
+  idempotency_key, correlation_id, deadline_at, from_state, latency_ms, lease_ms, NULL AS reason, NULL::float8 AS retry_ms, n_all, parents
+FROM upd`;
+
+/** A row that only says something of the claim as a whole (`kind`), shaped like a lease row. */
+const marker = (kind: string) => `SELECT '${kind}', ${Array(19).fill('NULL').join(', ')}`;
+
 const claimSql = (optimistic: boolean) => `
 WITH RECURSIVE heads AS (
   -- ordered like jobs_claim_idx, so each probe is one descent of that index (the primary key also
@@ -118,27 +152,7 @@ WITH RECURSIVE heads AS (
   SELECT row_ctid, tenant_id, id, state, n_all FROM ranked
   WHERE n_all <= $2 AND n_all <= coalesce(room_all, n_all) AND n_tenant <= coalesce(room_tenant, n_tenant)
     AND n_type <= coalesce(room_type, n_type)
-), upd AS (
-  UPDATE orch.jobs j SET
-    state = 'leased', attempt = j.attempt + 1, lease_id = gen_random_uuid(),
-    lease_ms = coalesce($5::integer, jt.lease_ms), lease_until = now() + make_interval(secs => coalesce($5::integer, jt.lease_ms) / 1000.0),
-    worker_id = $3, heartbeat_at = now(), started_at = now(),
-    deadline_at = now() + make_interval(secs => jt.timeout_ms / 1000.0),
-    acked = NULL, progress = NULL, progress_message = NULL, updated_at = now(), ${appendHistory('$7')}
-  FROM picked p, orch.job_types jt
-  -- by row address (a TID scan whatever the estimates): this statement holds the rows locked, so they cannot move
-  WHERE j.ctid = ANY (ARRAY(SELECT row_ctid FROM picked)) AND j.ctid = p.row_ctid AND jt.name = j.job_type
-  RETURNING j.id, j.tenant_id, j.job_type, j.priority, j.payload, j.attempt, j.max_attempts, j.lease_id,
-    -- times as ISO 8601 text: formatting here is cheaper than parsing to Date and back in Node
-    to_json(j.lease_until) #>> '{}' AS lease_until, j.idempotency_key, j.correlation_id,
-    to_json(j.deadline_at) #>> '{}' AS deadline_at, j.run_after, p.state AS from_state,
-    extract(epoch FROM now() - greatest(j.run_after, j.created_at)) * 1000 AS latency_ms,
-    coalesce($5::integer, jt.lease_ms) AS lease_ms, p.n_all,
-    -- parents' results, for the few jobs that waited for parents (a CASE: no probe for any other)
-    CASE WHEN j.has_parents THEN (${PARENT_RESULTS}) END AS parents
-), entries AS (
-  SELECT id, tenant_id, job_type, from_state, 'leased'::orch.job_state AS to_state, attempt, lease_id, NULL::jsonb AS error FROM upd
-), ${recordTransitions('entries', '$7::uuid', '$6', 'NULL', "'claimed'")}, spent AS (
+), ${TAKE_LEASES}, spent AS (
   SELECT x.tenant_id, x.job_type, count(*)::integer AS n FROM upd u JOIN room x ON ${covers('x', 'u.tenant_id', 'u.job_type')}
   GROUP BY x.tenant_id, x.job_type
 ), throttled AS (
@@ -206,17 +220,54 @@ WITH RECURSIVE heads AS (
     LEFT JOIN (SELECT tenant_id, job_type, sum(n) AS n FROM released GROUP BY tenant_id, job_type) rl USING (tenant_id, job_type)
   WHERE q.tenant_id = r.tenant_id AND q.job_type = r.job_type AND (s.n IS NOT NULL OR h.n IS NOT NULL OR rl.n IS NOT NULL)
 )`}
-SELECT 'lease' AS kind, id, tenant_id, job_type, priority, payload, attempt, max_attempts, lease_id, lease_until, idempotency_key,
-       correlation_id, deadline_at, from_state, latency_ms, lease_ms, NULL AS reason, NULL::float8 AS retry_ms, n_all, parents
-FROM upd${optimistic ? ' WHERE (SELECT count(*) FROM conflict) = 0' : ''}
+${LEASE_ROWS}${optimistic ? ' WHERE (SELECT count(*) FROM conflict) = 0' : ''}
 UNION ALL
 SELECT 'throttle', NULL, tenant_id, job_type, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, reason,
        extract(epoch FROM next_eligible_at - now()) * 1000, NULL, NULL
 FROM throttled
 UNION ALL
-SELECT 'drained', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM drained
+${marker('drained')} FROM drained
 ORDER BY kind, n_all`;
+
+/**
+ * The common claim in a statement of a third the fixed cost (an idle worker taking one job:
+ * about 0.6 against 1.0 ms): when the types and tenants asked for have claimable work in one
+ * (type, tenant) queue only, and no quota or pause covers it, there is nothing to share out or
+ * hold back, and the head of that queue is what the fair claim would take. Otherwise it takes
+ * nothing and answers 'contended', and the fair claim runs. Work of no queue at all is drained.
+ */
+const singleQueueClaim = prepared('claim_single', `
+WITH RECURSIVE pairs AS (
+  SELECT t.job_type, h.tenant_id FROM unnest($1::text[]) AS t(job_type)
+  CROSS JOIN LATERAL (SELECT j.tenant_id FROM orch.jobs j WHERE j.job_type = t.job_type AND j.state IN ('queued', 'failed')
+                      ORDER BY j.tenant_id, j.priority DESC, j.run_after, j.id LIMIT 1) h
+  WHERE $4::text[] IS NULL
+  UNION ALL
+  SELECT t.job_type, u.tenant_id FROM unnest($1::text[]) AS t(job_type) CROSS JOIN unnest($4::text[]) AS u(tenant_id)
+), pair AS (
+  SELECT p.job_type, p.tenant_id FROM pairs p
+  WHERE (SELECT count(*) FROM pairs) = 1
+    -- the first tenant with work of the type found above; a second one means sharing
+    AND ($4::text[] IS NOT NULL OR NOT EXISTS (SELECT 1 FROM orch.jobs j WHERE j.job_type = p.job_type
+      AND j.state IN ('queued', 'failed') AND j.tenant_id > p.tenant_id))
+    AND NOT EXISTS (SELECT 1 FROM orch.quotas q WHERE ${covers('q', 'p.tenant_id', 'p.job_type')})
+    AND ${notPaused('p.tenant_id', 'p.job_type')}
+), picked AS (
+  SELECT c.row_ctid, c.tenant_id, c.id, c.state, row_number() OVER (ORDER BY c.priority DESC, c.run_after, c.id) AS n_all
+  FROM pair o CROSS JOIN LATERAL (
+    SELECT j.ctid AS row_ctid, j.tenant_id, j.id, j.state, j.priority, j.run_after FROM orch.jobs j
+    WHERE j.job_type = o.job_type AND j.tenant_id = o.tenant_id AND j.state IN ('queued', 'failed') AND j.run_after <= now()
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+  ) c
+), ${TAKE_LEASES}
+${LEASE_ROWS}
+UNION ALL
+${marker('drained')} WHERE (EXISTS (SELECT 1 FROM pair) AND (SELECT count(*) FROM picked) < $2) OR NOT EXISTS (SELECT 1 FROM pairs)
+UNION ALL
+${marker('contended')} WHERE EXISTS (SELECT 1 FROM pairs) AND NOT EXISTS (SELECT 1 FROM pair)
+ORDER BY kind, n_all`);
 
 /**
  * Two forms of the statement. The optimistic one reads the quotas without
@@ -231,7 +282,7 @@ const optimisticClaim = prepared('claim', claimSql(true));
 const lockingClaim = prepared('claim_locking', claimSql(false));
 const SERIALIZATION_FAILURE = '40001';
 
-type ClaimRow = LeaseRow | ThrottleRow | { kind: 'drained' };
+type ClaimRow = LeaseRow | ThrottleRow | { kind: 'drained' | 'contended' };
 
 interface LeaseRow {
   kind: 'lease';
@@ -258,10 +309,13 @@ interface ThrottleRow { kind: 'throttle'; tenant_id: string; job_type: string; r
 export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Promise<ClaimRound & { records: TransitionRecord[] }> {
   if (req.limit <= 0 || req.jobTypes.length === 0) return { leases: [], throttled: [], records: [], drained: false };
   const params = [req.jobTypes, req.limit, req.workerId, req.tenantIds ?? null, req.leaseMs ?? null, actor, randomUUID()];
-  const { rows } = await optimisticClaim<ClaimRow>(db, params).catch((err: unknown) => {
-    if ((err as { code?: string }).code !== SERIALIZATION_FAILURE) throw err;
-    return lockingClaim<ClaimRow>(db, params);
-  });
+  let { rows } = await singleQueueClaim<ClaimRow>(db, params);
+  if (rows.some((r) => r.kind === 'contended')) {
+    ({ rows } = await optimisticClaim<ClaimRow>(db, params).catch((err: unknown) => {
+      if ((err as { code?: string }).code !== SERIALIZATION_FAILURE) throw err;
+      return lockingClaim<ClaimRow>(db, params);
+    }));
+  }
   const leaseRows = rows.filter((r): r is LeaseRow => r.kind === 'lease');
   const leases = leaseRows.map((r) => ({
     jobId: r.id,
