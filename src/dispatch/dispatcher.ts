@@ -43,8 +43,8 @@ export class Dispatcher {
       try {
         const epoch = this.notifier.epoch(req.jobTypes);
         // registered before the comparison: a notification heard after it wakes the waiter
-        const wait = first && epoch !== null && this.drainedAt.get(key) === epoch && waitMs > 0;
-        const { leases, throttled } = wait ? { leases: [], throttled: [] } : await this.claimed(key, req, epoch);
+        const nothingNew = first && waitMs > 0 && epoch !== null && this.drainedAt.get(key) === epoch;
+        const { leases, throttled } = nothingNew ? { leases: [], throttled: [] } : await this.claimNoting(key, req, epoch);
         const left = deadline - Date.now();
         if (leases.length > 0 || left <= 0 || signal.aborted) return leases;
         // Held back by a token bucket or hourly quota: look again when it refills, not a poll tick later.
@@ -58,7 +58,8 @@ export class Dispatcher {
     }
   }
 
-  private async claimed(key: string, req: ClaimRequest, epoch: number | null): Promise<ClaimRound> {
+  /** Claims, and notes whether the claim drained the claimer's queues as of `epoch`. */
+  private async claimNoting(key: string, req: ClaimRequest, epoch: number | null): Promise<ClaimRound> {
     const round = await this.ledger.claimRound(req);
     this.drainedAt.delete(key);
     if (round.drained && epoch !== null) {

@@ -8,6 +8,9 @@ import { STEP_DOWN_CAUSES } from '../cluster/elector.ts';
 import type { WindowSamples } from '../windows/samples.ts';
 import { NO_OUTCOME_CAUSES, THROTTLE_REASONS, type LedgerObserver, type Throttle, type TransitionRecord } from '../ledger/types.ts';
 
+/** orchestrator_claims_total's outcomes: the claim took at least one job, or none. */
+const CLAIM_OUTCOMES = ['leased', 'empty'] as const;
+
 /**
  * The process's Prometheus registry. Counters and histograms are fed from
  * ledger transitions as they happen; nothing here reads the job table, so a
@@ -298,7 +301,8 @@ export class Metrics implements LedgerObserver, RelayObserver {
   }
 
   onClaimed(leases: number): void {
-    this.claims.inc({ outcome: leases > 0 ? 'leased' : 'empty' });
+    const outcome: (typeof CLAIM_OUTCOMES)[number] = leases > 0 ? 'leased' : 'empty';
+    this.claims.inc({ outcome });
   }
 
   onThrottled(throttles: Throttle[]): void {
@@ -325,7 +329,7 @@ export class Metrics implements LedgerObserver, RelayObserver {
     collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });
     // at 0 from the start, so that increase() sees the first step-down
     for (const cause of STEP_DOWN_CAUSES) this.leaderStepDowns.inc({ cause }, 0);
-    for (const outcome of ['leased', 'empty']) this.claims.inc({ outcome }, 0);
+    for (const outcome of CLAIM_OUTCOMES) this.claims.inc({ outcome }, 0);
   }
 
   /**

@@ -46,6 +46,26 @@ const PARENT_RESULTS = `
   ) r`;
 
 /**
+ * The first tenant (after `after`, if given) with claimable work of `jobType`, as a scalar subquery.
+ * Ordered like jobs_claim_idx, so each probe is one descent of that index (the primary key also
+ * sorts by tenant, but walking it would step over every job the tenant ever had).
+ */
+const tenantWithWork = (jobType: string, after?: string) =>
+  `(SELECT j.tenant_id FROM orch.jobs j WHERE j.job_type = ${jobType} AND j.state IN ('queued', 'failed')${after ? ` AND j.tenant_id > ${after}` : ''}
+    ORDER BY j.tenant_id, j.priority DESC, j.run_after, j.id LIMIT 1)`;
+
+/** A claim restricted to tenants ($4) considers every (type, tenant) it names. */
+const NAMED_PAIRS = 'SELECT t.job_type, u.tenant_id FROM unnest($1::text[]) AS t(job_type) CROSS JOIN unnest($4::text[]) AS u(tenant_id)';
+
+/** The head of queue `o` (job_type, tenant_id) in priority order, up to `limit` rows, locked. */
+const queueHead = (limit: string) => `
+    SELECT j.ctid AS row_ctid, j.tenant_id, j.id, j.state, j.priority, j.run_after FROM orch.jobs j
+    WHERE j.job_type = o.job_type AND j.tenant_id = o.tenant_id AND j.state IN ('queued', 'failed') AND j.run_after <= now()
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT ${limit}
+    FOR UPDATE SKIP LOCKED`;
+
+/**
  * The rows of `picked` (row_ctid, tenant_id, id, state, n_all: the order the
  * leases come back in) become leases, with their history, counts and events.
  * Shared by both claim statements.
@@ -81,19 +101,13 @@ const marker = (kind: string) => `SELECT '${kind}', ${Array(19).fill('NULL').joi
 
 const claimSql = (optimistic: boolean) => `
 WITH RECURSIVE heads AS (
-  -- ordered like jobs_claim_idx, so each probe is one descent of that index (the primary key also
-  -- sorts by tenant, but walking it would step over every job the tenant ever had)
-  SELECT t.job_type, (SELECT j.tenant_id FROM orch.jobs j WHERE j.job_type = t.job_type AND j.state IN ('queued', 'failed')
-                      ORDER BY j.tenant_id, j.priority DESC, j.run_after, j.id LIMIT 1) AS tenant_id
-  FROM unnest($1::text[]) AS t(job_type) WHERE $4::text[] IS NULL
+  SELECT t.job_type, ${tenantWithWork('t.job_type')} AS tenant_id FROM unnest($1::text[]) AS t(job_type) WHERE $4::text[] IS NULL
   UNION ALL
-  SELECT h.job_type, (SELECT j.tenant_id FROM orch.jobs j WHERE j.job_type = h.job_type AND j.state IN ('queued', 'failed')
-                      AND j.tenant_id > h.tenant_id ORDER BY j.tenant_id, j.priority DESC, j.run_after, j.id LIMIT 1)
-  FROM heads h WHERE h.tenant_id IS NOT NULL
+  SELECT h.job_type, ${tenantWithWork('h.job_type', 'h.tenant_id')} FROM heads h WHERE h.tenant_id IS NOT NULL
 ), pairs AS (
   SELECT job_type, tenant_id FROM heads WHERE tenant_id IS NOT NULL
   UNION ALL
-  SELECT t.job_type, u.tenant_id FROM unnest($1::text[]) AS t(job_type) CROSS JOIN unnest($4::text[]) AS u(tenant_id)
+  ${NAMED_PAIRS}
 ), quota_rows AS (
   SELECT q.* FROM orch.quotas q
   WHERE q.job_type IN (SELECT job_type FROM pairs UNION ALL SELECT '*')
@@ -132,12 +146,7 @@ WITH RECURSIVE heads AS (
   SELECT c.*, o.job_type, o.weight, o.turn,
     row_number() OVER (PARTITION BY o.job_type, o.tenant_id ORDER BY c.priority DESC, c.run_after, c.id) AS k
   FROM open_pairs o
-  CROSS JOIN LATERAL (
-    SELECT j.ctid AS row_ctid, j.tenant_id, j.id, j.state, j.priority, j.run_after FROM orch.jobs j
-    WHERE j.job_type = o.job_type AND j.tenant_id = o.tenant_id AND j.state IN ('queued', 'failed') AND j.run_after <= now()
-    ORDER BY j.priority DESC, j.run_after, j.id
-    LIMIT o.share
-    FOR UPDATE SKIP LOCKED
+  CROSS JOIN LATERAL (${queueHead('o.share')}
   ) c
 ), ranked AS (
   SELECT c.row_ctid, c.tenant_id, c.id, c.state,
@@ -237,29 +246,22 @@ ORDER BY kind, n_all`;
  * nothing and answers 'contended', and the fair claim runs. Work of no queue at all is drained.
  */
 const singleQueueClaim = prepared('claim_single', `
-WITH RECURSIVE pairs AS (
-  SELECT t.job_type, h.tenant_id FROM unnest($1::text[]) AS t(job_type)
-  CROSS JOIN LATERAL (SELECT j.tenant_id FROM orch.jobs j WHERE j.job_type = t.job_type AND j.state IN ('queued', 'failed')
-                      ORDER BY j.tenant_id, j.priority DESC, j.run_after, j.id LIMIT 1) h
-  WHERE $4::text[] IS NULL
+WITH pairs AS (
+  SELECT job_type, tenant_id FROM (
+    SELECT t.job_type, ${tenantWithWork('t.job_type')} AS tenant_id FROM unnest($1::text[]) AS t(job_type) WHERE $4::text[] IS NULL
+  ) first WHERE tenant_id IS NOT NULL
   UNION ALL
-  SELECT t.job_type, u.tenant_id FROM unnest($1::text[]) AS t(job_type) CROSS JOIN unnest($4::text[]) AS u(tenant_id)
+  ${NAMED_PAIRS}
 ), pair AS (
   SELECT p.job_type, p.tenant_id FROM pairs p
   WHERE (SELECT count(*) FROM pairs) = 1
     -- the first tenant with work of the type found above; a second one means sharing
-    AND ($4::text[] IS NOT NULL OR NOT EXISTS (SELECT 1 FROM orch.jobs j WHERE j.job_type = p.job_type
-      AND j.state IN ('queued', 'failed') AND j.tenant_id > p.tenant_id))
+    AND ($4::text[] IS NOT NULL OR ${tenantWithWork('p.job_type', 'p.tenant_id')} IS NULL)
     AND NOT EXISTS (SELECT 1 FROM orch.quotas q WHERE ${covers('q', 'p.tenant_id', 'p.job_type')})
     AND ${notPaused('p.tenant_id', 'p.job_type')}
 ), picked AS (
   SELECT c.row_ctid, c.tenant_id, c.id, c.state, row_number() OVER (ORDER BY c.priority DESC, c.run_after, c.id) AS n_all
-  FROM pair o CROSS JOIN LATERAL (
-    SELECT j.ctid AS row_ctid, j.tenant_id, j.id, j.state, j.priority, j.run_after FROM orch.jobs j
-    WHERE j.job_type = o.job_type AND j.tenant_id = o.tenant_id AND j.state IN ('queued', 'failed') AND j.run_after <= now()
-    ORDER BY j.priority DESC, j.run_after, j.id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
+  FROM pair o CROSS JOIN LATERAL (${queueHead('$2')}
   ) c
 ), ${TAKE_LEASES}
 ${LEASE_ROWS}
