@@ -7,7 +7,11 @@ import { Pauses } from '../src/flow/pauses.ts';
 import { Ledger } from '../src/ledger/ledger.ts';
 import type { ClaimRequest } from '../src/ledger/types.ts';
 import { createLogger } from '../src/logging.ts';
+import { InProcessTransport } from '../src/sdk/in-process.ts';
+import type { ClaimParams } from '../src/sdk/transport.ts';
+import { createWorker, type Worker } from '../src/sdk/worker.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { eventually } from './helpers/server.ts';
 
 /**
  * Claims that come back empty-handed cost as much as the useful ones: a
@@ -115,5 +119,75 @@ describe('the dispatcher after a drained claim', () => {
     const got = await dispatcher.claim(req, 10_000);
     assert.deepEqual(got.map((l) => l.jobId), [late!.id]);
     assert.ok(Date.now() - started < 5_000, 'found by the poll tick, not the end of the long-poll');
+  });
+});
+
+describe("express claims: a newly busy tenant does not wait behind a worker's bulk claims", () => {
+  const stateOf = async (tenantId: string, id: string) =>
+    (await db.pool.query<{ state: string }>('SELECT state FROM orch.jobs WHERE tenant_id = $1 AND id = $2', [tenantId, id])).rows[0]?.state;
+
+  /** An in-process worker whose claims are recorded (the express ones carry onlyTenants). */
+  async function recordingWorker(jobTypes: string[], handler: (tenantId: string) => Promise<void> | void, opts: { concurrency: number; prefetch: number; batchSize: number }) {
+    const claims: ClaimParams[] = [];
+    const inner = await InProcessTransport.open({ connectionString: db.url, workerId: `w-${jobTypes[0]}`, log: createLogger('silent'), poolSize: 4 });
+    const transport = Object.create(inner) as InProcessTransport;
+    transport.claim = (p, signal) => {
+      claims.push(p);
+      return inner.claim(p, signal);
+    };
+    const worker: Worker = await createWorker({ transport, jobTypes, handleSignals: false, waitMs: 1000, ...opts, handler: (job) => handler(job.tenantId) });
+    return { worker, express: () => claims.filter((c) => c.onlyTenants) };
+  }
+
+  test('a worker whose claims run full takes a new tenant\'s job at once, even with no room left', async () => {
+    await enqueue('ex_busy', 'ex-a', 20);
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const started: string[] = [];
+    const { worker, express } = await recordingWorker(['ex_busy'], async (tenantId) => {
+      started.push(tenantId);
+      if (tenantId === 'ex-a') await gate;
+    }, { concurrency: 1, prefetch: 4, batchSize: 5 });
+    try {
+      // one full claim of 5 fills the worker (1 running + 4 prefetched): its claimer waits for room
+      await eventually(async () => worker.held === 5, 10_000, 'the first claim');
+      const [b] = await enqueue('ex_busy', 'ex-b', 1);
+      // no slot frees while the gate is shut: only an express claim can lease it
+      await eventually(async () => (await stateOf('ex-b', b!.id)) === 'leased', 10_000, "tenant B's job to be leased");
+      assert.deepEqual(express().map((c) => [c.onlyTenants, c.limit]), [[['ex-b'], 1]]);
+      open();
+      await eventually(async () => started.length === 21, 10_000, 'every job to run');
+      // the fair buffer hands it out before the rest of A's prefetched jobs
+      assert.ok(started.indexOf('ex-b') <= 2, `B ran at position ${started.indexOf('ex-b')}`);
+    } finally {
+      open();
+      await worker.stop();
+    }
+  });
+
+  test('a worker that keeps up makes no express claims: its own long-poll is woken', async () => {
+    const done: string[] = [];
+    const { worker, express } = await recordingWorker(['ex_idle'], (tenantId) => void done.push(tenantId), { concurrency: 5, prefetch: 5, batchSize: 10 });
+    try {
+      for (const tenant of ['ex-c', 'ex-d', 'ex-e']) {
+        await enqueue('ex_idle', tenant, 1);
+        await eventually(async () => done.includes(tenant), 10_000, `${tenant}'s job`);
+      }
+      assert.deepEqual(express(), []);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  test('an express claim looks only at the tenants it names, and never past the claimer\'s own tenants', async () => {
+    await enqueue('ex_scope', 'ex-x', 2);
+    await enqueue('ex_scope', 'ex-y', 2);
+    const base = { workerId: 'w-scope', jobTypes: ['ex_scope'], limit: 10 };
+    const outside = await ledger.claimRound({ ...base, tenantIds: ['ex-x'], onlyTenants: ['ex-y'] });
+    assert.deepEqual(outside.leases, [], 'ex-y is outside the claimer\'s tenants');
+    const within = await ledger.claimRound({ ...base, tenantIds: ['ex-x'], onlyTenants: ['ex-x', 'ex-y'] });
+    assert.deepEqual(within.leases.map((l) => l.tenantId), ['ex-x', 'ex-x']);
+    const all = await ledger.claimRound({ ...base, onlyTenants: ['ex-y'] });
+    assert.deepEqual(all.leases.map((l) => l.tenantId), ['ex-y', 'ex-y']);
   });
 });

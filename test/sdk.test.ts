@@ -427,9 +427,10 @@ for (const mode of ['remote', 'in-process'] as const satisfies readonly Mode[]) 
         const claim = new HttpTransport({ apiUrl: plane.url })
           .claim({ workerId: 'ghost-worker', jobTypes: [type], limit: 5, waitMs: 10_000 }, ac.signal)
           .then((leases) => leases.length, (err: Error) => err.name);
-        // Runnable in 200 ms: a delayed job sends no wake-up, so the server's claim keeps
-        // sleeping until its 1 s poll tick; the client goes away before that tick.
-        const [e] = await plane.ledger.enqueue([{ tenantId: TENANT, jobType: type, payload: {}, runAfter: new Date(Date.now() + 200) }]);
+        // Runnable in 600 ms: a delayed job sends no wake-up, so the server's claim keeps
+        // sleeping until its 1 s poll tick; the client goes away before the job is runnable
+        // (so a claim that reached a loaded server late cannot find it) and before that tick.
+        const [e] = await plane.ledger.enqueue([{ tenantId: TENANT, jobType: type, payload: {}, runAfter: new Date(Date.now() + 600) }]);
         await delay(450);
         ac.abort();
         assert.equal(await claim, 'AbortError');

@@ -37,13 +37,14 @@ export class Dispatcher {
   async claim(req: ClaimRequest, waitMs: number, callerSignal?: AbortSignal): Promise<Lease[]> {
     const signal = callerSignal ? AbortSignal.any([callerSignal, this.closing.signal]) : this.closing.signal;
     const deadline = Date.now() + waitMs;
-    const key = `${req.workerId}\u0000${req.tenantIds?.join(',') ?? '*'}\u0000${req.jobTypes.join(',')}`;
+    // only a claimer that waits can skip a claim; one that does not (an express claim) leaves nothing to remember
+    const key = waitMs > 0 ? `${req.workerId}\u0000${req.tenantIds?.join(',') ?? '*'}\u0000${req.jobTypes.join(',')}` : null;
     for (let first = true; ; first = false) {
       const waiter = this.notifier.register(req.jobTypes);
       try {
         const epoch = this.notifier.epoch(req.jobTypes);
         // registered before the comparison: a notification heard after it wakes the waiter
-        const nothingNew = first && waitMs > 0 && epoch !== null && this.drainedAt.get(key) === epoch;
+        const nothingNew = first && key !== null && epoch !== null && this.drainedAt.get(key) === epoch;
         const { leases, throttled } = nothingNew ? { leases: [], throttled: [] } : await this.claimNoting(key, req, epoch);
         const left = deadline - Date.now();
         if (leases.length > 0 || left <= 0 || signal.aborted) return leases;
@@ -59,8 +60,9 @@ export class Dispatcher {
   }
 
   /** Claims, and notes whether the claim drained the claimer's queues as of `epoch`. */
-  private async claimNoting(key: string, req: ClaimRequest, epoch: number | null): Promise<ClaimRound> {
+  private async claimNoting(key: string | null, req: ClaimRequest, epoch: number | null): Promise<ClaimRound> {
     const round = await this.ledger.claimRound(req);
+    if (key === null) return round;
     this.drainedAt.delete(key);
     if (round.drained && epoch !== null) {
       if (this.drainedAt.size >= DRAINED_KEPT) this.drainedAt.delete(this.drainedAt.keys().next().value!);

@@ -3,6 +3,9 @@ import pg from 'pg';
 import { JOBS_CHANNEL } from '../ledger/channel.ts';
 import type { Logger } from '../logging.ts';
 
+/** Told that `count` jobs of a type it listens for became runnable in `tenantId`'s queue. */
+export type RunnableListener = (tenantId: string, count: number) => void;
+
 interface Waiter {
   types: string[];
   wake: () => void;
@@ -47,6 +50,7 @@ export class JobNotifier {
   /** Notifications heard per job type, and those for every type (a "*", a reconnect): see epoch(). */
   private readonly heard = new Map<string, number>();
   private heardForAll = 0;
+  private readonly runnableListeners = new Map<string, Set<RunnableListener>>();
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | null = null;
 
@@ -64,13 +68,14 @@ export class JobNotifier {
   private async connect(): Promise<void> {
     const client = new pg.Client({ connectionString: this.connectionString, application_name: 'orch-notifier' });
     client.on('notification', (msg) => {
-      // "<jobType> <count>"; count 0 (a resume) wakes every waiter of the type, type "*" every waiter.
-      const [type, count] = (msg.payload ?? '').split(' ');
+      // payloads: src/ledger/channel.ts; count 0 (a resume, a freed slot) wakes every waiter of the type
+      const [type, count, tenantId] = (msg.payload ?? '').split(' ');
       const n = Number(count);
       if (type === '*') this.wakeAll();
       else if (type) {
         this.heard.set(type, (this.heard.get(type) ?? 0) + 1);
         this.wake(type, n === 0 ? Infinity : n || 1);
+        if (tenantId && n > 0) for (const listener of this.runnableListeners.get(type) ?? []) listener(tenantId, n);
       }
     });
     client.on('error', (err) => {
@@ -119,6 +124,16 @@ export class JobNotifier {
   }
 
   /**
+   * Calls `listener` whenever jobs of one of `types` become runnable in one
+   * tenant's queue, with the tenant and how many (as the committing
+   * transition notified them). Returns the unsubscribe.
+   */
+  onRunnable(types: string[], listener: RunnableListener): () => void {
+    addPerType(this.runnableListeners, types, listener);
+    return () => removePerType(this.runnableListeners, types, listener);
+  }
+
+  /**
    * Registers interest before the caller looks for work, so a notification
    * that lands between an empty claim and the wait is not missed.
    */
@@ -132,20 +147,12 @@ export class JobNotifier {
         resolve();
       },
     };
-    for (const t of types) {
-      let set = this.waiters.get(t);
-      if (!set) this.waiters.set(t, (set = new Set()));
-      set.add(waiter);
-    }
+    addPerType(this.waiters, types, waiter);
     return { promise, cancel: () => this.remove(waiter) };
   }
 
   private remove(waiter: Waiter): void {
-    for (const t of waiter.types) {
-      const set = this.waiters.get(t);
-      set?.delete(waiter);
-      if (set?.size === 0) this.waiters.delete(t);
-    }
+    removePerType(this.waiters, waiter.types, waiter);
   }
 
   private wake(type: string, count: number): void {
@@ -157,5 +164,21 @@ export class JobNotifier {
   private wakeAll(): void {
     this.heardForAll++;
     for (const set of [...this.waiters.values()]) for (const w of [...set]) w.wake();
+  }
+}
+
+function addPerType<T>(map: Map<string, Set<T>>, types: string[], item: T): void {
+  for (const t of types) {
+    let set = map.get(t);
+    if (!set) map.set(t, (set = new Set()));
+    set.add(item);
+  }
+}
+
+function removePerType<T>(map: Map<string, Set<T>>, types: string[], item: T): void {
+  for (const t of types) {
+    const set = map.get(t);
+    set?.delete(item);
+    if (set?.size === 0) map.delete(t);
   }
 }

@@ -142,8 +142,10 @@ export interface ClaimRequest {
   workerId: string;
   jobTypes: string[];
   limit: number;
-  /** Restrict to these tenants; undefined means all tenants. */
+  /** The tenants the worker claims for (its scope and its registry record); undefined means all tenants. */
   tenantIds?: string[];
+  /** This claim looks only at these tenants' queues, within tenantIds: an express claim for work that just arrived. */
+  onlyTenants?: string[];
   /** Overrides the job type's lease length for these leases. */
   leaseMs?: number;
   /** The worker's host and version, shown in the worker registry. */

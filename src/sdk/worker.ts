@@ -51,6 +51,8 @@ export interface WorkerOptions<P = unknown> {
 }
 
 const HEARTBEAT_TICK_MS = 250;
+/** Most jobs one express claim takes (past the prefetch limit): enough for a burst, not a second bulk claim. */
+const EXPRESS_LIMIT = 10;
 /**
  * A worker holding leases heartbeats at least this often, whatever its lease
  * lengths: the server marks a worker silent for ORCH_WORKER_LOST_AFTER_MS
@@ -101,6 +103,12 @@ export class Worker<P = unknown> extends EventEmitter {
   private stopped: Promise<void> | null = null;
   private readonly claimAbort = new AbortController();
   private fetchLoops: Promise<void>[] = [];
+  /** Tenants whose new jobs wait for an express claim, with how many arrived. */
+  private readonly newcomers = new Map<string, number>();
+  private expressing: Promise<void> | null = null;
+  /** The last bulk claim took all it asked for: more work waits than the claims take, so claims run back to back. */
+  private behind = false;
+  private stopListening: (() => void) | null = null;
   private slotWaiters: (() => void)[] = [];
   /** Resolved when the last running handler returns (stop() waits on it). */
   private idleWaiters: (() => void)[] = [];
@@ -127,6 +135,7 @@ export class Worker<P = unknown> extends EventEmitter {
 
   start(): void {
     this.fetchLoops = Array.from({ length: Math.max(1, this.opts.claimers ?? 1) }, () => this.fetch());
+    this.stopListening = this.transport.onRunnable?.(this.opts.jobTypes, (tenantId, count) => this.noteRunnable(tenantId, count)) ?? null;
     this.ticker = setInterval(() => void this.heartbeat(), HEARTBEAT_TICK_MS);
     this.ticker.unref();
     if (this.opts.handleSignals !== false) {
@@ -148,16 +157,9 @@ export class Worker<P = unknown> extends EventEmitter {
         await new Promise<void>((r) => this.slotWaiters.push(r));
         continue;
       }
-      this.reserved += want;
       try {
-        const leases = await this.transport.claim(
-          { workerId: this.id, jobTypes: this.opts.jobTypes, limit: want, waitMs: this.waitMs, host: HOST, version: this.opts.version },
-          this.claimAbort.signal,
-        ).finally(() => (this.reserved -= want));
+        this.behind = (await this.claimInto(want, this.waitMs)) === want;
         backoff = 0;
-        const now = Date.now();
-        for (const l of leases) this.accept(new RunningJob<P>(l, now)); // if stop() began meanwhile, it hands these back
-        this.pump();
       } catch (err) {
         if (this.stopping) break;
         // an outage fails every claim: say so once, and try again soon after it ends (at most 2 s late)
@@ -166,6 +168,48 @@ export class Worker<P = unknown> extends EventEmitter {
         this.emit('transportError', err);
         await sleep(backoff, undefined, { signal: this.claimAbort.signal }).catch(() => undefined);
       }
+    }
+  }
+
+  /** Claims up to `limit` jobs into the buffer (if stop() began meanwhile, it hands them back); how many came. */
+  private async claimInto(limit: number, waitMs: number, onlyTenants?: string[]): Promise<number> {
+    this.reserved += limit;
+    const leases = await this.transport.claim(
+      { workerId: this.id, jobTypes: this.opts.jobTypes, limit, waitMs, onlyTenants, host: HOST, version: this.opts.version },
+      this.claimAbort.signal,
+    ).finally(() => (this.reserved -= limit));
+    const now = Date.now();
+    for (const l of leases) this.accept(new RunningJob<P>(l, now));
+    this.pump();
+    return leases.length;
+  }
+
+  /**
+   * Jobs became runnable in a tenant's queue. While this worker is behind
+   * (its last bulk claim was full), its claims run back to back, each a
+   * whole batch that takes tens of milliseconds under load, and the new jobs
+   * would wait for the claim after the one in flight: an express claim takes
+   * that tenant's jobs at once, past the prefetch limit by at most
+   * EXPRESS_LIMIT. A tenant with jobs in the buffer is served by the bulk
+   * claims' fair share; a worker that keeps up is woken by the same
+   * notification in its long-poll, and a second claim would find nothing.
+   */
+  private noteRunnable(tenantId: string, count: number): void {
+    if (this.stopping || !this.behind || this.buffer.has(tenantId)) return;
+    this.newcomers.set(tenantId, (this.newcomers.get(tenantId) ?? 0) + count);
+    this.expressing ??= this.express().finally(() => (this.expressing = null));
+  }
+
+  /** One express claim at a time; tenants noted meanwhile go in the next. */
+  private async express(): Promise<void> {
+    while (this.newcomers.size > 0 && !this.stopping) {
+      const onlyTenants = [...this.newcomers.keys()];
+      const limit = Math.min(EXPRESS_LIMIT, [...this.newcomers.values()].reduce((a, b) => a + b, 0));
+      this.newcomers.clear();
+      // a failed express claim loses nothing: the bulk claims find those jobs
+      await this.claimInto(limit, 0, onlyTenants).catch((err: unknown) => {
+        if (!this.stopping) this.emit('transportError', err);
+      });
     }
   }
 
@@ -323,9 +367,10 @@ export class Worker<P = unknown> extends EventEmitter {
   private async doStop(): Promise<void> {
     this.stopping = true;
     this.removeSignalHandlers();
+    this.stopListening?.();
     this.claimAbort.abort();
     this.wakeFetcher();
-    await Promise.all(this.fetchLoops);
+    await Promise.all([...this.fetchLoops, this.expressing]);
     // Prefetched leases go back first: waiting for running handlers could outlast their leases.
     const prefetchedBack = await this.handBack(this.buffer.takeAll().map((b) => {
       this.forget(b);
@@ -401,7 +446,9 @@ export async function createWorker<P = unknown>(opts: WorkerOptions<P>): Promise
   if (!transport && opts.connectionString) {
     // the in-process transport brings pg and the ledger: loaded only by workers that use it
     const { InProcessTransport } = await import('./in-process.ts');
-    transport = await InProcessTransport.open({ connectionString: opts.connectionString, pool: opts.pool, workerId: id, log, poolSize: 4 });
+    // a connection for each claimer and acker, and one each for heartbeats and express claims, which must not wait behind them
+    const poolSize = Math.max(1, opts.claimers ?? 1) + Math.max(1, opts.ackers ?? 2) + 2;
+    transport = await InProcessTransport.open({ connectionString: opts.connectionString, pool: opts.pool, workerId: id, log, poolSize });
   } else if (!transport && opts.apiUrl) {
     transport = new HttpTransport({ apiUrl: opts.apiUrl, token: opts.token, tenant: opts.tenant });
   }

@@ -308,9 +308,15 @@ interface LeaseRow {
 
 interface ThrottleRow { kind: 'throttle'; tenant_id: string; job_type: string; reason: ThrottleReason; retry_ms: number | null }
 
+/** The tenants whose queues a claim looks at (null: all): the claimer's scope, narrowed by onlyTenants. */
+function tenantsLookedAt({ tenantIds, onlyTenants }: ClaimRequest): string[] | null {
+  if (!onlyTenants) return tenantIds ?? null;
+  return tenantIds ? onlyTenants.filter((t) => tenantIds.includes(t)) : onlyTenants;
+}
+
 export async function claim(db: Queryable, req: ClaimRequest, actor: Actor): Promise<ClaimRound & { records: TransitionRecord[] }> {
   if (req.limit <= 0 || req.jobTypes.length === 0) return { leases: [], throttled: [], records: [], drained: false };
-  const params = [req.jobTypes, req.limit, req.workerId, req.tenantIds ?? null, req.leaseMs ?? null, actor, randomUUID()];
+  const params = [req.jobTypes, req.limit, req.workerId, tenantsLookedAt(req), req.leaseMs ?? null, actor, randomUUID()];
   let { rows } = await singleQueueClaim<ClaimRow>(db, params);
   if (rows.some((r) => r.kind === 'contended')) {
     ({ rows } = await optimisticClaim<ClaimRow>(db, params).catch((err: unknown) => {

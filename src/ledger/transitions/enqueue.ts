@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { JOBS_CHANNEL } from '../channel.ts';
+import { notifyRunnable } from '../channel.ts';
 import { prepared, type Queryable } from '../db.ts';
 import { recordTransitions } from './history.ts';
 import type { Actor, EnqueueCause, EnqueueResult, JobState } from '../types.ts';
@@ -49,7 +49,7 @@ WITH input AS (
   SELECT id, tenant_id, job_type, NULL::orch.job_state AS from_state, state AS to_state, 0 AS attempt,
          NULL::uuid AS lease_id, NULL::jsonb AS error FROM ins
 ), ${recordTransitions('entries', '$4::uuid', '$2', '$3', '$5')}, wake AS (
-  SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins WHERE run_after <= now() AND state = 'queued' GROUP BY job_type
+  ${notifyRunnable('ins', "run_after <= now() AND state = 'queued'")}
 )
 SELECT ins.id, ins.tenant_id, ins.job_type, ins.idempotency_key, ins.state, (SELECT count(*) FROM wake) AS woken
 FROM ins ORDER BY ins.id`);

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { appendHistory, ENDS_JOBS, recordTransitions, SETTLED_COLUMN, settledRecords } from './history.ts';
 import type { Actor, JobState, TransitionCause, TransitionRecord } from '../types.ts';
-import { JOBS_CHANNEL } from '../channel.ts';
+import { notifyRunnable } from '../channel.ts';
 
 /**
  * SQL of a statement that takes leases away from their holders: leased ->
@@ -33,7 +33,7 @@ WITH RECURSIVE picked AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, new_state AS to_state, attempt, lease_id,
          CASE WHEN new_state = 'dead_lettered' THEN last_error END AS error, dependents, workflow_id FROM upd
 ), ${recordTransitions('entries', '$3::uuid', '$2', reason, cause, { ends: true })}, wake AS (
-  SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd WHERE new_state = 'queued' GROUP BY job_type
+  ${notifyRunnable('upd', "new_state = 'queued'")}
 )
 SELECT upd.id, upd.tenant_id, upd.job_type, upd.attempt, upd.lease_id, upd.worker_id, upd.new_state, ${SETTLED_COLUMN},
   CASE WHEN upd.new_state = 'dead_lettered' THEN upd.last_error->>'class' END AS error_class, (SELECT count(*) FROM wake) AS woken FROM upd`;

@@ -1,4 +1,4 @@
-import { JOBS_CHANNEL } from '../channel.ts';
+import { notifyRunnable } from '../channel.ts';
 import { freeQuotaSlots } from '../flow-sql.ts';
 import type { JobState, TransitionRecord } from '../types.ts';
 
@@ -119,7 +119,7 @@ function settleDependents(entries: string, batch: string): string {
     CASE WHEN state = 'canceled' THEN note END AS note, batch_id
   FROM released WHERE state <> 'waiting'
 ), released_wake AS (
-  SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM released_entries WHERE to_state = 'queued' GROUP BY job_type
+  ${notifyRunnable('released_entries', "to_state = 'queued'")}
 ), released_hist AS (
   ${historyInsert('released_entries', 'batch_id', "'system:dependencies'", 'note', 'cause')}
 ), released_outboxed AS (

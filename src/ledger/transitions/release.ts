@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { prepared, type Queryable } from '../db.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { AckOutcome, Actor, LeaseRef, TransitionRecord } from '../types.ts';
-import { JOBS_CHANNEL } from '../channel.ts';
+import { notifyRunnable } from '../channel.ts';
 import { ACK_ACTOR, LEASE_CHECK_COLUMNS, leaseEndOutcomes, type LeaseEndRow } from './lease-check.ts';
 
 /**
@@ -23,7 +23,7 @@ WITH input AS (
   SELECT id, tenant_id, job_type, 'leased'::orch.job_state AS from_state, 'queued'::orch.job_state AS to_state, attempt, lease_id, worker_id,
          NULL::jsonb AS error FROM upd
 ), ${recordTransitions('entries', '$3::uuid', ACK_ACTOR, "'released_by_worker'", "'worker_released'")}, wake AS (
-  SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd GROUP BY job_type
+  ${notifyRunnable('upd')}
 )
 SELECT ${LEASE_CHECK_COLUMNS}, u.tenant_id, u.job_type, u.attempt, 'queued'::orch.job_state AS new_state,
   NULL AS run_ms, NULL AS error_class, (SELECT count(*) FROM wake) AS woken

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { JOBS_CHANNEL } from '../channel.ts';
+import { notifyRunnable } from '../channel.ts';
 import { prepared, type Queryable } from '../db.ts';
 import { MAX_PRIORITY } from '../validate.ts';
 import { recordTransitions } from './history.ts';
@@ -65,7 +65,7 @@ WITH src AS (
   SELECT id, tenant_id, job_type, NULL::orch.job_state AS from_state, state AS to_state, 0 AS attempt,
          NULL::uuid AS lease_id, NULL::jsonb AS error FROM ins
 ), ${recordTransitions('entries', '$6::uuid', '$4', '$5', "'replayed'")}, wake AS (
-  SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM ins WHERE state = 'queued' GROUP BY job_type
+  ${notifyRunnable('ins', "state = 'queued'")}
 )
 SELECT i.id AS job_id, ins.id AS new_id, ins.job_type, ins.state AS new_state,
   coalesce(ins.id, (SELECT r.id FROM orch.jobs r WHERE r.tenant_id = $1 AND r.replay_of = i.id)) AS replay_id,

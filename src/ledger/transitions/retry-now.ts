@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { JOBS_CHANNEL } from '../channel.ts';
+import { notifyRunnable } from '../channel.ts';
 import { prepared, type Queryable } from '../db.ts';
 import { appendHistory, recordTransitions } from './history.ts';
 import type { Actor, TransitionRecord } from '../types.ts';
@@ -22,7 +22,7 @@ WITH picked AS (
   SELECT id, tenant_id, job_type, 'failed'::orch.job_state AS from_state, 'failed'::orch.job_state AS to_state, attempt,
          NULL::uuid AS lease_id, NULL::jsonb AS error FROM upd
 ), ${recordTransitions('entries', '$5::uuid', '$3', '$4', "'operator_retried'")}, wake AS (
-  SELECT pg_notify('${JOBS_CHANNEL}', job_type || ' ' || count(*)) FROM upd GROUP BY job_type
+  ${notifyRunnable('upd')}
 )
 SELECT id, tenant_id, job_type, attempt, (SELECT count(*) FROM wake) AS woken FROM upd ORDER BY id`);
 
