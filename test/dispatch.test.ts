@@ -191,3 +191,14 @@ describe("express claims: a newly busy tenant does not wait behind a worker's bu
     assert.deepEqual(all.leases.map((l) => l.tenantId), ['ex-y', 'ex-y']);
   });
 });
+
+test('a notifier stopped while it connects keeps no connection (it would hold a stopping process open)', async () => {
+  const listeners = async () => Number((await db.pool.query<{ n: string }>(
+    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'orch-notifier'")).rows[0]!.n);
+  const before = await listeners();
+  const stopped = new JobNotifier(db.url, createLogger('silent'));
+  const starting = stopped.start();
+  await stopped.stop();
+  await starting;
+  await eventually(async () => (await listeners()) === before, 5000, 'the connection made after stop() to close');
+});

@@ -33,7 +33,7 @@ import { httpClient } from './helpers/http.ts';
 
 const BASE = API_BASE;
 const TARGET = Number(process.env.FUZZ_REQUESTS ?? 12_000);
-const CONCURRENCY = 8;
+const CONCURRENCY = 16;
 const REQUEST_TIMEOUT_MS = 20_000;
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };

@@ -82,8 +82,18 @@ export class JobNotifier {
       this.log.warn({ err }, 'job notifier connection lost; reconnecting');
       this.scheduleReconnect();
     });
-    await client.connect();
-    await client.query(`LISTEN ${JOBS_CHANNEL}`);
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${JOBS_CHANNEL}`);
+    } catch (err) {
+      await client.end().catch(() => undefined);
+      throw err;
+    }
+    if (this.closed) {
+      // stopped while connecting (a reconnect racing stop()): a connection kept here would hold the process open
+      await client.end().catch(() => undefined);
+      return;
+    }
     this.client = client;
     // Notifications sent while we were disconnected are gone: let every waiter look again.
     this.wakeAll();

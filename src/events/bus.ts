@@ -77,6 +77,8 @@ export class EventBus {
         nc = await connect({ servers: natsServers(this.url), name: 'orch', maxReconnectAttempts: -1, reconnectTimeWait: 500 });
         if (this.closed) return void (await nc.close());
         await this.ensureStream(nc);
+        // closed while the stream was being made: nobody else would close this connection
+        if (this.closed) return void (await nc.close());
         if (this.refusal) this.log.info({ stream: this.stream.name }, 'JetStream accepted the events stream');
         this.refusal = null;
         this.watch(nc);
