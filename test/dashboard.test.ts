@@ -535,10 +535,11 @@ test('every metric the dashboard names is exported by the orchestrator, and ever
   const queries = panelQueries(dashboard);
   const variables = dashboard.templating.list.filter((v) => v.type === 'query').map((v) => ({ panel: `variable $${v.name}`, refId: '-', expr: variableQuery(v) }));
   const skipEvents = bus === null;
-  // Labelled series appear with their first event (a refusal, a lapsed lease, a relayed batch): scrape until the load has made them all.
+  // Labelled series appear with their first event (a refusal, a lapsed lease, a relayed batch, a completed window): scrape
+  // until the load has made them all (on a loaded CI machine the first window's watermark once took over 30 s).
   let exported!: Exported;
   let unknown: string[] = [];
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + 60_000;
   do {
     if (unknown.length > 0) await new Promise((r) => setTimeout(r, 250));
     exported = parseExposition(await (await fetch(`${plane.url}/metrics`)).text());
