@@ -8,10 +8,10 @@ import { Ledger } from '../src/ledger/ledger.ts';
 import type { ClaimRequest } from '../src/ledger/types.ts';
 import { createLogger } from '../src/logging.ts';
 import { InProcessTransport } from '../src/sdk/in-process.ts';
-import type { ClaimParams } from '../src/sdk/transport.ts';
+import { HttpTransport, type ClaimParams, type WorkerTransport } from '../src/sdk/transport.ts';
 import { createWorker, type Worker } from '../src/sdk/worker.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { eventually } from './helpers/server.ts';
+import { eventually, startTestServer } from './helpers/server.ts';
 
 /**
  * Claims that come back empty-handed cost as much as the useful ones: a
@@ -126,48 +126,62 @@ describe("express claims: a newly busy tenant does not wait behind a worker's bu
   const stateOf = async (tenantId: string, id: string) =>
     (await db.pool.query<{ state: string }>('SELECT state FROM orch.jobs WHERE tenant_id = $1 AND id = $2', [tenantId, id])).rows[0]?.state;
 
-  /** An in-process worker whose claims are recorded (the express ones carry onlyTenants). */
-  async function recordingWorker(jobTypes: string[], handler: (tenantId: string) => Promise<void> | void, opts: { concurrency: number; prefetch: number; batchSize: number }) {
+  /** A worker over `inner` whose claims are recorded (the express ones carry `express`). */
+  async function recordingWorker(inner: WorkerTransport, jobTypes: string[], handler: (tenantId: string) => Promise<void> | void, opts: { concurrency: number; prefetch: number; batchSize: number }) {
     const claims: ClaimParams[] = [];
-    const inner = await InProcessTransport.open({ connectionString: db.url, workerId: `w-${jobTypes[0]}`, log: createLogger('silent'), poolSize: 4 });
-    const transport = Object.create(inner) as InProcessTransport;
+    const transport = Object.create(inner) as WorkerTransport;
     transport.claim = (p, signal) => {
       claims.push(p);
       return inner.claim(p, signal);
     };
     const worker: Worker = await createWorker({ transport, jobTypes, handleSignals: false, waitMs: 1000, ...opts, handler: (job) => handler(job.tenantId) });
-    return { worker, express: () => claims.filter((c) => c.onlyTenants) };
+    return { worker, express: () => claims.filter((c) => c.express) };
   }
 
-  test('a worker whose claims run full takes a new tenant\'s job at once, even with no room left', async () => {
-    await enqueue('ex_busy', 'ex-a', 20);
+  const inProcess = (name: string) => InProcessTransport.open({ connectionString: db.url, workerId: `w-${name}`, log: createLogger('silent'), poolSize: 4 });
+
+  /**
+   * A worker whose one full claim fills it (1 running, held, and 11 prefetched) and makes A a tenant with a
+   * backlog (at least 10 jobs in one claim): only an express claim can lease B's job.
+   */
+  async function fullWorkerTakesNewTenant(inner: WorkerTransport, jobType: string): Promise<void> {
+    await enqueue(jobType, 'ex-a', 30);
     let open!: () => void;
     const gate = new Promise<void>((r) => (open = r));
     const started: string[] = [];
-    const { worker, express } = await recordingWorker(['ex_busy'], async (tenantId) => {
+    const { worker, express } = await recordingWorker(inner, [jobType], async (tenantId) => {
       started.push(tenantId);
       if (tenantId === 'ex-a') await gate;
-    }, { concurrency: 1, prefetch: 4, batchSize: 5 });
+    }, { concurrency: 1, prefetch: 11, batchSize: 12 });
     try {
-      // one full claim of 5 fills the worker (1 running + 4 prefetched): its claimer waits for room
-      await eventually(async () => worker.held === 5, 10_000, 'the first claim');
-      const [b] = await enqueue('ex_busy', 'ex-b', 1);
-      // no slot frees while the gate is shut: only an express claim can lease it
+      await eventually(async () => worker.held === 12, 10_000, 'the first claim');
+      // behind: an express claim is open, leaving out the tenant with a backlog
+      await eventually(async () => express().some((c) => c.express!.exceptTenants.includes('ex-a')), 10_000, 'an express claim');
+      const [b] = await enqueue(jobType, 'ex-b', 1);
       await eventually(async () => (await stateOf('ex-b', b!.id)) === 'leased', 10_000, "tenant B's job to be leased");
-      assert.deepEqual(express().map((c) => [c.onlyTenants, c.limit]), [[['ex-b'], 1]]);
       open();
-      await eventually(async () => started.length === 21, 10_000, 'every job to run');
+      await eventually(async () => started.length === 31, 10_000, 'every job to run');
       // the fair buffer hands it out before the rest of A's prefetched jobs
       assert.ok(started.indexOf('ex-b') <= 2, `B ran at position ${started.indexOf('ex-b')}`);
     } finally {
       open();
       await worker.stop();
     }
+  }
+
+  test('an in-process worker whose claims run full takes a new tenant\'s job at once, even with no room left', async () => {
+    await fullWorkerTakesNewTenant(await inProcess('full'), 'ex_busy');
+  });
+
+  test('so does a remote worker, through the server\'s express claim', async (t) => {
+    const plane = await startTestServer(db.url);
+    t.after(() => plane.stop());
+    await fullWorkerTakesNewTenant(new HttpTransport({ apiUrl: plane.url }), 'ex_remote');
   });
 
   test('a worker that keeps up makes no express claims: its own long-poll is woken', async () => {
     const done: string[] = [];
-    const { worker, express } = await recordingWorker(['ex_idle'], (tenantId) => void done.push(tenantId), { concurrency: 5, prefetch: 5, batchSize: 10 });
+    const { worker, express } = await recordingWorker(await inProcess('idle'), ['ex_idle'], (tenantId) => void done.push(tenantId), { concurrency: 5, prefetch: 5, batchSize: 10 });
     try {
       for (const tenant of ['ex-c', 'ex-d', 'ex-e']) {
         await enqueue('ex_idle', tenant, 1);
@@ -179,7 +193,16 @@ describe("express claims: a newly busy tenant does not wait behind a worker's bu
     }
   });
 
-  test('an express claim looks only at the tenants it names, and never past the claimer\'s own tenants', async () => {
+  test('an express claim waits for jobs of a tenant outside exceptTenants and inside its own tenants, and claims only those', async () => {
+    const dispatcher = new Dispatcher(ledger, notifier);
+    const waiting = dispatcher.claimExpress({ workerId: 'w-exp', jobTypes: ['ex_wait'], tenantIds: ['ex-p', 'ex-q'], limit: 10 }, ['ex-p'], 10_000);
+    await enqueue('ex_wait', 'ex-p', 2); // served by the bulk claims
+    await enqueue('ex_wait', 'ex-out', 2); // not a tenant this claimer claims for
+    await enqueue('ex_wait', 'ex-q', 1);
+    assert.deepEqual((await waiting).map((l) => l.tenantId), ['ex-q']);
+  });
+
+  test('onlyTenants narrows a claim, and never past the claimer\'s own tenants', async () => {
     await enqueue('ex_scope', 'ex-x', 2);
     await enqueue('ex_scope', 'ex-y', 2);
     const base = { workerId: 'w-scope', jobTypes: ['ex_scope'], limit: 10 };

@@ -139,6 +139,8 @@ export const LeaseSchema = Type.Object({
   })),
 });
 
+export const TenantId = Type.String({ pattern: TENANT_PATTERN });
+
 export const ClaimBody = Type.Object({
   workerId: WorkerId,
   jobTypes: Type.Array(JobTypeName, { minItems: 1, maxItems: 100 }),
@@ -147,9 +149,14 @@ export const ClaimBody = Type.Object({
   leaseMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000 })),
   host: Type.Optional(Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9._:-]+$', description: 'Shown in the worker registry.' })),
   version: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._+-]+$', description: 'Worker version, shown in the worker registry.' })),
+  express: Type.Optional(Type.Object({
+    exceptTenants: Type.Array(TenantId, { maxItems: 1000, description: 'Tenants the worker\'s bulk claims already serve.' }),
+  }, {
+    additionalProperties: false,
+    description: 'An express claim (a worker whose bulk claims come back full keeps one open): waits up to waitMs for jobs that become runnable in a tenant not in exceptTenants, then claims only those tenants\' jobs.',
+  })),
 }, { additionalProperties: false });
 
-export const TenantId = Type.String({ pattern: TENANT_PATTERN });
 /** In batches, each item names its lease's tenant (a worker may serve several); it defaults to X-Tenant-Id. */
 const LeaseRefProps = { tenantId: Type.Optional(TenantId), jobId: JobId, leaseId: LeaseId };
 const Progress = Type.Number({ minimum: 0, maximum: 1 });

@@ -37,14 +37,13 @@ export class Dispatcher {
   async claim(req: ClaimRequest, waitMs: number, callerSignal?: AbortSignal): Promise<Lease[]> {
     const signal = callerSignal ? AbortSignal.any([callerSignal, this.closing.signal]) : this.closing.signal;
     const deadline = Date.now() + waitMs;
-    // only a claimer that waits can skip a claim; one that does not (an express claim) leaves nothing to remember
-    const key = waitMs > 0 ? `${req.workerId}\u0000${req.tenantIds?.join(',') ?? '*'}\u0000${req.jobTypes.join(',')}` : null;
+    const key = `${req.workerId}\u0000${req.tenantIds?.join(',') ?? '*'}\u0000${req.jobTypes.join(',')}`;
     for (let first = true; ; first = false) {
       const waiter = this.notifier.register(req.jobTypes);
       try {
         const epoch = this.notifier.epoch(req.jobTypes);
         // registered before the comparison: a notification heard after it wakes the waiter
-        const nothingNew = first && key !== null && epoch !== null && this.drainedAt.get(key) === epoch;
+        const nothingNew = first && waitMs > 0 && epoch !== null && this.drainedAt.get(key) === epoch;
         const { leases, throttled } = nothingNew ? { leases: [], throttled: [] } : await this.claimNoting(key, req, epoch);
         const left = deadline - Date.now();
         if (leases.length > 0 || left <= 0 || signal.aborted) return leases;
@@ -59,10 +58,50 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * An express claim, which a worker that is behind keeps open beside its
+   * bulk claims: those run back to back, each a whole batch that takes tens
+   * of milliseconds under load, and a tenant whose first jobs arrive would
+   * wait for the claim after the one in flight. This waits (up to waitMs) for
+   * jobs that become runnable in a tenant the claimer may claim for and that
+   * is not in `exceptTenants` (those its bulk claims already serve), then
+   * claims only those tenants' jobs, at most req.limit. Without LISTEN (poll
+   * mode) nothing is heard and it returns empty at the deadline.
+   */
+  async claimExpress(req: ClaimRequest, exceptTenants: string[], waitMs: number, callerSignal?: AbortSignal): Promise<Lease[]> {
+    const signal = callerSignal ? AbortSignal.any([callerSignal, this.closing.signal]) : this.closing.signal;
+    const except = new Set(exceptTenants);
+    const scope = req.tenantIds ? new Set(req.tenantIds) : null;
+    const arrived = new Set<string>();
+    let heard = () => {};
+    const unsubscribe = this.notifier.onRunnable(req.jobTypes, (tenantId) => {
+      if (except.has(tenantId) || (scope && !scope.has(tenantId))) return;
+      arrived.add(tenantId);
+      heard();
+    });
+    try {
+      const deadline = Date.now() + waitMs;
+      for (;;) {
+        if (arrived.size > 0) {
+          const onlyTenants = [...arrived];
+          arrived.clear();
+          const { leases } = await this.ledger.claimRound({ ...req, onlyTenants });
+          if (leases.length > 0 || signal.aborted) return leases;
+          continue;
+        }
+        const left = deadline - Date.now();
+        if (left <= 0 || signal.aborted) return [];
+        await sleepUntil(new Promise<void>((r) => (heard = r)), left, signal);
+        if (signal.aborted) return [];
+      }
+    } finally {
+      unsubscribe();
+    }
+  }
+
   /** Claims, and notes whether the claim drained the claimer's queues as of `epoch`. */
-  private async claimNoting(key: string | null, req: ClaimRequest, epoch: number | null): Promise<ClaimRound> {
+  private async claimNoting(key: string, req: ClaimRequest, epoch: number | null): Promise<ClaimRound> {
     const round = await this.ledger.claimRound(req);
-    if (key === null) return round;
     this.drainedAt.delete(key);
     if (round.drained && epoch !== null) {
       if (this.drainedAt.size >= DRAINED_KEPT) this.drainedAt.delete(this.drainedAt.keys().next().value!);

@@ -144,7 +144,7 @@ export interface ClaimRequest {
   limit: number;
   /** The tenants the worker claims for (its scope and its registry record); undefined means all tenants. */
   tenantIds?: string[];
-  /** This claim looks only at these tenants' queues, within tenantIds: an express claim for work that just arrived. */
+  /** This claim looks only at these tenants' queues, within tenantIds (an express claim's, src/dispatch/dispatcher.ts). */
   onlyTenants?: string[];
   /** Overrides the job type's lease length for these leases. */
   leaseMs?: number;

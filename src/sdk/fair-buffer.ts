@@ -20,11 +20,6 @@ export class FairBuffer<T extends { tenantId: string }> {
     this.size++;
   }
 
-  /** Whether an item of `tenantId` waits. */
-  has(tenantId: string): boolean {
-    return this.queues.has(tenantId);
-  }
-
   /** The next item round robin across tenants, oldest first within a tenant. */
   shift(): T | undefined {
     for (const [tenant, q] of this.queues) {

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { defaultConfig } from '../config/config.ts';
 import { Dispatcher } from '../dispatch/dispatcher.ts';
-import { JobNotifier, type RunnableListener } from '../dispatch/notifier.ts';
+import { JobNotifier } from '../dispatch/notifier.ts';
 import { createPool } from '../ledger/db.ts';
 import { Ledger } from '../ledger/ledger.ts';
 import type { AckOutcome, CompleteInput, FailInput, HeartbeatInput, HeartbeatOutcome, Lease, LeaseRef } from '../ledger/types.ts';
@@ -31,11 +31,10 @@ export class InProcessTransport implements WorkerTransport {
   }
 
   claim(p: ClaimParams, signal: AbortSignal): Promise<Lease[]> {
-    return this.dispatcher.claim({ workerId: p.workerId, jobTypes: p.jobTypes, limit: p.limit, onlyTenants: p.onlyTenants, host: p.host, version: p.version }, p.waitMs, signal);
-  }
-
-  onRunnable(types: string[], listener: RunnableListener): () => void {
-    return this.notifier.onRunnable(types, listener);
+    const req = { workerId: p.workerId, jobTypes: p.jobTypes, limit: p.limit, host: p.host, version: p.version };
+    return p.express
+      ? this.dispatcher.claimExpress(req, p.express.exceptTenants, p.waitMs, signal)
+      : this.dispatcher.claim(req, p.waitMs, signal);
   }
 
   heartbeat(items: HeartbeatInput[]): Promise<HeartbeatOutcome[]> {

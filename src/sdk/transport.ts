@@ -1,5 +1,4 @@
 import type { AckOutcome, CompleteInput, FailInput, HeartbeatInput, HeartbeatOutcome, Lease, LeaseRef } from '../ledger/types.ts';
-import type { RunnableListener } from '../dispatch/notifier.ts';
 import { HttpClient, type HttpOptions } from './http.ts';
 
 export interface ClaimParams {
@@ -7,8 +6,12 @@ export interface ClaimParams {
   jobTypes: string[];
   limit: number;
   waitMs: number;
-  /** Look only at these tenants' queues (an express claim); the worker's scope stays what its token or transport gives. */
-  onlyTenants?: string[];
+  /**
+   * An express claim: wait (up to waitMs) for jobs that become runnable in a
+   * tenant other than `exceptTenants` (those the worker's bulk claims already
+   * serve), then claim only those tenants' jobs. See Dispatcher.claimExpress.
+   */
+  express?: { exceptTenants: string[] };
   /** Shown in the worker registry (orch workers list). */
   host?: string;
   version?: string;
@@ -17,13 +20,6 @@ export interface ClaimParams {
 /** How a worker reaches the ledger: over the HTTP bridge, or directly in-process. */
 export interface WorkerTransport {
   claim(p: ClaimParams, signal: AbortSignal): Promise<Lease[]>;
-  /**
-   * Where the transport hears the ledger's notifications (in-process): calls
-   * `listener` when jobs of `types` become runnable in a tenant's queue;
-   * returns the unsubscribe. Lets a worker that is behind claim a newly busy
-   * tenant's jobs at once instead of after its bulk claims.
-   */
-  onRunnable?(types: string[], listener: RunnableListener): () => void;
   heartbeat(items: HeartbeatInput[]): Promise<HeartbeatOutcome[]>;
   complete(items: CompleteInput[]): Promise<AckOutcome[]>;
   fail(items: FailInput[]): Promise<AckOutcome[]>;

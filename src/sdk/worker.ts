@@ -12,7 +12,7 @@ import type pg from 'pg';
 import type { CompleteInput, FailInput, HeartbeatInput, Lease, LeaseRef, RefusalReason } from '../ledger/types.ts';
 import { errorInfo, RunningJob, type Handler } from './job.ts';
 import { createLogger, type Logger } from '../logging.ts';
-import { HttpTransport, type WorkerTransport } from './transport.ts';
+import { HttpTransport, type ClaimParams, type WorkerTransport } from './transport.ts';
 
 export { NonRetryableError, type Handler, type JobContext } from './job.ts';
 
@@ -53,6 +53,8 @@ export interface WorkerOptions<P = unknown> {
 const HEARTBEAT_TICK_MS = 250;
 /** Most jobs one express claim takes (past the prefetch limit): enough for a burst, not a second bulk claim. */
 const EXPRESS_LIMIT = 10;
+/** How long one express long-poll waits before it is sent again with the tenants busy by then. */
+const EXPRESS_WAIT_MS = 250;
 /**
  * A worker holding leases heartbeats at least this often, whatever its lease
  * lengths: the server marks a worker silent for ORCH_WORKER_LOST_AFTER_MS
@@ -103,12 +105,15 @@ export class Worker<P = unknown> extends EventEmitter {
   private stopped: Promise<void> | null = null;
   private readonly claimAbort = new AbortController();
   private fetchLoops: Promise<void>[] = [];
-  /** Tenants whose new jobs wait for an express claim, with how many arrived. */
-  private readonly newcomers = new Map<string, number>();
-  private expressing: Promise<void> | null = null;
+  private expressLoop: Promise<void> | null = null;
   /** The last bulk claim took all it asked for: more work waits than the claims take, so claims run back to back. */
   private behind = false;
-  private stopListening: (() => void) | null = null;
+  /**
+   * Tenants with a backlog: at least EXPRESS_LIMIT of their jobs came in the last bulk claim. Their new
+   * jobs queue behind their own backlog, so an express claim would only take that backlog's head.
+   */
+  private busyTenants: string[] = [];
+  private behindWaiters: (() => void)[] = [];
   private slotWaiters: (() => void)[] = [];
   /** Resolved when the last running handler returns (stop() waits on it). */
   private idleWaiters: (() => void)[] = [];
@@ -135,7 +140,7 @@ export class Worker<P = unknown> extends EventEmitter {
 
   start(): void {
     this.fetchLoops = Array.from({ length: Math.max(1, this.opts.claimers ?? 1) }, () => this.fetch());
-    this.stopListening = this.transport.onRunnable?.(this.opts.jobTypes, (tenantId, count) => this.noteRunnable(tenantId, count)) ?? null;
+    this.expressLoop = this.express();
     this.ticker = setInterval(() => void this.heartbeat(), HEARTBEAT_TICK_MS);
     this.ticker.unref();
     if (this.opts.handleSignals !== false) {
@@ -158,7 +163,10 @@ export class Worker<P = unknown> extends EventEmitter {
         continue;
       }
       try {
-        this.behind = (await this.claimInto(want, this.waitMs)) === want;
+        const leases = await this.claimInto(want, this.waitMs);
+        this.busyTenants = tenantsWithAtLeast(leases, EXPRESS_LIMIT);
+        this.behind = leases.length === want;
+        if (this.behind) this.behindWaiters.splice(0).forEach((w) => w());
         backoff = 0;
       } catch (err) {
         if (this.stopping) break;
@@ -171,45 +179,48 @@ export class Worker<P = unknown> extends EventEmitter {
     }
   }
 
-  /** Claims up to `limit` jobs into the buffer (if stop() began meanwhile, it hands them back); how many came. */
-  private async claimInto(limit: number, waitMs: number, onlyTenants?: string[]): Promise<number> {
-    this.reserved += limit;
+  /**
+   * Claims up to `limit` jobs into the buffer (if stop() began meanwhile, it hands them back). An express
+   * claim takes its jobs past the prefetch limit, so it reserves no room of the bulk claims'.
+   */
+  private async claimInto(limit: number, waitMs: number, express?: ClaimParams['express']): Promise<Lease[]> {
+    const reserving = express ? 0 : limit;
+    this.reserved += reserving;
     const leases = await this.transport.claim(
-      { workerId: this.id, jobTypes: this.opts.jobTypes, limit, waitMs, onlyTenants, host: HOST, version: this.opts.version },
+      { workerId: this.id, jobTypes: this.opts.jobTypes, limit, waitMs, express, host: HOST, version: this.opts.version },
       this.claimAbort.signal,
-    ).finally(() => (this.reserved -= limit));
+    ).finally(() => (this.reserved -= reserving));
     const now = Date.now();
     for (const l of leases) this.accept(new RunningJob<P>(l, now));
     this.pump();
-    return leases.length;
+    return leases;
   }
 
   /**
-   * Jobs became runnable in a tenant's queue. While this worker is behind
-   * (its last bulk claim was full), its claims run back to back, each a
-   * whole batch that takes tens of milliseconds under load, and the new jobs
-   * would wait for the claim after the one in flight: an express claim takes
-   * that tenant's jobs at once, past the prefetch limit by at most
-   * EXPRESS_LIMIT. A tenant with jobs in the buffer is served by the bulk
-   * claims' fair share; a worker that keeps up is woken by the same
-   * notification in its long-poll, and a second claim would find nothing.
+   * While the worker is behind (its last bulk claim came back full, so its
+   * claims run back to back, each a whole batch that takes tens of
+   * milliseconds under load), it keeps an express claim open beside them:
+   * new jobs of a tenant without a backlog are claimed as soon as they are
+   * runnable (Dispatcher.claimExpress), past the prefetch limit by at most
+   * EXPRESS_LIMIT, instead of after the bulk claim in flight. A worker that
+   * keeps up sends none: its own long-poll wakes on the same notification.
    */
-  private noteRunnable(tenantId: string, count: number): void {
-    if (this.stopping || !this.behind || this.buffer.has(tenantId)) return;
-    this.newcomers.set(tenantId, (this.newcomers.get(tenantId) ?? 0) + count);
-    this.expressing ??= this.express().finally(() => (this.expressing = null));
-  }
-
-  /** One express claim at a time; tenants noted meanwhile go in the next. */
   private async express(): Promise<void> {
-    while (this.newcomers.size > 0 && !this.stopping) {
-      const onlyTenants = [...this.newcomers.keys()];
-      const limit = Math.min(EXPRESS_LIMIT, [...this.newcomers.values()].reduce((a, b) => a + b, 0));
-      this.newcomers.clear();
-      // a failed express claim loses nothing: the bulk claims find those jobs
-      await this.claimInto(limit, 0, onlyTenants).catch((err: unknown) => {
-        if (!this.stopping) this.emit('transportError', err);
-      });
+    let backoff = 0;
+    while (!this.stopping) {
+      if (!this.behind) {
+        await new Promise<void>((r) => this.behindWaiters.push(r));
+        continue;
+      }
+      try {
+        await this.claimInto(EXPRESS_LIMIT, EXPRESS_WAIT_MS, { exceptTenants: this.busyTenants });
+        backoff = 0;
+      } catch (err) {
+        if (this.stopping) break;
+        // the bulk claims say so once per outage; these jobs wait for them meanwhile
+        backoff = Math.min(2000, backoff * 2 || 100);
+        await sleep(backoff, undefined, { signal: this.claimAbort.signal }).catch(() => undefined);
+      }
     }
   }
 
@@ -367,10 +378,10 @@ export class Worker<P = unknown> extends EventEmitter {
   private async doStop(): Promise<void> {
     this.stopping = true;
     this.removeSignalHandlers();
-    this.stopListening?.();
     this.claimAbort.abort();
     this.wakeFetcher();
-    await Promise.all([...this.fetchLoops, this.expressing]);
+    this.behindWaiters.splice(0).forEach((w) => w());
+    await Promise.all([...this.fetchLoops, this.expressLoop]);
     // Prefetched leases go back first: waiting for running handlers could outlast their leases.
     const prefetchedBack = await this.handBack(this.buffer.takeAll().map((b) => {
       this.forget(b);
@@ -431,6 +442,12 @@ export class Worker<P = unknown> extends EventEmitter {
     process.removeListener('SIGTERM', this.signalHandler);
     process.removeListener('SIGINT', this.signalHandler);
   }
+}
+
+function tenantsWithAtLeast(leases: Lease[], n: number): string[] {
+  const count = new Map<string, number>();
+  for (const l of leases) count.set(l.tenantId, (count.get(l.tenantId) ?? 0) + 1);
+  return [...count].filter(([, c]) => c >= n).map(([t]) => t);
 }
 
 /**
