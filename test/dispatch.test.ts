@@ -179,6 +179,29 @@ describe("express claims: a newly busy tenant does not wait behind a worker's bu
     await fullWorkerTakesNewTenant(new HttpTransport({ apiUrl: plane.url }), 'ex_remote');
   });
 
+  test('express claims take at most 10 jobs past the prefetch limit in all, however much arrives', async () => {
+    await enqueue('ex_flood', 'ex-f', 30);
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const { worker, express } = await recordingWorker(await inProcess('flood'), ['ex_flood'], () => gate, { concurrency: 1, prefetch: 11, batchSize: 12 });
+    try {
+      await eventually(async () => worker.held === 12 && express().length > 0, 10_000, 'a full worker with an express claim open');
+      // ex-g's jobs arrive in five enqueues, each notified: each can wake an express claim
+      for (let i = 0; i < 5; i++) {
+        const sent = express().length;
+        await enqueue('ex_flood', 'ex-g', 5);
+        // the express claim that took them returns and the next is sent; once the worker has no room, none is
+        await eventually(async () => express().length > sent, 1000, 'the next express claim').catch(() => undefined);
+      }
+      assert.equal(worker.held, 22);
+      const leased = await db.pool.query("SELECT count(*)::int AS n FROM orch.jobs WHERE tenant_id = 'ex-g' AND state = 'leased'");
+      assert.equal(leased.rows[0].n, 10);
+    } finally {
+      open();
+      await worker.stop();
+    }
+  });
+
   test('a worker that keeps up makes no express claims: its own long-poll is woken', async () => {
     const done: string[] = [];
     const { worker, express } = await recordingWorker(await inProcess('idle'), ['ex_idle'], (tenantId) => void done.push(tenantId), { concurrency: 5, prefetch: 5, batchSize: 10 });

@@ -212,8 +212,14 @@ export class Worker<P = unknown> extends EventEmitter {
         await new Promise<void>((r) => this.behindWaiters.push(r));
         continue;
       }
+      // never more than EXPRESS_LIMIT past the prefetch limit in all, however many express claims came back
+      const room = Math.min(EXPRESS_LIMIT, this.capacity + EXPRESS_LIMIT - this.held - this.reserved);
+      if (room <= 0) {
+        await new Promise<void>((r) => this.slotWaiters.push(r));
+        continue;
+      }
       try {
-        await this.claimInto(EXPRESS_LIMIT, EXPRESS_WAIT_MS, { exceptTenants: this.busyTenants });
+        await this.claimInto(room, EXPRESS_WAIT_MS, { exceptTenants: this.busyTenants });
         backoff = 0;
       } catch (err) {
         if (this.stopping) break;
