@@ -275,7 +275,7 @@ test('every command line of the runbook runs against a live server and does what
   cleanups.push(() => drillDb.drop());
   const nats = await NatsProcess.create();
   await nats.start();
-  cleanups.push(() => nats.stop());
+  cleanups.push(() => nats.destroy());
 
   const env: Record<string, string> = { ORCH_LOG_LEVEL: 'silent' };
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ORCH_') && v !== undefined) env[k] = v;
