@@ -218,7 +218,7 @@ describe("express claims: a newly busy tenant does not wait behind a worker's bu
 
   test('an express claim waits for jobs of a tenant outside exceptTenants and inside its own tenants, and claims only those', async () => {
     const dispatcher = new Dispatcher(ledger, notifier);
-    const waiting = dispatcher.claimExpress({ workerId: 'w-exp', jobTypes: ['ex_wait'], tenantIds: ['ex-p', 'ex-q'], limit: 10 }, ['ex-p'], 10_000);
+    const waiting = dispatcher.claim({ workerId: 'w-exp', jobTypes: ['ex_wait'], tenantIds: ['ex-p', 'ex-q'], limit: 10 }, 10_000, undefined, { exceptTenants: ['ex-p'] });
     await enqueue('ex_wait', 'ex-p', 2); // served by the bulk claims
     await enqueue('ex_wait', 'ex-out', 2); // not a tenant this claimer claims for
     await enqueue('ex_wait', 'ex-q', 1);

@@ -34,8 +34,10 @@ export class Dispatcher {
     this.closing.abort();
   }
 
-  async claim(req: ClaimRequest, waitMs: number, callerSignal?: AbortSignal): Promise<Lease[]> {
+  /** A long-poll claim, or with `express` an express claim (see claimExpress). */
+  async claim(req: ClaimRequest, waitMs: number, callerSignal?: AbortSignal, express?: { exceptTenants: string[] }): Promise<Lease[]> {
     const signal = callerSignal ? AbortSignal.any([callerSignal, this.closing.signal]) : this.closing.signal;
+    if (express) return this.claimExpress(req, express.exceptTenants, waitMs, signal);
     const deadline = Date.now() + waitMs;
     const key = `${req.workerId}\u0000${req.tenantIds?.join(',') ?? '*'}\u0000${req.jobTypes.join(',')}`;
     for (let first = true; ; first = false) {
@@ -68,8 +70,7 @@ export class Dispatcher {
    * claims only those tenants' jobs, at most req.limit. Without LISTEN (poll
    * mode) nothing is heard and it returns empty at the deadline.
    */
-  async claimExpress(req: ClaimRequest, exceptTenants: string[], waitMs: number, callerSignal?: AbortSignal): Promise<Lease[]> {
-    const signal = callerSignal ? AbortSignal.any([callerSignal, this.closing.signal]) : this.closing.signal;
+  private async claimExpress(req: ClaimRequest, exceptTenants: string[], waitMs: number, signal: AbortSignal): Promise<Lease[]> {
     const except = new Set(exceptTenants);
     const scope = req.tenantIds ? new Set(req.tenantIds) : null;
     const arrived = new Set<string>();

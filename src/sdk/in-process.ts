@@ -31,10 +31,7 @@ export class InProcessTransport implements WorkerTransport {
   }
 
   claim(p: ClaimParams, signal: AbortSignal): Promise<Lease[]> {
-    const req = { workerId: p.workerId, jobTypes: p.jobTypes, limit: p.limit, host: p.host, version: p.version };
-    return p.express
-      ? this.dispatcher.claimExpress(req, p.express.exceptTenants, p.waitMs, signal)
-      : this.dispatcher.claim(req, p.waitMs, signal);
+    return this.dispatcher.claim({ workerId: p.workerId, jobTypes: p.jobTypes, limit: p.limit, host: p.host, version: p.version }, p.waitMs, signal, p.express);
   }
 
   heartbeat(items: HeartbeatInput[]): Promise<HeartbeatOutcome[]> {

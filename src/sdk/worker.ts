@@ -139,7 +139,7 @@ export class Worker<P = unknown> extends EventEmitter {
   }
 
   start(): void {
-    this.fetchLoops = Array.from({ length: Math.max(1, this.opts.claimers ?? 1) }, () => this.fetch());
+    this.fetchLoops = Array.from({ length: inFlightLimits(this.opts).claimers }, () => this.fetch());
     this.expressLoop = this.express();
     this.ticker = setInterval(() => void this.heartbeat(), HEARTBEAT_TICK_MS);
     this.ticker.unref();
@@ -172,11 +172,17 @@ export class Worker<P = unknown> extends EventEmitter {
         if (this.stopping) break;
         // an outage fails every claim: say so once, and try again soon after it ends (at most 2 s late)
         if (backoff === 0) this.log.warn({ err, workerId: this.id }, 'claim failed; retrying until the orchestrator answers');
-        backoff = Math.min(2000, backoff * 2 || 100);
         this.emit('transportError', err);
-        await sleep(backoff, undefined, { signal: this.claimAbort.signal }).catch(() => undefined);
+        backoff = await this.backOff(backoff);
       }
     }
+  }
+
+  /** Waits the next step of a doubling backoff (100 ms to 2 s) after a failed claim, or until stop(); returns that step. */
+  private async backOff(previous: number): Promise<number> {
+    const next = Math.min(2000, previous * 2 || 100);
+    await sleep(next, undefined, { signal: this.claimAbort.signal }).catch(() => undefined);
+    return next;
   }
 
   /**
@@ -224,8 +230,7 @@ export class Worker<P = unknown> extends EventEmitter {
       } catch (err) {
         if (this.stopping) break;
         // the bulk claims say so once per outage; these jobs wait for them meanwhile
-        backoff = Math.min(2000, backoff * 2 || 100);
-        await sleep(backoff, undefined, { signal: this.claimAbort.signal }).catch(() => undefined);
+        backoff = await this.backOff(backoff);
       }
     }
   }
@@ -288,7 +293,7 @@ export class Worker<P = unknown> extends EventEmitter {
     const pending = this.completes.length + this.fails.length;
     if (pending === 0 || this.flushQueued || this.acksAbandoned) return;
     const inFlight = this.flushes.size;
-    if (inFlight >= Math.max(1, this.opts.ackers ?? 2) || (inFlight > 0 && pending < this.batchSize)) return;
+    if (inFlight >= inFlightLimits(this.opts).ackers || (inFlight > 0 && pending < this.batchSize)) return;
     this.flushQueued = true;
     const flush: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
       .then(() => {
@@ -450,6 +455,11 @@ export class Worker<P = unknown> extends EventEmitter {
   }
 }
 
+/** Claim requests and ack batches a worker keeps in flight at once. */
+function inFlightLimits(opts: Pick<WorkerOptions, 'claimers' | 'ackers'>): { claimers: number; ackers: number } {
+  return { claimers: Math.max(1, opts.claimers ?? 1), ackers: Math.max(1, opts.ackers ?? 2) };
+}
+
 function tenantsWithAtLeast(leases: Lease[], n: number): string[] {
   const count = new Map<string, number>();
   for (const l of leases) count.set(l.tenantId, (count.get(l.tenantId) ?? 0) + 1);
@@ -470,7 +480,8 @@ export async function createWorker<P = unknown>(opts: WorkerOptions<P>): Promise
     // the in-process transport brings pg and the ledger: loaded only by workers that use it
     const { InProcessTransport } = await import('./in-process.ts');
     // a connection for each claimer and acker, and one each for heartbeats and express claims, which must not wait behind them
-    const poolSize = Math.max(1, opts.claimers ?? 1) + Math.max(1, opts.ackers ?? 2) + 2;
+    const { claimers, ackers } = inFlightLimits(opts);
+    const poolSize = claimers + ackers + 2;
     transport = await InProcessTransport.open({ connectionString: opts.connectionString, pool: opts.pool, workerId: id, log, poolSize });
   } else if (!transport && opts.apiUrl) {
     transport = new HttpTransport({ apiUrl: opts.apiUrl, token: opts.token, tenant: opts.tenant });

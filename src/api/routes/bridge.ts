@@ -59,11 +59,12 @@ export function bridgeRoutes(app: App, ctx: ApiContext): void {
     reply.raw.once('close', () => {
       if (!reply.raw.writableEnded) ac.abort();
     });
-    const req = { workerId: b.workerId, jobTypes: b.jobTypes, limit: b.limit ?? 1, tenantIds: reachableTenants(request), leaseMs: b.leaseMs, host: b.host, version: b.version };
-    const waitMs = Math.min(b.waitMs ?? 0, config.maxClaimWaitMs);
-    const leases = b.express
-      ? await dispatcher.claimExpress(req, b.express.exceptTenants, waitMs, ac.signal)
-      : await dispatcher.claim(req, waitMs, ac.signal);
+    const leases = await dispatcher.claim(
+      { workerId: b.workerId, jobTypes: b.jobTypes, limit: b.limit ?? 1, tenantIds: reachableTenants(request), leaseMs: b.leaseMs, host: b.host, version: b.version },
+      Math.min(b.waitMs ?? 0, config.maxClaimWaitMs),
+      ac.signal,
+      b.express,
+    );
     return { leases };
   });
 
